@@ -1,0 +1,74 @@
+/** The typed, validated CommuCat configuration (see server/config.ts for loading). */
+
+/** A federation peer trusted by configuration. */
+export interface StaticPeer {
+  domain: string;
+  /** HTTPS endpoint of the peer's federation inbound route. */
+  endpoint: string;
+  /** Ed25519 public key of the peer, 32 bytes. */
+  publicKey: Uint8Array;
+}
+
+export type LedgerMode = "null" | "debug" | "file";
+
+export interface Config {
+  /** Path of the TOML file the values came from, or null when none was read. */
+  source: string | null;
+  server: {
+    /** HTTP listener: /connect, /healthz, /readyz, /metrics, federation inbound. */
+    bind: { hostname: string; port: number };
+    /** Raw CCP-1 TCP (or TLS) listener. */
+    tcpBind: { hostname: string; port: number };
+    /** Admin console listener. */
+    consoleBind: { hostname: string; port: number };
+    tlsCert: string | null;
+    tlsKey: string | null;
+    domain: string;
+    autoApproveDevices: boolean;
+    /** Keepalive interval in seconds; idle connections are closed after it elapses. */
+    keepalive: number;
+    /** Directory for the embedded database and generated dev keys. */
+    dataDir: string;
+    /** Handshake timeout in seconds. */
+    handshakeTimeout: number;
+    /** Allow protocol v1 (no tunnel encryption) on non-TLS connections that are not loopback. */
+    allowPlaintextV1: boolean;
+  };
+  storage: {
+    postgresDsn: string | null;
+    redisUrl: string | null;
+  };
+  crypto: {
+    /** X25519 static private key, 32 bytes. */
+    noisePrivate: Uint8Array;
+    /** X25519 public key derived from noisePrivate. */
+    noisePublic: Uint8Array;
+    /** Federation seed bytes (the Ed25519 secret is BLAKE3 of these). */
+    federationSeed: Uint8Array;
+    prologue: string;
+    /** Where generated keys were kept, when they were generated or loaded from data_dir. */
+    generatedKeyFile: string | null;
+  };
+  federation: {
+    peers: StaticPeer[];
+  };
+  ledger: {
+    mode: LedgerMode;
+    target: string | null;
+  };
+  limits: {
+    /** Seconds a presence record lives in the ephemeral store. */
+    presenceTtl: number;
+    /** Seconds an envelope may wait in the relay queue before it is purged. */
+    relayTtl: number;
+    /** Frames a connection's outbound queue may hold before the reader counts as too slow. */
+    outboundQueueFrames: number;
+    /** Bytes a connection's outbound queue may hold before the reader counts as too slow. */
+    outboundQueueBytes: number;
+    /** Maximum unacknowledged frames per connection (replay window). */
+    maxInflight: number;
+  };
+  admin: {
+    token: string | null;
+  };
+}

@@ -1,0 +1,393 @@
+/**
+ * The contract of CommuCat's shared storage module. The relay server, the admin console and the
+ * operator CLI all use exactly this surface; nothing else touches the databases.
+ *
+ * Identifiers are strings chosen by clients or generated here (UUID v4 for users, events,
+ * sessions). Binary keys are 32-byte Uint8Arrays. Times are Date objects.
+ */
+
+export type DeviceStatus = "pending" | "active" | "revoked";
+export type GroupRole = "owner" | "admin" | "member";
+export type PeerStatus = "active" | "pending" | "blocked";
+
+/** One page of a keyset-paginated listing; pass `nextCursor` back to read the next page. */
+export interface Page<T> {
+  items: T[];
+  nextCursor: string | null;
+}
+
+export interface PageRequest {
+  /** Opaque cursor from a previous page, or undefined for the first page. */
+  cursor?: string | null;
+  /** Page size, 1..500 (default 50). */
+  limit?: number;
+}
+
+export interface User {
+  id: string;
+  handle: string;
+  displayName: string | null;
+  avatarUrl: string | null;
+  createdAt: Date;
+  updatedAt: Date;
+}
+
+export interface Device {
+  id: string;
+  userId: string;
+  /** The active (approved) key; for a never-approved pending device this is its requested key. */
+  publicKey: Uint8Array;
+  status: DeviceStatus;
+  /** A new key that awaits operator approval (rotation without auto-approve), or null. */
+  pendingPublicKey: Uint8Array | null;
+  createdAt: Date;
+  updatedAt: Date;
+  lastSeenAt: Date | null;
+}
+
+/** A device row joined with its owner, as listings show it. */
+export interface DeviceWithUser extends Device {
+  userHandle: string;
+}
+
+export type KeyEventKind =
+  | "registered"
+  | "pending"
+  | "approved"
+  | "rejected"
+  | "revoked"
+  | "rotated"
+  | "rotation-pending";
+
+export interface DeviceKeyEvent {
+  eventId: string;
+  deviceId: string;
+  publicKey: Uint8Array;
+  kind: KeyEventKind;
+  /** Who caused it: "handshake", "cli", "console:<session>", … */
+  actor: string;
+  recordedAt: Date;
+}
+
+export interface SessionRecord {
+  sessionId: string;
+  userId: string;
+  deviceId: string;
+  pattern: "XK" | "IK";
+  protocolVersion: number;
+  remoteAddr: string | null;
+  nodeId: string;
+  createdAt: Date;
+  ttlSeconds: number;
+}
+
+export interface RelayEnvelope {
+  /** Enqueue order; FIFO per device. Decimal string of a bigint. */
+  envelopeId: string;
+  deviceId: string;
+  channelId: number;
+  /** The encoded CCP-1 frame as it was enqueued (its sequence is replaced on replay). */
+  payload: Uint8Array;
+  enqueuedAt: Date;
+  expiresAt: Date;
+  /** How many times it has been handed to a connection. */
+  attempts: number;
+  /** Recipient sequence it was last sent under, or null if never sent. */
+  lastSequence: number | null;
+}
+
+export interface Group {
+  id: string;
+  ownerDeviceId: string;
+  relay: boolean;
+  createdAt: Date;
+  memberCount: number;
+}
+
+export interface GroupMember {
+  groupId: string;
+  deviceId: string;
+  role: GroupRole;
+  joinedAt: Date;
+}
+
+export interface MembershipEvent {
+  id: string;
+  groupId: string;
+  deviceId: string;
+  action: "added" | "removed" | "role-changed";
+  role: GroupRole | null;
+  actor: string;
+  recordedAt: Date;
+}
+
+export interface FederationPeer {
+  domain: string;
+  endpoint: string;
+  publicKey: Uint8Array;
+  status: PeerStatus;
+  /** "config" for static peers from [federation], "database" for federation_peer rows. */
+  source: "config" | "database";
+  lastSeenAt: Date | null;
+  createdAt: Date | null;
+}
+
+export interface OutboxEntry {
+  id: string;
+  eventId: string;
+  peerDomain: string;
+  endpoint: string;
+  /** The signed event as JSON, ready to POST. */
+  body: unknown;
+  attempts: number;
+  nextAttemptAt: Date;
+  lastError: string | null;
+  deliveredAt: Date | null;
+  createdAt: Date;
+}
+
+export interface OutboxBacklog {
+  peerDomain: string;
+  pending: number;
+  oldest: Date | null;
+  lastError: string | null;
+}
+
+export interface AuditEntry {
+  id: string;
+  /** Operator identity: "console:<session id>", "cli:<os user>". */
+  actor: string;
+  action: string;
+  target: string;
+  before: unknown;
+  after: unknown;
+  recordedAt: Date;
+}
+
+/** What a device's handshake may do to its registration (ccp1.md §3). */
+export type HandshakeRegistration =
+  | { outcome: "accepted"; device: Device; user: User }
+  | { outcome: "registered"; device: Device; user: User; event: DeviceKeyEvent }
+  | { outcome: "rotated"; device: Device; user: User; event: DeviceKeyEvent }
+  | { outcome: "pending"; device: Device; user: User; event: DeviceKeyEvent | null }
+  | { outcome: "revoked"; device: Device; user: User };
+
+export interface UserRepo {
+  create(
+    input: { handle: string; displayName?: string | null; avatarUrl?: string | null; id?: string },
+  ): Promise<User>;
+  get(id: string): Promise<User | null>;
+  getByHandle(handle: string): Promise<User | null>;
+  update(
+    id: string,
+    changes: { displayName?: string | null; avatarUrl?: string | null },
+  ): Promise<User>;
+  list(filter: { search?: string } & PageRequest): Promise<Page<User>>;
+}
+
+export interface DeviceRepo {
+  /** Register a device; writes its key event in the same transaction. */
+  register(
+    input: { id: string; userId: string; publicKey: Uint8Array; status: "active" | "pending" },
+    actor: string,
+  ): Promise<{ device: Device; event: DeviceKeyEvent }>;
+  get(id: string): Promise<Device | null>;
+  /** Approve a pending device or its pending key; writes a key event. */
+  approve(id: string, actor: string): Promise<{ device: Device; event: DeviceKeyEvent }>;
+  /** Reject a pending device (status becomes revoked) or drop its pending key. */
+  reject(id: string, actor: string): Promise<{ device: Device; event: DeviceKeyEvent }>;
+  revoke(id: string, actor: string): Promise<{ device: Device; event: DeviceKeyEvent }>;
+  /** Replace an active device's key (auto-approved rotation or operator rotation). */
+  rotateKey(
+    id: string,
+    publicKey: Uint8Array,
+    actor: string,
+  ): Promise<{ device: Device; event: DeviceKeyEvent }>;
+  /** Resolve a device for a handshake, per ccp1.md §3, atomically. */
+  resolveForHandshake(input: {
+    deviceId: string;
+    publicKey: Uint8Array;
+    user: { id?: string; handle?: string; displayName?: string; avatarUrl?: string };
+    autoApprove: boolean;
+  }): Promise<HandshakeRegistration>;
+  touch(id: string): Promise<void>;
+  list(
+    filter: { status?: DeviceStatus; userId?: string; search?: string } & PageRequest,
+  ): Promise<Page<DeviceWithUser>>;
+  countByStatus(): Promise<Record<DeviceStatus, number>>;
+}
+
+export interface KeyEventRepo {
+  list(
+    filter: { deviceId?: string; from?: Date; to?: Date } & PageRequest,
+  ): Promise<Page<DeviceKeyEvent>>;
+  /** Every event of a device in time order, for export. */
+  export(deviceId: string | null, from?: Date, to?: Date): Promise<DeviceKeyEvent[]>;
+}
+
+export interface SessionRepo {
+  record(s: Omit<SessionRecord, "createdAt">): Promise<SessionRecord>;
+  listRecent(page: PageRequest): Promise<Page<SessionRecord>>;
+  byDevice(deviceId: string, page: PageRequest): Promise<Page<SessionRecord>>;
+}
+
+export interface RelayRepo {
+  /** One row per recipient; returns the envelope ids in order. */
+  enqueue(
+    items: { deviceId: string; channelId: number; payload: Uint8Array }[],
+    ttlSeconds: number,
+  ): Promise<string[]>;
+  /** Mark up to `limit` (≤128) unclaimed, unexpired envelopes of a device as claimed by a
+   * session, oldest first, incrementing their attempt count. */
+  claim(deviceId: string, sessionId: string, limit?: number): Promise<RelayEnvelope[]>;
+  /** Record the recipient sequence each claimed envelope was sent under. */
+  markSent(
+    sessionId: string,
+    sent: { envelopeId: string; sequence: number }[],
+  ): Promise<void>;
+  /** Delete the envelopes a session sent under these sequences; returns what was deleted. */
+  ack(deviceId: string, sessionId: string, sequences: number[]): Promise<RelayEnvelope[]>;
+  /** Release claims so the envelopes are replayed again: by session, or all of a device. */
+  requeue(by: { sessionId?: string; deviceId?: string }): Promise<number>;
+  /** Delete expired envelopes; returns how many. */
+  purgeExpired(now?: Date): Promise<number>;
+  depth(deviceId: string): Promise<{ depth: number; oldest: Date | null }>;
+  totalDepth(): Promise<number>;
+}
+
+export interface OffsetRepo {
+  store(entityId: string, channelId: number, envelopeId: string): Promise<void>;
+  read(entityId: string, channelId: number): Promise<string | null>;
+  list(entityId: string): Promise<{ channelId: number; envelopeId: string; updatedAt: Date }[]>;
+}
+
+export interface GroupRepo {
+  create(
+    input: { id?: string; ownerDeviceId: string; relay: boolean },
+    actor: string,
+  ): Promise<Group>;
+  get(id: string): Promise<Group | null>;
+  list(filter: { search?: string } & PageRequest): Promise<Page<Group>>;
+  /** Add or update a member; a request for "owner" becomes "admin". */
+  addMember(
+    groupId: string,
+    deviceId: string,
+    role: GroupRole,
+    actor: string,
+  ): Promise<GroupMember>;
+  removeMember(groupId: string, deviceId: string, actor: string): Promise<boolean>;
+  roster(groupId: string): Promise<GroupMember[]>;
+  role(groupId: string, deviceId: string): Promise<GroupRole | null>;
+  groupsOf(deviceId: string): Promise<GroupMember[]>;
+  auditTrail(groupId: string, page: PageRequest): Promise<Page<MembershipEvent>>;
+}
+
+export interface PeerRepo {
+  upsert(
+    input: { domain: string; endpoint: string; publicKey: Uint8Array; status?: PeerStatus },
+    actor: string,
+  ): Promise<FederationPeer>;
+  get(domain: string): Promise<FederationPeer | null>;
+  /** Change status; refuses transitions that are not allowed with a typed error. */
+  setStatus(domain: string, status: PeerStatus, actor: string): Promise<FederationPeer>;
+  /** Database peers merged with the static peers from config (static ones win). */
+  list(staticPeers?: { domain: string; endpoint: string; publicKey: Uint8Array }[]): Promise<
+    FederationPeer[]
+  >;
+  touch(domain: string): Promise<void>;
+}
+
+export interface OutboxRepo {
+  enqueue(
+    input: { eventId: string; peerDomain: string; endpoint: string; body: unknown },
+  ): Promise<OutboxEntry>;
+  claimDue(limit: number, now?: Date): Promise<OutboxEntry[]>;
+  markDelivered(id: string): Promise<void>;
+  /** Record a failure and schedule the next attempt with exponential backoff. */
+  markFailed(id: string, error: string): Promise<OutboxEntry>;
+  backlog(): Promise<OutboxBacklog[]>;
+}
+
+export interface AuditRepo {
+  append(
+    entry: { actor: string; action: string; target: string; before?: unknown; after?: unknown },
+  ): Promise<AuditEntry>;
+  list(
+    filter: { actor?: string; action?: string; target?: string } & PageRequest,
+  ): Promise<Page<AuditEntry>>;
+}
+
+/** Frames and control events between nodes. */
+export type ControlEvent =
+  | { kind: "device-approved"; deviceId: string }
+  | { kind: "device-revoked"; deviceId: string }
+  | { kind: "member-removed"; groupId: string; deviceId: string }
+  | { kind: "peer-status"; domain: string; status: PeerStatus };
+
+export interface Presence {
+  entity: string;
+  state: "online" | "offline";
+  expires_at: string;
+  user: { id: string; handle: string; display_name: string | null; avatar_url: string | null };
+}
+
+export interface Route {
+  nodeId: string;
+  sessionId: string;
+}
+
+/** Redis or in-memory; nothing durable lives here. Failures throw RedisFailure. */
+export interface EphemeralStore {
+  readonly kind: "redis" | "memory";
+  setPresence(deviceId: string, presence: Presence, ttlSeconds: number): Promise<void>;
+  getPresence(deviceId: string): Promise<Presence | null>;
+  setRoute(deviceId: string, route: Route, ttlSeconds: number): Promise<void>;
+  getRoute(deviceId: string): Promise<Route | null>;
+  /** Delete the route only if it still names this session. */
+  clearRoute(deviceId: string, sessionId: string): Promise<void>;
+  /** Set a short-lived interrupt key that ends a device's connections on every node. */
+  setInterrupt(deviceId: string, reason: string, ttlSeconds: number): Promise<void>;
+  getInterrupt(deviceId: string): Promise<string | null>;
+  publish(channel: string, message: Uint8Array): Promise<void>;
+  /** Subscribe to a bus channel; returns an unsubscribe function. */
+  subscribe(
+    channel: string,
+    onMessage: (message: Uint8Array) => void,
+  ): Promise<() => Promise<void>>;
+  publishControl(event: ControlEvent): Promise<void>;
+  subscribeControl(onEvent: (event: ControlEvent) => void): Promise<() => Promise<void>>;
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export interface Readiness {
+  ok: boolean;
+  postgres: { ok: boolean; kind: "postgres" | "pglite"; error?: string };
+  redis: { ok: boolean; kind: "redis" | "memory"; error?: string };
+}
+
+export interface Storage {
+  readonly dbKind: "postgres" | "pglite";
+  users: UserRepo;
+  devices: DeviceRepo;
+  keyEvents: KeyEventRepo;
+  sessions: SessionRepo;
+  relay: RelayRepo;
+  offsets: OffsetRepo;
+  groups: GroupRepo;
+  peers: PeerRepo;
+  outbox: OutboxRepo;
+  audit: AuditRepo;
+  ephemeral: EphemeralStore;
+  readiness(): Promise<Readiness>;
+  close(): Promise<void>;
+}
+
+export interface StorageOptions {
+  postgresDsn: string | null;
+  redisUrl: string | null;
+  /** Where the embedded database lives (data_dir/pg) when postgresDsn is null. */
+  dataDir: string;
+  /** Apply pending migrations on open (default true). */
+  migrate?: boolean;
+}
