@@ -1,1 +1,11 @@
-export {};
+/**
+ * CCP-1 protocol: pure code shared by the server, the client SDK and the tests.
+ *
+ * @module
+ */
+
+export * from "./errors.ts";
+export * from "./varint.ts";
+export * from "./hex.ts";
+export * from "./frame.ts";
+export * from "./control.ts";
