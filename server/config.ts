@@ -1,0 +1,955 @@
+/**
+ * Loads the one typed, validated configuration object.
+ *
+ * Sources, lowest to highest precedence: built-in defaults, `commucat.toml` (the file named by
+ * COMMUCAT_CONFIG, else `./commucat.toml` when present), then `COMMUCAT_*` environment variables.
+ * Every wrong value is reported with its key, where it came from and what was expected; all
+ * problems are collected and reported together so an operator fixes them in one pass.
+ */
+import { parse as parseToml } from "smol-toml";
+import { ed25519, x25519 } from "@noble/curves/ed25519.js";
+import { blake3 } from "@noble/hashes/blake3.js";
+import { bytesToHex, hexToBytes, randomBytes } from "@noble/hashes/utils.js";
+import { isAbsolute, join, resolve } from "node:path";
+import type { Config, LedgerMode, StaticPeer } from "./config_types.ts";
+
+export type { Config, LedgerMode, StaticPeer } from "./config_types.ts";
+
+/** A configuration that cannot be used; `problems` lists each wrong value on its own. */
+export class ConfigError extends Error {
+  readonly problems: string[];
+  constructor(problems: string | string[]) {
+    const list = typeof problems === "string" ? [problems] : problems;
+    super(
+      list.length === 1
+        ? list[0]
+        : `${list.length} configuration problems:\n  ${list.join("\n  ")}`,
+    );
+    this.name = "ConfigError";
+    this.problems = list;
+  }
+}
+
+/** One configuration key: where it lives, its variable, its default and its meaning. */
+export interface ConfigKey {
+  section: string;
+  key: string;
+  env: string;
+  /** The default as an operator would write it, or "(none)". */
+  default: string;
+  meaning: string;
+  /** Values never echoed in error messages. */
+  secret?: boolean;
+}
+
+/** Every key the file and the environment accept (docs and tests are checked against it). */
+export const CONFIG_KEYS: readonly ConfigKey[] = [
+  k(
+    "server",
+    "bind",
+    "COMMUCAT_BIND",
+    "127.0.0.1:8443",
+    "HTTP listener: /connect, health, metrics, federation",
+  ),
+  k(
+    "server",
+    "tcp_bind",
+    "COMMUCAT_TCP_BIND",
+    "127.0.0.1:9443",
+    "raw CCP-1 TCP (TLS when a certificate is set) listener",
+  ),
+  k("server", "console_bind", "COMMUCAT_CONSOLE_BIND", "127.0.0.1:8080", "admin console listener"),
+  k(
+    "server",
+    "tls_cert",
+    "COMMUCAT_TLS_CERT",
+    "(none)",
+    "PEM certificate file; set together with tls_key",
+  ),
+  k(
+    "server",
+    "tls_key",
+    "COMMUCAT_TLS_KEY",
+    "(none)",
+    "PEM private key file; set together with tls_cert",
+  ),
+  k(
+    "server",
+    "domain",
+    "COMMUCAT_DOMAIN",
+    "localhost",
+    "this server's domain (device@domain, federation origin)",
+  ),
+  k(
+    "server",
+    "auto_approve_devices",
+    "COMMUCAT_AUTO_APPROVE_DEVICES",
+    "true",
+    "activate new devices at first handshake (false: they wait for approval)",
+  ),
+  k(
+    "server",
+    "keepalive",
+    "COMMUCAT_KEEPALIVE",
+    "60",
+    "seconds of silence before an idle connection is closed",
+  ),
+  k("server", "data_dir", "COMMUCAT_DATA_DIR", "./data", "embedded database and generated keys"),
+  k(
+    "server",
+    "handshake_timeout",
+    "COMMUCAT_HANDSHAKE_TIMEOUT",
+    "10",
+    "seconds allowed to finish HELLO/AUTH",
+  ),
+  k(
+    "server",
+    "allow_plaintext_v1",
+    "COMMUCAT_ALLOW_PLAINTEXT_V1",
+    "false",
+    "allow protocol v1 (no tunnel encryption) without TLS from non-loopback peers",
+  ),
+  k(
+    "storage",
+    "postgres_dsn",
+    "COMMUCAT_PG_DSN",
+    "(embedded database in data_dir/pg)",
+    "PostgreSQL URL postgres://user:password@host:port/db",
+    true,
+  ),
+  k(
+    "storage",
+    "redis_url",
+    "COMMUCAT_REDIS_URL",
+    "(in-memory store)",
+    "Redis URL redis://[:password@]host:port/db",
+    true,
+  ),
+  k(
+    "crypto",
+    "noise_private",
+    "COMMUCAT_NOISE_PRIVATE",
+    "(generated into data_dir/keys.json)",
+    "X25519 static private key, 64 hex characters",
+    true,
+  ),
+  k(
+    "crypto",
+    "noise_public",
+    "COMMUCAT_NOISE_PUBLIC",
+    "(derived from noise_private)",
+    "X25519 public key; when set it must match noise_private",
+  ),
+  k(
+    "crypto",
+    "federation_seed",
+    "COMMUCAT_FEDERATION_SEED",
+    "(generated into data_dir/keys.json)",
+    "hex seed (16-1024 bytes) of the Ed25519 federation key, BLAKE3(seed)",
+    true,
+  ),
+  k(
+    "crypto",
+    "prologue",
+    "COMMUCAT_NOISE_PROLOGUE",
+    "commucat",
+    "Noise prologue; client and server must agree",
+  ),
+  k(
+    "federation",
+    "peers",
+    "COMMUCAT_FEDERATION_PEERS",
+    "(none)",
+    'trusted peers: array of {domain, endpoint, public_key} or "domain,endpoint,hexkey;…"',
+  ),
+  k("ledger", "mode", "COMMUCAT_LEDGER", "null", "audit ledger: null, debug (log) or file"),
+  k(
+    "ledger",
+    "target",
+    "COMMUCAT_LEDGER_TARGET",
+    "(none)",
+    "ledger file path (required when mode is file)",
+  ),
+  k("limits", "presence_ttl", "COMMUCAT_PRESENCE_TTL", "60", "seconds a presence record lives"),
+  k(
+    "limits",
+    "relay_ttl",
+    "COMMUCAT_RELAY_TTL",
+    "604800",
+    "seconds an offline envelope waits in the relay queue (7 days)",
+  ),
+  k(
+    "limits",
+    "outbound_queue_frames",
+    "COMMUCAT_OUTBOUND_QUEUE_FRAMES",
+    "4096",
+    "frames a connection may have queued before it counts as too slow",
+  ),
+  k(
+    "limits",
+    "outbound_queue_bytes",
+    "COMMUCAT_OUTBOUND_QUEUE_BYTES",
+    "8388608",
+    "bytes a connection may have queued before it counts as too slow (8 MiB)",
+  ),
+  k(
+    "limits",
+    "max_inflight",
+    "COMMUCAT_MAX_INFLIGHT",
+    "1024",
+    "unacknowledged frames per connection (replay window)",
+  ),
+  k(
+    "admin",
+    "token",
+    "COMMUCAT_ADMIN_TOKEN",
+    "(none)",
+    "bearer token required by GET /metrics when set",
+    true,
+  ),
+];
+
+function k(
+  section: string,
+  key: string,
+  env: string,
+  dflt: string,
+  meaning: string,
+  secret = false,
+): ConfigKey {
+  return { section, key, env, default: dflt, meaning, secret };
+}
+
+/** Variables read outside loadConfig, listed so the sample and docs stay complete. */
+export const OTHER_VARIABLES: readonly { env: string; meaning: string }[] = [
+  {
+    env: "COMMUCAT_CONFIG",
+    meaning: "path of the TOML file (default ./commucat.toml when present)",
+  },
+  { env: "COMMUCAT_LOG_LEVEL", meaning: "debug, info (default), warn or error" },
+  { env: "COMMUCAT_TEST_PG_DSN", meaning: "tests: run storage tests against this PostgreSQL too" },
+  { env: "COMMUCAT_TEST_REDIS_URL", meaning: "tests: run storage tests against this Redis too" },
+];
+
+export interface LoadConfigOptions {
+  /** Environment to read (default: the process environment). */
+  env?: Record<string, string | undefined>;
+  /** TOML file: a path, `null` for none, or omitted for COMMUCAT_CONFIG / ./commucat.toml. */
+  file?: string | null;
+  /** Directory relative paths are resolved against (default: the working directory). */
+  cwd?: string;
+}
+
+/** Name of the generated key file inside data_dir. */
+export const KEY_FILE_NAME = "keys.json";
+
+/** A raw value and a human description of where it came from. */
+interface Raw {
+  value: unknown;
+  /** e.g. `[server] keepalive in ./commucat.toml` or `COMMUCAT_KEEPALIVE (environment)` */
+  where: string;
+  secret: boolean;
+}
+
+/** Thrown by a value parser; the loader adds the key and the source. */
+class Expected extends Error {
+  constructor(readonly expected: string, readonly showValue = true) {
+    super(expected);
+  }
+}
+
+/** Like Expected, for a value with parts (peers): the text says itself what was wrong. */
+class Invalid extends Expected {
+  constructor(text: string) {
+    super(text, false);
+  }
+}
+
+/**
+ * Loads, validates and completes the configuration. With no Noise key or federation seed
+ * configured, generates the missing ones once into `<data_dir>/keys.json` (mode 0600) and
+ * reuses them on later starts. Throws ConfigError listing every problem found.
+ */
+export async function loadConfig(options: LoadConfigOptions = {}): Promise<Config> {
+  const env = options.env ?? Deno.env.toObject();
+  const cwd = options.cwd ?? Deno.cwd();
+  const problems: string[] = [];
+
+  const { table, source, display } = await readConfigFile(options.file, env, cwd);
+  if (table) problems.push(...checkKnownKeys(table, display));
+
+  const specByKey = new Map(CONFIG_KEYS.map((spec) => [`${spec.section}.${spec.key}`, spec]));
+  function raw(section: string, key: string): Raw | undefined {
+    const spec = specByKey.get(`${section}.${key}`)!;
+    const fromEnv = env[spec.env];
+    if (fromEnv !== undefined && fromEnv !== "") {
+      return { value: fromEnv, where: `${spec.env} (environment)`, secret: !!spec.secret };
+    }
+    const sectionTable = table?.[section];
+    if (isTable(sectionTable) && key in sectionTable) {
+      const value = sectionTable[key];
+      // An empty string in the file means "not set", as in the environment.
+      if (value === "") return undefined;
+      return { value, where: `[${section}] ${key} in ${display}`, secret: !!spec.secret };
+    }
+    return undefined;
+  }
+
+  function get<T>(section: string, key: string, parse: (v: unknown) => T, fallback: T): T {
+    const found = raw(section, key);
+    if (!found) return fallback;
+    try {
+      return parse(found.value);
+    } catch (err) {
+      if (!(err instanceof Expected)) throw err;
+      const shown = err.showValue && !found.secret ? `, got ${describeValue(found.value)}` : "";
+      const body = err instanceof Invalid ? err.expected : `expected ${err.expected}${shown}`;
+      problems.push(`invalid ${found.where}: ${body}`);
+      return fallback;
+    }
+  }
+  const where = (section: string, key: string) => raw(section, key)?.where;
+
+  const seconds = (max: number) => (v: unknown) =>
+    parseInteger(v, 1, max, `a positive integer number of seconds (1..${max})`);
+  const count = (max: number, what: string) => (v: unknown) =>
+    parseInteger(v, 1, max, `a positive integer number of ${what} (1..${max})`);
+  const path = (v: unknown) => resolve(cwd, parseNonEmptyString(v, "a file path"));
+
+  const domain = get("server", "domain", parseDomain, "localhost");
+  const server: Config["server"] = {
+    bind: get("server", "bind", parseBind, { hostname: "127.0.0.1", port: 8443 }),
+    tcpBind: get("server", "tcp_bind", parseBind, { hostname: "127.0.0.1", port: 9443 }),
+    consoleBind: get("server", "console_bind", parseBind, { hostname: "127.0.0.1", port: 8080 }),
+    tlsCert: get("server", "tls_cert", path, null as string | null),
+    tlsKey: get("server", "tls_key", path, null as string | null),
+    domain,
+    autoApproveDevices: get("server", "auto_approve_devices", parseBoolean, true),
+    keepalive: get("server", "keepalive", seconds(86_400), 60),
+    dataDir: get("server", "data_dir", path, resolve(cwd, "data")),
+    handshakeTimeout: get("server", "handshake_timeout", seconds(600), 10),
+    allowPlaintextV1: get("server", "allow_plaintext_v1", parseBoolean, false),
+  };
+  if ((server.tlsCert === null) !== (server.tlsKey === null)) {
+    const [set, missing] = server.tlsCert ? ["tls_cert", "tls_key"] : ["tls_key", "tls_cert"];
+    problems.push(
+      `[server] ${set} is set (${where("server", set)}) but [server] ${missing} is not: ` +
+        "set both or neither",
+    );
+  }
+  for (const key of ["tls_cert", "tls_key"] as const) {
+    const file = key === "tls_cert" ? server.tlsCert : server.tlsKey;
+    if (file) {
+      const problem = await checkReadableFile(file);
+      if (problem) problems.push(`invalid ${where("server", key)}: ${problem}`);
+    }
+  }
+
+  const storage: Config["storage"] = {
+    postgresDsn: get("storage", "postgres_dsn", parsePostgresDsn, null as string | null),
+    redisUrl: get("storage", "redis_url", parseRedisUrl, null as string | null),
+  };
+
+  const noisePrivate = get("crypto", "noise_private", parseKey32, null as Uint8Array | null);
+  const noisePublic = get("crypto", "noise_public", parseKey32, null as Uint8Array | null);
+  const federationSeed = get("crypto", "federation_seed", parseSeed, null as Uint8Array | null);
+  const prologue = get("crypto", "prologue", (v) => parseString(v, "a string"), "commucat");
+  if (noisePublic && noisePrivate) {
+    const derived = x25519.getPublicKey(noisePrivate);
+    if (bytesToHex(derived) !== bytesToHex(noisePublic)) {
+      problems.push(
+        `[crypto] noise_public (${where("crypto", "noise_public")}) is not the X25519 public key ` +
+          `of [crypto] noise_private (${where("crypto", "noise_private")}): the public key for ` +
+          `that private key is ${bytesToHex(derived)} — set noise_public to it or remove it`,
+      );
+    }
+  } else if (noisePublic && !noisePrivate && !problems.some((p) => p.includes("noise_private"))) {
+    problems.push(
+      `[crypto] noise_public is set (${where("crypto", "noise_public")}) without ` +
+        "[crypto] noise_private: set both, or neither to use generated keys",
+    );
+  }
+
+  const peers = get("federation", "peers", (v) => parsePeers(v, domain), [] as StaticPeer[]);
+
+  const ledgerMode = get("ledger", "mode", parseLedgerMode, "null" as LedgerMode);
+  const ledgerTarget = get("ledger", "target", path, null as string | null);
+  if (ledgerMode === "file" && !ledgerTarget) {
+    problems.push(
+      `[ledger] mode is "file" (${where("ledger", "mode")}) but [ledger] target is not set: ` +
+        "give the ledger file path in [ledger] target or COMMUCAT_LEDGER_TARGET",
+    );
+  }
+
+  const limits: Config["limits"] = {
+    presenceTtl: get("limits", "presence_ttl", seconds(86_400), 60),
+    relayTtl: get("limits", "relay_ttl", seconds(31_536_000), 604_800),
+    outboundQueueFrames: get(
+      "limits",
+      "outbound_queue_frames",
+      count(1_048_576, "frames"),
+      4096,
+    ),
+    outboundQueueBytes: get(
+      "limits",
+      "outbound_queue_bytes",
+      count(1_073_741_824, "bytes"),
+      8 * 1024 * 1024,
+    ),
+    maxInflight: get("limits", "max_inflight", count(65_536, "frames"), 1024),
+  };
+
+  const admin = { token: get("admin", "token", parseToken, null as string | null) };
+
+  if (problems.length > 0) throw new ConfigError(problems);
+
+  const keys = await completeKeys(server.dataDir, noisePrivate, federationSeed);
+  return {
+    source,
+    server,
+    storage,
+    crypto: {
+      noisePrivate: keys.noisePrivate,
+      noisePublic: x25519.getPublicKey(keys.noisePrivate),
+      federationSeed: keys.federationSeed,
+      prologue,
+      generatedKeyFile: keys.file,
+    },
+    federation: { peers },
+    ledger: { mode: ledgerMode, target: ledgerTarget },
+    limits,
+    admin,
+  };
+}
+
+/**
+ * The lines the server prints on start: the public keys and, when keys were generated, the file
+ * holding them. Never includes a private value.
+ */
+export function describeKeys(config: Config): string[] {
+  const lines = [
+    `noise static public key: ${bytesToHex(config.crypto.noisePublic)}`,
+    `federation public key (Ed25519): ${
+      bytesToHex(federationPublicKey(config.crypto.federationSeed))
+    }`,
+  ];
+  if (config.crypto.generatedKeyFile) {
+    lines.push(
+      `generated keys kept in ${config.crypto.generatedKeyFile} (mode 0600; keep it private)`,
+    );
+  }
+  return lines;
+}
+
+/** The Ed25519 federation public key for a seed (the secret is BLAKE3 of the seed). */
+export function federationPublicKey(seed: Uint8Array): Uint8Array {
+  return ed25519.getPublicKey(blake3(seed));
+}
+
+/** Fresh key material as hex, e.g. for printing a `[crypto]` section. */
+export function generateKeys(): {
+  noisePrivate: string;
+  noisePublic: string;
+  federationSeed: string;
+} {
+  const { secretKey, publicKey } = x25519.keygen();
+  return {
+    noisePrivate: bytesToHex(secretKey),
+    noisePublic: bytesToHex(publicKey),
+    federationSeed: bytesToHex(randomBytes(32)),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The file
+
+const SECTIONS: Record<string, Set<string>> = {};
+for (const spec of CONFIG_KEYS) (SECTIONS[spec.section] ??= new Set()).add(spec.key);
+
+async function readConfigFile(
+  file: string | null | undefined,
+  env: Record<string, string | undefined>,
+  cwd: string,
+): Promise<{ table: Record<string, unknown> | null; source: string | null; display: string }> {
+  let display: string;
+  let required: boolean;
+  if (file === null) return { table: null, source: null, display: "" };
+  if (file !== undefined) {
+    display = file;
+    required = true;
+  } else if (env.COMMUCAT_CONFIG) {
+    display = env.COMMUCAT_CONFIG;
+    required = true;
+  } else {
+    display = "./commucat.toml";
+    required = false;
+  }
+  const fullPath = isAbsolute(display) ? display : resolve(cwd, display);
+  let text: string;
+  try {
+    text = await Deno.readTextFile(fullPath);
+  } catch (err) {
+    if (!required && err instanceof Deno.errors.NotFound) {
+      return { table: null, source: null, display };
+    }
+    const from = file !== undefined ? "" : " (COMMUCAT_CONFIG)";
+    throw new ConfigError(`cannot read config file ${display}${from}: ${(err as Error).message}`);
+  }
+  try {
+    return { table: parseToml(text) as Record<string, unknown>, source: fullPath, display };
+  } catch (err) {
+    throw new ConfigError(`cannot parse config file ${display}: ${(err as Error).message}`);
+  }
+}
+
+function checkKnownKeys(table: Record<string, unknown>, display: string): string[] {
+  const problems: string[] = [];
+  const sections = Object.keys(SECTIONS);
+  for (const [section, value] of Object.entries(table)) {
+    const keys = SECTIONS[section];
+    if (!keys) {
+      problems.push(
+        `unknown ${isTable(value) ? "section" : "key"} "${section}" in ${display}` +
+          suggest(section, sections) + `; known sections: ${sections.join(", ")}`,
+      );
+      continue;
+    }
+    if (!isTable(value)) {
+      problems.push(`invalid [${section}] in ${display}: expected a table ([${section}] section)`);
+      continue;
+    }
+    for (const key of Object.keys(value)) {
+      if (!keys.has(key)) {
+        problems.push(
+          `unknown key "${key}" in [${section}] of ${display}` + suggest(key, [...keys]) +
+            `; known keys: ${[...keys].join(", ")}`,
+        );
+      }
+    }
+  }
+  return problems;
+}
+
+function suggest(name: string, candidates: string[]): string {
+  let best: string | null = null;
+  let bestDistance = 3;
+  for (const candidate of candidates) {
+    const d = editDistance(name.toLowerCase(), candidate);
+    if (d < bestDistance) [best, bestDistance] = [candidate, d];
+  }
+  return best ? ` (did you mean "${best}"?)` : "";
+}
+
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) {
+      row[j] = Math.min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    prev = row;
+  }
+  return prev[b.length];
+}
+
+function isTable(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value) &&
+    !(value instanceof Date);
+}
+
+function describeValue(value: unknown): string {
+  if (typeof value === "string") {
+    return JSON.stringify(value.length > 80 ? value.slice(0, 77) + "…" : value);
+  }
+  if (typeof value === "number" || typeof value === "boolean" || typeof value === "bigint") {
+    return String(value);
+  }
+  if (Array.isArray(value)) return "an array";
+  if (value instanceof Date) return "a date";
+  if (isTable(value)) return "a table";
+  return typeof value;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Value parsers: each returns the value or throws Expected (the loader adds key and source).
+
+function parseString(value: unknown, expected: string): string {
+  if (typeof value !== "string") throw new Expected(expected);
+  return value;
+}
+
+function parseNonEmptyString(value: unknown, expected: string): string {
+  const text = parseString(value, expected).trim();
+  if (text === "") throw new Expected(expected);
+  return text;
+}
+
+function parseInteger(value: unknown, min: number, max: number, expected: string): number {
+  let n: number;
+  if (typeof value === "number") n = value;
+  else if (typeof value === "bigint") n = Number(value);
+  else if (typeof value === "string" && /^\s*\d+\s*$/.test(value)) n = Number(value);
+  else throw new Expected(expected);
+  if (!Number.isSafeInteger(n) || n < min || n > max) throw new Expected(expected);
+  return n;
+}
+
+/** true/false, "true"/"false", "1"/"0", "yes"/"no", "on"/"off" (any case), 1/0. */
+export function parseBoolean(value: unknown): boolean {
+  if (typeof value === "boolean") return value;
+  if (value === 1 || value === 0) return value === 1;
+  if (typeof value === "string") {
+    const text = value.trim().toLowerCase();
+    if (["true", "1", "yes", "on"].includes(text)) return true;
+    if (["false", "0", "no", "off"].includes(text)) return false;
+  }
+  throw new Expected("a boolean (true/false, yes/no, 1/0)");
+}
+
+/** "host:port", "[ipv6]:port"; the port 0 asks the system for a free one. */
+export function parseBind(value: unknown): { hostname: string; port: number } {
+  const expected = 'an address "host:port" such as "127.0.0.1:8443" or "[::1]:8443"';
+  if (typeof value !== "string") throw new Expected(expected);
+  const text = value.trim();
+  const match = /^(?:\[([0-9a-fA-F:.%\w]+)\]|([^\s:\[\]]+)):(\d{1,5})$/.exec(text);
+  if (!match) throw new Expected(expected);
+  const hostname = match[1] ?? match[2];
+  const port = Number(match[3]);
+  if (port > 65535) throw new Expected(`${expected} (port 0..65535)`);
+  if (match[1] !== undefined && !match[1].includes(":")) throw new Expected(expected);
+  if (match[2] !== undefined && !isHostname(hostname) && !isIpv4(hostname)) {
+    throw new Expected(expected);
+  }
+  if (match[2] !== undefined && /^[\d.]+$/.test(hostname) && !isIpv4(hostname)) {
+    throw new Expected(expected);
+  }
+  return { hostname, port };
+}
+
+function isIpv4(text: string): boolean {
+  const parts = text.split(".");
+  return parts.length === 4 && parts.every((p) => /^\d{1,3}$/.test(p) && Number(p) <= 255);
+}
+
+function isHostname(text: string): boolean {
+  return text.length <= 253 &&
+    /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/i.test(text);
+}
+
+function parseDomain(value: unknown): string {
+  const expected = 'a domain name such as "chat.example.org"';
+  const text = parseNonEmptyString(value, expected).toLowerCase();
+  if (!isHostname(text)) throw new Expected(expected);
+  return text;
+}
+
+function parseHex(value: unknown, expected: string): Uint8Array {
+  if (typeof value !== "string") throw new Expected(expected, false);
+  const text = value.trim();
+  if (text.length === 0 || text.length % 2 !== 0 || !/^[0-9a-fA-F]+$/.test(text)) {
+    throw new Expected(
+      `${expected}, got ${text.length} characters that are not even-length hex`,
+      false,
+    );
+  }
+  return hexToBytes(text.toLowerCase());
+}
+
+function parseKey32(value: unknown): Uint8Array {
+  const expected = "64 hex characters (a 32-byte key)";
+  const bytes = parseHex(value, expected);
+  if (bytes.length !== 32) {
+    throw new Expected(`${expected}, got ${bytes.length * 2} hex characters`, false);
+  }
+  return bytes;
+}
+
+/** Federation seed: hex, 16 to 1024 bytes (generated seeds are 32 bytes, as in the original). */
+function parseSeed(value: unknown): Uint8Array {
+  const expected = "hex of 16 to 1024 bytes (32..2048 hex characters)";
+  const bytes = parseHex(value, expected);
+  if (bytes.length < 16 || bytes.length > 1024) {
+    throw new Expected(`${expected}, got ${bytes.length} bytes`, false);
+  }
+  return bytes;
+}
+
+function parseUrl(value: unknown, schemes: string[], expected: string): URL {
+  if (typeof value !== "string") throw new Expected(expected, false);
+  let url: URL;
+  try {
+    url = new URL(value.trim());
+  } catch {
+    throw new Expected(`${expected} (not a URL)`, false);
+  }
+  if (!schemes.includes(url.protocol)) {
+    throw new Expected(`${expected}, got scheme "${url.protocol}"`, false);
+  }
+  if (!url.hostname) throw new Expected(`${expected} (no host)`, false);
+  return url;
+}
+
+function parsePostgresDsn(value: unknown): string {
+  parseUrl(
+    value,
+    ["postgres:", "postgresql:"],
+    "a PostgreSQL URL postgres://user:password@host:port/database",
+  );
+  return (value as string).trim();
+}
+
+function parseRedisUrl(value: unknown): string {
+  const expected = "a Redis URL redis://[:password@]host:port/db (or rediss://)";
+  const url = parseUrl(value, ["redis:", "rediss:"], expected);
+  const db = url.pathname.replace(/^\//, "");
+  if (db !== "" && !/^\d+$/.test(db)) {
+    throw new Expected(`${expected}, the path must be a database index`, false);
+  }
+  return (value as string).trim();
+}
+
+function parseLedgerMode(value: unknown): LedgerMode {
+  if (value === "null" || value === "debug" || value === "file") return value;
+  throw new Expected('"null", "debug" or "file"');
+}
+
+function parseToken(value: unknown): string {
+  const text = parseNonEmptyString(value, "a non-empty token");
+  // The original's sample value would otherwise become a publicly known credential.
+  if (text === "replace-with-secret") {
+    throw new Expected("a real secret, not the sample placeholder");
+  }
+  if (/\s/.test(text)) throw new Expected("a token without whitespace", false);
+  return text;
+}
+
+const LOOPBACK = /^(localhost|127(?:\.\d{1,3}){3}|\[::1\])$/i;
+
+function parsePeer(
+  domain: unknown,
+  endpoint: unknown,
+  publicKey: unknown,
+  label: string,
+  ownDomain: string,
+): StaticPeer {
+  let peerDomain: string;
+  try {
+    peerDomain = parseDomain(domain);
+  } catch {
+    throw new Invalid(
+      `${label}: domain must be a domain name, got ${describeValue(domain)}`,
+    );
+  }
+  if (peerDomain === ownDomain) {
+    throw new Invalid(`${label}: domain "${peerDomain}" is this server's own domain`);
+  }
+  let url: URL;
+  try {
+    url = parseUrl(endpoint, ["https:", "http:"], "an https:// URL");
+  } catch {
+    throw new Invalid(
+      `${label}: endpoint must be an https:// URL, got ${describeValue(endpoint)}`,
+    );
+  }
+  if (url.protocol === "http:" && !LOOPBACK.test(url.hostname)) {
+    throw new Invalid(
+      `${label}: endpoint must use https:// (http:// is allowed only for loopback hosts), got ` +
+        describeValue(endpoint),
+    );
+  }
+  let key: Uint8Array;
+  try {
+    key = parseKey32(publicKey);
+  } catch {
+    throw new Invalid(
+      `${label}: public_key must be 64 hex characters (an Ed25519 public key)`,
+    );
+  }
+  return { domain: peerDomain, endpoint: (endpoint as string).trim(), publicKey: key };
+}
+
+/** Peers as an array of tables {domain, endpoint, public_key}, or "domain,endpoint,hexkey;…". */
+function parsePeers(value: unknown, ownDomain: string): StaticPeer[] {
+  const peers: StaticPeer[] = [];
+  if (typeof value === "string") {
+    const entries = value.split(";").map((e) => e.trim()).filter((e) => e !== "");
+    entries.forEach((entry, i) => {
+      const parts = entry.split(",").map((p) => p.trim());
+      if (parts.length !== 3) {
+        const label = `peer ${i + 1}`;
+        throw new Invalid(
+          `${label}: expected "domain,endpoint,hexkey" (three comma-separated fields), ` +
+            `got ${parts.length} fields`,
+        );
+      }
+      peers.push(parsePeer(parts[0], parts[1], parts[2], `peer ${i + 1}`, ownDomain));
+    });
+  } else if (Array.isArray(value)) {
+    value.forEach((item, i) => {
+      const label = `peer ${i + 1}`;
+      if (!isTable(item)) {
+        throw new Invalid(`${label}: expected a table {domain, endpoint, public_key}`);
+      }
+      for (const key of Object.keys(item)) {
+        if (!["domain", "endpoint", "public_key"].includes(key)) {
+          throw new Invalid(
+            `${label}: unknown key "${key}" (known: domain, endpoint, public_key)`,
+          );
+        }
+      }
+      peers.push(parsePeer(item.domain, item.endpoint, item.public_key, label, ownDomain));
+    });
+  } else {
+    throw new Expected(
+      'an array of {domain, endpoint, public_key} tables or "domain,endpoint,hexkey;…"',
+    );
+  }
+  const seen = new Set<string>();
+  for (const peer of peers) {
+    if (seen.has(peer.domain)) {
+      throw new Invalid(`peer domain "${peer.domain}" appears twice; list each peer once`);
+    }
+    seen.add(peer.domain);
+  }
+  return peers;
+}
+
+async function checkReadableFile(file: string): Promise<string | null> {
+  try {
+    const info = await Deno.stat(file);
+    if (!info.isFile) return `${file} is not a file`;
+    return null;
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return `file not found: ${file}`;
+    return `cannot read ${file}: ${(err as Error).message}`;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Generated keys
+
+interface KeyFile {
+  noise_private?: string;
+  noise_public?: string;
+  federation_seed?: string;
+  created_at?: string;
+}
+
+/**
+ * Fills in a missing Noise key and/or federation seed from `<dataDir>/keys.json`, generating
+ * and storing what the file lacks. The file is never overwritten when it cannot be parsed.
+ */
+async function completeKeys(
+  dataDir: string,
+  noisePrivate: Uint8Array | null,
+  federationSeed: Uint8Array | null,
+): Promise<{ noisePrivate: Uint8Array; federationSeed: Uint8Array; file: string | null }> {
+  if (noisePrivate && federationSeed) return { noisePrivate, federationSeed, file: null };
+  const file = join(dataDir, KEY_FILE_NAME);
+  try {
+    await Deno.mkdir(dataDir, { recursive: true });
+  } catch (err) {
+    throw new ConfigError(
+      `cannot create [server] data_dir ${dataDir} for generated keys: ${(err as Error).message}`,
+    );
+  }
+  // Two attempts: if another process creates the file between our read and our create, the
+  // second pass reads what it wrote instead of replacing it.
+  for (let attempt = 0; attempt < 2; attempt++) {
+    const stored = await readKeyFile(file);
+    const next: KeyFile = { ...(stored ?? {}) };
+    if (!noisePrivate && !next.noise_private) {
+      const { secretKey, publicKey } = x25519.keygen();
+      next.noise_private = bytesToHex(secretKey);
+      next.noise_public = bytesToHex(publicKey);
+    }
+    if (!federationSeed && !next.federation_seed) {
+      next.federation_seed = bytesToHex(randomBytes(32));
+    }
+    const changed = !stored || next.noise_private !== stored.noise_private ||
+      next.federation_seed !== stored.federation_seed;
+    if (changed) {
+      next.created_at ??= new Date().toISOString();
+      const written = await writeKeyFile(file, next, stored !== null);
+      if (!written) continue;
+    } else {
+      await Deno.chmod(file, 0o600).catch(() => {});
+    }
+    return {
+      noisePrivate: noisePrivate ?? hexToBytes(next.noise_private!),
+      federationSeed: federationSeed ?? hexToBytes(next.federation_seed!),
+      file,
+    };
+  }
+  throw new ConfigError(`cannot settle the generated key file ${file}: it keeps changing`);
+}
+
+async function readKeyFile(file: string): Promise<KeyFile | null> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(file);
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return null;
+    throw new ConfigError(`cannot read generated key file ${file}: ${(err as Error).message}`);
+  }
+  const broken = (why: string) =>
+    new ConfigError(
+      `generated key file ${file} is damaged (${why}); it was left untouched: restore it from a ` +
+        "backup, or move it away to generate new keys (clients pinned to the old key will fail)",
+    );
+  let data: unknown;
+  try {
+    data = JSON.parse(text);
+  } catch {
+    throw broken("not JSON");
+  }
+  if (!isTable(data)) throw broken("not a JSON object");
+  const out: KeyFile = {};
+  if (data.noise_private !== undefined) {
+    if (typeof data.noise_private !== "string" || !/^[0-9a-f]{64}$/.test(data.noise_private)) {
+      throw broken("noise_private is not 64 hex characters");
+    }
+    out.noise_private = data.noise_private;
+    out.noise_public = bytesToHex(x25519.getPublicKey(hexToBytes(data.noise_private)));
+  }
+  if (data.federation_seed !== undefined) {
+    if (
+      typeof data.federation_seed !== "string" ||
+      !/^([0-9a-f]{2}){16,1024}$/.test(data.federation_seed)
+    ) {
+      throw broken("federation_seed is not hex of 16 to 1024 bytes");
+    }
+    out.federation_seed = data.federation_seed;
+  }
+  if (typeof data.created_at === "string") out.created_at = data.created_at;
+  return out;
+}
+
+/**
+ * Writes the key file atomically with mode 0600: a temporary file, then a hard link (which
+ * refuses to replace a file another process just created) or, when updating, a rename.
+ * Returns false when another process created the file first.
+ */
+async function writeKeyFile(file: string, data: KeyFile, replace: boolean): Promise<boolean> {
+  const temp = `${file}.${crypto.randomUUID()}.tmp`;
+  try {
+    const text = JSON.stringify(data, null, 2) + "\n";
+    await Deno.writeTextFile(temp, text, { mode: 0o600, createNew: true });
+    await Deno.chmod(temp, 0o600); // the umask may have narrowed or widened it
+    if (replace) {
+      await Deno.rename(temp, file);
+      return true;
+    }
+    try {
+      await Deno.link(temp, file);
+      return true;
+    } catch (err) {
+      if (err instanceof Deno.errors.AlreadyExists) return false;
+      throw err;
+    }
+  } catch (err) {
+    throw new ConfigError(`cannot write generated key file ${file}: ${(err as Error).message}`);
+  } finally {
+    await Deno.remove(temp).catch(() => {});
+  }
+}
