@@ -1,0 +1,241 @@
+/**
+ * The in-memory ephemeral store: the embedded default when no Redis is configured. Same
+ * semantics as the Redis store, within one process: TTLs are honoured (an expired entry is
+ * invisible; expiry is checked on read and swept lazily on write, so there are no timers), and
+ * bus messages are delivered asynchronously (microtasks, FIFO) like Redis pub/sub would.
+ */
+import { RedisFailure } from "../errors.ts";
+import type { ControlEvent, EphemeralStore, Presence, Route } from "../types.ts";
+import {
+  checkChannel,
+  checkDeviceId,
+  checkMessage,
+  checkPresence,
+  checkRoute,
+  CONTROL_CHANNEL,
+  controlHandler,
+  defaultWarn,
+  deliver,
+  encodeControl,
+  type EphemeralOptions,
+  interruptKey,
+  parsePresence,
+  parseRoute,
+  presenceKey,
+  routeKey,
+  ttlSeconds,
+} from "./shared.ts";
+
+type Handler = (message: Uint8Array) => void;
+
+/**
+ * The state several in-memory stores can share, standing in for one Redis server: keys with
+ * expiry and the bus. Stores opened on the same hub see each other's keys and publishes (used
+ * to run several "nodes" in one process, e.g. in tests).
+ */
+export class MemoryHub {
+  readonly #keys = new Map<string, { value: string; expiresAt: number }>();
+  readonly #channels = new Map<string, Set<Handler>>();
+  #writesSinceSweep = 0;
+
+  get(key: string, now = Date.now()): string | null {
+    const entry = this.#keys.get(key);
+    if (entry === undefined) return null;
+    if (entry.expiresAt <= now) {
+      this.#keys.delete(key);
+      return null;
+    }
+    return entry.value;
+  }
+
+  set(key: string, value: string, ttlSeconds: number): void {
+    this.#keys.set(key, { value, expiresAt: Date.now() + ttlSeconds * 1000 });
+    // Sweep expired keys now and then so a long-running process does not accumulate them.
+    if (++this.#writesSinceSweep >= 1024) this.sweep();
+  }
+
+  delete(key: string): void {
+    this.#keys.delete(key);
+  }
+
+  /** Drop every expired entry; returns how many were dropped. */
+  sweep(now = Date.now()): number {
+    this.#writesSinceSweep = 0;
+    let dropped = 0;
+    for (const [key, entry] of this.#keys) {
+      if (entry.expiresAt <= now) {
+        this.#keys.delete(key);
+        dropped++;
+      }
+    }
+    return dropped;
+  }
+
+  /** Number of live keys (for tests and diagnostics). */
+  size(): number {
+    this.sweep();
+    return this.#keys.size;
+  }
+
+  addHandler(channel: string, handler: Handler): void {
+    let set = this.#channels.get(channel);
+    if (set === undefined) this.#channels.set(channel, set = new Set());
+    set.add(handler);
+  }
+
+  removeHandler(channel: string, handler: Handler): void {
+    const set = this.#channels.get(channel);
+    if (set === undefined) return;
+    set.delete(handler);
+    if (set.size === 0) this.#channels.delete(channel);
+  }
+
+  /** Deliver a copy of `message` to the channel's handlers, after the current task, in order.
+   * Handlers registered when publishing receive it unless they unsubscribe before delivery. */
+  publish(channel: string, message: Uint8Array, warn: (m: string) => void): void {
+    const set = this.#channels.get(channel);
+    if (set === undefined || set.size === 0) return;
+    const targets = [...set];
+    const copy = message.slice();
+    queueMicrotask(() => {
+      const current = this.#channels.get(channel);
+      if (current === undefined) return;
+      for (const handler of targets) if (current.has(handler)) deliver(handler, copy, warn);
+    });
+  }
+}
+
+/** An EphemeralStore over a MemoryHub (a fresh private hub unless one is given). */
+export class MemoryEphemeralStore implements EphemeralStore {
+  readonly kind = "memory" as const;
+  readonly #hub: MemoryHub;
+  readonly #prefix: string;
+  readonly #warn: (message: string) => void;
+  readonly #subscriptions = new Set<{ channel: string; handler: Handler }>();
+  #closed = false;
+
+  constructor(options: EphemeralOptions & { hub?: MemoryHub } = {}) {
+    this.#hub = options.hub ?? new MemoryHub();
+    this.#prefix = options.keyPrefix ?? "";
+    this.#warn = options.warn ?? defaultWarn;
+  }
+
+  #open(): void {
+    if (this.#closed) throw new RedisFailure("redis failure: the ephemeral store is closed");
+  }
+
+  setPresence(deviceId: string, presence: Presence, ttl: number): Promise<void> {
+    return this.#run(() => {
+      checkDeviceId(deviceId);
+      const text = checkPresence(presence);
+      this.#hub.set(presenceKey(this.#prefix, deviceId), text, ttlSeconds(ttl));
+    });
+  }
+
+  getPresence(deviceId: string): Promise<Presence | null> {
+    return this.#run(() => {
+      checkDeviceId(deviceId);
+      const text = this.#hub.get(presenceKey(this.#prefix, deviceId));
+      return text === null ? null : parsePresence(text);
+    });
+  }
+
+  setRoute(deviceId: string, route: Route, ttl: number): Promise<void> {
+    return this.#run(() => {
+      checkDeviceId(deviceId);
+      const text = checkRoute(route);
+      this.#hub.set(routeKey(this.#prefix, deviceId), text, ttlSeconds(ttl));
+    });
+  }
+
+  getRoute(deviceId: string): Promise<Route | null> {
+    return this.#run(() => {
+      checkDeviceId(deviceId);
+      const text = this.#hub.get(routeKey(this.#prefix, deviceId));
+      return text === null ? null : parseRoute(text);
+    });
+  }
+
+  clearRoute(deviceId: string, sessionId: string): Promise<void> {
+    return this.#run(() => {
+      checkDeviceId(deviceId);
+      const key = routeKey(this.#prefix, deviceId);
+      const text = this.#hub.get(key);
+      // Synchronous compare-and-delete: nothing can interleave within one task.
+      if (text !== null && parseRoute(text)?.sessionId === sessionId) this.#hub.delete(key);
+    });
+  }
+
+  setInterrupt(deviceId: string, reason: string, ttl: number): Promise<void> {
+    return this.#run(() => {
+      checkDeviceId(deviceId);
+      this.#hub.set(interruptKey(this.#prefix, deviceId), String(reason), ttlSeconds(ttl));
+    });
+  }
+
+  getInterrupt(deviceId: string): Promise<string | null> {
+    return this.#run(() => {
+      checkDeviceId(deviceId);
+      return this.#hub.get(interruptKey(this.#prefix, deviceId));
+    });
+  }
+
+  publish(channel: string, message: Uint8Array): Promise<void> {
+    return this.#run(() => {
+      checkChannel(channel);
+      checkMessage(message);
+      this.#hub.publish(this.#prefix + channel, message, this.#warn);
+    });
+  }
+
+  subscribe(
+    channel: string,
+    onMessage: (message: Uint8Array) => void,
+  ): Promise<() => Promise<void>> {
+    return this.#run(() => {
+      checkChannel(channel);
+      // A distinct wrapper per subscription, so subscribing one function twice yields two
+      // independent subscriptions (as with the Redis store).
+      const handler: Handler = (m) => onMessage(m);
+      const sub = { channel: this.#prefix + channel, handler };
+      this.#hub.addHandler(sub.channel, handler);
+      this.#subscriptions.add(sub);
+      return () => {
+        if (this.#subscriptions.delete(sub)) this.#hub.removeHandler(sub.channel, handler);
+        return Promise.resolve();
+      };
+    });
+  }
+
+  publishControl(event: ControlEvent): Promise<void> {
+    return this.#run(() => {
+      this.#hub.publish(this.#prefix + CONTROL_CHANNEL, encodeControl(event), this.#warn);
+    });
+  }
+
+  subscribeControl(onEvent: (event: ControlEvent) => void): Promise<() => Promise<void>> {
+    return this.subscribe(CONTROL_CHANNEL, controlHandler(onEvent, this.#warn));
+  }
+
+  ping(): Promise<void> {
+    return this.#run(() => {});
+  }
+
+  /** Ends this store's subscriptions; the hub (shared or not) keeps its keys. */
+  close(): Promise<void> {
+    this.#closed = true;
+    for (const sub of this.#subscriptions) this.#hub.removeHandler(sub.channel, sub.handler);
+    this.#subscriptions.clear();
+    return Promise.resolve();
+  }
+
+  /** Run synchronously and settle a promise, so input errors reject instead of throwing. */
+  #run<T>(fn: () => T): Promise<T> {
+    try {
+      this.#open();
+      return Promise.resolve(fn());
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+}

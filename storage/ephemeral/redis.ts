@@ -1,0 +1,412 @@
+/**
+ * The Redis ephemeral store (npm:ioredis): presence, routes and interrupt keys with TTLs
+ * (ccp1.md §6) and a binary publish/subscribe bus between nodes.
+ *
+ * Failure policy: nothing durable lives here, so a call never waits for Redis to come back.
+ * Commands are refused at once while the connection is down (no offline queue), a connection
+ * attempt gives up after CONNECT_TIMEOUT_MS and a command after COMMAND_TIMEOUT_MS; every
+ * failure is a RedisFailure "redis failure: <what>: <reason>". ioredis keeps reconnecting in the
+ * background and re-subscribes its channels when Redis is back.
+ */
+import { Redis, type RedisOptions } from "ioredis";
+import { Buffer } from "node:buffer";
+import { InvalidValue, RedisFailure } from "../errors.ts";
+import type { ControlEvent, EphemeralStore, Presence, Route } from "../types.ts";
+import {
+  checkChannel,
+  checkDeviceId,
+  checkMessage,
+  checkPresence,
+  checkRoute,
+  CONTROL_CHANNEL,
+  controlHandler,
+  defaultWarn,
+  deliver,
+  encodeControl,
+  type EphemeralOptions,
+  interruptKey,
+  parsePresence,
+  parseRoute,
+  presenceKey,
+  routeKey,
+  ttlSeconds,
+} from "./shared.ts";
+
+/** How long one connection attempt may take before it counts as failed. */
+export const CONNECT_TIMEOUT_MS = 2000;
+/** How long one command may wait for its reply. */
+export const COMMAND_TIMEOUT_MS = 2000;
+/** Upper bound of the pause between reconnection attempts. */
+const MAX_RECONNECT_DELAY_MS = 2000;
+
+/** Delete the route only while it still names the given session (compare-and-delete). */
+const CLEAR_ROUTE_LUA = `
+local v = redis.call('GET', KEYS[1])
+if not v then return 0 end
+local ok, route = pcall(cjson.decode, v)
+if ok and type(route) == 'table' and route.sessionId == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0`;
+
+type Handler = (message: Uint8Array) => void;
+
+export interface RedisEphemeralOptions extends EphemeralOptions {
+  /** CLIENT SETNAME base; the two connections are named `<name>:cmd` and `<name>:sub`. */
+  connectionName?: string;
+}
+
+/** What a Redis URL may say, checked before ioredis sees it. */
+interface ParsedUrl {
+  /** host:port/db for messages; never the credentials. */
+  display: string;
+  /** Strings that must never appear in a message (the password, raw and decoded). */
+  secrets: string[];
+}
+
+function parseRedisUrl(url: string): ParsedUrl {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new RedisFailure("redis failure: redis_url is not a valid URL (expected redis://…)");
+  }
+  if (u.protocol !== "redis:" && u.protocol !== "rediss:") {
+    throw new RedisFailure(
+      `redis failure: redis_url scheme ${JSON.stringify(u.protocol)} is not redis: or rediss:`,
+    );
+  }
+  const db = u.pathname.replace(/^\//, "");
+  if (db !== "" && !/^\d+$/.test(db)) {
+    throw new RedisFailure(
+      `redis failure: redis_url database ${JSON.stringify(db)} is not a number`,
+    );
+  }
+  const secrets: string[] = [];
+  if (u.password) {
+    secrets.push(u.password);
+    try {
+      secrets.push(decodeURIComponent(u.password));
+    } catch { /* the raw form is enough */ }
+  }
+  const port = u.port || "6379";
+  return { display: `${u.protocol}//${u.hostname}:${port}/${db || "0"}`, secrets };
+}
+
+/** One ioredis connection plus what we learnt about its health. */
+class Link {
+  readonly client: Redis;
+  /** The last connection error, redacted; null while healthy. */
+  lastError: string | null = null;
+
+  constructor(
+    url: string,
+    name: string,
+    private readonly redact: (text: string) => string,
+    private readonly warn: (message: string) => void,
+  ) {
+    const options: RedisOptions = {
+      lazyConnect: true,
+      connectTimeout: CONNECT_TIMEOUT_MS,
+      commandTimeout: COMMAND_TIMEOUT_MS,
+      // Fail instead of queueing while disconnected: callers get an answer at once.
+      enableOfflineQueue: false,
+      maxRetriesPerRequest: 1,
+      autoResubscribe: true,
+      connectionName: name,
+      retryStrategy: (times) => Math.min(100 * 2 ** Math.min(times - 1, 5), MAX_RECONNECT_DELAY_MS),
+    };
+    this.client = new Redis(url, options);
+    // Without an 'error' listener an unreachable Redis would crash the process.
+    this.client.on("error", (err: Error) => {
+      const message = this.redact(err.message || String(err));
+      if (message !== this.lastError) this.warn(`ephemeral: redis ${name}: ${message}`);
+      this.lastError = message;
+    });
+    // A connection the server closed emits no 'error', only a scheduled reconnection.
+    this.client.on("reconnecting", () => {
+      if (this.lastError !== null) return;
+      this.lastError = "connection lost, reconnecting";
+      this.warn(`ephemeral: redis ${name}: connection lost, reconnecting`);
+    });
+    this.client.on("ready", () => {
+      if (this.lastError !== null) this.warn(`ephemeral: redis ${name}: connected again`);
+      this.lastError = null;
+    });
+  }
+
+  get ready(): boolean {
+    return this.client.status === "ready";
+  }
+
+  /** First connection; bounded by CONNECT_TIMEOUT_MS. Failure is remembered, not thrown:
+   * ioredis keeps retrying and calls fail with the reason meanwhile. */
+  async connect(): Promise<void> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    // The TCP connect is bounded by connectTimeout, but a server that accepts and then stays
+    // silent would hold each handshake command for COMMAND_TIMEOUT_MS: bound the whole.
+    const timeout = new Promise<void>((resolve) => {
+      timer = setTimeout(() => {
+        this.lastError ??= `no answer within ${CONNECT_TIMEOUT_MS} ms`;
+        resolve();
+      }, CONNECT_TIMEOUT_MS);
+    });
+    const attempt = this.client.connect().catch((err) => {
+      this.lastError ??= this.redact(err instanceof Error ? err.message : String(err));
+    });
+    await Promise.race([attempt, timeout]);
+    clearTimeout(timer);
+  }
+
+  /** QUIT when connected (DISCONNECT otherwise) and wait until the socket is closed. */
+  async shutdown(): Promise<void> {
+    const c = this.client;
+    // Without a socket (never connected, or between reconnection attempts) there is nothing
+    // to wait for: disconnect() only cancels the pending reconnection.
+    if (c.status !== "connecting" && c.status !== "connect" && c.status !== "ready") {
+      c.disconnect();
+      return;
+    }
+    const ended = new Promise<void>((resolve) => c.once("end", () => resolve()));
+    if (c.status === "ready") c.quit().catch(() => c.disconnect());
+    else c.disconnect();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const giveUp = new Promise<void>((resolve) => {
+      timer = setTimeout(() => {
+        // The server did not close its side (it stopped answering): drop the socket.
+        (c as unknown as { stream?: { destroy(): void } }).stream?.destroy();
+        resolve();
+      }, 1000);
+    });
+    await Promise.race([ended, giveUp]);
+    clearTimeout(timer);
+  }
+}
+
+/** An EphemeralStore on Redis: one command connection, one lazily opened subscriber. */
+export class RedisEphemeralStore implements EphemeralStore {
+  readonly kind = "redis" as const;
+  readonly #url: string;
+  readonly #parsed: ParsedUrl;
+  readonly #prefix: string;
+  readonly #name: string;
+  readonly #warn: (message: string) => void;
+  readonly #cmd: Link;
+  #sub: Link | null = null;
+  #subConnecting: Promise<Link> | null = null;
+  /** Handlers per (prefixed) channel; a channel is in the map while it has one. */
+  readonly #handlers = new Map<string, Set<Handler>>();
+  /** Channels SUBSCRIBEd on the subscriber connection. */
+  readonly #subscribed = new Set<string>();
+  /** SUBSCRIBE/UNSUBSCRIBE run one at a time so their effects never cross. */
+  #serial: Promise<unknown> = Promise.resolve();
+  #closed = false;
+
+  private constructor(url: string, parsed: ParsedUrl, options: RedisEphemeralOptions) {
+    this.#url = url;
+    this.#parsed = parsed;
+    this.#prefix = options.keyPrefix ?? "";
+    this.#name = options.connectionName ?? "commucat";
+    this.#warn = options.warn ?? defaultWarn;
+    this.#cmd = new Link(url, `${this.#name}:cmd`, this.#redact, this.#warn);
+  }
+
+  /** Connect (waiting at most CONNECT_TIMEOUT_MS). An unreachable Redis does not make this
+   * throw: the store is returned, its calls fail with RedisFailure until Redis is reachable.
+   * A malformed URL throws RedisFailure. */
+  static async open(
+    url: string,
+    options: RedisEphemeralOptions = {},
+  ): Promise<RedisEphemeralStore> {
+    const store = new RedisEphemeralStore(url, parseRedisUrl(url), options);
+    await store.#cmd.connect();
+    return store;
+  }
+
+  #redact = (text: string): string => {
+    let out = text;
+    for (const secret of this.#parsed.secrets) {
+      if (secret.length > 0) out = out.split(secret).join("***");
+    }
+    return out;
+  };
+
+  #failure(what: string, err: unknown, link: Link): RedisFailure {
+    if (err instanceof RedisFailure || err instanceof InvalidValue) return err;
+    const raw = err instanceof Error ? err.message : String(err);
+    const reason = link.ready
+      ? this.#redact(raw)
+      : `not connected to ${this.#parsed.display} (${link.lastError ?? "connecting"})`;
+    return new RedisFailure(`redis failure: ${what}: ${reason}`);
+  }
+
+  async #command<T>(what: string, fn: (client: Redis) => Promise<T>): Promise<T> {
+    if (this.#closed) throw new RedisFailure("redis failure: the ephemeral store is closed");
+    try {
+      return await fn(this.#cmd.client);
+    } catch (err) {
+      throw this.#failure(what, err, this.#cmd);
+    }
+  }
+
+  async setPresence(deviceId: string, presence: Presence, ttl: number): Promise<void> {
+    checkDeviceId(deviceId);
+    const text = checkPresence(presence);
+    const ex = ttlSeconds(ttl);
+    await this.#command(
+      "set presence",
+      (c) => c.set(presenceKey(this.#prefix, deviceId), text, "EX", ex),
+    );
+  }
+
+  async getPresence(deviceId: string): Promise<Presence | null> {
+    checkDeviceId(deviceId);
+    const text = await this.#command(
+      "get presence",
+      (c) => c.get(presenceKey(this.#prefix, deviceId)),
+    );
+    return text === null ? null : parsePresence(text);
+  }
+
+  async setRoute(deviceId: string, route: Route, ttl: number): Promise<void> {
+    checkDeviceId(deviceId);
+    const text = checkRoute(route);
+    const ex = ttlSeconds(ttl);
+    await this.#command(
+      "set route",
+      (c) => c.set(routeKey(this.#prefix, deviceId), text, "EX", ex),
+    );
+  }
+
+  async getRoute(deviceId: string): Promise<Route | null> {
+    checkDeviceId(deviceId);
+    const text = await this.#command("get route", (c) => c.get(routeKey(this.#prefix, deviceId)));
+    return text === null ? null : parseRoute(text);
+  }
+
+  async clearRoute(deviceId: string, sessionId: string): Promise<void> {
+    checkDeviceId(deviceId);
+    const key = routeKey(this.#prefix, deviceId);
+    await this.#command("clear route", (c) => c.eval(CLEAR_ROUTE_LUA, 1, key, String(sessionId)));
+  }
+
+  async setInterrupt(deviceId: string, reason: string, ttl: number): Promise<void> {
+    checkDeviceId(deviceId);
+    const ex = ttlSeconds(ttl);
+    const key = interruptKey(this.#prefix, deviceId);
+    await this.#command("set interrupt", (c) => c.set(key, String(reason), "EX", ex));
+  }
+
+  async getInterrupt(deviceId: string): Promise<string | null> {
+    checkDeviceId(deviceId);
+    return await this.#command("get interrupt", (c) => c.get(interruptKey(this.#prefix, deviceId)));
+  }
+
+  async publish(channel: string, message: Uint8Array): Promise<void> {
+    checkChannel(channel);
+    checkMessage(message);
+    // Buffer.from copies: the caller may reuse its buffer as soon as this returns.
+    const bytes = Buffer.from(message);
+    await this.#command("publish", (c) => c.publish(this.#prefix + channel, bytes));
+  }
+
+  async publishControl(event: ControlEvent): Promise<void> {
+    const bytes = Buffer.from(encodeControl(event));
+    await this.#command("publish control", (c) => c.publish(this.#prefix + CONTROL_CHANNEL, bytes));
+  }
+
+  subscribeControl(onEvent: (event: ControlEvent) => void): Promise<() => Promise<void>> {
+    return this.subscribe(CONTROL_CHANNEL, controlHandler(onEvent, this.#warn));
+  }
+
+  /** Subscribe a handler; all subscriptions share one subscriber connection. The returned
+   * function removes this handler only (UNSUBSCRIBE when it was the channel's last); it never
+   * throws — if Redis is down the channel stays subscribed server-side, which is harmless. */
+  async subscribe(
+    channel: string,
+    onMessage: (message: Uint8Array) => void,
+  ): Promise<() => Promise<void>> {
+    checkChannel(channel);
+    if (this.#closed) throw new RedisFailure("redis failure: the ephemeral store is closed");
+    const full = this.#prefix + channel;
+    const handler: Handler = (m) => onMessage(m);
+    let set = this.#handlers.get(full);
+    if (set === undefined) this.#handlers.set(full, set = new Set());
+    set.add(handler);
+    try {
+      await this.#serialize(async () => {
+        if (this.#subscribed.has(full) || !this.#handlers.get(full)?.has(handler)) return;
+        const link = await this.#subscriber();
+        try {
+          await link.client.subscribe(full);
+        } catch (err) {
+          throw this.#failure("subscribe", err, link);
+        }
+        this.#subscribed.add(full);
+      });
+    } catch (err) {
+      this.#removeHandler(full, handler);
+      throw err;
+    }
+    let active = true;
+    return async () => {
+      if (!active) return;
+      active = false;
+      this.#removeHandler(full, handler);
+      await this.#serialize(async () => {
+        if (this.#handlers.has(full) || !this.#subscribed.has(full) || this.#closed) return;
+        this.#subscribed.delete(full);
+        const link = this.#sub;
+        if (link === null || !link.ready) return;
+        try {
+          await link.client.unsubscribe(full);
+        } catch (err) {
+          this.#warn(`ephemeral: unsubscribe: ${this.#failure("unsubscribe", err, link).message}`);
+        }
+      });
+    };
+  }
+
+  #removeHandler(full: string, handler: Handler): void {
+    const set = this.#handlers.get(full);
+    if (set === undefined) return;
+    set.delete(handler);
+    if (set.size === 0) this.#handlers.delete(full);
+  }
+
+  #serialize(fn: () => Promise<void>): Promise<void> {
+    const run = this.#serial.then(fn, fn);
+    this.#serial = run.catch(() => {});
+    return run;
+  }
+
+  /** The subscriber connection, opened on first use. */
+  #subscriber(): Promise<Link> {
+    if (this.#subConnecting !== null) return this.#subConnecting;
+    const link = new Link(this.#url, `${this.#name}:sub`, this.#redact, this.#warn);
+    link.client.on("messageBuffer", (channel: Buffer, message: Buffer) => {
+      const set = this.#handlers.get(channel.toString());
+      if (set === undefined) return;
+      // A plain Uint8Array copy: independent of the parser's buffers and of Buffer's quirks.
+      const bytes = new Uint8Array(message);
+      for (const handler of [...set]) deliver(handler, bytes, this.#warn);
+    });
+    this.#sub = link;
+    this.#subConnecting = link.connect().then(() => link);
+    return this.#subConnecting;
+  }
+
+  async ping(): Promise<void> {
+    await this.#command("ping", (c) => c.ping());
+  }
+
+  /** Quit both connections and wait for their sockets to close. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#handlers.clear();
+    await this.#serial;
+    if (this.#subConnecting !== null) await this.#subConnecting;
+    await Promise.all([this.#cmd.shutdown(), this.#sub?.shutdown()]);
+  }
+}

@@ -1,0 +1,172 @@
+/**
+ * What both ephemeral store implementations share: key and channel names (ccp1.md §6), input
+ * checks, and the parsing of values read back (presence, route, control events).
+ */
+import { InvalidValue } from "../errors.ts";
+import type { ControlEvent, PeerStatus, Presence, Route } from "../types.ts";
+
+/** The bus channel that carries control events between nodes (before any key prefix). */
+export const CONTROL_CHANNEL = "commucat:control";
+
+/** Options shared by both implementations. */
+export interface EphemeralOptions {
+  /** Prepended to every key and bus channel; lets tests isolate themselves in one Redis.
+   * Default "" so keys are exactly `presence:{device}`, `route:{device}`, `interrupt:{device}`. */
+  keyPrefix?: string;
+  /** Where warnings go (malformed bus messages, connection loss); default console.warn. */
+  warn?: (message: string) => void;
+}
+
+export const presenceKey = (prefix: string, deviceId: string) => `${prefix}presence:${deviceId}`;
+export const routeKey = (prefix: string, deviceId: string) => `${prefix}route:${deviceId}`;
+export const interruptKey = (prefix: string, deviceId: string) => `${prefix}interrupt:${deviceId}`;
+
+/** Refuse an empty or non-string device id, naming the value. */
+export function checkDeviceId(deviceId: unknown): asserts deviceId is string {
+  if (typeof deviceId !== "string" || deviceId.length === 0 || deviceId.length > 512) {
+    throw new InvalidValue("device id", deviceId, "a non-empty string of at most 512 characters");
+  }
+}
+
+/** Refuse a bus channel name that is not a non-empty string. */
+export function checkChannel(channel: unknown): asserts channel is string {
+  if (typeof channel !== "string" || channel.length === 0 || channel.length > 1024) {
+    throw new InvalidValue("bus channel", channel, "a non-empty string of at most 1024 characters");
+  }
+}
+
+/** Redis EX takes whole seconds ≥ 1; fractions round up so a key never lives shorter. */
+export function ttlSeconds(ttl: unknown): number {
+  if (typeof ttl !== "number" || !Number.isFinite(ttl) || ttl <= 0 || ttl > 2 ** 31) {
+    throw new InvalidValue("ttl", ttl, "a positive number of seconds");
+  }
+  return Math.ceil(ttl);
+}
+
+export function checkMessage(message: unknown): asserts message is Uint8Array {
+  if (!(message instanceof Uint8Array)) {
+    throw new InvalidValue("bus message", typeof message, "a Uint8Array");
+  }
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> =>
+  typeof v === "object" && v !== null && !Array.isArray(v);
+const isNonEmpty = (v: unknown): v is string => typeof v === "string" && v.length > 0;
+const isNullableString = (v: unknown) => v === null || typeof v === "string";
+
+/** A presence value as stored, or null when the stored text is not one. */
+export function parsePresence(text: string): Presence | null {
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch {
+    return null;
+  }
+  if (!isObject(v) || !isNonEmpty(v.entity) || typeof v.expires_at !== "string") return null;
+  if (v.state !== "online" && v.state !== "offline") return null;
+  const u = v.user;
+  if (!isObject(u) || typeof u.id !== "string" || typeof u.handle !== "string") return null;
+  if (!isNullableString(u.display_name) || !isNullableString(u.avatar_url)) return null;
+  return v as unknown as Presence;
+}
+
+/** Refuse a presence value that would not read back. */
+export function checkPresence(presence: Presence): string {
+  const text = JSON.stringify(presence);
+  if (typeof text !== "string" || parsePresence(text) === null) {
+    throw new InvalidValue(
+      "presence",
+      presence,
+      "{entity, state: online|offline, expires_at, user: {id, handle, display_name, avatar_url}}",
+    );
+  }
+  return text;
+}
+
+/** A route as stored, or null when the stored text is not one. */
+export function parseRoute(text: string): Route | null {
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch {
+    return null;
+  }
+  if (!isObject(v) || !isNonEmpty(v.nodeId) || !isNonEmpty(v.sessionId)) return null;
+  return { nodeId: v.nodeId, sessionId: v.sessionId };
+}
+
+export function checkRoute(route: Route): string {
+  if (!isObject(route) || !isNonEmpty(route.nodeId) || !isNonEmpty(route.sessionId)) {
+    throw new InvalidValue("route", route, "{nodeId, sessionId} as non-empty strings");
+  }
+  return JSON.stringify({ nodeId: route.nodeId, sessionId: route.sessionId });
+}
+
+const PEER_STATUSES: readonly PeerStatus[] = ["active", "pending", "blocked"];
+
+/** A control event with exactly its known fields, or null when `v` is not one. */
+export function toControlEvent(v: unknown): ControlEvent | null {
+  if (!isObject(v)) return null;
+  switch (v.kind) {
+    case "device-approved":
+    case "device-revoked":
+      return isNonEmpty(v.deviceId) ? { kind: v.kind, deviceId: v.deviceId } : null;
+    case "member-removed":
+      return isNonEmpty(v.groupId) && isNonEmpty(v.deviceId)
+        ? { kind: v.kind, groupId: v.groupId, deviceId: v.deviceId }
+        : null;
+    case "peer-status":
+      return isNonEmpty(v.domain) && PEER_STATUSES.includes(v.status as PeerStatus)
+        ? { kind: v.kind, domain: v.domain, status: v.status as PeerStatus }
+        : null;
+    default:
+      return null;
+  }
+}
+
+/** Encode a control event for the bus, refusing one that receivers would drop. */
+export function encodeControl(event: ControlEvent): Uint8Array {
+  const clean = toControlEvent(event);
+  if (clean === null) {
+    throw new InvalidValue("control event", event, "a known kind with its fields");
+  }
+  return new TextEncoder().encode(JSON.stringify(clean));
+}
+
+/** Wrap a control handler as a bus handler: malformed messages are dropped with a warning. */
+export function controlHandler(
+  onEvent: (event: ControlEvent) => void,
+  warn: (message: string) => void,
+): (message: Uint8Array) => void {
+  const decoder = new TextDecoder("utf-8", { fatal: true });
+  return (message) => {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(decoder.decode(message));
+    } catch {
+      warn(`ephemeral: ignored a control message that is not JSON (${message.length} bytes)`);
+      return;
+    }
+    const event = toControlEvent(parsed);
+    if (event === null) {
+      warn(`ephemeral: ignored a malformed control event (${message.length} bytes)`);
+      return;
+    }
+    onEvent(event);
+  };
+}
+
+/** Call a subscriber without letting its exception escape into the delivery loop. */
+export function deliver(
+  handler: (message: Uint8Array) => void,
+  message: Uint8Array,
+  warn: (message: string) => void,
+): void {
+  try {
+    handler(message);
+  } catch (err) {
+    warn(`ephemeral: a bus subscriber threw: ${err instanceof Error ? err.message : String(err)}`);
+  }
+}
+
+export const defaultWarn = (message: string) => console.warn(message);
