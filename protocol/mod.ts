@@ -9,3 +9,4 @@ export * from "./varint.ts";
 export * from "./hex.ts";
 export * from "./frame.ts";
 export * from "./control.ts";
+export * from "./noise.ts";
