@@ -98,6 +98,9 @@ class Link {
   readonly client: Redis;
   /** The last connection error, redacted; null while healthy. */
   lastError: string | null = null;
+  /** Set when Redis refused the configured database: ioredis would carry on in database 0,
+   * so every call fails instead of touching the wrong keys. */
+  configError: string | null = null;
 
   constructor(
     url: string,
@@ -112,7 +115,9 @@ class Link {
       // Fail instead of queueing while disconnected: callers get an answer at once.
       enableOfflineQueue: false,
       maxRetriesPerRequest: 1,
-      autoResubscribe: true,
+      // Re-subscribing is done by the store (see #resubscribe): ioredis's own leaves the
+      // SUBSCRIBE promise unhandled, and a failure there would end the process.
+      autoResubscribe: false,
       connectionName: name,
       retryStrategy: (times) => Math.min(100 * 2 ** Math.min(times - 1, 5), MAX_RECONNECT_DELAY_MS),
     };
@@ -120,6 +125,7 @@ class Link {
     // Without an 'error' listener an unreachable Redis would crash the process.
     this.client.on("error", (err: Error) => {
       const message = this.redact(err.message || String(err));
+      if (/DB index is out of range/i.test(message)) this.configError = message;
       if (message !== this.lastError) this.warn(`ephemeral: redis ${name}: ${message}`);
       this.lastError = message;
     });
@@ -234,14 +240,21 @@ export class RedisEphemeralStore implements EphemeralStore {
   #failure(what: string, err: unknown, link: Link): RedisFailure {
     if (err instanceof RedisFailure || err instanceof InvalidValue) return err;
     const raw = err instanceof Error ? err.message : String(err);
-    const reason = link.ready
-      ? this.#redact(raw)
-      : `not connected to ${this.#parsed.display} (${link.lastError ?? "connecting"})`;
+    // ioredis's own wording for "not connected" says nothing useful to an operator.
+    const notConnected = /enableOfflineQueue|Connection is closed|MaxRetriesPerRequest/i.test(raw);
+    const reason = link.ready && !notConnected
+      ? raw === "Command timed out" ? `no reply within ${COMMAND_TIMEOUT_MS} ms` : this.#redact(raw)
+      : `not connected to ${this.#parsed.display} (${link.lastError ?? "connection lost"})`;
     return new RedisFailure(`redis failure: ${what}: ${reason}`);
   }
 
   async #command<T>(what: string, fn: (client: Redis) => Promise<T>): Promise<T> {
     if (this.#closed) throw new RedisFailure("redis failure: the ephemeral store is closed");
+    if (this.#cmd.configError !== null) {
+      throw new RedisFailure(
+        `redis failure: ${what}: ${this.#parsed.display}: ${this.#cmd.configError}`,
+      );
+    }
     try {
       return await fn(this.#cmd.client);
     } catch (err) {
@@ -337,6 +350,11 @@ export class RedisEphemeralStore implements EphemeralStore {
       await this.#serialize(async () => {
         if (this.#subscribed.has(full) || !this.#handlers.get(full)?.has(handler)) return;
         const link = await this.#subscriber();
+        if (link.configError !== null) {
+          throw new RedisFailure(
+            `redis failure: subscribe: ${this.#parsed.display}: ${link.configError}`,
+          );
+        }
         try {
           await link.client.subscribe(full);
         } catch (err) {
@@ -391,9 +409,26 @@ export class RedisEphemeralStore implements EphemeralStore {
       const bytes = new Uint8Array(message);
       for (const handler of [...set]) deliver(handler, bytes, this.#warn);
     });
+    link.client.on("ready", () => this.#resubscribe(link));
     this.#sub = link;
     this.#subConnecting = link.connect().then(() => link);
     return this.#subConnecting;
+  }
+
+  /** After a reconnection, subscribe again to every channel that has handlers. If that fails
+   * on a live connection, drop it so the next reconnection tries again. */
+  #resubscribe(link: Link): void {
+    this.#serialize(async () => {
+      const channels = [...this.#subscribed];
+      if (this.#closed || channels.length === 0 || !link.ready) return;
+      try {
+        await link.client.subscribe(...channels);
+      } catch (err) {
+        const reason = this.#failure("resubscribe", err, link).message;
+        this.#warn(`ephemeral: ${reason}; reconnecting to retry`);
+        if (link.ready) link.client.disconnect(true);
+      }
+    }).catch(() => {});
   }
 
   async ping(): Promise<void> {

@@ -156,6 +156,20 @@ Deno.test({
 });
 
 Deno.test({
+  name: "redis: a database index Redis refuses fails every call instead of using database 0",
+  ignore: REDIS_URL === null,
+  fn: async () => {
+    const url = new URL(REDIS_URL!);
+    url.pathname = "/9999";
+    const s = await openEphemeral(url.href, { warn: () => {} });
+    await assert.rejects(s.ping(), /redis failure: ping: .*\/9999: .*DB index is out of range/);
+    await assert.rejects(s.setRoute("d", { nodeId: "n", sessionId: "s" }, 5), RedisFailure);
+    await assert.rejects(s.subscribe("c", () => {}), /DB index/);
+    await s.close();
+  },
+});
+
+Deno.test({
   name: "redis: connections killed by the server come back; subscriptions are restored",
   ignore: REDIS_URL === null,
   fn: async () => {
