@@ -1,1 +1,123 @@
-export {};
+/**
+ * CommuCat's shared storage module: `openStorage(options)` gives the relay server, the admin
+ * console and the operator CLI the same repositories over Postgres (or embedded PGlite when no
+ * DSN is configured) plus the ephemeral store (Redis, or in-memory when no URL is configured).
+ */
+import { type Db, openPglite, openPostgres } from "./db.ts";
+import { openEphemeral } from "./ephemeral/mod.ts";
+import { migrate, type MigrationProgress } from "./migrate.ts";
+import { PgAuditRepo } from "./repos/audit.ts";
+import { PgDeviceRepo } from "./repos/devices.ts";
+import { PgOutboxRepo, PgPeerRepo, type StaticPeer } from "./repos/federation.ts";
+import { PgGroupRepo } from "./repos/groups.ts";
+import { PgKeyEventRepo } from "./repos/key_events.ts";
+import { PgOffsetRepo, PgRelayRepo } from "./repos/relay.ts";
+import { PgSessionRepo } from "./repos/sessions.ts";
+import { PgUserRepo } from "./repos/users.ts";
+import type { EphemeralStore, Readiness, Storage, StorageOptions } from "./types.ts";
+
+export * from "./types.ts";
+export * from "./errors.ts";
+export { type Connection, type Db, DbFailure, type Queryable, redactDsn, sqlState } from "./db.ts";
+export {
+  migrate,
+  type MigrationProgress,
+  MIGRATIONS_DIR,
+  type MigrationStatus,
+  migrationStatus,
+} from "./migrate.ts";
+export { type StaticPeer } from "./repos/federation.ts";
+export { DEFAULT_LIMIT, MAX_LIMIT } from "./pagination.ts";
+
+/** `StorageOptions` plus what only some callers need. */
+export interface OpenStorageOptions extends StorageOptions {
+  /** Static `[federation]` peers: merged into peer listings, read-only for setStatus/upsert. */
+  staticPeers?: StaticPeer[];
+  /** Called before each migration file is applied (CLI progress). */
+  onMigrationProgress?: (p: MigrationProgress) => void;
+  /** Options passed to the ephemeral store (tests use a shared in-memory hub). */
+  ephemeral?: Parameters<typeof openEphemeral>[1];
+  /** Pool size for real Postgres (default 10). */
+  poolSize?: number;
+}
+
+/**
+ * Open only the database: Postgres when `postgresDsn` is set, else PGlite under
+ * `<dataDir>/pg`. Migrations are not applied (see `migrate`).
+ */
+export async function openDb(
+  opts: Pick<StorageOptions, "postgresDsn" | "dataDir"> & { poolSize?: number },
+): Promise<Db> {
+  if (opts.postgresDsn !== null && opts.postgresDsn.trim() !== "") {
+    return await openPostgres(opts.postgresDsn.trim(), { max: opts.poolSize });
+  }
+  return await openPglite(opts.dataDir);
+}
+
+function message(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** Build the repositories over an open database and ephemeral store. */
+export function buildStorage(
+  db: Db,
+  ephemeral: EphemeralStore,
+  staticPeers: StaticPeer[] = [],
+): Storage {
+  const dbKind = db.kind;
+  let closed = false;
+  return {
+    dbKind,
+    users: new PgUserRepo(db),
+    devices: new PgDeviceRepo(db),
+    keyEvents: new PgKeyEventRepo(db),
+    sessions: new PgSessionRepo(db),
+    relay: new PgRelayRepo(db),
+    offsets: new PgOffsetRepo(db),
+    groups: new PgGroupRepo(db),
+    peers: new PgPeerRepo(db, staticPeers),
+    outbox: new PgOutboxRepo(db),
+    audit: new PgAuditRepo(db),
+    ephemeral,
+    async readiness(): Promise<Readiness> {
+      const postgres: Readiness["postgres"] = { ok: true, kind: dbKind };
+      const redis: Readiness["redis"] = { ok: true, kind: ephemeral.kind };
+      await Promise.all([
+        db.query("SELECT 1").catch((err) => {
+          postgres.ok = false;
+          postgres.error = message(err);
+        }),
+        ephemeral.ping().catch((err) => {
+          redis.ok = false;
+          redis.error = message(err);
+        }),
+      ]);
+      return { ok: postgres.ok && redis.ok, postgres, redis };
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      try {
+        await ephemeral.close();
+      } finally {
+        await db.close();
+      }
+    },
+  };
+}
+
+/**
+ * Open storage: the database (migrated unless `migrate: false`), the ephemeral store and every
+ * repository. Throws StorageFailure (database) or RedisFailure (malformed Redis URL).
+ */
+export async function openStorage(opts: OpenStorageOptions): Promise<Storage> {
+  const db = await openDb(opts);
+  try {
+    if (opts.migrate !== false) await migrate(db, { onProgress: opts.onMigrationProgress });
+    const ephemeral = await openEphemeral(opts.redisUrl, opts.ephemeral);
+    return buildStorage(db, ephemeral, opts.staticPeers);
+  } catch (err) {
+    await db.close().catch(() => {});
+    throw err;
+  }
+}

@@ -1,0 +1,351 @@
+/**
+ * Devices (`user_device`) and their key audit trail (`device_key_event`).
+ *
+ * Every change of a device's key or status writes its key event inside the same transaction as
+ * the change, so a failed audit write rolls the change back: no device ever becomes active, or
+ * changes key, without a trace in the journal.
+ *
+ * Lifecycle: pending → active (approve) | revoked (reject); active → revoked (revoke);
+ * revoked is final. An active device may carry a pending new key (rotation awaiting approval):
+ * approve swaps it in, reject drops it.
+ */
+import type { Db, Queryable } from "../db.ts";
+import { Conflict, InvalidValue, NotFound, TransitionNotAllowed } from "../errors.ts";
+import { decodeCursor, pageLimit, toPage } from "../pagination.ts";
+import type {
+  Device,
+  DeviceKeyEvent,
+  DeviceRepo,
+  DeviceStatus,
+  DeviceWithUser,
+  HandshakeRegistration,
+  KeyEventKind,
+  Page,
+  PageRequest,
+  User,
+} from "../types.ts";
+import {
+  DEVICE_COLUMNS,
+  type DeviceRow,
+  KEY_EVENT_COLUMNS,
+  type KeyEventRow,
+  sameBytes,
+  toDevice,
+  toDeviceWithUser,
+  toKeyEvent,
+  translate,
+  tsFromKey,
+  tsKey,
+} from "./rows.ts";
+import { insertUser, userByHandle, userById, validateNewUser } from "./users.ts";
+import * as v from "./validate.ts";
+
+type Change = { device: Device; event: DeviceKeyEvent };
+
+/** Append a key event; part of the caller's transaction. */
+async function writeEvent(
+  q: Queryable,
+  deviceId: string,
+  publicKey: Uint8Array,
+  kind: KeyEventKind,
+  actor: string,
+): Promise<DeviceKeyEvent> {
+  const res = await q.query<KeyEventRow>(
+    `INSERT INTO device_key_event (event_id, device_id, public_key, kind, actor)
+     VALUES ($1, $2, $3, $4, $5)
+     RETURNING ${KEY_EVENT_COLUMNS}`,
+    [crypto.randomUUID(), deviceId, publicKey, kind, actor],
+  );
+  return toKeyEvent(res.rows[0]);
+}
+
+async function lockDevice(q: Queryable, id: string): Promise<Device | null> {
+  const res = await q.query<DeviceRow>(
+    `SELECT ${DEVICE_COLUMNS} FROM user_device WHERE device_id = $1 FOR UPDATE`,
+    [id],
+  );
+  return res.rows[0] ? toDevice(res.rows[0]) : null;
+}
+
+async function setDevice(
+  q: Queryable,
+  id: string,
+  status: DeviceStatus,
+  publicKey: Uint8Array,
+  pendingKey: Uint8Array | null,
+): Promise<Device> {
+  const res = await q.query<DeviceRow>(
+    `UPDATE user_device
+     SET status = $2, public_key = $3, pending_public_key = $4, updated_at = now()
+     WHERE device_id = $1
+     RETURNING ${DEVICE_COLUMNS}`,
+    [id, status, publicKey, pendingKey],
+  );
+  return toDevice(res.rows[0]);
+}
+
+/** Insert a device unless the id exists; null means another transaction got there first. */
+async function insertDevice(
+  q: Queryable,
+  id: string,
+  userId: string,
+  publicKey: Uint8Array,
+  status: DeviceStatus,
+): Promise<Device | null> {
+  const res = await q.query<DeviceRow>(
+    `INSERT INTO user_device (device_id, user_id, public_key, status)
+     VALUES ($1, $2, $3, $4)
+     ON CONFLICT (device_id) DO NOTHING
+     RETURNING ${DEVICE_COLUMNS}`,
+    [id, userId, publicKey, status],
+  );
+  return res.rows[0] ? toDevice(res.rows[0]) : null;
+}
+
+type HelloUser = { id?: string; handle?: string; displayName?: string; avatarUrl?: string };
+
+/**
+ * The user a new device belongs to: found by `id` (or created with that id when a handle is
+ * given too), else found by `handle`, else created with `handle` and a fresh id.
+ */
+async function resolveUser(q: Queryable, hello: HelloUser): Promise<User> {
+  if (hello.id !== undefined) {
+    const id = v.id("user id", hello.id);
+    const found = await userById(q, id);
+    if (found) return found;
+    if (hello.handle === undefined) throw new NotFound("user", id);
+  }
+  if (hello.handle === undefined) {
+    throw new InvalidValue("user", hello, "a user id or a handle");
+  }
+  const fields = validateNewUser({
+    id: hello.id,
+    handle: hello.handle,
+    displayName: hello.displayName ?? null,
+    avatarUrl: hello.avatarUrl ?? null,
+  });
+  if (hello.id === undefined) {
+    const existing = await userByHandle(q, fields.handle);
+    if (existing) return existing;
+  }
+  const created = await insertUser(q, fields);
+  if (created) return created;
+  // A concurrent handshake created it first, or the handle belongs to someone else.
+  const winner = hello.id !== undefined
+    ? await userById(q, fields.id)
+    : await userByHandle(q, fields.handle);
+  if (winner) return winner;
+  throw new Conflict(`handle ${JSON.stringify(fields.handle)} is already taken by another user`);
+}
+
+export class PgDeviceRepo implements DeviceRepo {
+  constructor(private readonly db: Db) {}
+
+  private async change(id: string, fn: (q: Queryable, d: Device) => Promise<Change>) {
+    v.id("device id", id);
+    try {
+      return await this.db.transaction(async (q) => {
+        const device = await lockDevice(q, id);
+        if (!device) throw new NotFound("device", id);
+        return await fn(q, device);
+      });
+    } catch (err) {
+      throw translate(err, "device", id);
+    }
+  }
+
+  /** Register a new device as active (event "registered") or pending (event "pending"). */
+  async register(
+    input: { id: string; userId: string; publicKey: Uint8Array; status: "active" | "pending" },
+    actor: string,
+  ): Promise<Change> {
+    const id = v.id("device id", input.id);
+    const userId = v.id("user id", input.userId);
+    const key = v.key32("public key", input.publicKey);
+    if (input.status !== "active" && input.status !== "pending") {
+      throw new InvalidValue("device status", input.status, "active or pending");
+    }
+    v.actor(actor);
+    try {
+      return await this.db.transaction(async (q) => {
+        if (!(await userById(q, userId))) throw new NotFound("user", userId);
+        const device = await insertDevice(q, id, userId, key, input.status);
+        if (!device) throw new Conflict(`device ${JSON.stringify(id)} already exists`);
+        const kind = input.status === "active" ? "registered" : "pending";
+        return { device, event: await writeEvent(q, id, key, kind, actor) };
+      });
+    } catch (err) {
+      throw translate(err, "device", id);
+    }
+  }
+
+  async get(id: string): Promise<Device | null> {
+    const res = await this.db.query<DeviceRow>(
+      `SELECT ${DEVICE_COLUMNS} FROM user_device WHERE device_id = $1`,
+      [v.id("device id", id)],
+    );
+    return res.rows[0] ? toDevice(res.rows[0]) : null;
+  }
+
+  /** pending → active, or an active device's pending key becomes its key. */
+  approve(id: string, actor: string): Promise<Change> {
+    v.actor(actor);
+    return this.change(id, async (q, d) => {
+      if (d.status === "pending") {
+        const device = await setDevice(q, id, "active", d.publicKey, null);
+        return { device, event: await writeEvent(q, id, d.publicKey, "approved", actor) };
+      }
+      if (d.status === "active" && d.pendingPublicKey) {
+        const device = await setDevice(q, id, "active", d.pendingPublicKey, null);
+        return { device, event: await writeEvent(q, id, d.pendingPublicKey, "approved", actor) };
+      }
+      throw new TransitionNotAllowed(`device ${JSON.stringify(id)}`, d.status, "active");
+    });
+  }
+
+  /** pending → revoked, or an active device's pending key is dropped. */
+  reject(id: string, actor: string): Promise<Change> {
+    v.actor(actor);
+    return this.change(id, async (q, d) => {
+      if (d.status === "pending") {
+        const device = await setDevice(q, id, "revoked", d.publicKey, null);
+        return { device, event: await writeEvent(q, id, d.publicKey, "rejected", actor) };
+      }
+      if (d.status === "active" && d.pendingPublicKey) {
+        const device = await setDevice(q, id, "active", d.publicKey, null);
+        return { device, event: await writeEvent(q, id, d.pendingPublicKey, "rejected", actor) };
+      }
+      throw new TransitionNotAllowed(`device ${JSON.stringify(id)}`, d.status, "rejected");
+    });
+  }
+
+  /** pending | active → revoked (final). */
+  revoke(id: string, actor: string): Promise<Change> {
+    v.actor(actor);
+    return this.change(id, async (q, d) => {
+      if (d.status === "revoked") {
+        throw new TransitionNotAllowed(`device ${JSON.stringify(id)}`, "revoked", "revoked");
+      }
+      const device = await setDevice(q, id, "revoked", d.publicKey, null);
+      return { device, event: await writeEvent(q, id, d.publicKey, "revoked", actor) };
+    });
+  }
+
+  /** Replace an active device's key (drops any pending key); event "rotated". */
+  rotateKey(id: string, publicKey: Uint8Array, actor: string): Promise<Change> {
+    const key = v.key32("public key", publicKey);
+    v.actor(actor);
+    return this.change(id, async (q, d) => {
+      if (d.status !== "active") {
+        throw new TransitionNotAllowed(`device ${JSON.stringify(id)}`, d.status, "rotated");
+      }
+      const device = await setDevice(q, id, "active", key, null);
+      return { device, event: await writeEvent(q, id, key, "rotated", actor) };
+    });
+  }
+
+  /** ccp1.md §3, atomically; see docs/STORAGE.md for the full table. */
+  async resolveForHandshake(input: {
+    deviceId: string;
+    publicKey: Uint8Array;
+    user: HelloUser;
+    autoApprove: boolean;
+  }): Promise<HandshakeRegistration> {
+    const id = v.id("device id", input.deviceId);
+    const key = v.key32("client static key", input.publicKey);
+    if (typeof input.user !== "object" || input.user === null) {
+      throw new InvalidValue("user", input.user, "an object with an id or a handle");
+    }
+    const actor = "handshake";
+    try {
+      return await this.db.transaction(async (q): Promise<HandshakeRegistration> => {
+        let device = await lockDevice(q, id);
+        if (!device) {
+          const user = await resolveUser(q, input.user);
+          const status = input.autoApprove ? "active" : "pending";
+          const inserted = await insertDevice(q, id, user.id, key, status);
+          if (inserted) {
+            const event = await writeEvent(
+              q,
+              id,
+              key,
+              input.autoApprove ? "registered" : "pending",
+              actor,
+            );
+            return input.autoApprove
+              ? { outcome: "registered", device: inserted, user, event }
+              : { outcome: "pending", device: inserted, user, event };
+          }
+          // A concurrent handshake registered it first: continue as a known device.
+          device = await lockDevice(q, id);
+          if (!device) throw new Conflict(`device ${JSON.stringify(id)} is being registered`);
+        }
+        const user = (await userById(q, device.userId))!;
+        if (device.status === "revoked") return { outcome: "revoked", device, user };
+        if (device.status === "pending") {
+          if (sameBytes(device.publicKey, key)) {
+            return { outcome: "pending", device, user, event: null };
+          }
+          // Never approved: the latest requested key is the one awaiting approval.
+          const updated = await setDevice(q, id, "pending", key, null);
+          const event = await writeEvent(q, id, key, "pending", actor);
+          return { outcome: "pending", device: updated, user, event };
+        }
+        if (sameBytes(device.publicKey, key)) return { outcome: "accepted", device, user };
+        if (input.autoApprove) {
+          const updated = await setDevice(q, id, "active", key, null);
+          const event = await writeEvent(q, id, key, "rotated", actor);
+          return { outcome: "rotated", device: updated, user, event };
+        }
+        if (sameBytes(device.pendingPublicKey, key)) {
+          return { outcome: "pending", device, user, event: null };
+        }
+        const updated = await setDevice(q, id, "active", device.publicKey, key);
+        const event = await writeEvent(q, id, key, "rotation-pending", actor);
+        return { outcome: "pending", device: updated, user, event };
+      });
+    } catch (err) {
+      throw translate(err, "device", id);
+    }
+  }
+
+  /** Record that the device was just seen (connected). */
+  async touch(id: string): Promise<void> {
+    await this.db.query(`UPDATE user_device SET last_seen_at = now() WHERE device_id = $1`, [
+      v.id("device id", id),
+    ]);
+  }
+
+  /** Newest first; filters: status, owner, case-insensitive prefix of device id or handle. */
+  async list(
+    filter: { status?: DeviceStatus; userId?: string; search?: string } & PageRequest,
+  ): Promise<Page<DeviceWithUser>> {
+    const limit = pageLimit(filter.limit);
+    const status = filter.status === undefined ? null : v.deviceStatus(filter.status);
+    const userId = filter.userId === undefined ? null : v.id("user id", filter.userId);
+    const pattern = filter.search ? v.prefixPattern("search", filter.search) : null;
+    const after = decodeCursor(filter.cursor, ["int", "text"]);
+    const res = await this.db.query<DeviceRow & { handle: string; k: string }>(
+      `SELECT ${DEVICE_COLUMNS.split(", ").map((c) => "d." + c).join(", ")}, u.handle,
+              ${tsKey("d.created_at")} AS k
+       FROM user_device d JOIN app_user u ON u.user_id = d.user_id
+       WHERE ($1::text IS NULL OR d.status = $1)
+         AND ($2::text IS NULL OR d.user_id = $2)
+         AND ($3::text IS NULL OR lower(d.device_id) LIKE $3 OR lower(u.handle) LIKE $3)
+         AND ($4::int8 IS NULL OR (d.created_at, d.device_id) < (${tsFromKey("$4")}, $5::text))
+       ORDER BY d.created_at DESC, d.device_id DESC
+       LIMIT $6`,
+      [status, userId, pattern, after?.[0] ?? null, after?.[1] ?? null, limit + 1],
+    );
+    return toPage(res.rows, limit, toDeviceWithUser, (r) => [r.k, r.device_id]);
+  }
+
+  async countByStatus(): Promise<Record<DeviceStatus, number>> {
+    const res = await this.db.query<{ status: DeviceStatus; n: string }>(
+      `SELECT status, count(*) AS n FROM user_device GROUP BY status`,
+    );
+    const counts: Record<DeviceStatus, number> = { pending: 0, active: 0, revoked: 0 };
+    for (const r of res.rows) counts[r.status] = Number(r.n);
+    return counts;
+  }
+}

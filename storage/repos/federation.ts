@@ -1,0 +1,343 @@
+/**
+ * Federation peers (`federation_peer`) and the durable outbox (`federation_outbox`).
+ *
+ * Peers come from two places: static `[federation]` peers in config (trusted, always active,
+ * read-only here) and database rows with a status. Every database change to a peer writes an
+ * operator audit entry in the same transaction, so callers need not append one themselves.
+ */
+import type { Db, Queryable } from "../db.ts";
+import { Conflict, InvalidValue, NotFound, TransitionNotAllowed } from "../errors.ts";
+import type {
+  FederationPeer,
+  OutboxBacklog,
+  OutboxEntry,
+  OutboxRepo,
+  PeerRepo,
+  PeerStatus,
+} from "../types.ts";
+import { translate } from "./rows.ts";
+import * as v from "./validate.ts";
+
+export interface StaticPeer {
+  domain: string;
+  endpoint: string;
+  publicKey: Uint8Array;
+}
+
+/**
+ * Allowed peer status changes. Every change between two different statuses is allowed (an
+ * operator may block, unblock or send a peer back to review); setting the status a peer already
+ * has is refused, so a caller learns that its change did nothing.
+ */
+export const PEER_TRANSITIONS: Record<PeerStatus, PeerStatus[]> = {
+  pending: ["active", "blocked"],
+  active: ["blocked", "pending"],
+  blocked: ["active", "pending"],
+};
+
+interface PeerRow {
+  domain: string;
+  endpoint: string;
+  public_key: Uint8Array;
+  status: PeerStatus;
+  last_seen_at: Date | null;
+  created_at: Date;
+}
+
+const PEER_COLUMNS = "domain, endpoint, public_key, status, last_seen_at, created_at";
+
+function toPeer(r: PeerRow): FederationPeer {
+  return {
+    domain: r.domain,
+    endpoint: r.endpoint,
+    publicKey: r.public_key,
+    status: r.status,
+    source: "database",
+    lastSeenAt: r.last_seen_at,
+    createdAt: r.created_at,
+  };
+}
+
+function fromConfig(p: StaticPeer): FederationPeer {
+  return {
+    domain: p.domain.toLowerCase(),
+    endpoint: p.endpoint,
+    publicKey: p.publicKey,
+    status: "active",
+    source: "config",
+    lastSeenAt: null,
+    createdAt: null,
+  };
+}
+
+/** What the audit log records about a peer (the key as hex, not bytes). */
+function auditView(p: FederationPeer | null): unknown {
+  if (!p) return null;
+  const hex = Array.from(p.publicKey, (b) => b.toString(16).padStart(2, "0")).join("");
+  return { domain: p.domain, endpoint: p.endpoint, public_key: hex, status: p.status };
+}
+
+async function audit(
+  q: Queryable,
+  actor: string,
+  action: string,
+  target: string,
+  before: unknown,
+  after: unknown,
+): Promise<void> {
+  await q.query(
+    `INSERT INTO operator_audit (actor, action, target, before, after)
+     VALUES ($1, $2, $3, $4::jsonb, $5::jsonb)`,
+    [actor, action, target, JSON.stringify(before), JSON.stringify(after)],
+  );
+}
+
+export class PgPeerRepo implements PeerRepo {
+  constructor(private readonly db: Db, private readonly staticPeers: StaticPeer[] = []) {}
+
+  private refuseStatic(domain: string): void {
+    if (this.staticPeers.some((p) => p.domain.toLowerCase() === domain)) {
+      throw new Conflict(
+        `federation peer ${JSON.stringify(domain)} is configured in [federation] and is ` +
+          `read-only here; change it in the config file`,
+      );
+    }
+  }
+
+  /** Add a peer or update its endpoint/key (and status, if given). New peers start pending. */
+  async upsert(
+    input: { domain: string; endpoint: string; publicKey: Uint8Array; status?: PeerStatus },
+    actor: string,
+  ): Promise<FederationPeer> {
+    const domain = v.domain(input.domain);
+    const endpoint = v.endpoint(input.endpoint);
+    const key = v.key32("peer public key", input.publicKey);
+    const status = input.status === undefined ? null : v.peerStatus(input.status);
+    v.actor(actor);
+    this.refuseStatic(domain);
+    try {
+      return await this.db.transaction(async (q) => {
+        const cur = await q.query<PeerRow>(
+          `SELECT ${PEER_COLUMNS} FROM federation_peer WHERE domain = $1 FOR UPDATE`,
+          [domain],
+        );
+        const before = cur.rows[0] ? toPeer(cur.rows[0]) : null;
+        const res = await q.query<PeerRow>(
+          `INSERT INTO federation_peer (domain, endpoint, public_key, status)
+           VALUES ($1, $2, $3, COALESCE($4, 'pending'))
+           ON CONFLICT (domain) DO UPDATE SET endpoint = EXCLUDED.endpoint,
+             public_key = EXCLUDED.public_key,
+             status = COALESCE($4, federation_peer.status)
+           RETURNING ${PEER_COLUMNS}`,
+          [domain, endpoint, key, status],
+        );
+        const after = toPeer(res.rows[0]);
+        await audit(
+          q,
+          actor,
+          before ? "peer.update" : "peer.add",
+          domain,
+          auditView(before),
+          auditView(after),
+        );
+        return after;
+      });
+    } catch (err) {
+      throw translate(err, "federation peer", domain);
+    }
+  }
+
+  /** The peer as the relay sees it: a static peer wins over a database row. */
+  async get(domain: string): Promise<FederationPeer | null> {
+    const d = v.domain(domain);
+    const fixed = this.staticPeers.find((p) => p.domain.toLowerCase() === d);
+    if (fixed) return fromConfig(fixed);
+    const res = await this.db.query<PeerRow>(
+      `SELECT ${PEER_COLUMNS} FROM federation_peer WHERE domain = $1`,
+      [d],
+    );
+    return res.rows[0] ? toPeer(res.rows[0]) : null;
+  }
+
+  /** Change a database peer's status along PEER_TRANSITIONS; audited. */
+  async setStatus(domain: string, status: PeerStatus, actor: string): Promise<FederationPeer> {
+    const d = v.domain(domain);
+    const to = v.peerStatus(status);
+    v.actor(actor);
+    this.refuseStatic(d);
+    return await this.db.transaction(async (q) => {
+      const cur = await q.query<PeerRow>(
+        `SELECT ${PEER_COLUMNS} FROM federation_peer WHERE domain = $1 FOR UPDATE`,
+        [d],
+      );
+      if (!cur.rows[0]) throw new NotFound("federation peer", d);
+      const before = toPeer(cur.rows[0]);
+      if (!PEER_TRANSITIONS[before.status].includes(to)) {
+        throw new TransitionNotAllowed(`federation peer ${JSON.stringify(d)}`, before.status, to);
+      }
+      const res = await q.query<PeerRow>(
+        `UPDATE federation_peer SET status = $2 WHERE domain = $1 RETURNING ${PEER_COLUMNS}`,
+        [d, to],
+      );
+      const after = toPeer(res.rows[0]);
+      await audit(q, actor, "peer.set-status", d, auditView(before), auditView(after));
+      return after;
+    });
+  }
+
+  /** Database peers merged with static ones (static win), in domain order. */
+  async list(staticPeers?: StaticPeer[]): Promise<FederationPeer[]> {
+    const fixed = (staticPeers ?? this.staticPeers).map(fromConfig);
+    const res = await this.db.query<PeerRow>(
+      `SELECT ${PEER_COLUMNS} FROM federation_peer ORDER BY domain`,
+    );
+    const byDomain = new Map<string, FederationPeer>();
+    for (const r of res.rows) byDomain.set(r.domain, toPeer(r));
+    for (const p of fixed) byDomain.set(p.domain, p);
+    return [...byDomain.values()].sort((a, b) => (a.domain < b.domain ? -1 : 1));
+  }
+
+  async touch(domain: string): Promise<void> {
+    await this.db.query(`UPDATE federation_peer SET last_seen_at = now() WHERE domain = $1`, [
+      v.domain(domain),
+    ]);
+  }
+}
+
+/** Seconds until the next attempt after `attempts` failures: 2^attempts, at most one hour. */
+export function backoffSeconds(attempts: number): number {
+  return Math.min(2 ** Math.min(attempts, 12), 3600);
+}
+
+/** How long a claimed entry is held back from other claimers while it is being delivered. */
+export const OUTBOX_LEASE_SECONDS = 60;
+
+interface OutboxRow {
+  id: string;
+  event_id: string;
+  peer_domain: string;
+  endpoint: string;
+  body: unknown;
+  attempts: number;
+  next_attempt_at: Date;
+  last_error: string | null;
+  delivered_at: Date | null;
+  created_at: Date;
+}
+
+const OUTBOX_COLUMNS =
+  "id, event_id, peer_domain, endpoint, body, attempts, next_attempt_at, last_error, delivered_at, created_at";
+
+function toEntry(r: OutboxRow): OutboxEntry {
+  return {
+    id: String(r.id),
+    eventId: r.event_id,
+    peerDomain: r.peer_domain,
+    endpoint: r.endpoint,
+    body: r.body,
+    attempts: r.attempts,
+    nextAttemptAt: r.next_attempt_at,
+    lastError: r.last_error,
+    deliveredAt: r.delivered_at,
+    createdAt: r.created_at,
+  };
+}
+
+export class PgOutboxRepo implements OutboxRepo {
+  constructor(private readonly db: Db) {}
+
+  /** Queue a signed event for a peer; the same event for the same peer is queued once. */
+  async enqueue(
+    input: { eventId: string; peerDomain: string; endpoint: string; body: unknown },
+  ): Promise<OutboxEntry> {
+    const eventId = v.text("event id", input.eventId, 128, 1);
+    const domain = v.domain(input.peerDomain);
+    const endpoint = v.endpoint(input.endpoint);
+    let body: string;
+    try {
+      body = JSON.stringify(input.body);
+    } catch {
+      throw new InvalidValue("body", typeof input.body, "a JSON-serialisable value");
+    }
+    if (body === undefined) throw new InvalidValue("body", input.body, "a JSON value");
+    if (body.includes("\\u0000")) throw new InvalidValue("body", "…", "JSON without NUL");
+    await this.db.query(
+      `INSERT INTO federation_outbox (event_id, peer_domain, endpoint, body)
+       VALUES ($1, $2, $3, $4::jsonb)
+       ON CONFLICT (event_id, peer_domain) DO NOTHING`,
+      [eventId, domain, endpoint, body],
+    );
+    const res = await this.db.query<OutboxRow>(
+      `SELECT ${OUTBOX_COLUMNS} FROM federation_outbox WHERE event_id = $1 AND peer_domain = $2`,
+      [eventId, domain],
+    );
+    return toEntry(res.rows[0]);
+  }
+
+  /**
+   * Claim up to `limit` undelivered entries that are due, oldest due first. Claimed entries
+   * are leased (next_attempt_at moves OUTBOX_LEASE_SECONDS ahead) so another node skips them.
+   */
+  async claimDue(limit: number, now: Date = new Date()): Promise<OutboxEntry[]> {
+    v.int("limit", limit, 1, 500);
+    const at = v.date("now", now).toISOString();
+    const res = await this.db.query<OutboxRow>(
+      `WITH due AS (
+         SELECT id FROM federation_outbox
+         WHERE delivered_at IS NULL AND next_attempt_at <= $1::timestamptz
+         ORDER BY next_attempt_at, id
+         LIMIT $2
+         FOR UPDATE SKIP LOCKED
+       )
+       UPDATE federation_outbox o
+       SET next_attempt_at = $1::timestamptz + make_interval(secs => $3)
+       FROM due WHERE o.id = due.id
+       RETURNING ${OUTBOX_COLUMNS.split(", ").map((c) => "o." + c).join(", ")}`,
+      [at, limit, OUTBOX_LEASE_SECONDS],
+    );
+    return res.rows.sort((a, b) => Number(a.id) - Number(b.id)).map(toEntry);
+  }
+
+  async markDelivered(id: string): Promise<void> {
+    const res = await this.db.query(
+      `UPDATE federation_outbox SET delivered_at = now() WHERE id = $1`,
+      [v.bigId("outbox id", id)],
+    );
+    if (res.rowCount === 0) throw new NotFound("outbox entry", id);
+  }
+
+  /** Count a failed attempt; retry after 2^attempts seconds (capped at an hour). */
+  async markFailed(id: string, error: string): Promise<OutboxEntry> {
+    v.bigId("outbox id", id);
+    const why = String(error).replaceAll("\u0000", "").slice(0, 4096);
+    const res = await this.db.query<OutboxRow>(
+      `UPDATE federation_outbox
+       SET attempts = attempts + 1,
+           next_attempt_at = now() + make_interval(secs => LEAST(power(2, LEAST(attempts + 1, 12)), 3600)),
+           last_error = $2, last_error_at = now()
+       WHERE id = $1
+       RETURNING ${OUTBOX_COLUMNS}`,
+      [id, why],
+    );
+    if (!res.rows[0]) throw new NotFound("outbox entry", id);
+    return toEntry(res.rows[0]);
+  }
+
+  /** Undelivered entries per peer, with the oldest and the most recent error. */
+  async backlog(): Promise<OutboxBacklog[]> {
+    const res = await this.db.query<
+      { peer_domain: string; pending: string; oldest: Date | null; last_error: string | null }
+    >(
+      `SELECT peer_domain, count(*) AS pending, min(created_at) AS oldest,
+              (array_agg(last_error ORDER BY last_error_at DESC NULLS LAST))[1] AS last_error
+       FROM federation_outbox WHERE delivered_at IS NULL
+       GROUP BY peer_domain ORDER BY peer_domain`,
+    );
+    return res.rows.map((r) => ({
+      peerDomain: r.peer_domain,
+      pending: Number(r.pending),
+      oldest: r.oldest,
+      lastError: r.last_error,
+    }));
+  }
+}

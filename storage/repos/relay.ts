@@ -1,0 +1,244 @@
+/**
+ * The offline relay queue (`relay_queue`) and inbox offsets (`inbox_offset`).
+ *
+ * At-least-once delivery: an envelope is claimed by the session that replays it (claim), the
+ * recipient sequence it went out under is recorded (markSent), and it is deleted only when the
+ * recipient ACKs that sequence (ack), which also advances `inbox_offset` in the same statement.
+ * A session that ends without ACKing gives its claims back (requeue) and they are replayed.
+ */
+import type { Db } from "../db.ts";
+import { InvalidValue } from "../errors.ts";
+import type { OffsetRepo, RelayEnvelope, RelayRepo } from "../types.ts";
+import * as v from "./validate.ts";
+
+/** Rows per INSERT statement when enqueueing. */
+export const ENQUEUE_BATCH = 500;
+/** The most envelopes one claim hands out (ccp1.md §5). */
+export const MAX_CLAIM = 128;
+
+interface EnvelopeRow {
+  envelope_id: string;
+  device_id: string;
+  channel_id: string;
+  payload: Uint8Array;
+  enqueued_at: Date;
+  expires_at: Date;
+  attempts: number;
+  last_sequence: string | null;
+}
+
+const ENVELOPE_COLUMNS =
+  "envelope_id, device_id, channel_id, payload, enqueued_at, expires_at, attempts, last_sequence";
+
+function toEnvelope(r: EnvelopeRow): RelayEnvelope {
+  return {
+    envelopeId: String(r.envelope_id),
+    deviceId: r.device_id,
+    channelId: Number(r.channel_id),
+    payload: r.payload,
+    enqueuedAt: r.enqueued_at,
+    expiresAt: r.expires_at,
+    attempts: r.attempts,
+    lastSequence: r.last_sequence === null ? null : Number(r.last_sequence),
+  };
+}
+
+/** Order envelopes by id (bigint strings compare by length, then lexically). */
+function byId(a: { envelope_id: string }, b: { envelope_id: string }): number {
+  const x = String(a.envelope_id), y = String(b.envelope_id);
+  return x.length - y.length || (x < y ? -1 : x > y ? 1 : 0);
+}
+
+export class PgRelayRepo implements RelayRepo {
+  constructor(private readonly db: Db) {}
+
+  /** Enqueue one row per recipient, in batches, atomically; returns ids in input order. */
+  async enqueue(
+    items: { deviceId: string; channelId: number; payload: Uint8Array }[],
+    ttlSeconds: number,
+  ): Promise<string[]> {
+    v.int("relay ttl seconds", ttlSeconds, 1, 10 * 365 * 86400);
+    if (!Array.isArray(items)) throw new InvalidValue("items", items, "an array of envelopes");
+    for (const it of items) {
+      v.id("device id", it.deviceId);
+      v.u32("channel id", it.channelId);
+      if (!(it.payload instanceof Uint8Array)) {
+        throw new InvalidValue("payload", typeof it.payload, "a Uint8Array");
+      }
+    }
+    if (items.length === 0) return [];
+    const insert = async (q: Pick<Db, "query">, batch: typeof items) => {
+      const res = await q.query<{ envelope_id: string }>(
+        `INSERT INTO relay_queue (device_id, channel_key, channel_id, payload, expires_at)
+         SELECT d, 'inbox:' || d, c, p, now() + make_interval(secs => $4)
+         FROM unnest($1::text[], $2::int8[], $3::bytea[]) AS t(d, c, p)
+         RETURNING envelope_id`,
+        [
+          batch.map((i) => i.deviceId),
+          batch.map((i) => i.channelId),
+          batch.map((i) => i.payload),
+          ttlSeconds,
+        ],
+      );
+      // Ids are assigned in row order within the statement; sorting restores input order.
+      return res.rows.sort(byId).map((r) => String(r.envelope_id));
+    };
+    if (items.length <= ENQUEUE_BATCH) return await insert(this.db, items);
+    return await this.db.transaction(async (tx) => {
+      const ids: string[] = [];
+      for (let i = 0; i < items.length; i += ENQUEUE_BATCH) {
+        ids.push(...await insert(tx, items.slice(i, i + ENQUEUE_BATCH)));
+      }
+      return ids;
+    });
+  }
+
+  /** Claim the oldest unclaimed, unexpired envelopes of a device (SKIP LOCKED: no waiting). */
+  async claim(deviceId: string, sessionId: string, limit = MAX_CLAIM): Promise<RelayEnvelope[]> {
+    v.id("device id", deviceId);
+    v.id("session id", sessionId);
+    v.int("claim limit", limit, 1, MAX_CLAIM);
+    const res = await this.db.query<EnvelopeRow>(
+      `WITH next AS (
+         SELECT envelope_id FROM relay_queue
+         WHERE device_id = $1 AND claimed_by IS NULL AND expires_at > now()
+         ORDER BY envelope_id
+         LIMIT $3
+         FOR UPDATE SKIP LOCKED
+       )
+       UPDATE relay_queue r
+       SET claimed_by = $2, claimed_at = now(), attempts = r.attempts + 1
+       FROM next WHERE r.envelope_id = next.envelope_id
+       RETURNING ${ENVELOPE_COLUMNS.split(", ").map((c) => "r." + c).join(", ")}`,
+      [deviceId, sessionId, limit],
+    );
+    return res.rows.sort(byId).map(toEnvelope);
+  }
+
+  /** Record, in one statement, the sequence each claimed envelope was sent under. */
+  async markSent(
+    sessionId: string,
+    sent: { envelopeId: string; sequence: number }[],
+  ): Promise<void> {
+    v.id("session id", sessionId);
+    if (sent.length === 0) return;
+    const ids = sent.map((s) => v.bigId("envelope id", s.envelopeId));
+    const seqs = sent.map((s) => v.u32("sequence", s.sequence));
+    await this.db.query(
+      `UPDATE relay_queue r SET last_sequence = s.seq
+       FROM unnest($2::int8[], $3::int8[]) AS s(id, seq)
+       WHERE r.envelope_id = s.id AND r.claimed_by = $1`,
+      [sessionId, ids, seqs],
+    );
+  }
+
+  /**
+   * Delete what this session sent under these sequences and advance the device's inbox offset
+   * per channel to the highest acknowledged envelope — one statement, so both or neither.
+   */
+  async ack(deviceId: string, sessionId: string, sequences: number[]): Promise<RelayEnvelope[]> {
+    v.id("device id", deviceId);
+    v.id("session id", sessionId);
+    if (sequences.length === 0) return [];
+    const seqs = sequences.map((s) => v.u32("sequence", s));
+    const res = await this.db.query<EnvelopeRow>(
+      `WITH gone AS (
+         DELETE FROM relay_queue
+         WHERE claimed_by = $2 AND last_sequence = ANY($3::int8[]) AND device_id = $1
+         RETURNING ${ENVELOPE_COLUMNS}
+       ), offsets AS (
+         INSERT INTO inbox_offset AS o (entity_id, channel_id, last_envelope_id, updated_at)
+         SELECT $1, channel_id, max(envelope_id), now() FROM gone GROUP BY channel_id
+         ON CONFLICT (entity_id, channel_id) DO UPDATE
+           SET last_envelope_id = GREATEST(o.last_envelope_id, EXCLUDED.last_envelope_id),
+               updated_at = now()
+       )
+       SELECT * FROM gone`,
+      [deviceId, sessionId, seqs],
+    );
+    return res.rows.sort(byId).map(toEnvelope);
+  }
+
+  /** Release claims (by session, or every claim on a device) so they are replayed again. */
+  async requeue(by: { sessionId?: string; deviceId?: string }): Promise<number> {
+    const sessionId = by.sessionId === undefined ? null : v.id("session id", by.sessionId);
+    const deviceId = by.deviceId === undefined ? null : v.id("device id", by.deviceId);
+    if (sessionId === null && deviceId === null) {
+      throw new InvalidValue("requeue", by, "a sessionId or a deviceId");
+    }
+    const res = await this.db.query(
+      `UPDATE relay_queue SET claimed_by = NULL, claimed_at = NULL
+       WHERE claimed_by IS NOT NULL
+         AND ($1::text IS NULL OR claimed_by = $1)
+         AND ($2::text IS NULL OR device_id = $2)`,
+      [sessionId, deviceId],
+    );
+    return res.rowCount;
+  }
+
+  async purgeExpired(now: Date = new Date()): Promise<number> {
+    const res = await this.db.query(`DELETE FROM relay_queue WHERE expires_at <= $1`, [
+      v.date("now", now).toISOString(),
+    ]);
+    return res.rowCount;
+  }
+
+  /** Unexpired envelopes waiting for a device, and when the oldest was enqueued. */
+  async depth(deviceId: string): Promise<{ depth: number; oldest: Date | null }> {
+    const res = await this.db.query<{ n: string; oldest: Date | null }>(
+      `SELECT count(*) AS n, min(enqueued_at) AS oldest FROM relay_queue
+       WHERE device_id = $1 AND expires_at > now()`,
+      [v.id("device id", deviceId)],
+    );
+    return { depth: Number(res.rows[0].n), oldest: res.rows[0].oldest };
+  }
+
+  async totalDepth(): Promise<number> {
+    const res = await this.db.query<{ n: string }>(`SELECT count(*) AS n FROM relay_queue`);
+    return Number(res.rows[0].n);
+  }
+}
+
+export class PgOffsetRepo implements OffsetRepo {
+  constructor(private readonly db: Db) {}
+
+  /** Set the last delivered envelope for (entity, channel). */
+  async store(entityId: string, channelId: number, envelopeId: string): Promise<void> {
+    await this.db.query(
+      `INSERT INTO inbox_offset (entity_id, channel_id, last_envelope_id, updated_at)
+       VALUES ($1, $2, $3, now())
+       ON CONFLICT (entity_id, channel_id) DO UPDATE
+         SET last_envelope_id = EXCLUDED.last_envelope_id, updated_at = now()`,
+      [
+        v.id("entity id", entityId),
+        v.u32("channel id", channelId),
+        v.bigId("envelope id", envelopeId),
+      ],
+    );
+  }
+
+  async read(entityId: string, channelId: number): Promise<string | null> {
+    const res = await this.db.query<{ last_envelope_id: string }>(
+      `SELECT last_envelope_id FROM inbox_offset WHERE entity_id = $1 AND channel_id = $2`,
+      [v.id("entity id", entityId), v.u32("channel id", channelId)],
+    );
+    return res.rows[0] ? String(res.rows[0].last_envelope_id) : null;
+  }
+
+  async list(
+    entityId: string,
+  ): Promise<{ channelId: number; envelopeId: string; updatedAt: Date }[]> {
+    const res = await this.db.query<
+      { channel_id: string; last_envelope_id: string; updated_at: Date }
+    >(
+      `SELECT channel_id, last_envelope_id, updated_at FROM inbox_offset
+       WHERE entity_id = $1 ORDER BY channel_id`,
+      [v.id("entity id", entityId)],
+    );
+    return res.rows.map((r) => ({
+      channelId: Number(r.channel_id),
+      envelopeId: String(r.last_envelope_id),
+      updatedAt: r.updated_at,
+    }));
+  }
+}

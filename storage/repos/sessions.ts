@@ -1,0 +1,94 @@
+/** Sessions (`session`): one row per completed handshake. */
+import type { Db } from "../db.ts";
+import { InvalidValue } from "../errors.ts";
+import { decodeCursor, pageLimit, toPage } from "../pagination.ts";
+import type { Page, PageRequest, SessionRecord, SessionRepo } from "../types.ts";
+import { translate, tsFromKey, tsKey } from "./rows.ts";
+import * as v from "./validate.ts";
+
+interface SessionRow {
+  session_id: string;
+  user_id: string;
+  device_id: string;
+  pattern: "XK" | "IK";
+  protocol_version: number;
+  remote_addr: string | null;
+  node_id: string;
+  created_at: Date;
+  ttl_seconds: string;
+  k: string;
+}
+
+const COLUMNS = `session_id, user_id, device_id, pattern, protocol_version, remote_addr, node_id,
+  created_at, ttl_seconds, ${tsKey("created_at")} AS k`;
+
+function toSession(r: SessionRow): SessionRecord {
+  return {
+    sessionId: r.session_id,
+    userId: r.user_id,
+    deviceId: r.device_id,
+    pattern: r.pattern,
+    protocolVersion: r.protocol_version,
+    remoteAddr: r.remote_addr,
+    nodeId: r.node_id,
+    createdAt: r.created_at,
+    ttlSeconds: Number(r.ttl_seconds),
+  };
+}
+
+export class PgSessionRepo implements SessionRepo {
+  constructor(private readonly db: Db) {}
+
+  async record(s: Omit<SessionRecord, "createdAt">): Promise<SessionRecord> {
+    const sessionId = v.id("session id", s.sessionId);
+    if (s.pattern !== "XK" && s.pattern !== "IK") {
+      throw new InvalidValue("pattern", s.pattern, "XK or IK");
+    }
+    const params = [
+      sessionId,
+      v.id("user id", s.userId),
+      v.id("device id", s.deviceId),
+      s.pattern,
+      v.int("protocol version", s.protocolVersion, 1, 65535),
+      v.optionalText("remote address", s.remoteAddr, 256) ?? null,
+      v.text("node id", s.nodeId, 128),
+      v.int("ttl seconds", s.ttlSeconds, 0, 2 ** 31 - 1),
+    ];
+    try {
+      const res = await this.db.query<SessionRow>(
+        `INSERT INTO session (session_id, user_id, device_id, pattern, protocol_version,
+                              remote_addr, node_id, ttl_seconds)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         RETURNING ${COLUMNS}`,
+        params,
+      );
+      return toSession(res.rows[0]);
+    } catch (err) {
+      throw translate(err, "session", sessionId);
+    }
+  }
+
+  /** All sessions, newest first. */
+  listRecent(page: PageRequest): Promise<Page<SessionRecord>> {
+    return this.page(null, page);
+  }
+
+  /** One device's sessions, newest first. */
+  byDevice(deviceId: string, page: PageRequest): Promise<Page<SessionRecord>> {
+    return this.page(v.id("device id", deviceId), page);
+  }
+
+  private async page(deviceId: string | null, page: PageRequest): Promise<Page<SessionRecord>> {
+    const limit = pageLimit(page.limit);
+    const after = decodeCursor(page.cursor, ["int", "text"]);
+    const res = await this.db.query<SessionRow>(
+      `SELECT ${COLUMNS} FROM session
+       WHERE ($1::text IS NULL OR device_id = $1)
+         AND ($2::int8 IS NULL OR (created_at, session_id) < (${tsFromKey("$2")}, $3::text))
+       ORDER BY created_at DESC, session_id DESC
+       LIMIT $4`,
+      [deviceId, after?.[0] ?? null, after?.[1] ?? null, limit + 1],
+    );
+    return toPage(res.rows, limit, toSession, (r) => [r.k, r.session_id]);
+  }
+}
