@@ -1,0 +1,169 @@
+/**
+ * The device identity file: a device id and its static X25519 keypair, generated on first
+ * use and kept in a JSON file readable only by its owner (mode 0600).
+ *
+ * ```json
+ * {"device_id":"laptop-3f2a","private_key":"<64 hex>","public_key":"<64 hex>",
+ *  "created_at":"2026-01-01T00:00:00.000Z"}
+ * ```
+ *
+ * @module
+ */
+
+import { dirname, join } from "node:path";
+import { isValidId } from "../protocol/control.ts";
+import { bytesEqual, generateKeypair, type Keypair, publicKeyOf } from "../protocol/crypto.ts";
+import { bytesToHex, hexToBytes, isHex } from "../protocol/hex.ts";
+
+/** A device identity as stored. */
+export interface DeviceIdentity {
+  deviceId: string;
+  keypair: Keypair;
+  createdAt: string;
+  /** The file it lives in. */
+  file: string;
+  /** True when this call generated it. */
+  created: boolean;
+}
+
+/** Thrown when the key file cannot be used; the message names the file and the problem. */
+export class KeystoreError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "KeystoreError";
+  }
+}
+
+/**
+ * The default key file of a profile: `$COMMUCAT_HOME/<profile>.json`, else
+ * `~/.commucat/<profile>.json`.
+ */
+export function defaultKeyFile(profile: string): string {
+  if (!/^[A-Za-z0-9._-]{1,64}$/.test(profile) || profile.startsWith(".")) {
+    throw new KeystoreError(
+      `profile ${JSON.stringify(profile)} must be 1–64 letters, digits, . _ or - ` +
+        "(and not start with a dot)",
+    );
+  }
+  const home = Deno.env.get("COMMUCAT_HOME") ??
+    join(Deno.env.get("HOME") ?? Deno.env.get("USERPROFILE") ?? ".", ".commucat");
+  return join(home, `${profile}.json`);
+}
+
+/** A fresh device id: `<prefix>-<8 random hex>`. */
+export function newDeviceId(prefix = "device"): string {
+  const random = bytesToHex(crypto.getRandomValues(new Uint8Array(4)));
+  return `${prefix}-${random}`;
+}
+
+/**
+ * Loads the identity in `file`, or generates one (with `deviceId`, or a random id) and
+ * writes it with mode 0600 when the file does not exist. When `deviceId` is given and the
+ * file holds another id, that is an error (one key file per device).
+ */
+export async function loadOrCreateIdentity(
+  file: string,
+  deviceId?: string,
+): Promise<DeviceIdentity> {
+  if (deviceId !== undefined && !isValidId(deviceId)) {
+    throw new KeystoreError(
+      `device id ${JSON.stringify(deviceId)} must be 1–128 characters: a letter or digit, ` +
+        "then letters, digits or . _ : @ + -",
+    );
+  }
+  let text: string | null = null;
+  try {
+    text = await Deno.readTextFile(file);
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) {
+      throw new KeystoreError(`cannot read key file ${file}: ${(error as Error).message}`, {
+        cause: error,
+      });
+    }
+  }
+  if (text !== null) {
+    const identity = parseIdentity(text, file);
+    if (deviceId !== undefined && identity.deviceId !== deviceId) {
+      throw new KeystoreError(
+        `key file ${file} belongs to device ${identity.deviceId}, not ${deviceId}: ` +
+          "use another --key-file or --profile for a second device",
+      );
+    }
+    await tightenMode(file);
+    return identity;
+  }
+  const keypair = generateKeypair();
+  const identity: DeviceIdentity = {
+    deviceId: deviceId ?? newDeviceId(),
+    keypair,
+    createdAt: new Date().toISOString(),
+    file,
+    created: true,
+  };
+  const body = JSON.stringify(
+    {
+      device_id: identity.deviceId,
+      private_key: bytesToHex(keypair.privateKey),
+      public_key: bytesToHex(keypair.publicKey),
+      created_at: identity.createdAt,
+    },
+    null,
+    2,
+  ) + "\n";
+  try {
+    await Deno.mkdir(dirname(file), { recursive: true, mode: 0o700 });
+    // createNew: two processes racing on first use must not overwrite each other's key.
+    await Deno.writeTextFile(file, body, { mode: 0o600, createNew: true });
+  } catch (error) {
+    if (error instanceof Deno.errors.AlreadyExists) return loadOrCreateIdentity(file, deviceId);
+    throw new KeystoreError(`cannot write key file ${file}: ${(error as Error).message}`, {
+      cause: error,
+    });
+  }
+  return identity;
+}
+
+/** Parses a key file's JSON; throws KeystoreError naming the bad field (never the key). */
+export function parseIdentity(text: string, file: string): DeviceIdentity {
+  let data: Record<string, unknown>;
+  try {
+    data = JSON.parse(text);
+  } catch {
+    throw new KeystoreError(`key file ${file} is not valid JSON; it was left untouched`);
+  }
+  if (typeof data !== "object" || data === null || Array.isArray(data)) {
+    throw new KeystoreError(`key file ${file} must hold a JSON object`);
+  }
+  if (!isValidId(data.device_id)) {
+    throw new KeystoreError(`key file ${file}: device_id is missing or not a valid device id`);
+  }
+  if (!isHex(data.private_key, 32)) {
+    throw new KeystoreError(`key file ${file}: private_key must be 64 hex characters`);
+  }
+  const privateKey = hexToBytes(data.private_key, 32);
+  const publicKey = publicKeyOf(privateKey);
+  if (data.public_key !== undefined) {
+    if (!isHex(data.public_key, 32) || !bytesEqual(hexToBytes(data.public_key), publicKey)) {
+      throw new KeystoreError(
+        `key file ${file}: public_key does not belong to private_key (file damaged?)`,
+      );
+    }
+  }
+  return {
+    deviceId: data.device_id,
+    keypair: { privateKey, publicKey },
+    createdAt: typeof data.created_at === "string" ? data.created_at : "",
+    file,
+    created: false,
+  };
+}
+
+/** Tightens a key file readable by others back to 0600 (best effort, POSIX only). */
+async function tightenMode(file: string): Promise<void> {
+  try {
+    const info = await Deno.stat(file);
+    if (info.mode !== null && (info.mode & 0o077) !== 0) await Deno.chmod(file, 0o600);
+  } catch {
+    // Not POSIX, or not ours to change: the key still works.
+  }
+}
