@@ -157,6 +157,11 @@ function isAllZero(bytes: Uint8Array): boolean {
   return acc === 0;
 }
 
+/** A plain Uint8Array over a node Buffer's bytes (no copy), so callers see one type. */
+function view(buf: Uint8Array): Uint8Array {
+  return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+}
+
 /** Copies into a plain Uint8Array so callers never hold a pooled or shared Buffer. */
 function plain(bytes: Uint8Array): Uint8Array {
   return new Uint8Array(bytes);
@@ -336,7 +341,7 @@ export const nodeX25519: X25519Impl = {
     const pub = x25519Public(publicKey);
     let out: Uint8Array;
     try {
-      out = nodeCrypto.diffieHellman({ privateKey: handle, publicKey: pub });
+      out = view(nodeCrypto.diffieHellman({ privateKey: handle, publicKey: pub }));
     } catch {
       throw new InvalidKeyError("X25519 public key is a low-order point (shared secret is zero)");
     }
@@ -373,8 +378,7 @@ export const nodeAead: AeadImpl = {
     try {
       const body = bodyLength ? d.update(ciphertext.subarray(0, bodyLength)) : EMPTY;
       d.final();
-      // update() returns a Buffer view; hand back a plain array over the same bytes.
-      return new Uint8Array(body.buffer, body.byteOffset, body.byteLength);
+      return view(body);
     } catch {
       throw new DecryptError();
     }
@@ -387,8 +391,7 @@ export const nodeBlake2s: HashImpl = {
   hash(a, b) {
     const h = nodeCrypto.createHash("blake2s256").update(a);
     if (b) h.update(b);
-    const d = h.digest();
-    return new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
+    return view(h.digest());
   },
 };
 
@@ -398,8 +401,58 @@ export const nodeHmacBlake2s: HmacImpl = {
   hmac(key, a, b) {
     const m = nodeCrypto.createHmac("blake2s256", key).update(a);
     if (b) m.update(b);
-    const d = m.digest();
-    return new Uint8Array(d.buffer, d.byteOffset, d.byteLength);
+    return view(m.digest());
+  },
+};
+
+/**
+ * node:crypto's BLAKE2s shaped as a noble hash, so noble's audited HMAC runs over the native
+ * hash: an adapter only (update, digest and state copy are node's own calls).
+ */
+class NodeBlake2sForNoble {
+  readonly blockLen = 64;
+  readonly outputLen = HASHLEN;
+  readonly canXOF = false;
+  h: nodeCrypto.Hash;
+  constructor(h?: nodeCrypto.Hash) {
+    this.h = h ?? nodeCrypto.createHash("blake2s256");
+  }
+  update(data: Uint8Array): this {
+    this.h.update(data);
+    return this;
+  }
+  digestInto(out: Uint8Array): void {
+    out.set(this.h.digest());
+  }
+  digest(): Uint8Array {
+    return view(this.h.digest());
+  }
+  _cloneInto(to?: NodeBlake2sForNoble): NodeBlake2sForNoble {
+    const copy = this.h.copy();
+    if (to) {
+      to.h = copy;
+      return to;
+    }
+    return new NodeBlake2sForNoble(copy);
+  }
+  clone(): NodeBlake2sForNoble {
+    return this._cloneInto();
+  }
+  destroy(): void {}
+}
+const nodeBlake2sAsNoble = Object.assign(
+  (message: Uint8Array) => new NodeBlake2sForNoble().update(message).digest(),
+  { blockLen: 64, outputLen: HASHLEN, create: () => new NodeBlake2sForNoble() },
+);
+
+/** noble's HMAC over node:crypto's BLAKE2s (fewest per-call costs on 32-byte inputs). */
+export const nobleHmacNodeBlake2s: HmacImpl = {
+  name: "@noble/hashes hmac over node:crypto blake2s256",
+  hmac(key, a, b) {
+    // deno-lint-ignore no-explicit-any
+    const m = nobleHmac.create(nodeBlake2sAsNoble as any, key).update(a);
+    if (b) m.update(b);
+    return m.digest();
   },
 };
 
@@ -492,14 +545,15 @@ export const nodeBackend: CryptoBackend = makeBackend("node", {
 
 /**
  * The backend used by default: node:crypto for X25519, ChaCha20-Poly1305, BLAKE2s and Ed25519
- * (several times faster under Deno), noble's HMAC over BLAKE2s for Noise's HKDF (object setup
- * dominates on 32-byte inputs and noble's is cheaper there). `bench/noise.ts` shows the figures.
+ * (several times faster under Deno, same bytes), and noble's HMAC run over node:crypto's BLAKE2s
+ * for Noise's HKDF (node's own HMAC object costs more per call on 32-byte inputs, and noble's
+ * JavaScript BLAKE2s is slower than the native one). `bench/noise.ts` compares the choices.
  */
 export const defaultBackend: CryptoBackend = makeBackend("mixed", {
   x25519: nodeX25519,
   aead: nodeAead,
   blake2s: nodeBlake2s,
-  hmacBlake2s: nobleHmacBlake2s,
+  hmacBlake2s: nobleHmacNodeBlake2s,
   ed25519: nodeEd25519,
 });
 

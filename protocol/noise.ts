@@ -226,6 +226,9 @@ function checkPlaintext(length: number): void {
   }
 }
 
+// h after InitializeSymmetric depends only on the (public) protocol name.
+const INITIAL_HASH = new Map<string, Uint8Array>();
+
 /** The chaining key ck, handshake hash h and a CipherState (spec §5.2). */
 export class SymmetricState {
   readonly backend: CryptoBackend;
@@ -236,14 +239,19 @@ export class SymmetricState {
   /** InitializeSymmetric(protocolName). */
   constructor(protocolName: string, backend: CryptoBackend = defaultBackend) {
     this.backend = backend;
-    const name = new TextEncoder().encode(protocolName);
-    if (name.length <= HASHLEN) {
-      this.#h = new Uint8Array(HASHLEN);
-      this.#h.set(name);
-    } else {
-      this.#h = backend.blake2s.hash(name);
+    let h0 = INITIAL_HASH.get(protocolName);
+    if (!h0) {
+      const name = new TextEncoder().encode(protocolName);
+      if (name.length <= HASHLEN) {
+        h0 = new Uint8Array(HASHLEN);
+        h0.set(name);
+      } else {
+        h0 = backend.blake2s.hash(name);
+      }
+      INITIAL_HASH.set(protocolName, h0);
     }
-    this.#ck = new Uint8Array(this.#h);
+    this.#h = new Uint8Array(h0);
+    this.#ck = new Uint8Array(h0);
     this.cipher = new CipherState(null, backend);
   }
 
@@ -374,6 +382,18 @@ export interface HandshakeOptions {
   /** Remote ephemeral public key known in advance (only for patterns with an e pre-message). */
   re?: Uint8Array;
   backend?: CryptoBackend;
+}
+
+/**
+ * Imports a long-lived static key pair once into the backend's fast form, for a server that runs
+ * many handshakes with the same key (pass the result as `s`). The caller owns the result.
+ */
+export function importStaticKey(keypair: Keypair, backend: CryptoBackend = defaultBackend): DhKey {
+  try {
+    return backend.x25519.fromPrivate(keypair.privateKey, keypair.publicKey);
+  } catch (err) {
+    throw new NoiseError("key", `invalid static key: ${(err as Error).message}`);
+  }
 }
 
 function isDhKey(k: LocalKey): k is DhKey {
