@@ -255,7 +255,10 @@ function pgliteQueryable(target: any, where: string): Queryable {
       try {
         // deno-lint-ignore no-explicit-any
         const res: any = await target.query(sql, params);
-        return { rows: res.rows as T[], rowCount: res.affectedRows ?? res.rows.length };
+        // pg's rowCount: rows returned by a SELECT, rows changed by DML (PGlite reports
+        // affectedRows = 0 for a SELECT, so take whichever is larger).
+        const rowCount = Math.max(res.rows.length, res.affectedRows ?? 0);
+        return { rows: res.rows as T[], rowCount };
       } catch (err) {
         throw wrap(err, `embedded database query failed (${where})`);
       }

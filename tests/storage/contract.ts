@@ -1,0 +1,1063 @@
+/**
+ * The storage contract suite: one set of behaviours every backend must show. Each backend file
+ * (contract_pg_test.ts, contract_pglite_test.ts) calls `registerContract` with a factory; the
+ * database is opened once per file and every case runs as a step against it, using ids unique to
+ * the run so cases never see each other's rows.
+ */
+import assert from "node:assert/strict";
+import type { Db } from "../../storage/db.ts";
+import {
+  Conflict,
+  InvalidValue,
+  migrate,
+  migrationStatus,
+  NotFound,
+  type Storage,
+  StorageError,
+  StorageFailure,
+  TransitionNotAllowed,
+} from "../../storage/mod.ts";
+import { encodeCursor } from "../../storage/pagination.ts";
+
+export interface Opened {
+  storage: Storage;
+  db: Db;
+  close(): Promise<void>;
+}
+
+export interface Backend {
+  name: string;
+  /** Registered but skipped (visible in the summary) when the backend is not available. */
+  ignore: boolean;
+  open(): Promise<Opened>;
+  /** Extra backend-specific steps. */
+  extra?: (t: Deno.TestContext, o: Opened) => Promise<void>;
+}
+
+/** The static [federation] peer every backend is opened with. */
+export const STATIC_PEER = {
+  domain: "static.example.org",
+  endpoint: "https://static.example.org/federation",
+  publicKey: new Uint8Array(32).fill(0xee),
+};
+
+export function key(n: number): Uint8Array {
+  return new Uint8Array(32).fill(n);
+}
+
+const HOSTILE = [
+  "'; DROP TABLE app_user; --",
+  "<script>alert(1)</script>",
+  "Robert'); DROP TABLE user_device; --",
+  '" OR 1=1 --',
+  "Ünïcødé 🐈 кот 猫 \u202e",
+  "back\\slash %_ wild",
+];
+
+type Case = [string, (s: Storage, db: Db, u: string) => Promise<void>];
+
+function isA(cls: abstract new (...args: never[]) => Error, text?: string) {
+  return (err: unknown) => {
+    assert.ok(err instanceof cls, `expected ${cls.name}, got ${err}`);
+    if (text !== undefined) {
+      assert.ok((err as Error).message.includes(text), `"${(err as Error).message}" names ${text}`);
+    }
+    return true;
+  };
+}
+
+async function allPages<T>(
+  fetch: (cursor: string | null) => Promise<{ items: T[]; nextCursor: string | null }>,
+): Promise<{ items: T[]; pages: number }> {
+  const items: T[] = [];
+  let cursor: string | null = null;
+  let pages = 0;
+  do {
+    const page = await fetch(cursor);
+    items.push(...page.items);
+    cursor = page.nextCursor;
+    pages++;
+    assert.ok(pages < 100, "pagination terminates");
+  } while (cursor);
+  return { items, pages };
+}
+
+/** A user and an active device, for cases that need one. */
+async function device(s: Storage, u: string, name: string, n = 1) {
+  const user = await s.users.create({ handle: `${u}-${name}` });
+  const { device } = await s.devices.register(
+    { id: `${u}-${name}`, userId: user.id, publicKey: key(n), status: "active" },
+    "test",
+  );
+  return { user, device };
+}
+
+const cases: Case[] = [
+  ["users: create, get, update, refuse duplicates and bad values", async (s, _db, u) => {
+    const alice = await s.users.create({
+      handle: `${u}-alice`,
+      displayName: "Alice",
+      avatarUrl: "https://a.example/a.png",
+    });
+    assert.equal(alice.handle, `${u}-alice`);
+    assert.equal(alice.displayName, "Alice");
+    assert.ok(alice.createdAt instanceof Date);
+    assert.deepEqual(await s.users.get(alice.id), alice);
+    assert.deepEqual(await s.users.getByHandle(`${u}-alice`), alice);
+    assert.equal(await s.users.get(`${u}-nobody`), null);
+    assert.equal(await s.users.getByHandle(`${u}-nobody`), null);
+    const withId = await s.users.create({ handle: `${u}-bob`, id: `${u}-bob-id` });
+    assert.equal(withId.id, `${u}-bob-id`);
+
+    const renamed = await s.users.update(alice.id, { displayName: "Alice B." });
+    assert.equal(renamed.displayName, "Alice B.");
+    assert.equal(renamed.avatarUrl, "https://a.example/a.png", "undefined leaves a field alone");
+    const cleared = await s.users.update(alice.id, { avatarUrl: null });
+    assert.equal(cleared.avatarUrl, null);
+    assert.equal(cleared.displayName, "Alice B.");
+    assert.ok(cleared.updatedAt >= alice.updatedAt);
+
+    await assert.rejects(s.users.create({ handle: `${u}-alice` }), isA(Conflict, `${u}-alice`));
+    await assert.rejects(
+      s.users.create({ handle: `${u}-x`, id: `${u}-bob-id` }),
+      isA(Conflict, `${u}-bob-id`),
+    );
+    await assert.rejects(s.users.create({ handle: "has space" }), isA(InvalidValue, "has space"));
+    await assert.rejects(s.users.create({ handle: "" }), isA(InvalidValue, "handle"));
+    await assert.rejects(s.users.create({ handle: "x".repeat(65) }), isA(InvalidValue, "handle"));
+    await assert.rejects(
+      s.users.create({ handle: `${u}-n`, displayName: "a\u0000b" }),
+      isA(InvalidValue, "display name"),
+    );
+    await assert.rejects(s.users.update(`${u}-ghost`, { displayName: "x" }), isA(NotFound));
+    const cyr = await s.users.create({ handle: `Алиса-${u}` });
+    assert.equal((await s.users.getByHandle(`Алиса-${u}`))?.id, cyr.id);
+  }],
+
+  ["users: list by handle prefix, paginated", async (s, _db, u) => {
+    for (let i = 0; i < 7; i++) await s.users.create({ handle: `${u}-page-${i}` });
+    await s.users.create({ handle: `${u}-other` });
+    const { items, pages } = await allPages((cursor) =>
+      s.users.list({ search: `${u.toUpperCase()}-PAGE`, limit: 3, cursor })
+    );
+    assert.equal(pages, 3);
+    assert.deepEqual(
+      items.map((x) => x.handle),
+      [0, 1, 2, 3, 4, 5, 6].map((i) => `${u}-page-${i}`),
+    );
+    assert.equal((await s.users.list({ search: `${u}-page-%` })).items.length, 0, "% is literal");
+    assert.equal((await s.users.list({ search: `${u}_page` })).items.length, 0, "_ is literal");
+  }],
+
+  [
+    "devices: register, approve, reject, revoke, rotate — each with its key event",
+    async (s, _db, u) => {
+      const user = await s.users.create({ handle: `${u}-dev` });
+      const a = await s.devices.register(
+        { id: `${u}-a`, userId: user.id, publicKey: key(1), status: "active" },
+        "cli:op",
+      );
+      assert.equal(a.device.status, "active");
+      assert.equal(a.event.kind, "registered");
+      assert.equal(a.event.actor, "cli:op");
+      assert.deepEqual(a.event.publicKey, key(1));
+      assert.equal(a.device.publicKey.constructor, Uint8Array, "bytea is a plain Uint8Array");
+
+      const p = await s.devices.register(
+        { id: `${u}-p`, userId: user.id, publicKey: key(2), status: "pending" },
+        "cli:op",
+      );
+      assert.equal(p.device.status, "pending");
+      assert.equal(p.event.kind, "pending");
+      const ap = await s.devices.approve(`${u}-p`, "console:s1");
+      assert.equal(ap.device.status, "active");
+      assert.equal(ap.event.kind, "approved");
+      assert.equal(ap.event.actor, "console:s1");
+      await assert.rejects(s.devices.approve(`${u}-p`, "x"), isA(TransitionNotAllowed, "active"));
+
+      const r = await s.devices.register(
+        { id: `${u}-r`, userId: user.id, publicKey: key(3), status: "pending" },
+        "cli:op",
+      );
+      assert.equal(r.device.status, "pending");
+      const rej = await s.devices.reject(`${u}-r`, "cli:op");
+      assert.equal(rej.device.status, "revoked");
+      assert.equal(rej.event.kind, "rejected");
+      await assert.rejects(s.devices.reject(`${u}-r`, "x"), isA(TransitionNotAllowed, "revoked"));
+
+      const rot = await s.devices.rotateKey(`${u}-a`, key(9), "cli:op");
+      assert.deepEqual(rot.device.publicKey, key(9));
+      assert.equal(rot.event.kind, "rotated");
+      assert.deepEqual(rot.event.publicKey, key(9));
+
+      const rev = await s.devices.revoke(`${u}-a`, "console:s2");
+      assert.equal(rev.device.status, "revoked");
+      assert.equal(rev.event.kind, "revoked");
+      await assert.rejects(s.devices.revoke(`${u}-a`, "x"), isA(TransitionNotAllowed, "revoked"));
+      await assert.rejects(s.devices.rotateKey(`${u}-a`, key(8), "x"), isA(TransitionNotAllowed));
+      await assert.rejects(s.devices.approve(`${u}-a`, "x"), isA(TransitionNotAllowed));
+
+      const events = await s.keyEvents.export(`${u}-a`);
+      assert.deepEqual(events.map((e) => e.kind), ["registered", "rotated", "revoked"]);
+
+      await assert.rejects(
+        s.devices.register(
+          { id: `${u}-a`, userId: user.id, publicKey: key(1), status: "active" },
+          "x",
+        ),
+        isA(Conflict, `${u}-a`),
+      );
+      await assert.rejects(
+        s.devices.register(
+          { id: `${u}-z`, userId: `${u}-nouser`, publicKey: key(1), status: "active" },
+          "x",
+        ),
+        isA(NotFound, `${u}-nouser`),
+      );
+      await assert.rejects(
+        s.devices.register(
+          { id: `${u}-z`, userId: user.id, publicKey: new Uint8Array(31), status: "active" },
+          "x",
+        ),
+        isA(InvalidValue, "31 bytes"),
+      );
+      await assert.rejects(
+        s.devices.register(
+          // deno-lint-ignore no-explicit-any
+          { id: `${u}-z`, userId: user.id, publicKey: key(1), status: "revoked" as any },
+          "x",
+        ),
+        isA(InvalidValue, "revoked"),
+      );
+      await assert.rejects(s.devices.approve("bad id!", "x"), isA(InvalidValue, "bad id!"));
+      await assert.rejects(s.devices.approve(`${u}-none`, "x"), isA(NotFound, `${u}-none`));
+      assert.equal(await s.devices.get(`${u}-none`), null);
+
+      const before = (await s.devices.get(`${u}-p`))!;
+      assert.equal(before.lastSeenAt, null);
+      await s.devices.touch(`${u}-p`);
+      assert.ok((await s.devices.get(`${u}-p`))!.lastSeenAt instanceof Date);
+    },
+  ],
+
+  ["devices: a failed key-event write aborts the change", async (s, db, u) => {
+    const { device: d } = await device(s, u, "audited", 1);
+    const pending = await s.users.create({ handle: `${u}-audited2` });
+    await s.devices.register(
+      { id: `${u}-audited2`, userId: pending.id, publicKey: key(2), status: "pending" },
+      "t",
+    );
+    await db.exec(`
+      CREATE OR REPLACE FUNCTION test_refuse_key_event() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN RAISE EXCEPTION 'key event write refused by test'; END $$;
+      CREATE TRIGGER test_refuse_key_event BEFORE INSERT ON device_key_event
+        FOR EACH ROW WHEN (NEW.actor = 'fail-audit') EXECUTE FUNCTION test_refuse_key_event();
+    `);
+    try {
+      await assert.rejects(s.devices.rotateKey(d.id, key(5), "fail-audit"), isA(StorageFailure));
+      await assert.rejects(s.devices.revoke(d.id, "fail-audit"), isA(StorageFailure));
+      await assert.rejects(s.devices.approve(`${u}-audited2`, "fail-audit"), isA(StorageFailure));
+      await assert.rejects(
+        s.devices.register(
+          { id: `${u}-audited3`, userId: pending.id, publicKey: key(3), status: "active" },
+          "fail-audit",
+        ),
+        isA(StorageFailure),
+      );
+      const after = (await s.devices.get(d.id))!;
+      assert.deepEqual(after.publicKey, key(1), "key unchanged");
+      assert.equal(after.status, "active", "status unchanged");
+      assert.equal((await s.devices.get(`${u}-audited2`))!.status, "pending");
+      assert.equal(await s.devices.get(`${u}-audited3`), null, "no device without its event");
+      assert.equal((await s.keyEvents.export(d.id)).length, 1);
+    } finally {
+      await db.exec(`DROP TRIGGER test_refuse_key_event ON device_key_event;
+        DROP FUNCTION test_refuse_key_event();`);
+    }
+  }],
+
+  ["handshake: registration table of ccp1.md §3", async (s, _db, u) => {
+    const hs = (deviceId: string, k: number, user: object, autoApprove: boolean) =>
+      s.devices.resolveForHandshake({
+        deviceId: `${u}-${deviceId}`,
+        publicKey: key(k),
+        user,
+        autoApprove,
+      });
+
+    // Unknown device, auto-approve: user created from the handle, device active, event.
+    const reg = await hs("h1", 1, { handle: `${u}-hu`, displayName: "H U" }, true);
+    assert.equal(reg.outcome, "registered");
+    if (reg.outcome !== "registered") throw new Error("unreachable");
+    assert.equal(reg.user.handle, `${u}-hu`);
+    assert.equal(reg.user.displayName, "H U");
+    assert.equal(reg.device.status, "active");
+    assert.equal(reg.event.kind, "registered");
+    assert.equal(reg.event.actor, "handshake");
+
+    // Known device, same key, active → accepted, no event.
+    const acc = await hs("h1", 1, { handle: `${u}-hu` }, false);
+    assert.equal(acc.outcome, "accepted");
+    assert.equal(acc.user.id, reg.user.id);
+    assert.equal((await s.keyEvents.export(`${u}-h1`)).length, 1);
+
+    // A second device of the same handle joins that user; by id as well.
+    const byHandle = await hs("h2", 2, { handle: `${u}-hu` }, true);
+    assert.equal(byHandle.user.id, reg.user.id);
+    const byId = await hs("h3", 3, { id: reg.user.id }, true);
+    assert.equal(byId.user.id, reg.user.id);
+
+    // Unknown user id with a handle: that user is created with that id.
+    const fresh = await hs("h4", 4, { id: `${u}-uid`, handle: `${u}-hu4` }, true);
+    assert.equal(fresh.user.id, `${u}-uid`);
+    assert.equal(fresh.user.handle, `${u}-hu4`);
+    // Unknown user id without a handle, or no user at all: refused, nothing stored.
+    await assert.rejects(hs("h5", 5, { id: `${u}-nouid` }, true), isA(NotFound, `${u}-nouid`));
+    await assert.rejects(hs("h5", 5, {}, true), isA(InvalidValue, "user"));
+    // An unknown id whose handle belongs to someone else.
+    await assert.rejects(
+      hs("h5", 5, { id: `${u}-other`, handle: `${u}-hu` }, true),
+      isA(Conflict, `${u}-hu`),
+    );
+    assert.equal(await s.devices.get(`${u}-h5`), null);
+
+    // Unknown device, no auto-approve → pending with an event; again → pending, no new event.
+    const pend = await hs("h6", 6, { handle: `${u}-hp` }, false);
+    assert.equal(pend.outcome, "pending");
+    if (pend.outcome !== "pending") throw new Error("unreachable");
+    assert.equal(pend.device.status, "pending");
+    assert.equal(pend.event?.kind, "pending");
+    const again = await hs("h6", 6, { handle: `${u}-hp` }, false);
+    assert.equal(again.outcome, "pending");
+    assert.equal(again.outcome === "pending" && again.event, null);
+    // Pending stays pending even when auto-approve is on now: an operator decides.
+    assert.equal((await hs("h6", 6, { handle: `${u}-hp` }, true)).outcome, "pending");
+    // A different key while pending replaces the requested key (event "pending").
+    const rekey = await hs("h6", 7, { handle: `${u}-hp` }, false);
+    assert.equal(rekey.outcome, "pending");
+    assert.deepEqual(rekey.device.publicKey, key(7));
+    assert.equal(rekey.outcome === "pending" && rekey.event?.kind, "pending");
+    await s.devices.approve(`${u}-h6`, "cli:op");
+    assert.equal((await hs("h6", 7, { handle: `${u}-hp` }, false)).outcome, "accepted");
+
+    // Known device, new key, auto-approve → rotated with an event.
+    const rot = await hs("h1", 11, { handle: `${u}-hu` }, true);
+    assert.equal(rot.outcome, "rotated");
+    assert.deepEqual(rot.device.publicKey, key(11));
+    assert.equal(rot.outcome === "rotated" && rot.event.kind, "rotated");
+
+    // Known device, new key, no auto-approve → pending key stored, old key still accepted.
+    const rp = await hs("h1", 12, { handle: `${u}-hu` }, false);
+    assert.equal(rp.outcome, "pending");
+    assert.equal(rp.outcome === "pending" && rp.event?.kind, "rotation-pending");
+    assert.deepEqual(rp.device.publicKey, key(11));
+    assert.deepEqual(rp.device.pendingPublicKey, key(12));
+    assert.equal(rp.device.status, "active");
+    const rp2 = await hs("h1", 12, { handle: `${u}-hu` }, false);
+    assert.equal(rp2.outcome === "pending" && rp2.event, null, "no duplicate event");
+    assert.equal((await hs("h1", 11, { handle: `${u}-hu` }, false)).outcome, "accepted");
+    const appr = await s.devices.approve(`${u}-h1`, "console:x");
+    assert.deepEqual(appr.device.publicKey, key(12));
+    assert.equal(appr.device.pendingPublicKey, null);
+    assert.equal((await hs("h1", 12, { handle: `${u}-hu` }, false)).outcome, "accepted");
+    // Rejecting a pending key drops it and keeps the device active.
+    await hs("h1", 13, { handle: `${u}-hu` }, false);
+    const rj = await s.devices.reject(`${u}-h1`, "console:x");
+    assert.equal(rj.device.status, "active");
+    assert.equal(rj.device.pendingPublicKey, null);
+    assert.deepEqual(rj.event.publicKey, key(13));
+
+    // Revoked → revoked, whatever the key.
+    await s.devices.revoke(`${u}-h2`, "cli:op");
+    assert.equal((await hs("h2", 2, { handle: `${u}-hu` }, true)).outcome, "revoked");
+    assert.equal((await hs("h2", 22, { handle: `${u}-hu` }, true)).outcome, "revoked");
+
+    const kinds = (await s.keyEvents.export(`${u}-h1`)).map((e) => e.kind);
+    assert.deepEqual(kinds, [
+      "registered",
+      "rotated",
+      "rotation-pending",
+      "approved",
+      "rotation-pending",
+      "rejected",
+    ]);
+    await assert.rejects(hs("bad id!", 1, { handle: "x" }, true), isA(InvalidValue, "bad id!"));
+  }],
+
+  ["handshake: simultaneous handshakes of one new device never fail", async (s, _db, u) => {
+    const results = await Promise.all(
+      Array.from({ length: 6 }, () =>
+        s.devices.resolveForHandshake({
+          deviceId: `${u}-race`,
+          publicKey: key(4),
+          user: { handle: `${u}-racer` },
+          autoApprove: true,
+        })),
+    );
+    const outcomes = results.map((r) => r.outcome).sort();
+    assert.deepEqual(outcomes, [
+      "accepted",
+      "accepted",
+      "accepted",
+      "accepted",
+      "accepted",
+      "registered",
+    ]);
+    assert.equal(new Set(results.map((r) => r.user.id)).size, 1);
+    assert.equal((await s.keyEvents.export(`${u}-race`)).length, 1);
+    // Different devices racing to create one new user by handle end up with one user.
+    const many = await Promise.all(
+      Array.from({ length: 5 }, (_, i) =>
+        s.devices.resolveForHandshake({
+          deviceId: `${u}-race-${i}`,
+          publicKey: key(i + 1),
+          user: { handle: `${u}-crowd` },
+          autoApprove: false,
+        })),
+    );
+    assert.ok(many.every((r) => r.outcome === "pending"));
+    assert.equal(new Set(many.map((r) => r.user.id)).size, 1);
+  }],
+
+  ["devices: list filters, prefix search, keyset pages, counts", async (s, _db, u) => {
+    const countsBefore = await s.devices.countByStatus();
+    const owner = await s.users.create({ handle: `${u}-lister` });
+    for (let i = 0; i < 7; i++) {
+      await s.devices.register(
+        {
+          id: `${u}-L${i}`,
+          userId: owner.id,
+          publicKey: key(i + 1),
+          status: i % 2 ? "pending" : "active",
+        },
+        "t",
+      );
+    }
+    const { items, pages } = await allPages((cursor) =>
+      s.devices.list({ userId: owner.id, limit: 2, cursor })
+    );
+    assert.equal(pages, 4);
+    assert.equal(items.length, 7);
+    assert.equal(new Set(items.map((d) => d.id)).size, 7, "no row twice across pages");
+    for (let i = 1; i < items.length; i++) {
+      assert.ok(items[i - 1].createdAt >= items[i].createdAt, "newest first");
+    }
+    assert.ok(items.every((d) => d.userHandle === `${u}-lister`));
+    const pending = await s.devices.list({ userId: owner.id, status: "pending" });
+    assert.deepEqual(pending.items.map((d) => d.id).sort(), [`${u}-L1`, `${u}-L3`, `${u}-L5`]);
+    const search = await s.devices.list({ search: `${u}-l`.toUpperCase() });
+    assert.equal(search.items.length, 7, "case-insensitive device id prefix");
+    const byHandle = await s.devices.list({ search: `${u}-LISTER`, status: "active" });
+    assert.equal(byHandle.items.length, 4, "handle prefix");
+    assert.equal((await s.devices.list({ search: `${u}-L%` })).items.length, 0);
+    const counts = await s.devices.countByStatus();
+    assert.equal(counts.active - countsBefore.active, 4);
+    assert.equal(counts.pending - countsBefore.pending, 3);
+    await assert.rejects(
+      // deno-lint-ignore no-explicit-any
+      s.devices.list({ status: "gone" as any }),
+      isA(InvalidValue, "gone"),
+    );
+  }],
+
+  ["key events: by device, time range, pages, export order", async (s, _db, u) => {
+    const { device: d } = await device(s, u, "ke", 1);
+    for (let i = 2; i <= 6; i++) await s.devices.rotateKey(d.id, key(i), "t");
+    const all = await s.keyEvents.export(d.id);
+    assert.equal(all.length, 6);
+    for (let i = 1; i < all.length; i++) assert.ok(all[i - 1].recordedAt <= all[i].recordedAt);
+    const { items, pages } = await allPages((cursor) =>
+      s.keyEvents.list({ deviceId: d.id, limit: 4, cursor })
+    );
+    assert.equal(pages, 2);
+    assert.deepEqual(items.map((e) => e.eventId), all.map((e) => e.eventId).reverse());
+    const future = new Date(Date.now() + 3_600_000);
+    assert.equal((await s.keyEvents.list({ deviceId: d.id, from: future })).items.length, 0);
+    assert.equal((await s.keyEvents.export(d.id, undefined, new Date(0))).length, 0);
+    const window = await s.keyEvents.export(d.id, all[0].recordedAt, future);
+    assert.equal(window.length, 6);
+    assert.ok((await s.keyEvents.export(null)).length >= 6);
+    await assert.rejects(
+      s.keyEvents.list({ from: new Date("nope") }),
+      isA(InvalidValue, "from"),
+    );
+  }],
+
+  ["sessions: record, recent, by device", async (s, _db, u) => {
+    const { user, device: d } = await device(s, u, "sess", 1);
+    for (let i = 0; i < 5; i++) {
+      const rec = await s.sessions.record({
+        sessionId: `${u}-s${i}`,
+        userId: user.id,
+        deviceId: d.id,
+        pattern: i % 2 ? "IK" : "XK",
+        protocolVersion: 2,
+        remoteAddr: "127.0.0.1:5000",
+        nodeId: "node-a",
+        ttlSeconds: 60,
+      });
+      assert.equal(rec.pattern, i % 2 ? "IK" : "XK");
+      assert.ok(rec.createdAt instanceof Date);
+    }
+    const { items, pages } = await allPages((cursor) =>
+      s.sessions.byDevice(d.id, { limit: 2, cursor })
+    );
+    assert.equal(pages, 3);
+    assert.equal(items.length, 5);
+    assert.equal(items[0].ttlSeconds, 60);
+    assert.equal(items[0].remoteAddr, "127.0.0.1:5000");
+    const recent = await s.sessions.listRecent({ limit: 500 });
+    assert.ok(recent.items.filter((x) => x.deviceId === d.id).length === 5);
+    await assert.rejects(
+      s.sessions.record({
+        sessionId: `${u}-bad`,
+        userId: user.id,
+        deviceId: d.id,
+        // deno-lint-ignore no-explicit-any
+        pattern: "NN" as any,
+        protocolVersion: 1,
+        remoteAddr: null,
+        nodeId: "n",
+        ttlSeconds: 1,
+      }),
+      isA(InvalidValue, "NN"),
+    );
+    await assert.rejects(
+      s.sessions.record({
+        sessionId: `${u}-s0`,
+        userId: user.id,
+        deviceId: d.id,
+        pattern: "XK",
+        protocolVersion: 1,
+        remoteAddr: null,
+        nodeId: "n",
+        ttlSeconds: 1,
+      }),
+      isA(Conflict, `${u}-s0`),
+    );
+  }],
+
+  ["relay: FIFO claim, markSent, ack by sequence, offsets", async (s, _db, u) => {
+    const dev = `${u}-rcpt`;
+    const items = Array.from({ length: 300 }, (_, i) => ({
+      deviceId: dev,
+      channelId: i < 150 ? 1 : 2,
+      payload: new TextEncoder().encode(`frame-${i}`),
+    }));
+    const ids = await s.relay.enqueue(items, 3600);
+    assert.equal(ids.length, 300);
+    for (let i = 1; i < ids.length; i++) assert.ok(BigInt(ids[i]) > BigInt(ids[i - 1]));
+    assert.deepEqual(await s.relay.depth(dev).then((d) => d.depth), 300);
+
+    const first = await s.relay.claim(dev, `${u}-sess1`);
+    assert.equal(first.length, 128, "default batch is 128");
+    assert.deepEqual(first.map((e) => e.envelopeId), ids.slice(0, 128), "FIFO");
+    assert.equal(new TextDecoder().decode(first[0].payload), "frame-0");
+    assert.equal(first[0].payload.constructor, Uint8Array);
+    assert.equal(first[0].attempts, 1);
+    assert.equal(first[0].lastSequence, null);
+    const second = await s.relay.claim(dev, `${u}-sess1`, 10);
+    assert.deepEqual(second.map((e) => e.envelopeId), ids.slice(128, 138), "claimed skipped");
+
+    await s.relay.markSent(
+      `${u}-sess1`,
+      first.map((e, i) => ({ envelopeId: e.envelopeId, sequence: 1000 + i })),
+    );
+    // Another session's ACK, or an unknown sequence, deletes nothing.
+    assert.deepEqual(await s.relay.ack(dev, `${u}-sess2`, [1000, 1001]), []);
+    assert.deepEqual(await s.relay.ack(dev, `${u}-sess1`, [5]), []);
+    const acked = await s.relay.ack(dev, `${u}-sess1`, [1000, 1001, 1002]);
+    assert.deepEqual(acked.map((e) => e.envelopeId), ids.slice(0, 3));
+    assert.equal(acked[2].lastSequence, 1002);
+    assert.equal(await s.offsets.read(dev, 1), ids[2]);
+    assert.equal(await s.offsets.read(dev, 2), null);
+    assert.equal((await s.relay.depth(dev)).depth, 297);
+    // Acking an older envelope later never moves the offset back.
+    await s.relay.ack(dev, `${u}-sess1`, Array.from({ length: 125 }, (_, i) => 1003 + i));
+    assert.equal(await s.offsets.read(dev, 1), ids[127]);
+    assert.equal((await s.relay.depth(dev)).depth, 172);
+
+    await assert.rejects(s.relay.claim(dev, `${u}-s`, 129), isA(InvalidValue, "129"));
+    await assert.rejects(s.relay.claim(dev, `${u}-s`, 0), isA(InvalidValue, "claim limit"));
+    await assert.rejects(
+      s.relay.enqueue([{ deviceId: "bad id", channelId: 1, payload: new Uint8Array() }], 60),
+      isA(InvalidValue, "bad id"),
+    );
+    await assert.rejects(
+      s.relay.enqueue([{ deviceId: dev, channelId: -1, payload: new Uint8Array() }], 60),
+      isA(InvalidValue, "channel id"),
+    );
+    await assert.rejects(
+      s.relay.markSent(`${u}-sess1`, [{ envelopeId: "1; DROP TABLE x", sequence: 1 }]),
+      isA(InvalidValue, "envelope id"),
+    );
+    assert.deepEqual(await s.relay.enqueue([], 60), []);
+  }],
+
+  ["relay: requeue by session and device, concurrent claims never overlap", async (s, _db, u) => {
+    const dev = `${u}-rq`;
+    const ids = await s.relay.enqueue(
+      Array.from({ length: 40 }, (_, i) => ({
+        deviceId: dev,
+        channelId: 7,
+        payload: new Uint8Array([i]),
+      })),
+      3600,
+    );
+    const a = await s.relay.claim(dev, `${u}-A`, 10);
+    await s.relay.markSent(`${u}-A`, a.map((e, i) => ({ envelopeId: e.envelopeId, sequence: i })));
+    assert.equal(await s.relay.requeue({ sessionId: `${u}-A` }), 10);
+    const again = await s.relay.claim(dev, `${u}-B`, 10);
+    assert.deepEqual(again.map((e) => e.envelopeId), ids.slice(0, 10), "replayed first");
+    assert.ok(again.every((e) => e.attempts === 2), "attempt counted");
+    assert.ok(again.every((e, i) => e.lastSequence === i), "last sequence kept until resent");
+    // ACK under the old session's sequences no longer matches anything.
+    assert.deepEqual(await s.relay.ack(dev, `${u}-A`, [0, 1]), []);
+    await s.relay.claim(dev, `${u}-C`, 5);
+    assert.equal(await s.relay.requeue({ deviceId: dev }), 15);
+    await assert.rejects(s.relay.requeue({}), isA(InvalidValue, "requeue"));
+
+    const claims = await Promise.all(
+      Array.from({ length: 4 }, (_, i) => s.relay.claim(dev, `${u}-P${i}`, 10)),
+    );
+    const seen = claims.flat().map((e) => e.envelopeId);
+    assert.equal(seen.length, 40);
+    assert.equal(new Set(seen).size, 40, "no envelope claimed twice");
+  }],
+
+  ["relay: expiry, purge, depth, total depth, big batches", async (s, _db, u) => {
+    const dev = `${u}-exp`;
+    const totalBefore = await s.relay.totalDepth();
+    const big = await s.relay.enqueue(
+      Array.from({ length: 1201 }, (_, i) => ({
+        deviceId: `${dev}-big`,
+        channelId: 1,
+        payload: new Uint8Array([i & 255]),
+      })),
+      3600,
+    );
+    assert.equal(big.length, 1201);
+    for (let i = 1; i < big.length; i++) assert.ok(BigInt(big[i]) > BigInt(big[i - 1]));
+    const d = await s.relay.depth(`${dev}-big`);
+    assert.equal(d.depth, 1201);
+    assert.ok(d.oldest instanceof Date);
+    assert.equal((await s.relay.depth(`${dev}-none`)).depth, 0);
+    assert.equal((await s.relay.depth(`${dev}-none`)).oldest, null);
+    assert.equal((await s.relay.totalDepth()) - totalBefore, 1201);
+
+    await s.relay.enqueue([{ deviceId: dev, channelId: 1, payload: new Uint8Array([1]) }], 1);
+    // Purge as of a moment after expiry: counted, and gone.
+    const purged = await s.relay.purgeExpired(new Date(Date.now() + 5_000));
+    assert.ok(purged >= 1);
+    assert.equal((await s.relay.depth(dev)).depth, 0);
+    assert.equal((await s.relay.depth(`${dev}-big`)).depth, 1201, "unexpired kept");
+    assert.equal(await s.relay.purgeExpired(new Date(0)), 0);
+  }],
+
+  ["offsets: store, read, list", async (s, _db, u) => {
+    await s.offsets.store(`${u}-ent`, 3, "42");
+    await s.offsets.store(`${u}-ent`, 1, "7");
+    await s.offsets.store(`${u}-ent`, 3, "43");
+    assert.equal(await s.offsets.read(`${u}-ent`, 3), "43");
+    const list = await s.offsets.list(`${u}-ent`);
+    assert.deepEqual(list.map((o) => [o.channelId, o.envelopeId]), [[1, "7"], [3, "43"]]);
+    assert.ok(list[0].updatedAt instanceof Date);
+    await assert.rejects(s.offsets.store(`${u}-ent`, 1, "x"), isA(InvalidValue, "envelope id"));
+  }],
+
+  ["groups: create, members, roles, removal, audit trail", async (s, _db, u) => {
+    const g = await s.groups.create({ id: `${u}-g1`, ownerDeviceId: `${u}-own`, relay: true }, "t");
+    assert.equal(g.id, `${u}-g1`);
+    assert.equal(g.memberCount, 1);
+    assert.equal(g.relay, true);
+    assert.equal(await s.groups.role(g.id, `${u}-own`), "owner");
+    const auto = await s.groups.create({ ownerDeviceId: `${u}-own`, relay: false }, "t");
+    assert.ok(auto.id.length > 0);
+    await assert.rejects(
+      s.groups.create({ id: `${u}-g1`, ownerDeviceId: `${u}-own`, relay: true }, "t"),
+      isA(Conflict, `${u}-g1`),
+    );
+
+    const m = await s.groups.addMember(g.id, `${u}-m1`, "member", "handshake");
+    assert.equal(m.role, "member");
+    const promoted = await s.groups.addMember(g.id, `${u}-m1`, "owner", "console:s");
+    assert.equal(promoted.role, "admin", "owner requests become admin");
+    await s.groups.addMember(g.id, `${u}-m1`, "admin", "console:s"); // unchanged: no event
+    await s.groups.addMember(g.id, "peer@remote.example", "member", "t");
+    await assert.rejects(
+      s.groups.addMember(g.id, `${u}-own`, "member", "t"),
+      isA(TransitionNotAllowed, "owner"),
+    );
+    await assert.rejects(
+      // deno-lint-ignore no-explicit-any
+      s.groups.addMember(g.id, `${u}-m2`, "king" as any, "t"),
+      isA(InvalidValue, "king"),
+    );
+    await assert.rejects(
+      s.groups.addMember(`${u}-nogroup`, `${u}-m2`, "member", "t"),
+      isA(NotFound, `${u}-nogroup`),
+    );
+
+    const roster = await s.groups.roster(g.id);
+    assert.deepEqual(roster.map((r) => [r.deviceId, r.role]), [
+      [`${u}-own`, "owner"],
+      [`${u}-m1`, "admin"],
+      ["peer@remote.example", "member"],
+    ]);
+    assert.equal((await s.groups.get(g.id))?.memberCount, 3);
+    assert.deepEqual((await s.groups.groupsOf(`${u}-m1`)).map((x) => x.groupId), [g.id]);
+
+    assert.equal(await s.groups.removeMember(g.id, `${u}-m1`, "console:s"), true);
+    assert.equal(await s.groups.removeMember(g.id, `${u}-m1`, "console:s"), false);
+    assert.equal(await s.groups.role(g.id, `${u}-m1`), null);
+    await assert.rejects(s.groups.removeMember(g.id, `${u}-own`, "t"), isA(Conflict, "owns"));
+
+    const { items, pages } = await allPages((cursor) =>
+      s.groups.auditTrail(g.id, { limit: 2, cursor })
+    );
+    assert.equal(pages, 3);
+    assert.deepEqual(items.map((e) => [e.action, e.deviceId, e.role, e.actor]).reverse(), [
+      ["added", `${u}-own`, "owner", "t"],
+      ["added", `${u}-m1`, "member", "handshake"],
+      ["role-changed", `${u}-m1`, "admin", "console:s"],
+      ["added", "peer@remote.example", "member", "t"],
+      ["removed", `${u}-m1`, "admin", "console:s"],
+    ]);
+
+    for (let i = 0; i < 4; i++) {
+      await s.groups.create({ id: `${u}-list-${i}`, ownerDeviceId: `${u}-own`, relay: true }, "t");
+    }
+    const listed = await allPages((cursor) =>
+      s.groups.list({ search: `${u}-LIST`, limit: 3, cursor })
+    );
+    assert.deepEqual(listed.items.map((x) => x.id), [0, 1, 2, 3].map((i) => `${u}-list-${i}`));
+    assert.equal(await s.groups.get(`${u}-nogroup`), null);
+    await assert.rejects(s.groups.get("bad group!"), isA(InvalidValue, "bad group!"));
+  }],
+
+  ["peers: upsert, transitions, static peers read-only, audit", async (s, _db, u) => {
+    const domain = `${u}.peer.example`;
+    const p = await s.peers.upsert(
+      { domain: domain.toUpperCase(), endpoint: `https://${domain}/fed`, publicKey: key(1) },
+      "cli:op",
+    );
+    assert.equal(p.domain, domain, "domains are lower-cased");
+    assert.equal(p.status, "pending", "new peers start pending");
+    assert.equal(p.source, "database");
+    const updated = await s.peers.upsert(
+      { domain, endpoint: `https://${domain}/v2`, publicKey: key(2) },
+      "cli:op",
+    );
+    assert.equal(updated.status, "pending", "status kept");
+    assert.equal(updated.endpoint, `https://${domain}/v2`);
+
+    assert.equal((await s.peers.setStatus(domain, "active", "console:s")).status, "active");
+    await assert.rejects(
+      s.peers.setStatus(domain, "active", "x"),
+      isA(TransitionNotAllowed, "active to active"),
+    );
+    assert.equal((await s.peers.setStatus(domain, "blocked", "x")).status, "blocked");
+    assert.equal((await s.peers.setStatus(domain, "pending", "x")).status, "pending");
+    await assert.rejects(
+      // deno-lint-ignore no-explicit-any
+      s.peers.setStatus(domain, "trusted" as any, "x"),
+      isA(InvalidValue, "trusted"),
+    );
+    await assert.rejects(s.peers.setStatus(`${u}.none.example`, "active", "x"), isA(NotFound));
+    const trail = await s.audit.list({ target: domain });
+    assert.deepEqual(trail.items.map((e) => e.action).reverse(), [
+      "peer.add",
+      "peer.update",
+      "peer.set-status",
+      "peer.set-status",
+      "peer.set-status",
+    ]);
+    assert.deepEqual(trail.items[0].after, {
+      domain,
+      endpoint: `https://${domain}/v2`,
+      public_key: "02".repeat(32),
+      status: "pending",
+    });
+
+    // Static peers: listed as config, always active, refused for changes with their name.
+    const listed = await s.peers.list();
+    const st = listed.find((x) => x.domain === STATIC_PEER.domain);
+    assert.equal(st?.source, "config");
+    assert.equal(st?.status, "active");
+    assert.ok(listed.some((x) => x.domain === domain && x.source === "database"));
+    await assert.rejects(
+      s.peers.setStatus(STATIC_PEER.domain, "blocked", "x"),
+      isA(Conflict, STATIC_PEER.domain),
+    );
+    await assert.rejects(s.peers.upsert({ ...STATIC_PEER }, "x"), isA(Conflict, "[federation]"));
+    assert.equal((await s.peers.get(STATIC_PEER.domain))?.source, "config");
+    const merged = await s.peers.list([{ domain, endpoint: "https://cfg/", publicKey: key(3) }]);
+    assert.equal(merged.find((x) => x.domain === domain)?.source, "config", "static wins");
+
+    await s.peers.touch(domain);
+    assert.ok((await s.peers.get(domain))?.lastSeenAt instanceof Date);
+    await assert.rejects(
+      s.peers.upsert({ domain: "bad domain", endpoint: "https://x/", publicKey: key(1) }, "x"),
+      isA(InvalidValue, "bad domain"),
+    );
+    await assert.rejects(
+      s.peers.upsert({ domain, endpoint: "ftp://x/", publicKey: key(1) }, "x"),
+      isA(InvalidValue, "ftp://x/"),
+    );
+    await assert.rejects(
+      s.peers.upsert({ domain, endpoint: "https://x/", publicKey: new Uint8Array(3) }, "x"),
+      isA(InvalidValue, "peer public key"),
+    );
+  }],
+
+  ["outbox: enqueue once, claim due with lease, backoff, delivered, backlog", async (s, _db, u) => {
+    const domain = `${u}.out.example`;
+    const body = { event_id: `${u}-e1`, payload: { text: "hi" } };
+    const e = await s.outbox.enqueue({
+      eventId: `${u}-e1`,
+      peerDomain: domain,
+      endpoint: `https://${domain}/in`,
+      body,
+    });
+    assert.equal(e.attempts, 0);
+    assert.deepEqual(e.body, body);
+    const dup = await s.outbox.enqueue({
+      eventId: `${u}-e1`,
+      peerDomain: domain,
+      endpoint: `https://${domain}/in`,
+      body,
+    });
+    assert.equal(dup.id, e.id, "same event for the same peer is queued once");
+    await s.outbox.enqueue({
+      eventId: `${u}-e2`,
+      peerDomain: domain,
+      endpoint: `https://${domain}/in`,
+      body: [1, 2],
+    });
+
+    const now = new Date(Date.now() + 1000);
+    const claimed = (await s.outbox.claimDue(500, now)).filter((x) => x.peerDomain === domain);
+    assert.deepEqual(claimed.map((x) => x.eventId), [`${u}-e1`, `${u}-e2`]);
+    const leased = (await s.outbox.claimDue(500, now)).filter((x) => x.peerDomain === domain);
+    assert.equal(leased.length, 0, "claimed entries are leased");
+
+    const f1 = await s.outbox.markFailed(claimed[0].id, "connect refused");
+    assert.equal(f1.attempts, 1);
+    assert.equal(f1.lastError, "connect refused");
+    const wait1 = f1.nextAttemptAt.getTime() - Date.now();
+    assert.ok(wait1 > 0 && wait1 <= 2_500, `first retry after ~2 s, got ${wait1}`);
+    const f2 = await s.outbox.markFailed(claimed[0].id, "timeout");
+    const wait2 = f2.nextAttemptAt.getTime() - Date.now();
+    assert.ok(wait2 > 2_000 && wait2 <= 4_500, `second retry after ~4 s, got ${wait2}`);
+    for (let i = 0; i < 12; i++) await s.outbox.markFailed(claimed[0].id, "down");
+    const capped = await s.outbox.markFailed(claimed[0].id, "down");
+    assert.ok(capped.nextAttemptAt.getTime() - Date.now() <= 3_600_500, "capped at an hour");
+
+    await s.outbox.markDelivered(claimed[1].id);
+    const backlog = (await s.outbox.backlog()).find((b) => b.peerDomain === domain);
+    assert.equal(backlog?.pending, 1);
+    assert.equal(backlog?.lastError, "down");
+    assert.ok(backlog?.oldest instanceof Date);
+    await assert.rejects(s.outbox.markDelivered("999999999"), isA(NotFound));
+    await assert.rejects(s.outbox.markFailed("abc", "x"), isA(InvalidValue, "outbox id"));
+    await assert.rejects(
+      s.outbox.enqueue({ eventId: "e", peerDomain: "no such", endpoint: "https://x/", body: 1 }),
+      isA(InvalidValue, "no such"),
+    );
+  }],
+
+  ["audit: append and list with filters and pages", async (s, _db, u) => {
+    for (let i = 0; i < 5; i++) {
+      await s.audit.append({
+        actor: `${u}-op${i % 2}`,
+        action: "device.approve",
+        target: `${u}-dev${i}`,
+        before: { status: "pending" },
+        after: { status: "active", n: i },
+      });
+    }
+    const e = await s.audit.append({ actor: `${u}-op0`, action: "user.create", target: `${u}-x` });
+    assert.equal(e.before, null);
+    assert.equal(e.after, null);
+    const mine = await allPages((cursor) => s.audit.list({ actor: `${u}-op0`, limit: 2, cursor }));
+    assert.equal(mine.items.length, 4);
+    assert.equal(mine.pages, 2);
+    assert.equal(mine.items[0].action, "user.create", "newest first");
+    const approvals = await s.audit.list({ actor: `${u}-op1`, action: "device.approve" });
+    assert.equal(approvals.items.length, 2);
+    assert.deepEqual(approvals.items[0].after, { status: "active", n: 3 });
+    assert.ok(approvals.items[0].recordedAt instanceof Date);
+    await assert.rejects(
+      s.audit.append({ actor: "", action: "a", target: "t" }),
+      isA(InvalidValue),
+    );
+  }],
+
+  ["pagination: forged cursors and bad limits are InvalidValue, never SQL errors", async (s) => {
+    const forged = [
+      "not a cursor!",
+      "'; DROP TABLE app_user; --",
+      encodeCursor(["x"]).slice(0, 3),
+      encodeCursor(["a", "b", "c"]),
+      encodeCursor(["not-a-number", "id"]),
+      btoa("{}"),
+      "A".repeat(3000),
+    ];
+    for (const cursor of forged) {
+      await assert.rejects(s.devices.list({ cursor }), isA(InvalidValue, "cursor"));
+      await assert.rejects(s.audit.list({ cursor }), isA(InvalidValue, "cursor"));
+      await assert.rejects(s.sessions.listRecent({ cursor }), isA(InvalidValue, "cursor"));
+    }
+    await assert.rejects(
+      s.keyEvents.list({ cursor: encodeCursor(["1.5", "x"]) }),
+      isA(InvalidValue, "cursor"),
+    );
+    for (const limit of [0, 501, 1.5, -1]) {
+      await assert.rejects(s.users.list({ limit }), isA(InvalidValue, "limit"));
+    }
+    assert.equal((await s.users.list({ limit: 500 })).items.length <= 500, true);
+  }],
+
+  ["injection and markup: stored verbatim where free text, refused where validated", async (
+    s,
+    db,
+    u,
+  ) => {
+    const { user, device: d } = await device(s, u, "inj", 1);
+    for (const [i, evil] of HOSTILE.entries()) {
+      const updated = await s.users.update(user.id, { displayName: evil, avatarUrl: evil });
+      assert.equal(updated.displayName, evil);
+      assert.equal((await s.users.get(user.id))?.avatarUrl, evil);
+      const created = await s.users.create({ handle: `${u}-inj${i}`, displayName: evil });
+      assert.equal((await s.users.getByHandle(`${u}-inj${i}`))?.displayName, evil);
+      assert.equal(created.displayName, evil);
+
+      const entry = await s.audit.append({
+        actor: evil,
+        action: evil,
+        target: evil,
+        before: { evil },
+        after: [evil],
+      });
+      const back = (await s.audit.list({ actor: evil, action: evil, target: evil })).items;
+      assert.ok(back.some((x) => x.id === entry.id));
+      assert.deepEqual(back[0].before, { evil });
+      assert.deepEqual(back[0].after, [evil]);
+
+      const sess = await s.sessions.record({
+        sessionId: `${u}-inj-s${i}`,
+        userId: user.id,
+        deviceId: d.id,
+        pattern: "XK",
+        protocolVersion: 1,
+        remoteAddr: evil,
+        nodeId: evil,
+        ttlSeconds: 5,
+      });
+      assert.equal(sess.remoteAddr, evil);
+      assert.equal(sess.nodeId, evil);
+
+      const g = await s.groups.create(
+        { id: `${u}-inj-g${i}`, ownerDeviceId: d.id, relay: true },
+        evil,
+      );
+      const trail = await s.groups.auditTrail(g.id, {});
+      assert.equal(trail.items[0].actor, evil);
+      const rot = await s.devices.rotateKey(d.id, key(i + 2), evil);
+      assert.equal(rot.event.actor, evil);
+
+      const out = await s.outbox.enqueue({
+        eventId: `${u}-inj-${i}`,
+        peerDomain: `${u}.inj.example`,
+        endpoint: "https://inj.example/in",
+        body: { evil },
+      });
+      assert.deepEqual(out.body, { evil });
+      assert.equal((await s.outbox.markFailed(out.id, evil)).lastError, evil);
+
+      // Validated identifiers refuse such text, naming it.
+      await assert.rejects(s.users.create({ handle: evil }), isA(InvalidValue, "handle"));
+      await assert.rejects(
+        s.groups.create({ id: evil, ownerDeviceId: d.id, relay: true }, "t"),
+        isA(InvalidValue, "group id"),
+      );
+      await assert.rejects(s.devices.get(evil), isA(InvalidValue, "device id"));
+      await assert.rejects(
+        s.peers.upsert({ domain: evil, endpoint: "https://x/", publicKey: key(1) }, "t"),
+        isA(InvalidValue, "domain"),
+      );
+      // Search text is matched literally.
+      assert.equal((await s.users.list({ search: evil })).items.length, 0);
+      assert.equal((await s.devices.list({ search: evil })).items.length, 0);
+    }
+    // Nothing was harmed.
+    const tables = await db.query<{ n: string }>(
+      `SELECT count(*) AS n FROM app_user WHERE handle LIKE $1`,
+      [`${u}-inj%`],
+    );
+    assert.equal(Number(tables.rows[0].n), HOSTILE.length + 1);
+    assert.ok(await s.devices.get(d.id));
+  }],
+
+  ["migrations: up to date, idempotent, changed checksum refused", async (_s, db) => {
+    const status = await migrationStatus(db);
+    assert.deepEqual(status.pending, []);
+    assert.deepEqual(status.mismatched, []);
+    assert.ok(status.applied.some((a) => a.name === "001_init.sql"));
+    assert.deepEqual(await migrate(db), [], "nothing applied twice");
+    const original = status.applied.find((a) => a.name === "003_relay.sql")!.checksum;
+    await db.query(`UPDATE commucat_schema_migrations SET checksum = 'tampered' WHERE name = $1`, [
+      "003_relay.sql",
+    ]);
+    try {
+      await assert.rejects(migrate(db), isA(StorageFailure, "003_relay.sql"));
+      assert.deepEqual((await migrationStatus(db)).mismatched, ["003_relay.sql"]);
+    } finally {
+      await db.query(`UPDATE commucat_schema_migrations SET checksum = $2 WHERE name = $1`, [
+        "003_relay.sql",
+        original,
+      ]);
+    }
+    assert.deepEqual(await migrate(db), []);
+  }],
+
+  ["readiness reports both stores", async (s) => {
+    const r = await s.readiness();
+    assert.equal(r.ok, true, JSON.stringify(r));
+    assert.equal(r.postgres.kind, s.dbKind);
+    assert.equal(r.postgres.ok, true);
+    assert.equal(r.redis.ok, true);
+  }],
+
+  ["errors are typed StorageErrors with a title and a status", async (s) => {
+    try {
+      await s.devices.approve("no such id!", "x");
+      assert.fail("should throw");
+    } catch (err) {
+      assert.ok(err instanceof StorageError);
+      assert.equal(err.title, "invalid value");
+      assert.equal(err.status, 400);
+    }
+  }],
+];
+
+/** Register the contract suite for one backend (one Deno test, one step per case). */
+export function registerContract(backend: Backend): void {
+  Deno.test({
+    name: `storage contract (${backend.name})`,
+    ignore: backend.ignore,
+    // Steps share one database; Deno's sanitizers see the whole test, which closes it.
+    fn: async (t) => {
+      const opened = await backend.open();
+      const run = crypto.randomUUID().slice(0, 8);
+      try {
+        for (const [i, [name, fn]] of cases.entries()) {
+          await t.step(name, () => fn(opened.storage, opened.db, `t${run}${i}`));
+        }
+        await backend.extra?.(t, opened);
+      } finally {
+        await opened.close();
+      }
+    },
+  });
+}
