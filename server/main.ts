@@ -1,1 +1,64 @@
-console.log("CommuCat");
+/**
+ * `deno task serve`: loads the configuration, prints the public keys and where it listens, opens
+ * storage (embedded PGlite + in-memory store when no DSN/URL is set), starts the relay listeners
+ * and the admin console in this process, and stops gracefully on SIGINT/SIGTERM.
+ *
+ * @module
+ */
+import { ConfigError, describeKeys, loadConfig } from "./config.ts";
+import { log } from "./log.ts";
+import { startServer } from "./server.ts";
+
+export { type ServerHandle, type ServerOptions, startServer } from "./server.ts";
+export type { MetricsSnapshot } from "./metrics.ts";
+
+/** Runs the server until a signal stops it. */
+export async function main(): Promise<number> {
+  let config;
+  try {
+    config = await loadConfig();
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      console.error(err.message);
+      return 2;
+    }
+    throw err;
+  }
+  for (const line of describeKeys(config)) console.log(line);
+  let handle;
+  try {
+    handle = await startServer(config);
+  } catch (err) {
+    log.error("server failed to start", { error: err });
+    console.error(`commucat: ${(err as Error).message}`);
+    return 1;
+  }
+  const scheme = handle.tls ? "tls" : "tcp";
+  const web = handle.tls ? "https" : "http";
+  const { tcpBind, bind } = config.server;
+  console.log(`CCP-1 listening on ${scheme}://${tcpBind.hostname}:${handle.ports.tcp}`);
+  console.log(
+    `HTTP listening on ${web}://${bind.hostname}:${handle.ports.http} (/connect /healthz /readyz /metrics)`,
+  );
+  if (!handle.tls) {
+    console.log("no TLS files configured: plain text on loopback (set tls_cert/tls_key for TLS)");
+  }
+  // TODO(console): start the admin console in this process once console/server.ts exports
+  // startConsole(ctx): startConsole({ config, storage: handle.storage, metrics:
+  // handle.metricsSnapshot, nodeId: handle.nodeId, log }).
+
+  const done = Promise.withResolvers<void>();
+  const onSignal = () => done.resolve();
+  Deno.addSignalListener("SIGINT", onSignal);
+  Deno.addSignalListener("SIGTERM", onSignal);
+  await done.promise;
+  Deno.removeSignalListener("SIGINT", onSignal);
+  Deno.removeSignalListener("SIGTERM", onSignal);
+  console.log("shutting down…");
+  await handle.stop();
+  return 0;
+}
+
+if (import.meta.main) {
+  Deno.exit(await main());
+}

@@ -1,0 +1,664 @@
+/**
+ * One client connection: the read loop (incremental decoder, v2 secure stream), the handshake,
+ * the outbound queue (bounded, coalesced into one write per flush), the frames in flight that
+ * await the client's ACK, and offline replay (ccp1.md §3–§5).
+ *
+ * @module
+ */
+import {
+  encodeControl,
+  encodeFrame,
+  errorFrame,
+  type Frame,
+  FRAME_TYPE_NAMES,
+  FrameDecoder,
+  FrameType,
+} from "../protocol/frame.ts";
+import { CodecError, ProtocolError } from "../protocol/errors.ts";
+import { SecureStreamReader, SecureStreamWriter } from "../protocol/secure_stream.ts";
+import { NoiseError } from "../protocol/noise.ts";
+import type { UserInfo } from "../protocol/control.ts";
+import { MAX_U32 } from "../protocol/varint.ts";
+import type { RelayEnvelope } from "../storage/types.ts";
+import { type HandshakeResult, ServerHandshake } from "./handshake.ts";
+import { fatal, Titles } from "./errors.ts";
+import type { Transport } from "./transport.ts";
+import type { Logger } from "./log.ts";
+import type { RelayNode } from "./node.ts";
+
+/** A frame being routed: what a recipient gets, before its own sequence is assigned. */
+export interface RoutedItem {
+  type: FrameType;
+  channel: number;
+  payload: Uint8Array;
+}
+
+/** A frame handed to this connection that the client has not acknowledged yet. */
+interface InFlight {
+  /** The relay_queue envelope it came from, or null for a frame delivered live. */
+  envelopeId: string | null;
+  item: RoutedItem;
+}
+
+/** Largest replay batch (ccp1.md §5). */
+export const REPLAY_BATCH = 128;
+/** How long a closing connection waits for its last frames to leave. */
+const CLOSE_FLUSH_MS = 2000;
+
+/** Concatenates chunks into one buffer (one allocation). */
+export function concatBytes(chunks: Uint8Array[], total?: number): Uint8Array {
+  if (chunks.length === 1) return chunks[0];
+  const size = total ?? chunks.reduce((n, c) => n + c.length, 0);
+  const out = new Uint8Array(size);
+  let offset = 0;
+  for (const chunk of chunks) {
+    out.set(chunk, offset);
+    offset += chunk.length;
+  }
+  return out;
+}
+
+/** The last `count` bytes across `chunks` (what a decoder still holds). */
+function tailBytes(chunks: Uint8Array[], count: number): Uint8Array {
+  if (count === 0) return new Uint8Array(0);
+  const all = concatBytes(chunks);
+  return all.subarray(all.length - count);
+}
+
+/** Re-encodes a queued frame under a new sequence. */
+export function itemFromEncoded(bytes: Uint8Array): RoutedItem {
+  const decoder = new FrameDecoder();
+  decoder.push(bytes);
+  const frame = decoder.next();
+  if (frame === null) throw new Error("truncated envelope");
+  return { type: frame.type, channel: frame.channel, payload: frame.payload };
+}
+
+/** Encodes an item for the relay queue or the bus (sequence 0: replaced on delivery). */
+export function encodeItem(item: RoutedItem): Uint8Array {
+  return encodeFrame({
+    type: item.type,
+    channel: item.channel,
+    sequence: 0,
+    payload: item.payload,
+  });
+}
+
+export class Connection {
+  state: "handshake" | "open" | "closing" | "closed" = "handshake";
+  readonly openedAt = Date.now();
+  lastInbound = Date.now();
+  deviceId = "";
+  sessionId = "";
+  user: UserInfo | null = null;
+  version = 0;
+  pattern: "XK" | "IK" | null = null;
+  /** Set while queued envelopes are being replayed: live copies go through the queue. */
+  replaying = false;
+  log: Logger;
+
+  readonly #handshake: ServerHandshake;
+  #decoder = new FrameDecoder();
+  /** Bytes pushed to the decoder during the handshake (to hand the rest to the v2 stream). */
+  #handshakeChunks: Uint8Array[] | null = [];
+  #secureReader: SecureStreamReader | null = null;
+  #secureWriter: SecureStreamWriter | null = null;
+  #pendingSecure: HandshakeResult | null = null;
+
+  #outSeq = 0;
+  #queue: Uint8Array[] = [];
+  #queuedBytes = 0;
+  #flushing = false;
+  #drainWaiters: (() => void)[] = [];
+
+  readonly inflight = new Map<number, InFlight>();
+  #windowWaiters: (() => void)[] = [];
+  #ackedEnvelopes: { sequence: number; item: RoutedItem }[] = [];
+  #ackChain: Promise<void> = Promise.resolve();
+  #ackScheduled = false;
+  #markChain: Promise<void> = Promise.resolve();
+  #replayRunning = false;
+  #replayDirty = false;
+  #pendingEnqueues = 0;
+  #enqueueWaiters: (() => void)[] = [];
+  #closed: Promise<void>;
+  #resolveClosed!: () => void;
+  #teardownStarted = false;
+
+  constructor(readonly node: RelayNode, readonly transport: Transport) {
+    this.#handshake = new ServerHandshake(node.ctx, transport);
+    this.log = node.ctx.log.child({ remote: transport.remoteAddr, transport: transport.kind });
+    this.#closed = new Promise((resolve) => (this.#resolveClosed = resolve));
+  }
+
+  /** Resolves once the connection is fully torn down (unacked frames requeued). */
+  get closed(): Promise<void> {
+    return this.#closed;
+  }
+
+  get isOpen(): boolean {
+    return this.state === "open";
+  }
+
+  /** The next outbound sequence (u32, never 0). */
+  nextSequence(): number {
+    this.#outSeq = this.#outSeq >= MAX_U32 ? 1 : this.#outSeq + 1;
+    return this.#outSeq;
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Read loop
+
+  /** Reads and handles frames until the stream ends or fails; then tears down. */
+  async run(): Promise<void> {
+    const { metrics } = this.node.ctx;
+    metrics.handshakeStarted();
+    try {
+      while (this.state === "handshake" || this.state === "open") {
+        const chunk = await this.transport.read();
+        if (chunk === null) break;
+        this.lastInbound = Date.now();
+        this.#push(chunk);
+        let frame: Frame | null;
+        while (
+          (this.state === "handshake" || this.state === "open") &&
+          (frame = this.#decoder.next()) !== null
+        ) {
+          metrics.frameIn(FRAME_TYPE_NAMES[frame.type] ?? "unknown");
+          const pending = this.#onFrame(frame);
+          if (pending) await pending;
+          if (this.#pendingSecure) this.#switchInbound();
+        }
+      }
+    } catch (err) {
+      await this.#onLoopError(err);
+    } finally {
+      await this.#teardown();
+    }
+  }
+
+  #push(chunk: Uint8Array): void {
+    if (this.#secureReader) {
+      for (const piece of this.#secureReader.push(chunk)) this.#decoder.push(piece);
+      return;
+    }
+    this.#handshakeChunks?.push(chunk);
+    this.#decoder.push(chunk);
+  }
+
+  /** After the handshake (v2): what is left in the decoder is the start of the secure stream. */
+  #switchInbound(): void {
+    const result = this.#pendingSecure!;
+    this.#pendingSecure = null;
+    const decoder = this.#decoder as FrameDecoder & { drain?: () => Uint8Array };
+    const rest = typeof decoder.drain === "function"
+      ? decoder.drain()
+      : tailBytes(this.#handshakeChunks ?? [], decoder.buffered);
+    this.#handshakeChunks = null;
+    this.#decoder = new FrameDecoder();
+    this.#secureReader = new SecureStreamReader(result.recv);
+    if (rest.length > 0) {
+      for (const piece of this.#secureReader.push(rest)) this.#decoder.push(piece);
+    }
+  }
+
+  async #onLoopError(err: unknown): Promise<void> {
+    if (err instanceof ProtocolError) {
+      const sequence = err instanceof CodecError ? undefined : this.#currentSequence;
+      await this.fail(err, sequence);
+      return;
+    }
+    if (this.#secureReader && isDecryptFailure(err)) {
+      await this.fail(fatal(Titles.decryptFailed, 400, "secure stream chunk failed to decrypt"));
+      return;
+    }
+    if (this.state === "closing" || this.state === "closed") return;
+    // Transport errors (reset, broken pipe) are ordinary disconnects.
+    this.log.debug("connection read ended", { error: err });
+  }
+
+  #currentSequence: number | undefined;
+
+  #onFrame(frame: Frame): Promise<void> | void {
+    this.#currentSequence = frame.sequence;
+    if (this.state === "handshake") return this.#onHandshakeFrame(frame);
+    return this.node.router.handle(this, frame);
+  }
+
+  async #onHandshakeFrame(frame: Frame): Promise<void> {
+    let step;
+    try {
+      step = await this.#handshake.onFrame(frame);
+    } catch (err) {
+      this.pattern = this.#handshake.pattern;
+      const ciphers = this.#handshake.ciphers;
+      if (ciphers && this.#handshake.version === 2 && !this.#secureWriter) {
+        // The client reads the secure stream once Noise completed: refuse inside it.
+        await this.drained();
+        this.#secureWriter = new SecureStreamWriter(ciphers.send);
+      }
+      if (err instanceof ProtocolError) {
+        this.node.ctx.metrics.handshakeEnded(this.pattern ?? "unknown", err.title);
+        this.#handshakeCounted = true;
+      }
+      throw err;
+    }
+    this.pattern = this.#handshake.pattern;
+    if (step.auth) this.sendControl(FrameType.Auth, 0, step.auth);
+    if (step.result) await this.#complete(step.result);
+  }
+
+  #handshakeCounted = false;
+
+  /** Handshake done: identity, secure stream, session row, presence/route, replay. */
+  async #complete(result: HandshakeResult): Promise<void> {
+    const { ctx } = this.node;
+    this.deviceId = result.deviceId;
+    this.sessionId = result.sessionId;
+    this.user = result.user;
+    this.version = result.version;
+    this.pattern = result.pattern;
+    this.log = this.log.child({ device: this.deviceId, session: this.sessionId });
+    if (result.version === 2) {
+      // AUTH must leave in the clear; everything after it is inside the secure stream.
+      await this.drained();
+      this.#secureWriter = new SecureStreamWriter(result.send);
+      this.#pendingSecure = result;
+    } else {
+      this.#handshakeChunks = null;
+    }
+    try {
+      await ctx.storage.sessions.record({
+        sessionId: this.sessionId,
+        userId: result.user.id,
+        deviceId: this.deviceId,
+        pattern: result.pattern,
+        protocolVersion: result.version,
+        remoteAddr: this.transport.remoteAddr,
+        nodeId: ctx.nodeId,
+        ttlSeconds: ctx.config.limits.presenceTtl,
+      });
+      await ctx.storage.devices.touch(this.deviceId);
+    } catch (err) {
+      ctx.metrics.handshakeEnded(result.pattern, "storage failure");
+      this.#handshakeCounted = true;
+      const e = err as { title?: string; status?: number; message?: string };
+      throw fatal(e.title ?? Titles.unavailable, e.status ?? 503, e.message ?? String(err));
+    }
+    ctx.ledger.record("session", {
+      session_id: this.sessionId,
+      device_id: this.deviceId,
+      user_id: result.user.id,
+      pattern: result.pattern,
+      protocol_version: result.version,
+      remote_addr: this.transport.remoteAddr,
+      node_id: ctx.nodeId,
+    }).catch((err) => this.log.warn("ledger record failed", { error: err, kind: "session" }));
+    ctx.metrics.handshakeEnded(result.pattern, "ok");
+    this.#handshakeCounted = true;
+    ctx.metrics.connectionOpened();
+    this.state = "open";
+    await this.node.attach(this);
+    this.sendControl(FrameType.Ack, 0, {
+      handshake: "ok",
+      session: this.sessionId,
+      user: result.user,
+      protocol_version: result.version,
+    });
+    this.log.info("session established", {
+      pattern: result.pattern,
+      protocol_version: result.version,
+      user: result.user.id,
+    });
+    this.startReplay();
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Outbound
+
+  /** Queues an encoded frame; the reader is dropped when its queue exceeds the limits. */
+  sendEncoded(bytes: Uint8Array, type: FrameType): void {
+    if (this.state === "closed") return;
+    const { limits } = this.node.ctx.config;
+    this.#queue.push(bytes);
+    this.#queuedBytes += bytes.length;
+    this.node.ctx.metrics.frameOut(FRAME_TYPE_NAMES[type] ?? "unknown");
+    if (
+      this.state === "open" &&
+      (this.#queue.length > limits.outboundQueueFrames ||
+        this.#queuedBytes > limits.outboundQueueBytes)
+    ) {
+      this.log.warn("slow reader disconnected", {
+        queued_frames: this.#queue.length,
+        queued_bytes: this.#queuedBytes,
+      });
+      this.node.ctx.metrics.error("Slow Reader");
+      this.#queue = [];
+      this.#queuedBytes = 0;
+      this.abort();
+      return;
+    }
+    if (!this.#flushing) {
+      this.#flushing = true;
+      queueMicrotask(() => this.#flushLoop());
+    }
+  }
+
+  /** Sends a control frame; returns its sequence. */
+  sendControl(type: FrameType, channel: number, value: unknown): number {
+    const sequence = this.nextSequence();
+    this.sendEncoded(encodeControl(type, channel, sequence, value), type);
+    return sequence;
+  }
+
+  /**
+   * Hands a routed frame to the client under a fresh sequence. Tracked frames stay in flight
+   * until the client ACKs that sequence (and go back to the queue if it drops first).
+   */
+  deliver(item: RoutedItem, envelopeId: string | null, tracked = true): number {
+    const sequence = this.nextSequence();
+    if (tracked) this.inflight.set(sequence, { envelopeId, item });
+    this.sendEncoded(
+      encodeFrame({ type: item.type, channel: item.channel, sequence, payload: item.payload }),
+      item.type,
+    );
+    return sequence;
+  }
+
+  /** True when a live copy may go straight out (not replaying, window not full). */
+  canTakeLive(): boolean {
+    return this.state === "open" && !this.replaying &&
+      this.inflight.size < this.node.ctx.config.limits.maxInflight;
+  }
+
+  async #flushLoop(): Promise<void> {
+    try {
+      while (this.#queue.length > 0) {
+        const batch = this.#queue;
+        const size = this.#queuedBytes;
+        this.#queue = [];
+        this.#queuedBytes = 0;
+        const plain = concatBytes(batch, size);
+        const bytes = this.#secureWriter ? this.#secureWriter.seal(plain) : plain;
+        await this.transport.write(bytes);
+      }
+    } catch (err) {
+      this.log.debug("write failed", { error: err });
+      this.#queue = [];
+      this.#queuedBytes = 0;
+      this.abort();
+    } finally {
+      this.#flushing = false;
+      const waiters = this.#drainWaiters;
+      this.#drainWaiters = [];
+      for (const w of waiters) w();
+    }
+  }
+
+  /** Resolves when everything queued so far has been written. */
+  drained(): Promise<void> {
+    if (!this.#flushing && this.#queue.length === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#drainWaiters.push(resolve));
+  }
+
+  /** Sends an ERROR for `err`; when fatal, flushes and closes. */
+  async fail(err: ProtocolError, sequence?: number): Promise<void> {
+    if (this.state === "closed" || this.state === "closing") return;
+    const { metrics } = this.node.ctx;
+    metrics.error(err.title);
+    if (!this.#handshakeCounted && this.state === "handshake" && err.fatal) {
+      metrics.handshakeEnded(this.pattern ?? "unknown", err.title);
+      this.#handshakeCounted = true;
+    }
+    const problem = err.toProblem(sequence);
+    this.log[err.fatal ? "warn" : "info"]("error sent", {
+      title: err.title,
+      status: err.status,
+      fatal: err.fatal,
+      detail: err.detail,
+      sequence,
+    });
+    try {
+      this.sendEncoded(errorFrame(problem, 0, this.nextSequence()), FrameType.Error);
+    } catch {
+      // An unencodable problem is a bug; the connection still closes below when fatal.
+    }
+    if (!err.fatal) return;
+    if (this.state === "open" || this.state === "handshake") this.state = "closing";
+    await settleWithin(this.drained(), CLOSE_FLUSH_MS);
+    this.transport.close();
+  }
+
+  /** Closes the transport at once (slow reader, write failure, shutdown). */
+  abort(): void {
+    if (this.state === "open" || this.state === "handshake") this.state = "closing";
+    this.transport.close();
+    this.#wakeWindow();
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Acknowledgements and replay
+
+  /** The client acknowledged frames it received under these sequences. */
+  acknowledge(sequences: number[]): void {
+    const maxInflight = this.node.ctx.config.limits.maxInflight;
+    const wasFull = this.inflight.size >= maxInflight;
+    for (const sequence of sequences) {
+      const entry = this.inflight.get(sequence);
+      if (!entry) continue; // unknown or already acknowledged: acks are idempotent
+      this.inflight.delete(sequence);
+      if (entry.envelopeId !== null) this.#ackedEnvelopes.push({ sequence, item: entry.item });
+    }
+    if (this.#ackedEnvelopes.length > 0 && !this.#ackScheduled) {
+      this.#ackScheduled = true;
+      this.#ackChain = this.#ackChain.then(() => this.#flushAcks());
+    }
+    if (wasFull && this.inflight.size < maxInflight) {
+      this.#wakeWindow();
+      // Live frames that found the window full went to the queue: pick them up.
+      this.startReplay();
+    }
+  }
+
+  async #flushAcks(): Promise<void> {
+    this.#ackScheduled = false;
+    const acked = this.#ackedEnvelopes;
+    this.#ackedEnvelopes = [];
+    if (acked.length === 0) return;
+    const { storage, metrics } = this.node.ctx;
+    try {
+      await this.#markChain;
+      const deleted = await storage.relay.ack(
+        this.deviceId,
+        this.sessionId,
+        acked.map((a) => a.sequence),
+      );
+      metrics.acknowledged(deleted.length);
+      const last = new Map<number, bigint>();
+      for (const env of deleted) {
+        const id = BigInt(env.envelopeId);
+        const prev = last.get(env.channelId);
+        if (prev === undefined || id > prev) last.set(env.channelId, id);
+      }
+      for (const [channel, id] of last) {
+        await storage.offsets.store(this.deviceId, channel, id.toString());
+      }
+    } catch (err) {
+      // The envelopes stay claimed and go back to the queue when this session ends.
+      this.log.warn("relay ack failed", { error: err, count: acked.length });
+    }
+  }
+
+  /** Waits until acknowledgements received so far are stored. */
+  async acksSettled(): Promise<void> {
+    await this.#ackChain;
+  }
+
+  #wakeWindow(): void {
+    const waiters = this.#windowWaiters;
+    this.#windowWaiters = [];
+    for (const w of waiters) w();
+  }
+
+  #windowOpened(): Promise<void> {
+    return new Promise((resolve) => this.#windowWaiters.push(resolve));
+  }
+
+  /** Counts an enqueue for this device in progress (the replay loop waits for it). */
+  enqueueStarted(): void {
+    this.#pendingEnqueues++;
+  }
+
+  enqueueFinished(): void {
+    this.#pendingEnqueues--;
+    this.#replayDirty = true;
+    if (this.#pendingEnqueues === 0) {
+      const waiters = this.#enqueueWaiters;
+      this.#enqueueWaiters = [];
+      for (const w of waiters) w();
+    }
+    this.startReplay();
+  }
+
+  #enqueuesSettled(): Promise<void> {
+    if (this.#pendingEnqueues === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#enqueueWaiters.push(resolve));
+  }
+
+  /** Starts (or re-arms) the replay of this device's queue. */
+  startReplay(): void {
+    if (this.state !== "open") return;
+    this.replaying = true;
+    if (this.#replayRunning) {
+      this.#replayDirty = true;
+      return;
+    }
+    this.#replayRunning = true;
+    this.#replayLoop().catch((err) => {
+      this.log.warn("replay failed", { error: err });
+    }).finally(() => {
+      this.#replayRunning = false;
+      this.replaying = false;
+    });
+  }
+
+  async #replayLoop(): Promise<void> {
+    const { storage, metrics, config } = this.node.ctx;
+    const maxInflight = config.limits.maxInflight;
+    while (this.state === "open") {
+      const room = maxInflight - this.inflight.size;
+      if (room <= 0) {
+        await this.#windowOpened();
+        continue;
+      }
+      await this.#enqueuesSettled();
+      this.#replayDirty = false;
+      const batch: RelayEnvelope[] = await storage.relay.claim(
+        this.deviceId,
+        this.sessionId,
+        Math.min(REPLAY_BATCH, room),
+      );
+      if (this.state !== "open") break;
+      if (batch.length === 0) {
+        if (this.#replayDirty || this.#pendingEnqueues > 0) continue;
+        break;
+      }
+      const sent: { envelopeId: string; sequence: number }[] = [];
+      for (const envelope of batch) {
+        let item: RoutedItem;
+        try {
+          item = itemFromEncoded(envelope.payload);
+        } catch (err) {
+          this.log.error("unreadable relay envelope skipped", {
+            envelope: envelope.envelopeId,
+            error: err,
+          });
+          continue;
+        }
+        sent.push({
+          envelopeId: envelope.envelopeId,
+          sequence: this.deliver(item, envelope.envelopeId),
+        });
+      }
+      metrics.replayed(sent.length);
+      const mark = this.#markChain.then(() => storage.relay.markSent(this.sessionId, sent));
+      this.#markChain = mark.catch((err) => {
+        this.log.warn("relay markSent failed", { error: err });
+      });
+      await this.#markChain;
+    }
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Teardown
+
+  async #teardown(): Promise<void> {
+    if (this.#teardownStarted) return await this.#closed;
+    this.#teardownStarted = true;
+    const wasOpen = this.state === "open" || (this.state === "closing" && this.deviceId !== "");
+    const { metrics } = this.node.ctx;
+    if (!this.#handshakeCounted) {
+      metrics.handshakeEnded(this.pattern ?? "unknown", "abandoned");
+      this.#handshakeCounted = true;
+    }
+    this.state = "closed";
+    this.transport.close();
+    this.#wakeWindow();
+    try {
+      if (wasOpen && this.sessionId) {
+        metrics.connectionClosed();
+        await this.#requeueUnacked();
+        await this.node.detach(this);
+        this.log.info("connection closed");
+      }
+    } catch (err) {
+      this.log.warn("teardown failed", { error: err });
+    } finally {
+      this.#resolveClosed();
+    }
+  }
+
+  /** Frames handed over but not acknowledged go back to the queue (at-least-once). */
+  async #requeueUnacked(): Promise<void> {
+    const { storage, config, metrics } = this.node.ctx;
+    await this.#ackChain;
+    await this.#markChain;
+    const live: RoutedItem[] = [];
+    let claimed = 0;
+    for (const entry of this.inflight.values()) {
+      if (entry.envelopeId === null) live.push(entry.item);
+      else claimed++;
+    }
+    this.inflight.clear();
+    if (live.length > 0) {
+      await storage.relay.enqueue(
+        live.map((item) => ({
+          deviceId: this.deviceId,
+          channelId: item.channel,
+          payload: encodeItem(item),
+        })),
+        config.limits.relayTtl,
+      );
+      metrics.enqueued(live.length);
+    }
+    // Always release this session's claims: a replay may have claimed more than it sent.
+    const released = await storage.relay.requeue({ sessionId: this.sessionId });
+    if (live.length > 0 || released > 0 || claimed > 0) {
+      this.log.info("unacknowledged frames requeued", { live: live.length, released });
+    }
+  }
+}
+
+/** Waits for `promise`, but at most `ms` (the timer is always cleared). */
+async function settleWithin(promise: Promise<void>, ms: number): Promise<void> {
+  let id: ReturnType<typeof setTimeout> | undefined;
+  try {
+    await Promise.race([promise, new Promise<void>((resolve) => (id = setTimeout(resolve, ms)))]);
+  } finally {
+    clearTimeout(id);
+  }
+}
+
+function isDecryptFailure(err: unknown): boolean {
+  return err instanceof NoiseError;
+}

@@ -1,0 +1,40 @@
+/**
+ * The relay's own ERROR problems (ccp1.md §2), one constructor per situation so every place
+ * that refuses something uses the same title and status.
+ *
+ * @module
+ */
+import { ProtocolError } from "../protocol/errors.ts";
+
+/** A fatal error: the ERROR frame is flushed, then the connection closes. */
+export function fatal(title: string, status: number, detail: string): ProtocolError {
+  return new ProtocolError(title, status, detail, { fatal: true });
+}
+
+/** A non-fatal error: the connection stays open. */
+export function refused(title: string, status: number, detail: string): ProtocolError {
+  return new ProtocolError(title, status, detail, { fatal: false });
+}
+
+/** Titles used by the relay beyond the codec's nine. */
+export const Titles = {
+  handshakeRequired: "Handshake Required",
+  handshakeTimeout: "Handshake Timeout",
+  handshakeFailed: "Handshake Failed",
+  unexpectedHandshake: "Unexpected Handshake Frame",
+  versionMismatch: "Protocol Version Mismatch",
+  staticKeyMismatch: "Static Key Mismatch",
+  devicePending: "Device Pending Approval",
+  deviceRevoked: "Device Revoked",
+  keepaliveTimeout: "Keepalive Timeout",
+  decryptFailed: "Secure Stream Failure",
+  joinRejected: "Join Rejected",
+  notMember: "Not A Member",
+  unknownChannel: "Unknown Channel",
+  notPermitted: "Not Permitted",
+  unknownGroup: "Unknown Group",
+  sessionReplaced: "Session Replaced",
+  serverShutdown: "Server Shutting Down",
+  unavailable: "Service Unavailable",
+  unsupportedFrame: "Unsupported Frame",
+} as const;

@@ -1,0 +1,335 @@
+/**
+ * The server side of the CCP-1 handshake (ccp1.md §3): HELLO → AUTH (→ AUTH for XK), Noise XK or
+ * IK as responder, version negotiation, proof of the client's static key, and device
+ * registration through storage.
+ *
+ * @module
+ */
+import { type Frame, FrameType } from "../protocol/frame.ts";
+import {
+  type Hello,
+  negotiateVersion,
+  parseClientAuth,
+  parseHello,
+  SUPPORTED_PROTOCOL_VERSIONS,
+  type UserInfo,
+} from "../protocol/control.ts";
+import { bytesToHex, hexToBytes } from "../protocol/hex.ts";
+import { bytesEqual } from "../protocol/crypto.ts";
+import { type CipherState, HandshakeState } from "../protocol/noise.ts";
+import { ProtocolError } from "../protocol/errors.ts";
+import { StorageError } from "../storage/errors.ts";
+import type { Device, HandshakeRegistration, User } from "../storage/types.ts";
+import type { NodeContext } from "./context.ts";
+import { fatal, Titles } from "./errors.ts";
+
+/** What the transport tells the handshake about the connection. */
+export interface PeerInfo {
+  remoteAddr: string;
+  isTls: boolean;
+  isLoopback: boolean;
+}
+
+/** The outcome of a completed handshake. */
+export interface HandshakeResult {
+  sessionId: string;
+  deviceId: string;
+  user: UserInfo;
+  pattern: "XK" | "IK";
+  version: number;
+  /** Cipher states from the server's point of view. */
+  send: CipherState;
+  recv: CipherState;
+}
+
+/** What to do after a handshake frame: send `auth` (if any); `result` once complete. */
+export interface HandshakeStep {
+  auth: Record<string, unknown> | null;
+  result: HandshakeResult | null;
+}
+
+const encoder = new TextEncoder();
+
+/** Describes a user the way AUTH and the completion ACK carry it. */
+export function userInfo(user: User): UserInfo {
+  return {
+    id: user.id,
+    handle: user.handle,
+    display_name: user.displayName,
+    avatar_url: user.avatarUrl,
+  };
+}
+
+/** Turns a storage failure during the handshake into a fatal ERROR that names it. */
+function storageProblem(err: unknown): never {
+  if (err instanceof StorageError) throw fatal(err.title, err.status, err.message);
+  throw err;
+}
+
+/** One connection's handshake, driven frame by frame. */
+export class ServerHandshake {
+  readonly sessionId = crypto.randomUUID();
+  #state: "hello" | "auth" | "done" = "hello";
+  #hello: Hello | null = null;
+  #noise: HandshakeState | null = null;
+  #version = 1;
+  #preliminaryUser: UserInfo | null = null;
+  /** Transport cipher states once Noise completed (even if the handshake is then refused). */
+  ciphers: { send: CipherState; recv: CipherState } | null = null;
+
+  constructor(private readonly ctx: NodeContext, private readonly peer: PeerInfo) {}
+
+  /** The pattern named by HELLO, once it arrived. */
+  get pattern(): "XK" | "IK" | null {
+    return this.#hello?.pattern ?? null;
+  }
+
+  /** The negotiated protocol version (1 until HELLO was accepted). */
+  get version(): number {
+    return this.#version;
+  }
+
+  get complete(): boolean {
+    return this.#state === "done";
+  }
+
+  /** Handles a frame received before the handshake completed. */
+  async onFrame(frame: Frame): Promise<HandshakeStep> {
+    if (frame.type === FrameType.Hello) {
+      if (this.#state !== "hello") {
+        throw fatal(Titles.unexpectedHandshake, 400, "HELLO repeated during the handshake");
+      }
+      return await this.#onHello(frame);
+    }
+    if (frame.type === FrameType.Auth) {
+      if (this.#state !== "auth") {
+        throw fatal(
+          Titles.unexpectedHandshake,
+          400,
+          this.#state === "hello" ? "AUTH before HELLO" : "AUTH not expected for this pattern",
+        );
+      }
+      return await this.#onClientAuth(frame);
+    }
+    throw fatal(
+      Titles.handshakeRequired,
+      400,
+      `frame type 0x${frame.type.toString(16).padStart(2, "0")} before the handshake completed`,
+    );
+  }
+
+  async #onHello(frame: Frame): Promise<HandshakeStep> {
+    const hello = parseHello(frame.json);
+    this.#hello = hello;
+    const version = negotiateVersion(hello.supported_versions, this.#allowedVersions());
+    if (version === null) {
+      const plaintextOnly = hello.supported_versions.every((v) => v === 1);
+      throw fatal(
+        Titles.versionMismatch,
+        426,
+        plaintextOnly && SUPPORTED_PROTOCOL_VERSIONS.includes(1)
+          ? "protocol v1 carries frames unencrypted and is accepted only over TLS or loopback; offer version 2"
+          : `no common protocol version: client offers [${hello.supported_versions}], server supports [${SUPPORTED_PROTOCOL_VERSIONS}]`,
+      );
+    }
+    this.#version = version;
+    const { config } = this.ctx;
+    const noise = new HandshakeState({
+      pattern: hello.pattern,
+      initiator: false,
+      prologue: encoder.encode(config.crypto.prologue),
+      s: { privateKey: config.crypto.noisePrivate, publicKey: config.crypto.noisePublic },
+    });
+    this.#noise = noise;
+    try {
+      noise.readMessage(hexToBytes(hello.handshake));
+    } catch (err) {
+      throw fatal(Titles.handshakeFailed, 400, `HELLO.handshake: ${(err as Error).message}`);
+    }
+    const claimed = hexToBytes(hello.client_static, 32);
+    let user: UserInfo;
+    if (hello.pattern === "IK") {
+      // IK proves the static key in message 1: authenticate and register before answering.
+      const proven = noise.remoteStatic;
+      this.#checkProven(proven, claimed);
+      user = await this.#register(proven!);
+    } else {
+      user = await this.#preliminaryUserFor(hello);
+    }
+    const msg2 = noise.writeMessage(
+      encoder.encode(
+        JSON.stringify({
+          session: this.sessionId,
+          domain: config.server.domain,
+          protocol_version: version,
+        }),
+      ),
+    );
+    const auth = {
+      session: this.sessionId,
+      handshake: bytesToHex(msg2),
+      server_static: bytesToHex(config.crypto.noisePublic),
+      protocol_version: version,
+      supported_versions: [...SUPPORTED_PROTOCOL_VERSIONS],
+      user,
+    };
+    if (hello.pattern === "IK") {
+      return { auth, result: this.#finish(user) };
+    }
+    this.#state = "auth";
+    return { auth, result: null };
+  }
+
+  async #onClientAuth(frame: Frame): Promise<HandshakeStep> {
+    const payload = parseClientAuth(frame.json);
+    const noise = this.#noise!;
+    try {
+      noise.readMessage(hexToBytes(payload.handshake));
+    } catch (err) {
+      throw fatal(Titles.handshakeFailed, 400, `AUTH.handshake: ${(err as Error).message}`);
+    }
+    // Noise is complete after message 3: from here on (v2) even a refusal travels inside the
+    // secure stream, which the client has switched to after sending message 3.
+    this.#split();
+    const proven = noise.remoteStatic;
+    this.#checkProven(proven, hexToBytes(this.#hello!.client_static, 32));
+    const user = await this.#register(proven!);
+    return { auth: null, result: this.#finish(user) };
+  }
+
+  /** Splits the completed Noise state into the transport cipher states (once). */
+  #split(): { send: CipherState; recv: CipherState } {
+    if (this.ciphers) return this.ciphers;
+    const noise = this.#noise!;
+    if (!noise.isComplete()) {
+      throw fatal(Titles.handshakeFailed, 400, "Noise handshake did not complete");
+    }
+    this.ciphers = noise.split();
+    return this.ciphers;
+  }
+
+  #finish(user: UserInfo): HandshakeResult {
+    const { send, recv } = this.#split();
+    this.#state = "done";
+    return {
+      sessionId: this.sessionId,
+      deviceId: this.#hello!.device_id,
+      user,
+      pattern: this.#hello!.pattern,
+      version: this.#version,
+      send,
+      recv,
+    };
+  }
+
+  /** Versions this connection may use: v1 only inside TLS, on loopback, or when allowed. */
+  #allowedVersions(): number[] {
+    const plaintextOk = this.peer.isTls || this.peer.isLoopback ||
+      this.ctx.config.server.allowPlaintextV1;
+    return SUPPORTED_PROTOCOL_VERSIONS.filter((v) => v !== 1 || plaintextOk);
+  }
+
+  #checkProven(proven: Uint8Array | null | undefined, claimed: Uint8Array): void {
+    if (!proven || !bytesEqual(proven, claimed)) {
+      throw fatal(
+        Titles.staticKeyMismatch,
+        403,
+        "the static key proven by the Noise handshake differs from HELLO.client_static",
+      );
+    }
+  }
+
+  /** AUTH for XK goes out before the key is proven: describe the user as far as known. */
+  async #preliminaryUserFor(hello: Hello): Promise<UserInfo> {
+    let device: Device | null = null;
+    try {
+      device = await this.ctx.storage.devices.get(hello.device_id);
+      if (device) {
+        const user = await this.ctx.storage.users.get(device.userId);
+        if (user) return userInfo(user);
+      }
+    } catch (err) {
+      storageProblem(err);
+    }
+    this.#preliminaryUser = {
+      id: hello.user?.id ?? "pending",
+      handle: hello.user?.handle ?? hello.device_id,
+      display_name: hello.user?.display_name ?? null,
+      avatar_url: hello.user?.avatar_url ?? null,
+    };
+    return this.#preliminaryUser;
+  }
+
+  /** Registers or resolves the device whose key was just proven (ccp1.md §3). */
+  async #register(proven: Uint8Array): Promise<UserInfo> {
+    const hello = this.#hello!;
+    const { storage, config, ledger } = this.ctx;
+    const log = this.ctx.log;
+    let reg: HandshakeRegistration;
+    try {
+      reg = await storage.devices.resolveForHandshake({
+        deviceId: hello.device_id,
+        publicKey: proven,
+        user: {
+          id: hello.user?.id,
+          handle: hello.user?.handle,
+          displayName: hello.user?.display_name,
+          avatarUrl: hello.user?.avatar_url,
+        },
+        autoApprove: config.server.autoApproveDevices,
+      });
+    } catch (err) {
+      storageProblem(err);
+    }
+    const event = "event" in reg ? reg.event : null;
+    if (event) {
+      const fields = {
+        device_id: event.deviceId,
+        user_id: reg.user.id,
+        kind: event.kind,
+        event_id: event.eventId,
+        public_key: event.publicKey,
+        actor: event.actor,
+      };
+      log.info(
+        event.kind === "rotated"
+          ? "device key rotated"
+          : event.kind === "registered"
+          ? "device key registered"
+          : "device key awaiting approval",
+        fields,
+      );
+      try {
+        await ledger.record("device_key_event", {
+          ...fields,
+          recorded_at: event.recordedAt,
+        });
+      } catch (err) {
+        log.warn("ledger record failed", { error: err, kind: "device_key_event" });
+      }
+    }
+    if (reg.outcome === "pending") {
+      throw fatal(
+        Titles.devicePending,
+        403,
+        `device ${hello.device_id} waits for operator approval (deno task cli approve-device ${hello.device_id})`,
+      );
+    }
+    if (reg.outcome === "revoked") {
+      throw fatal(Titles.deviceRevoked, 403, `device ${hello.device_id} is revoked`);
+    }
+    if (!bytesEqual(reg.device.publicKey, proven)) {
+      throw fatal(
+        Titles.staticKeyMismatch,
+        403,
+        "the proven static key differs from the device's registered key",
+      );
+    }
+    return userInfo(reg.user);
+  }
+}
+
+/** True when `err` is a protocol problem the connection should report as an ERROR frame. */
+export function isProtocolError(err: unknown): err is ProtocolError {
+  return err instanceof ProtocolError;
+}

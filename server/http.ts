@@ -1,0 +1,102 @@
+/**
+ * The HTTP listener (`[server] bind`): `POST /connect` (CCP-1 over a duplex HTTP/1.1 or HTTP/2
+ * stream), `GET /healthz`, `GET /readyz`, `GET /metrics` (ccp1.md §8).
+ *
+ * @module
+ */
+import { timingSafeEqual } from "node:crypto";
+import type { RelayNode } from "./node.ts";
+import { formatAddr, HttpStreamTransport } from "./transport.ts";
+
+/** An RFC 9457 problem response. */
+export function problemResponse(
+  status: number,
+  title: string,
+  detail: string,
+  extra: Record<string, unknown> = {},
+  headers: Record<string, string> = {},
+): Response {
+  return new Response(
+    JSON.stringify({ type: "about:blank", title, status, detail, ...extra }),
+    { status, headers: { "content-type": "application/problem+json", ...headers } },
+  );
+}
+
+/** Constant-time comparison of a presented bearer token with the configured one. */
+export function tokenMatches(presented: string, expected: string): boolean {
+  const a = new TextEncoder().encode(presented);
+  const b = new TextEncoder().encode(expected);
+  // Compare equal-length buffers so the time does not depend on where they differ;
+  // the length check comes after, folded into the result.
+  const padded = new Uint8Array(b.length);
+  padded.set(a.subarray(0, b.length));
+  return timingSafeEqual(padded, b) && a.length === b.length;
+}
+
+/** Builds the request handler of the HTTP listener. */
+export function httpHandler(
+  node: RelayNode,
+  isTls: boolean,
+): (request: Request, info: Deno.ServeHandlerInfo) => Promise<Response> | Response {
+  const { storage, config, metrics } = node.ctx;
+  return async (request, info) => {
+    const url = new URL(request.url);
+    switch (url.pathname) {
+      case "/healthz":
+        if (request.method !== "GET" && request.method !== "HEAD") return methodNotAllowed("GET");
+        return Response.json({ status: "ok", node: node.ctx.nodeId });
+      case "/readyz": {
+        if (request.method !== "GET" && request.method !== "HEAD") return methodNotAllowed("GET");
+        const readiness = await storage.readiness();
+        if (readiness.ok) return Response.json({ status: "ready", ...readiness });
+        const failing = [
+          readiness.postgres.ok
+            ? null
+            : `${readiness.postgres.kind}: ${readiness.postgres.error ?? "not reachable"}`,
+          readiness.redis.ok
+            ? null
+            : `${readiness.redis.kind}: ${readiness.redis.error ?? "not reachable"}`,
+        ].filter((part) => part !== null);
+        return problemResponse(503, "Not Ready", failing.join("; "), {
+          postgres: readiness.postgres,
+          redis: readiness.redis,
+        });
+      }
+      case "/metrics": {
+        if (request.method !== "GET") return methodNotAllowed("GET");
+        const token = config.admin.token;
+        if (token) {
+          const header = request.headers.get("authorization") ?? "";
+          const match = /^Bearer\s+(.+)$/i.exec(header);
+          if (!match || !tokenMatches(match[1].trim(), token)) {
+            return problemResponse(
+              401,
+              "Unauthorized",
+              "GET /metrics needs Authorization: Bearer <admin token>",
+              {},
+              { "www-authenticate": 'Bearer realm="commucat"' },
+            );
+          }
+        }
+        return new Response(await metrics.exposition(), {
+          headers: { "content-type": metrics.contentType },
+        });
+      }
+      case "/connect": {
+        if (request.method !== "POST") return methodNotAllowed("POST");
+        const addr = info.remoteAddr as Deno.NetAddr;
+        const transport = new HttpStreamTransport(request, formatAddr(addr), addr.hostname, isTls);
+        node.accept(transport).catch((err) => {
+          node.ctx.log.warn("connect stream failed", { error: err });
+        });
+        return transport.response;
+      }
+      default:
+        return problemResponse(404, "Not Found", `no route for ${request.method} ${url.pathname}`);
+    }
+  };
+}
+
+function methodNotAllowed(allowed: string): Response {
+  return problemResponse(405, "Method Not Allowed", `use ${allowed}`, {}, { allow: allowed });
+}

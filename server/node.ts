@@ -1,0 +1,500 @@
+/**
+ * One relay node: the live connections it holds, delivery to a device wherever it is (this
+ * node, another node over the bus, the relay queue, federation), the shared channel table,
+ * control events from operators, and the periodic chores (keepalive, presence refresh, purge).
+ *
+ * @module
+ */
+import { encodeControlPayload, FrameType } from "../protocol/frame.ts";
+import type { ControlEvent, Presence } from "../storage/types.ts";
+import { parseRouteChange, type RouteChange } from "./channels.ts";
+import { Connection, encodeItem, itemFromEncoded, type RoutedItem } from "./connection.ts";
+import { nodeChannel, type NodeContext, ROUTES_CHANNEL } from "./context.ts";
+import { fatal, Titles } from "./errors.ts";
+import { FederationRouter, localDeviceId } from "./federation.ts";
+import { Router } from "./router.ts";
+import type { Transport } from "./transport.ts";
+
+/** How a copy was handed over right away, or the lookup still running. */
+export type DeliveryOutcome = "live" | "waiting" | "dropped" | Promise<void>;
+
+const FLAG_EPHEMERAL = 1;
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** Bus packet: flags(1) ‖ device length(2, BE) ‖ device id ‖ encoded frame. */
+export function encodeBusPacket(
+  deviceId: string,
+  item: RoutedItem,
+  ephemeral: boolean,
+): Uint8Array {
+  const id = encoder.encode(deviceId);
+  const frame = encodeItem(item);
+  const out = new Uint8Array(3 + id.length + frame.length);
+  out[0] = ephemeral ? FLAG_EPHEMERAL : 0;
+  out[1] = id.length >> 8;
+  out[2] = id.length & 0xff;
+  out.set(id, 3);
+  out.set(frame, 3 + id.length);
+  return out;
+}
+
+/** Reads a bus packet; null when malformed. */
+export function decodeBusPacket(
+  bytes: Uint8Array,
+): { deviceId: string; item: RoutedItem; ephemeral: boolean } | null {
+  if (bytes.length < 3) return null;
+  const length = (bytes[1] << 8) | bytes[2];
+  if (bytes.length < 3 + length) return null;
+  try {
+    return {
+      ephemeral: (bytes[0] & FLAG_EPHEMERAL) !== 0,
+      deviceId: decoder.decode(bytes.subarray(3, 3 + length)),
+      item: itemFromEncoded(bytes.subarray(3 + length)),
+    };
+  } catch {
+    return null;
+  }
+}
+
+/** Writes relay envelopes in batches: frames arriving while a batch is written share the next. */
+class EnqueueBatcher {
+  #pending: {
+    deviceId: string;
+    channelId: number;
+    payload: Uint8Array;
+    done: PromiseWithResolvers<void>;
+  }[] = [];
+  #running = false;
+  #idle: PromiseWithResolvers<void> | null = null;
+
+  constructor(private readonly ctx: NodeContext) {}
+
+  add(deviceId: string, item: RoutedItem): Promise<void> {
+    const done = Promise.withResolvers<void>();
+    this.#pending.push({ deviceId, channelId: item.channel, payload: encodeItem(item), done });
+    if (!this.#running) {
+      this.#running = true;
+      queueMicrotask(() => this.#run());
+    }
+    return done.promise;
+  }
+
+  /** Resolves when nothing is waiting to be written. */
+  idle(): Promise<void> {
+    if (!this.#running) return Promise.resolve();
+    this.#idle ??= Promise.withResolvers<void>();
+    return this.#idle.promise;
+  }
+
+  async #run(): Promise<void> {
+    const { storage, config, metrics } = this.ctx;
+    while (this.#pending.length > 0) {
+      const batch = this.#pending.splice(0, 1024);
+      try {
+        await storage.relay.enqueue(
+          batch.map(({ deviceId, channelId, payload }) => ({ deviceId, channelId, payload })),
+          config.limits.relayTtl,
+        );
+        metrics.enqueued(batch.length);
+        for (const entry of batch) entry.done.resolve();
+      } catch (err) {
+        for (const entry of batch) entry.done.reject(err);
+      }
+    }
+    this.#running = false;
+    this.#idle?.resolve();
+    this.#idle = null;
+  }
+}
+
+export class RelayNode {
+  readonly router: Router;
+  readonly federation: FederationRouter;
+  readonly #local = new Map<string, Connection>();
+  readonly #all = new Set<Connection>();
+  readonly #batcher: EnqueueBatcher;
+  #unsubscribe: (() => Promise<void>)[] = [];
+  #timers: ReturnType<typeof setInterval>[] = [];
+  #stopping = false;
+
+  constructor(readonly ctx: NodeContext) {
+    this.router = new Router(this);
+    this.federation = new FederationRouter(ctx);
+    this.#batcher = new EnqueueBatcher(ctx);
+  }
+
+  /** Subscribes to the bus and control events and starts the periodic chores. */
+  async start(): Promise<void> {
+    const { storage, nodeId, config } = this.ctx;
+    const eph = storage.ephemeral;
+    this.#unsubscribe.push(
+      await eph.subscribe(nodeChannel(nodeId), (bytes) => this.#onBusFrame(bytes)),
+      await eph.subscribe(ROUTES_CHANNEL, (bytes) => this.#onRouteChange(bytes)),
+      await eph.subscribeControl((event) => this.#onControl(event)),
+    );
+    const sweepMs = clamp(
+      (Math.min(config.server.handshakeTimeout, config.server.keepalive) * 1000) / 4,
+      50,
+      5000,
+    );
+    this.#every(sweepMs, () => this.#sweep());
+    this.#every(Math.max(1, config.limits.presenceTtl / 3) * 1000, () => this.#refresh());
+    this.#every(Math.min(60, Math.max(1, config.limits.relayTtl)) * 1000, () => this.#purge());
+  }
+
+  #every(ms: number, fn: () => Promise<void> | void): void {
+    let busy = false;
+    const id = setInterval(async () => {
+      if (busy) return;
+      busy = true;
+      try {
+        await fn();
+      } catch (err) {
+        this.ctx.log.warn("periodic task failed", { error: err });
+      } finally {
+        busy = false;
+      }
+    }, ms);
+    this.#timers.push(id);
+  }
+
+  /** Serves a new client connection until it ends. */
+  accept(transport: Transport): Promise<void> {
+    if (this.#stopping) {
+      transport.close();
+      return Promise.resolve();
+    }
+    const conn = new Connection(this, transport);
+    this.#all.add(conn);
+    return conn.run().finally(() => this.#all.delete(conn));
+  }
+
+  /** The open connection of a device on this node, if any. */
+  localConnection(deviceId: string): Connection | undefined {
+    const conn = this.#local.get(deviceId);
+    return conn?.state === "open" ? conn : undefined;
+  }
+
+  /** Number of connections (any state) this node holds. */
+  get connectionCount(): number {
+    return this.#all.size;
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Sessions
+
+  /** A connection finished its handshake: it becomes the device's route. */
+  async attach(conn: Connection): Promise<void> {
+    const previous = this.#local.get(conn.deviceId);
+    this.#local.set(conn.deviceId, conn);
+    if (previous && previous !== conn) {
+      await previous.fail(
+        fatal(
+          Titles.sessionReplaced,
+          409,
+          `a newer session ${conn.sessionId} took over this device`,
+        ),
+      );
+      await previous.closed;
+    }
+    const { storage, nodeId, config } = this.ctx;
+    try {
+      // Claims left by sessions that ended without releasing them (a crashed node).
+      await storage.relay.requeue({ deviceId: conn.deviceId });
+    } catch (err) {
+      conn.log.warn("releasing stale claims failed", { error: err });
+    }
+    try {
+      await storage.ephemeral.setRoute(
+        conn.deviceId,
+        { nodeId, sessionId: conn.sessionId },
+        config.limits.presenceTtl,
+      );
+      await this.publishPresence(conn, "online");
+    } catch (err) {
+      conn.log.warn("route or presence not stored", { error: err });
+    }
+  }
+
+  /** A connection ended: drop its route and publish the device offline. */
+  async detach(conn: Connection): Promise<void> {
+    if (this.#local.get(conn.deviceId) !== conn) return;
+    this.#local.delete(conn.deviceId);
+    try {
+      await this.ctx.storage.ephemeral.clearRoute(conn.deviceId, conn.sessionId);
+      await this.publishPresence(conn, "offline");
+    } catch (err) {
+      conn.log.warn("route or presence not cleared", { error: err });
+    }
+  }
+
+  /** Stores the device's presence record (ccp1.md §6). */
+  async publishPresence(conn: Connection, state: "online" | "offline"): Promise<void> {
+    const { presenceTtl } = this.ctx.config.limits;
+    const user = conn.user!;
+    const presence: Presence = {
+      entity: conn.deviceId,
+      state,
+      expires_at: new Date(Date.now() + presenceTtl * 1000).toISOString(),
+      user: {
+        id: user.id,
+        handle: user.handle,
+        display_name: user.display_name,
+        avatar_url: user.avatar_url,
+      },
+    };
+    await this.ctx.storage.ephemeral.setPresence(conn.deviceId, presence, presenceTtl);
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Delivery
+
+  /**
+   * Hands one copy of `item` to `member`: live on this node, over the bus to the node holding
+   * it, into the relay queue when it is offline, or to federation when it is remote. Promises
+   * that must settle before the sender's ACK are pushed to `waits`.
+   */
+  deliverTo(
+    sender: string,
+    rawMember: string,
+    item: RoutedItem,
+    durable: boolean,
+    waits: Promise<unknown>[],
+  ): DeliveryOutcome {
+    const domain = this.federation.remoteDomain(rawMember);
+    if (domain !== null) {
+      if (!durable) return "dropped";
+      waits.push(this.federation.queue(sender, rawMember, domain, item));
+      return "waiting";
+    }
+    const member = localDeviceId(rawMember, this.ctx.config.server.domain);
+    const local = this.#deliverLocal(member, item, durable, waits);
+    if (local !== null) return local;
+    return this.#deliverElsewhere(member, item, durable, waits);
+  }
+
+  #deliverLocal(
+    member: string,
+    item: RoutedItem,
+    durable: boolean,
+    waits: Promise<unknown>[],
+  ): "live" | "waiting" | null {
+    const conn = this.#local.get(member);
+    if (!conn || conn.state !== "open") return null;
+    if (!durable) {
+      conn.deliver(item, null, false);
+      return "live";
+    }
+    if (conn.canTakeLive()) {
+      conn.deliver(item, null);
+      return "live";
+    }
+    // Replaying or window full: keep FIFO order by going through the queue.
+    conn.enqueueStarted();
+    waits.push(this.#batcher.add(member, item).finally(() => conn.enqueueFinished()));
+    return "waiting";
+  }
+
+  async #deliverElsewhere(
+    member: string,
+    item: RoutedItem,
+    durable: boolean,
+    waits: Promise<unknown>[],
+  ): Promise<void> {
+    const { storage, nodeId, metrics } = this.ctx;
+    let route = null;
+    try {
+      route = await storage.ephemeral.getRoute(member);
+    } catch (err) {
+      // Without the route table the queue is the safe place: the device gets it on connect.
+      this.ctx.log.warn("route lookup failed; queueing", { error: err, device: member });
+    }
+    if (route && route.nodeId !== nodeId) {
+      metrics.bus("out");
+      waits.push(
+        storage.ephemeral.publish(
+          nodeChannel(route.nodeId),
+          encodeBusPacket(member, item, !durable),
+        ),
+      );
+      return;
+    }
+    // It may have connected here while we looked.
+    if (this.#deliverLocal(member, item, durable, waits) !== null || !durable) return;
+    waits.push(this.#enqueueOffline(member, item));
+  }
+
+  async #enqueueOffline(member: string, item: RoutedItem): Promise<void> {
+    await this.#batcher.add(member, item);
+    // A session that started while the envelope was written may have finished its replay.
+    this.#local.get(member)?.startReplay();
+  }
+
+  #onBusFrame(bytes: Uint8Array): void {
+    const packet = decodeBusPacket(bytes);
+    if (!packet) {
+      this.ctx.log.warn("malformed bus packet dropped", { bytes: bytes.length });
+      return;
+    }
+    this.ctx.metrics.bus("in");
+    const waits: Promise<unknown>[] = [];
+    const local = this.#deliverLocal(packet.deviceId, packet.item, !packet.ephemeral, waits);
+    if (local === null && !packet.ephemeral) {
+      // The device left this node after the sender looked it up: keep the frame for it.
+      waits.push(this.#enqueueOffline(packet.deviceId, packet.item));
+    }
+    Promise.all(waits).catch((err) => {
+      this.ctx.log.error("frame from the bus not stored", { error: err, device: packet.deviceId });
+    });
+  }
+
+  /** Sends a control frame that matters only now (peer candidates): live copies only. */
+  sendEphemeral(member: string, type: FrameType, channel: number, value: unknown): void {
+    const item: RoutedItem = { type, channel, payload: encodeControlPayload(value) };
+    const waits: Promise<unknown>[] = [];
+    const outcome = this.deliverTo("", member, item, false, waits);
+    if (outcome instanceof Promise) outcome.catch(() => {});
+    for (const w of waits) w.catch(() => {});
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Channel routes
+
+  /** Applies a route change here and on every other node. */
+  changeRoutes(change: RouteChange): void {
+    this.router.channels.apply(change);
+    const message = encoder.encode(JSON.stringify({ origin: this.ctx.nodeId, change }));
+    this.ctx.storage.ephemeral.publish(ROUTES_CHANNEL, message).catch((err) => {
+      this.ctx.log.warn("route change not shared with other nodes", { error: err });
+    });
+  }
+
+  #onRouteChange(bytes: Uint8Array): void {
+    try {
+      const { origin, change } = JSON.parse(decoder.decode(bytes));
+      if (origin === this.ctx.nodeId) return;
+      const parsed = parseRouteChange(change);
+      if (parsed) this.router.channels.apply(parsed);
+    } catch {
+      this.ctx.log.warn("malformed route change dropped");
+    }
+  }
+
+  #onControl(event: ControlEvent): void {
+    const { log } = this.ctx;
+    switch (event.kind) {
+      case "device-revoked": {
+        log.info("device revoked; closing its connections", { device: event.deviceId });
+        const conn = this.#local.get(event.deviceId);
+        if (conn) {
+          conn.fail(fatal(Titles.deviceRevoked, 403, `device ${event.deviceId} was revoked`));
+        }
+        for (const other of this.#all) {
+          if (other !== conn && other.deviceId === event.deviceId) {
+            other.fail(fatal(Titles.deviceRevoked, 403, `device ${event.deviceId} was revoked`));
+          }
+        }
+        return;
+      }
+      case "member-removed":
+        log.info("group member removed; routes updated", {
+          group_id: event.groupId,
+          device: event.deviceId,
+        });
+        this.router.channels.apply({
+          op: "group-remove",
+          groupId: event.groupId,
+          deviceId: event.deviceId,
+        });
+        return;
+      case "device-approved":
+        log.info("device approved", { device: event.deviceId });
+        return;
+      case "peer-status":
+        log.info("federation peer status changed", { domain: event.domain, status: event.status });
+        return;
+    }
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Chores
+
+  #sweep(): void {
+    const now = Date.now();
+    const { handshakeTimeout, keepalive } = this.ctx.config.server;
+    for (const conn of this.#all) {
+      if (conn.state === "handshake" && now - conn.openedAt > handshakeTimeout * 1000) {
+        conn.fail(
+          fatal(
+            Titles.handshakeTimeout,
+            408,
+            `handshake not completed within ${handshakeTimeout} s`,
+          ),
+        );
+      } else if (conn.state === "open" && now - conn.lastInbound > keepalive * 1000) {
+        conn.log.info("idle connection closed", { idle_seconds: keepalive });
+        conn.fail(
+          fatal(
+            Titles.keepaliveTimeout,
+            408,
+            `nothing received for ${keepalive} s; send PRESENCE to keep the connection alive`,
+          ),
+        );
+      }
+    }
+  }
+
+  async #refresh(): Promise<void> {
+    const { storage, nodeId, config, metrics } = this.ctx;
+    for (const conn of this.#local.values()) {
+      if (conn.state !== "open") continue;
+      await storage.ephemeral.setRoute(
+        conn.deviceId,
+        { nodeId, sessionId: conn.sessionId },
+        config.limits.presenceTtl,
+      );
+      await this.publishPresence(conn, "online");
+    }
+    metrics.setQueueDepth(await storage.relay.totalDepth());
+  }
+
+  async #purge(): Promise<void> {
+    const purged = await this.ctx.storage.relay.purgeExpired();
+    if (purged > 0) {
+      this.ctx.metrics.expired(purged);
+      this.ctx.log.info("expired envelopes purged", { count: purged });
+    }
+  }
+
+  /** Runs the purge now (tests and operators). */
+  purgeNow(): Promise<void> {
+    return this.#purge();
+  }
+
+  /**
+   * Graceful stop: refuse new connections, tell clients, requeue what is unacknowledged,
+   * publish them offline, stop the chores and leave the bus.
+   */
+  async stop(): Promise<void> {
+    if (this.#stopping) return;
+    this.#stopping = true;
+    for (const id of this.#timers) clearInterval(id);
+    this.#timers = [];
+    const closing = [...this.#all].map(async (conn) => {
+      await conn.fail(fatal(Titles.serverShutdown, 503, "the server is shutting down; reconnect"));
+      conn.abort();
+      await conn.closed;
+    });
+    await Promise.allSettled(closing);
+    await this.#batcher.idle();
+    for (const unsubscribe of this.#unsubscribe) {
+      await unsubscribe().catch(() => {});
+    }
+    this.#unsubscribe = [];
+  }
+}
+
+function clamp(value: number, min: number, max: number): number {
+  return Math.min(max, Math.max(min, value));
+}

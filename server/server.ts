@@ -1,0 +1,170 @@
+/**
+ * Starts a relay node: storage (unless given), the TCP/TLS listener, the HTTP listener, the bus
+ * subscriptions; returns a handle with the ports actually bound and a graceful `stop()`.
+ * Tests and benchmarks start real servers in-process with port 0.
+ *
+ * @module
+ */
+import type { Config } from "./config_types.ts";
+import { log as rootLog, type Logger } from "./log.ts";
+import { type MetricsSnapshot, RelayMetrics } from "./metrics.ts";
+import { RelayNode } from "./node.ts";
+import { httpHandler } from "./http.ts";
+import { ConnTransport, isLoopbackHost } from "./transport.ts";
+import type { NodeContext } from "./context.ts";
+import { openStorage } from "../storage/mod.ts";
+import type { Storage } from "../storage/types.ts";
+import { createLedger } from "../storage/ledger.ts";
+
+export interface ServerOptions {
+  /** Use this storage instead of opening one (it is then not closed on stop). */
+  storage?: Storage;
+  /** Node id (default: a random one). */
+  nodeId?: string;
+  log?: Logger;
+}
+
+export interface ServerHandle {
+  readonly nodeId: string;
+  /** Ports actually bound (useful with port 0). */
+  readonly ports: { tcp: number; http: number };
+  readonly tls: boolean;
+  readonly storage: Storage;
+  readonly node: RelayNode;
+  readonly metrics: RelayMetrics;
+  /** Live figures for the console dashboard. */
+  metricsSnapshot(): MetricsSnapshot;
+  /** Graceful stop: refuse new connections, close clients, requeue, close storage if owned. */
+  stop(): Promise<void>;
+}
+
+/** A fresh node id: short, unique enough across restarts. */
+export function newNodeId(): string {
+  return `node-${crypto.randomUUID().slice(0, 8)}`;
+}
+
+/** Starts a relay node per `config`. */
+export async function startServer(
+  config: Config,
+  options: ServerOptions = {},
+): Promise<ServerHandle> {
+  const nodeId = options.nodeId ?? newNodeId();
+  const log = (options.log ?? rootLog).child({ node: nodeId });
+  const ownsStorage = options.storage === undefined;
+  const storage = options.storage ?? await openStorage({
+    postgresDsn: config.storage.postgresDsn,
+    redisUrl: config.storage.redisUrl,
+    dataDir: config.server.dataDir,
+    staticPeers: config.federation.peers,
+  });
+  const ledger = createLedger({ mode: config.ledger.mode, target: config.ledger.target }, log);
+  const metrics = new RelayMetrics(nodeId);
+  const ctx: NodeContext = { config, storage, metrics, log, ledger, nodeId };
+  const node = new RelayNode(ctx);
+  let tcpListener: Deno.Listener | null = null;
+  let httpServer: Deno.HttpServer | null = null;
+  try {
+    await ledger.ready();
+    await node.start();
+    const tls = config.server.tlsCert !== null && config.server.tlsKey !== null;
+    const cert = tls ? await Deno.readTextFile(config.server.tlsCert!) : undefined;
+    const key = tls ? await Deno.readTextFile(config.server.tlsKey!) : undefined;
+
+    const { hostname, port } = config.server.tcpBind;
+    tcpListener = tls
+      ? Deno.listenTls({ hostname, port, cert: cert!, key: key! })
+      : Deno.listen({ hostname, port, transport: "tcp" });
+    acceptLoop(tcpListener, node, tls, log);
+
+    const httpBind = config.server.bind;
+    httpServer = Deno.serve({
+      hostname: httpBind.hostname,
+      port: httpBind.port,
+      ...(tls ? { cert, key } : {}),
+      onListen: () => {},
+      onError: (err) => {
+        log.error("http handler failed", { error: err });
+        return new Response("internal error", { status: 500 });
+      },
+    }, httpHandler(node, tls));
+
+    const ports = {
+      tcp: (tcpListener.addr as Deno.NetAddr).port,
+      http: (httpServer.addr as Deno.NetAddr).port,
+    };
+    const scheme = tls ? "tls" : "tcp";
+    log.info("listening", {
+      ccp1: `${scheme}://${hostname}:${ports.tcp}`,
+      http: `${tls ? "https" : "http"}://${httpBind.hostname}:${ports.http}`,
+      tls,
+      storage: storage.dbKind,
+      ephemeral: storage.ephemeral.kind,
+    });
+    if (!tls) {
+      const open = [hostname, httpBind.hostname].filter((h) => !isLoopbackHost(h));
+      if (open.length === 0) {
+        log.info(
+          "no tls_cert/tls_key: listening on loopback in plain text (protocol v1 allowed on loopback only)",
+        );
+      } else {
+        log.warn(
+          "no tls_cert/tls_key: plain text on a non-loopback address; protocol v1 is refused there",
+          {
+            addresses: open,
+            allow_plaintext_v1: config.server.allowPlaintextV1,
+          },
+        );
+      }
+    }
+
+    let stopped: Promise<void> | null = null;
+    return {
+      nodeId,
+      ports,
+      tls,
+      storage,
+      node,
+      metrics,
+      metricsSnapshot: () => metrics.snapshot(),
+      stop() {
+        stopped ??= (async () => {
+          log.info("shutting down");
+          try {
+            tcpListener?.close();
+          } catch {
+            // already closed
+          }
+          await node.stop();
+          await httpServer?.shutdown();
+          await ledger.close().catch(() => {});
+          if (ownsStorage) await storage.close();
+          log.info("stopped");
+        })();
+        return stopped;
+      },
+    };
+  } catch (err) {
+    try {
+      tcpListener?.close();
+    } catch {
+      // not open
+    }
+    await node.stop().catch(() => {});
+    await httpServer?.shutdown().catch(() => {});
+    await ledger.close().catch(() => {});
+    if (ownsStorage) await storage.close().catch(() => {});
+    throw err;
+  }
+}
+
+async function acceptLoop(listener: Deno.Listener, node: RelayNode, tls: boolean, log: Logger) {
+  try {
+    for await (const conn of listener) {
+      node.accept(new ConnTransport(conn, tls)).catch((err) => {
+        log.warn("connection failed", { error: err });
+      });
+    }
+  } catch (err) {
+    if (!(err instanceof Deno.errors.BadResource)) log.warn("listener stopped", { error: err });
+  }
+}

@@ -1,0 +1,160 @@
+/**
+ * One byte-stream interface for every way a client reaches the relay: raw TCP, TLS, and the
+ * `POST /connect` HTTP stream (HTTP/1.1 chunked or HTTP/2). The connection code above it never
+ * knows which one it is talking to.
+ *
+ * @module
+ */
+
+/** A duplex byte stream to one client. */
+export interface Transport {
+  /** "tcp", "tls" or "http" (the /connect stream). */
+  readonly kind: "tcp" | "tls" | "http";
+  /** `host:port` of the peer as observed by this node. */
+  readonly remoteAddr: string;
+  /** True when the bytes travel inside TLS (a TLS listener or HTTPS). */
+  readonly isTls: boolean;
+  /** True when the peer connected from a loopback address. */
+  readonly isLoopback: boolean;
+  /** The next chunk of bytes (fresh, owned by the caller), or null at end of stream. */
+  read(): Promise<Uint8Array | null>;
+  /** Writes all of `bytes`; resolves when the transport accepted them (backpressure). */
+  write(bytes: Uint8Array): Promise<void>;
+  /** Closes both directions; safe to call more than once. */
+  close(): void;
+}
+
+const READ_SIZE = 64 * 1024;
+
+/** True for 127.0.0.0/8, ::1 and the IPv4-mapped loopback. */
+export function isLoopbackHost(hostname: string): boolean {
+  const host = hostname.replace(/^\[|\]$/g, "").toLowerCase();
+  if (host === "::1" || host === "localhost") return true;
+  const v4 = host.startsWith("::ffff:") ? host.slice(7) : host;
+  return /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(v4);
+}
+
+/** Formats a Deno network address as `host:port` (IPv6 in brackets). */
+export function formatAddr(addr: Deno.Addr): string {
+  if (addr.transport === "tcp" || addr.transport === "udp") {
+    const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
+    return `${host}:${addr.port}`;
+  }
+  return addr.transport;
+}
+
+/** A `Deno.Conn` (TCP or TLS) as a Transport. */
+export class ConnTransport implements Transport {
+  readonly kind: "tcp" | "tls";
+  readonly remoteAddr: string;
+  readonly isLoopback: boolean;
+  #closed = false;
+
+  constructor(private readonly conn: Deno.Conn, readonly isTls: boolean) {
+    this.kind = isTls ? "tls" : "tcp";
+    const addr = conn.remoteAddr as Deno.NetAddr;
+    this.remoteAddr = formatAddr(addr);
+    this.isLoopback = isLoopbackHost(addr.hostname);
+    if (!isTls) {
+      try {
+        (conn as Deno.TcpConn).setNoDelay(true);
+      } catch {
+        // Not every platform allows it; latency is only a little worse without.
+      }
+    }
+  }
+
+  async read(): Promise<Uint8Array | null> {
+    if (this.#closed) return null;
+    const buf = new Uint8Array(READ_SIZE);
+    let n: number | null;
+    try {
+      n = await this.conn.read(buf);
+    } catch (err) {
+      if (this.#closed) return null;
+      throw err;
+    }
+    if (n === null) return null;
+    // A fresh buffer per read: the decoder keeps views into it.
+    return n === READ_SIZE ? buf : buf.subarray(0, n);
+  }
+
+  async write(bytes: Uint8Array): Promise<void> {
+    // Deno.Conn.write may take only part of the buffer: loop until everything is written.
+    let offset = 0;
+    while (offset < bytes.length) {
+      if (this.#closed) throw new Deno.errors.BrokenPipe("transport closed");
+      offset += await this.conn.write(bytes.subarray(offset));
+    }
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      this.conn.close();
+    } catch {
+      // Already closed by the peer.
+    }
+  }
+}
+
+/**
+ * The `POST /connect` stream: the request body is the inbound byte stream, the response body
+ * the outbound one. `response` is what the HTTP handler returns.
+ */
+export class HttpStreamTransport implements Transport {
+  readonly kind = "http" as const;
+  readonly response: Response;
+  readonly isLoopback: boolean;
+  #reader: ReadableStreamDefaultReader<Uint8Array> | null;
+  #writer: WritableStreamDefaultWriter<Uint8Array>;
+  #closed = false;
+
+  constructor(
+    request: Request,
+    readonly remoteAddr: string,
+    remoteHost: string,
+    readonly isTls: boolean,
+  ) {
+    this.isLoopback = isLoopbackHost(remoteHost);
+    this.#reader = request.body ? request.body.getReader() : null;
+    // An identity stream: writes resolve once the response side takes them (backpressure).
+    const pipe = new TransformStream<Uint8Array, Uint8Array>(
+      undefined,
+      { highWaterMark: 1 },
+      { highWaterMark: 1 },
+    );
+    this.#writer = pipe.writable.getWriter();
+    this.#writer.closed.catch(() => {});
+    this.response = new Response(pipe.readable, {
+      status: 200,
+      headers: { "content-type": "application/octet-stream", "cache-control": "no-store" },
+    });
+  }
+
+  async read(): Promise<Uint8Array | null> {
+    if (this.#closed || this.#reader === null) return null;
+    try {
+      const { value, done } = await this.#reader.read();
+      if (done) return null;
+      return value;
+    } catch (err) {
+      if (this.#closed) return null;
+      throw err;
+    }
+  }
+
+  async write(bytes: Uint8Array): Promise<void> {
+    if (this.#closed) throw new Deno.errors.BrokenPipe("transport closed");
+    await this.#writer.ready;
+    await this.#writer.write(bytes);
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#writer.close().catch(() => {});
+    this.#reader?.cancel().catch(() => {});
+  }
+}

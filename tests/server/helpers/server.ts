@@ -1,0 +1,126 @@
+/**
+ * Test fixtures for the relay: a Config with ephemeral ports and fresh keys, storage on the
+ * embedded defaults (PGlite in a temp dir + memory store) or on the real services named by
+ * COMMUCAT_TEST_PG_DSN / COMMUCAT_TEST_REDIS_URL, and a running server.
+ */
+import type { Config } from "../../../server/config_types.ts";
+import { generateKeypair } from "../../../protocol/crypto.ts";
+import { openStorage } from "../../../storage/mod.ts";
+import type { Storage } from "../../../storage/types.ts";
+import { setLogSink } from "../../../server/log.ts";
+import { type ServerHandle, startServer } from "../../../server/server.ts";
+
+export type StorageKind = "embedded" | "real";
+
+/** The real services, when the environment names them. */
+export function realServices(): { dsn: string; redis: string } | null {
+  const dsn = Deno.env.get("COMMUCAT_TEST_PG_DSN");
+  const redis = Deno.env.get("COMMUCAT_TEST_REDIS_URL");
+  return dsn && redis ? { dsn, redis } : null;
+}
+
+/** A complete config for tests: loopback, port 0, fresh Noise keys, short timeouts. */
+export function testConfig(overrides: {
+  server?: Partial<Config["server"]>;
+  limits?: Partial<Config["limits"]>;
+  admin?: Partial<Config["admin"]>;
+  storage?: Partial<Config["storage"]>;
+} = {}): Config {
+  const keys = generateKeypair();
+  return {
+    source: null,
+    server: {
+      bind: { hostname: "127.0.0.1", port: 0 },
+      tcpBind: { hostname: "127.0.0.1", port: 0 },
+      consoleBind: { hostname: "127.0.0.1", port: 0 },
+      tlsCert: null,
+      tlsKey: null,
+      domain: "test.commucat",
+      autoApproveDevices: true,
+      keepalive: 60,
+      dataDir: "./data-unused",
+      handshakeTimeout: 10,
+      allowPlaintextV1: false,
+      ...overrides.server,
+    },
+    storage: { postgresDsn: null, redisUrl: null, ...overrides.storage },
+    crypto: {
+      noisePrivate: keys.privateKey,
+      noisePublic: keys.publicKey,
+      federationSeed: crypto.getRandomValues(new Uint8Array(32)),
+      prologue: "commucat",
+      generatedKeyFile: null,
+    },
+    federation: { peers: [] },
+    ledger: { mode: "null", target: null },
+    limits: {
+      presenceTtl: 30,
+      relayTtl: 3600,
+      outboundQueueFrames: 4096,
+      outboundQueueBytes: 8 * 1024 * 1024,
+      maxInflight: 512,
+      ...overrides.limits,
+    },
+    admin: { token: null, ...overrides.admin },
+  };
+}
+
+/** Storage for a test file; `close()` removes the temp dir too. */
+export async function openTestStorage(
+  kind: StorageKind,
+): Promise<{ storage: Storage; close: () => Promise<void> }> {
+  if (kind === "real") {
+    const real = realServices()!;
+    const storage = await openStorage({ postgresDsn: real.dsn, redisUrl: real.redis, dataDir: "" });
+    return { storage, close: () => storage.close() };
+  }
+  const dir = await Deno.makeTempDir({ prefix: "commucat-relay-test-" });
+  const storage = await openStorage({ postgresDsn: null, redisUrl: null, dataDir: dir });
+  return {
+    storage,
+    close: async () => {
+      await storage.close();
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    },
+  };
+}
+
+/** Storage kinds to run: embedded always, real when the environment names it. */
+export function storageKinds(): StorageKind[] {
+  return realServices() ? ["embedded", "real"] : ["embedded"];
+}
+
+/** Collects log lines while tests run (and keeps stdout quiet). */
+export class LogCapture {
+  readonly lines: Record<string, unknown>[] = [];
+  #previous: ((line: string) => void) | null = null;
+
+  start(): this {
+    this.#previous = setLogSink((line) => {
+      try {
+        this.lines.push(JSON.parse(line));
+      } catch {
+        // not JSON: ignore
+      }
+      if (this.lines.length > 20000) this.lines.splice(0, 10000);
+    });
+    return this;
+  }
+
+  stop(): void {
+    if (this.#previous) setLogSink(this.#previous);
+  }
+
+  has(msg: string, fields: Record<string, unknown> = {}): boolean {
+    return this.lines.some((l) =>
+      l.msg === msg && Object.entries(fields).every(([k, v]) => l[k] === v)
+    );
+  }
+}
+
+/** Random suffix so tests against a shared real database never collide. */
+export function uid(prefix: string): string {
+  return `${prefix}-${crypto.randomUUID().slice(0, 8)}`;
+}
+
+export { type ServerHandle, startServer };
