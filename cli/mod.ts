@@ -1,1 +1,145 @@
-export {};
+/**
+ * The operator CLI: `deno task cli <command> [arguments]`. This module holds the command table
+ * and `runCli`, which turns every outcome into an exit code: 0 ok, 1 failure (with the guide's
+ * troubleshooting hint for storage and Redis failures), 2 usage (with a one-line usage hint).
+ */
+import { UsageError, wantsHelp } from "./args.ts";
+import { type Command, PROGRAM } from "./command.ts";
+import { CliContext, CliFailure } from "./context.ts";
+import { diagnoseCommand } from "./commands/diagnose.ts";
+import {
+  approveDeviceCommand,
+  devicesCommand,
+  rejectDeviceCommand,
+  revokeDeviceCommand,
+} from "./commands/devices.ts";
+import { genKeysCommand } from "./commands/gen_keys.ts";
+import { groupsCommand } from "./commands/groups.ts";
+import { keyEventsCommand } from "./commands/key_events.ts";
+import { migrateCommand } from "./commands/migrate.ts";
+import { peersCommand } from "./commands/peers.ts";
+import { rotateKeysCommand } from "./commands/rotate_keys.ts";
+import { registerUserCommand, usersCommand } from "./commands/users.ts";
+import { ConfigError } from "../server/config.ts";
+import { redactUrlPassword } from "../server/log.ts";
+import { LedgerError } from "../storage/ledger.ts";
+import { DbFailure, StorageError, troubleshootingHint } from "../storage/mod.ts";
+
+export { UsageError } from "./args.ts";
+export type { Command } from "./command.ts";
+
+/** Every command, in the order the help lists them. */
+export const COMMANDS: readonly Command[] = [
+  migrateCommand,
+  registerUserCommand,
+  usersCommand,
+  rotateKeysCommand,
+  devicesCommand,
+  approveDeviceCommand,
+  rejectDeviceCommand,
+  revokeDeviceCommand,
+  keyEventsCommand,
+  peersCommand,
+  groupsCommand,
+  diagnoseCommand,
+  genKeysCommand,
+];
+
+/** The global help: every command with its summary. */
+export function globalHelp(): string {
+  const width = Math.max(...COMMANDS.map((c) => c.name.length)) + 2;
+  return [
+    `usage: ${PROGRAM} <command> [arguments]`,
+    "",
+    "Operator tool over the same configuration (commucat.toml, COMMUCAT_*) and storage as the",
+    "server. Commands:",
+    "",
+    ...COMMANDS.map((c) => `  ${c.name.padEnd(width)}${c.summary}`),
+    "",
+    `Run "${PROGRAM} <command> --help" for a command's arguments and an example.`,
+    "Exit codes: 0 ok, 1 failure, 2 usage error.",
+  ].join("\n");
+}
+
+/** A command's help: its usage line(s), then its description. */
+export function commandHelp(command: Command): string {
+  const lines = command.usage.split("\n").map((line, i) =>
+    `${i === 0 ? "usage: " : "       "}${PROGRAM} ${line}`
+  );
+  return [...lines, "", command.help].join("\n");
+}
+
+function findCommand(name: string): Command | undefined {
+  return COMMANDS.find((c) => c.name === name);
+}
+
+/** Why an error happened, in one or more lines, with secrets in URLs masked. */
+function describe(err: unknown): string {
+  if (err instanceof ConfigError) return `configuration error: ${err.message}`;
+  const message = err instanceof Error ? err.message : String(err);
+  return `error: ${redactUrlPassword(message)}`;
+}
+
+/**
+ * Runs the CLI with `argv` (the arguments after the program) and returns the exit code.
+ * Output goes to stdout; errors, hints, notes and progress to stderr.
+ */
+export async function runCli(
+  argv: string[],
+  env: Record<string, string | undefined> = Deno.env.toObject(),
+): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === "help" || name === "--help" || name === "-h") {
+    const topic = name === "help" && rest[0] !== undefined ? findCommand(rest[0]) : undefined;
+    if (name === "help" && rest[0] !== undefined && !topic) {
+      return usageFailure(`unknown command ${JSON.stringify(rest[0])}`, `${PROGRAM} help`);
+    }
+    if (topic) console.log(commandHelp(topic));
+    else if (name === undefined) {
+      console.error(globalHelp());
+      return 2;
+    } else console.log(globalHelp());
+    return 0;
+  }
+  const command = findCommand(name);
+  if (!command) {
+    return usageFailure(
+      `unknown command ${JSON.stringify(name)}`,
+      `${PROGRAM} <command> [arguments]; run "${PROGRAM} help" for the list`,
+    );
+  }
+  if (wantsHelp(rest)) {
+    console.log(commandHelp(command));
+    return 0;
+  }
+  const ctx = new CliContext(env);
+  try {
+    return await command.run(rest, ctx);
+  } catch (err) {
+    if (err instanceof UsageError) {
+      return usageFailure(err.message, `${PROGRAM} ${err.usage}`, command.name);
+    }
+    console.error(describe(err));
+    const hint = troubleshootingHint(err);
+    if (hint) console.error(`hint: ${hint}`);
+    if (err instanceof DbFailure && err.code === "42P01") {
+      console.error(`hint: a table is missing: run ${PROGRAM} migrate`);
+    }
+    if (
+      !(err instanceof StorageError || err instanceof ConfigError || err instanceof CliFailure ||
+        err instanceof LedgerError) && env.COMMUCAT_LOG_LEVEL === "debug" && err instanceof Error
+    ) {
+      console.error(err.stack);
+    }
+    return 1;
+  } finally {
+    await ctx.close();
+  }
+}
+
+function usageFailure(message: string, usage: string, command?: string): number {
+  console.error(`error: ${message}`);
+  console.error(`usage: ${usage}`);
+  if (command) console.error(`run "${PROGRAM} ${command} --help" for details`);
+  return 2;
+}

@@ -1,0 +1,146 @@
+/**
+ * Argument parsing for the operator CLI: strict flags (an unknown flag is a usage error),
+ * counted positionals, and value checks that name the flag and the bad value. Every problem
+ * becomes a `UsageError`, which the entry point turns into exit code 2 and a one-line hint.
+ */
+import { parseArgs } from "node:util";
+
+/** A mistake in how the command was typed (exit code 2). */
+export class UsageError extends Error {
+  constructor(message: string, readonly usage: string) {
+    super(message);
+    this.name = "UsageError";
+  }
+}
+
+/** A flag a command accepts. */
+export interface FlagSpec {
+  type: "string" | "boolean";
+  short?: string;
+}
+
+export interface CommandSyntax {
+  /** One line: `devices [--status S] [--user ID] …` (without the program name). */
+  usage: string;
+  flags?: Record<string, FlagSpec>;
+  /** Names of the positionals, for messages; `?` suffix marks optional ones. */
+  positionals?: string[];
+}
+
+export interface ParsedArgs {
+  /** Flag values by name (strings or booleans; absent flags are undefined). */
+  flags: Record<string, string | boolean | undefined>;
+  positionals: string[];
+  /** `--help` or `-h` was given: print the help and do nothing else. */
+  help: boolean;
+}
+
+/** True when argv asks for help before any `--` separator. */
+export function wantsHelp(argv: string[]): boolean {
+  for (const arg of argv) {
+    if (arg === "--") return false;
+    if (arg === "--help" || arg === "-h") return true;
+  }
+  return false;
+}
+
+/**
+ * Parses a command's arguments. Positionals are checked against `syntax.positionals`: too
+ * few or too many is a usage error naming what is missing or extra. A value that starts with
+ * `-` can be passed after `--`.
+ */
+export function parseCommand(argv: string[], syntax: CommandSyntax): ParsedArgs {
+  if (wantsHelp(argv)) return { flags: {}, positionals: [], help: true };
+  const options: Record<string, { type: "string" | "boolean"; short?: string }> = {};
+  for (const [name, spec] of Object.entries(syntax.flags ?? {})) {
+    options[name] = spec.short ? { type: spec.type, short: spec.short } : { type: spec.type };
+  }
+  let parsed;
+  try {
+    parsed = parseArgs({ args: argv, options, strict: true, allowPositionals: true });
+  } catch (err) {
+    throw new UsageError(describeParseError(err), syntax.usage);
+  }
+  const names = syntax.positionals ?? [];
+  const required = names.filter((n) => !n.endsWith("?")).length;
+  const got = parsed.positionals;
+  if (got.length < required) {
+    const missing = names.slice(got.length, required).map((n) => `<${n}>`).join(" ");
+    throw new UsageError(`missing ${missing}`, syntax.usage);
+  }
+  if (got.length > names.length) {
+    const extra = got.slice(names.length).map((v) => JSON.stringify(v)).join(" ");
+    throw new UsageError(`unexpected argument ${extra}`, syntax.usage);
+  }
+  return { flags: parsed.values as ParsedArgs["flags"], positionals: got, help: false };
+}
+
+/** node:util's messages are long; say in a few words what was wrong with which option. */
+function describeParseError(err: unknown): string {
+  const e = err as { code?: string; message?: string };
+  const message = e.message ?? String(err);
+  const option = /'(-{1,2}[^']*)'/.exec(message)?.[1];
+  switch (e.code) {
+    case "ERR_PARSE_ARGS_UNKNOWN_OPTION":
+      return `unknown option ${option ?? message}` +
+        (option ? " (a value starting with '-' goes after '--')" : "");
+    case "ERR_PARSE_ARGS_INVALID_OPTION_VALUE":
+      return /argument missing/.test(message)
+        ? `option ${option?.split(" ")[0] ?? "?"} needs a value`
+        : `option ${option ?? "?"} takes no value`;
+    default:
+      return message;
+  }
+}
+
+/** A string flag's value, or undefined when the flag was not given. */
+export function stringFlag(args: ParsedArgs, name: string): string | undefined {
+  const value = args.flags[name];
+  return typeof value === "string" ? value : undefined;
+}
+
+/** Checks a value against a fixed set of choices. */
+export function oneOf<T extends string>(
+  what: string,
+  value: string,
+  choices: readonly T[],
+  usage: string,
+): T {
+  if ((choices as readonly string[]).includes(value)) return value as T;
+  throw new UsageError(
+    `invalid ${what} ${JSON.stringify(value)}: expected ${choices.join(", ")}`,
+    usage,
+  );
+}
+
+/** Parses a decimal integer in [min, max]. */
+export function intValue(
+  what: string,
+  value: string,
+  min: number,
+  max: number,
+  usage: string,
+): number {
+  if (/^\d{1,9}$/.test(value)) {
+    const n = Number(value);
+    if (n >= min && n <= max) return n;
+  }
+  throw new UsageError(
+    `invalid ${what} ${JSON.stringify(value)}: expected an integer from ${min} to ${max}`,
+    usage,
+  );
+}
+
+/** Parses 64 hex characters into a 32-byte key. */
+export function hexKey(what: string, value: string, usage: string): Uint8Array {
+  const clean = value.trim().toLowerCase();
+  if (!/^[0-9a-f]{64}$/.test(clean)) {
+    throw new UsageError(
+      `invalid ${what} ${JSON.stringify(value)}: expected 64 hex characters (32 bytes)`,
+      usage,
+    );
+  }
+  const out = new Uint8Array(32);
+  for (let i = 0; i < 32; i++) out[i] = parseInt(clean.slice(i * 2, i * 2 + 2), 16);
+  return out;
+}

@@ -1,0 +1,172 @@
+/** `devices`, `approve-device`, `reject-device`, `revoke-device`. */
+import { intValue, oneOf, parseCommand, stringFlag } from "../args.ts";
+import type { Command } from "../command.ts";
+import type { CliContext } from "../context.ts";
+import { hex, keyValues, table, toJson } from "../format.ts";
+import { notifyNodes } from "./notify.ts";
+import { type Device, type DeviceStatus, NotFound, type Storage } from "../../storage/mod.ts";
+
+const STATUSES = ["pending", "active", "revoked"] as const;
+const listUsage =
+  "devices [--status pending|active|revoked] [--user ID] [--search TEXT] [--limit N] " +
+  "[--cursor C] [--format text|json]";
+
+const shortKey = (key: Uint8Array | null) => key ? `${hex(key).slice(0, 16)}…` : null;
+
+export const devicesCommand: Command = {
+  name: "devices",
+  summary: "list devices (filter by status, user, text)",
+  usage: listUsage,
+  help: `Lists devices, newest first, with their owner's handle and status. --search matches device
+ids and handles. Pages hold --limit rows (1..500, default 50); when there are more, the cursor
+of the next page is printed on stderr. Text output shortens keys; --format json has them whole.
+
+Example:
+  deno task cli devices --status pending`,
+  async run(argv, ctx) {
+    const args = parseCommand(argv, {
+      usage: listUsage,
+      flags: {
+        status: { type: "string" },
+        user: { type: "string" },
+        search: { type: "string" },
+        limit: { type: "string" },
+        cursor: { type: "string" },
+        format: { type: "string" },
+      },
+    });
+    const statusText = stringFlag(args, "status");
+    const status = statusText === undefined
+      ? undefined
+      : oneOf<DeviceStatus>("status", statusText, STATUSES, listUsage);
+    const format = oneOf(
+      "format",
+      stringFlag(args, "format") ?? "text",
+      ["text", "json"],
+      listUsage,
+    );
+    const limitText = stringFlag(args, "limit");
+    const limit = limitText === undefined
+      ? undefined
+      : intValue("limit", limitText, 1, 500, listUsage);
+    const storage = await ctx.storage();
+    const page = await storage.devices.list({
+      status,
+      userId: stringFlag(args, "user"),
+      search: stringFlag(args, "search"),
+      limit,
+      cursor: stringFlag(args, "cursor"),
+    });
+    if (format === "json") {
+      ctx.out(toJson({ items: page.items, nextCursor: page.nextCursor }));
+      return 0;
+    }
+    ctx.out(table(
+      ["DEVICE_ID", "HANDLE", "USER_ID", "STATUS", "PUBLIC_KEY", "PENDING_KEY", "LAST_SEEN"],
+      page.items.map((d) => [
+        d.id,
+        d.userHandle,
+        d.userId,
+        d.status,
+        shortKey(d.publicKey),
+        shortKey(d.pendingPublicKey),
+        d.lastSeenAt,
+      ]),
+    ));
+    if (page.nextCursor) ctx.note(`more: --cursor ${page.nextCursor}`);
+    return 0;
+  },
+};
+
+const deviceState = (d: Device) => ({
+  status: d.status,
+  publicKey: hex(d.publicKey),
+  pendingPublicKey: d.pendingPublicKey ? hex(d.pendingPublicKey) : null,
+});
+
+async function mustGet(storage: Storage, id: string): Promise<Device> {
+  const device = await storage.devices.get(id);
+  if (!device) throw new NotFound("device", id);
+  return device;
+}
+
+type Action = "approve" | "reject" | "revoke";
+
+/** One of the three status commands; they differ in the repo call and who is told. */
+function statusCommand(action: Action, summary: string, help: string): Command {
+  const name = `${action}-device`;
+  const usage = `${name} <device_id>`;
+  return {
+    name,
+    summary,
+    usage,
+    help,
+    async run(argv: string[], ctx: CliContext) {
+      const [id] = parseCommand(argv, { usage, positionals: ["device_id"] }).positionals;
+      const storage = await ctx.storage();
+      const before = await mustGet(storage, id);
+      const { device, event } = await storage.devices[action](id, ctx.actor);
+      await storage.audit.append({
+        actor: ctx.actor,
+        action: `device.${action}`,
+        target: `device:${id}`,
+        before: deviceState(before),
+        after: deviceState(device),
+      });
+      const pastTense = { approve: "approved", reject: "rejected", revoke: "revoked" }[action];
+      if (action === "approve") {
+        await notifyNodes(ctx, storage, `device ${id} is ${pastTense}`, {
+          kind: "device-approved",
+          deviceId: id,
+        });
+      } else if (action === "revoke") {
+        await notifyNodes(
+          ctx,
+          storage,
+          `device ${id} is ${pastTense}`,
+          { kind: "device-revoked", deviceId: id },
+          { deviceId: id, reason: "device revoked by operator" },
+        );
+      }
+      ctx.out(keyValues([
+        ["device_id", device.id],
+        ["status", device.status],
+        ["public_key", hex(device.publicKey)],
+        ["pending_public_key", device.pendingPublicKey ? hex(device.pendingPublicKey) : null],
+        ["event", event.kind],
+      ]));
+      return 0;
+    },
+  };
+}
+
+export const approveDeviceCommand = statusCommand(
+  "approve",
+  "approve a pending device or its pending key",
+  `Approves a device waiting for approval (its next handshake succeeds), or the new key a
+device asked to rotate to. Writes a key event and an audit entry and tells running servers.
+
+Example:
+  deno task cli approve-device laptop-01`,
+);
+
+export const rejectDeviceCommand = statusCommand(
+  "reject",
+  "reject a pending device or its pending key",
+  `Rejects a pending device (it becomes revoked) or drops the pending key of an active device,
+which keeps its current key. Writes a key event and an audit entry.
+
+Example:
+  deno task cli reject-device laptop-01`,
+);
+
+export const revokeDeviceCommand = statusCommand(
+  "revoke",
+  "revoke a device and end its live connections",
+  `Revokes a device: its handshakes are refused from now on, and its live connections end on
+every node (an interrupt key and a control event over Redis). Writes a key event and an audit
+entry. A revoked device cannot be approved again; register a new device instead.
+
+Example:
+  deno task cli revoke-device laptop-01`,
+);

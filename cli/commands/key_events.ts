@@ -1,0 +1,100 @@
+/** `key-events`: a device's key history, as a table, JSON or CSV (export). */
+import { oneOf, parseCommand, stringFlag, UsageError } from "../args.ts";
+import type { Command } from "../command.ts";
+import { csvLine, hex, table, toJson } from "../format.ts";
+import { type DeviceKeyEvent, NotFound } from "../../storage/mod.ts";
+
+const usage = "key-events <device_id> [--format text|json|csv] [--from TIME] [--to TIME]";
+
+/** Exports above this many rows report progress on stderr. */
+const PROGRESS_EVERY = 1000;
+
+function parseTime(flag: string, value: string | undefined): Date | undefined {
+  if (value === undefined) return undefined;
+  const date = new Date(value);
+  if (!/^\d{4}-\d{2}-\d{2}/.test(value) || Number.isNaN(date.getTime())) {
+    throw new UsageError(
+      `invalid --${flag} ${JSON.stringify(value)}: expected an RFC 3339 time such as ` +
+        "2025-01-31T12:00:00Z or a date such as 2025-01-31",
+      usage,
+    );
+  }
+  return date;
+}
+
+const row = (e: DeviceKeyEvent) => [e.recordedAt, e.kind, e.eventId, hex(e.publicKey), e.actor];
+
+export const keyEventsCommand: Command = {
+  name: "key-events",
+  summary: "show or export a device's key events",
+  usage,
+  help: `Prints every key event of a device (registered, approved, rotated, revoked, …), oldest
+first: time, kind, event id, public key and who caused it. --format json or csv exports them
+(for reports, or to compare with the ledger); --from/--to limit the time range [from, to).
+Large exports report progress on stderr.
+
+Example:
+  deno task cli key-events laptop-01 --format csv > laptop-01-keys.csv`,
+  async run(argv, ctx) {
+    const args = parseCommand(argv, {
+      usage,
+      positionals: ["device_id"],
+      flags: { format: { type: "string" }, from: { type: "string" }, to: { type: "string" } },
+    });
+    const [deviceId] = args.positionals;
+    const format = oneOf(
+      "format",
+      stringFlag(args, "format") ?? "text",
+      ["text", "json", "csv"],
+      usage,
+    );
+    const from = parseTime("from", stringFlag(args, "from"));
+    const to = parseTime("to", stringFlag(args, "to"));
+    const storage = await ctx.storage();
+    if (!(await storage.devices.get(deviceId))) throw new NotFound("device", deviceId);
+    const events = await storage.keyEvents.export(deviceId, from, to);
+    const progress = (done: number) => {
+      if (events.length > PROGRESS_EVERY) ctx.note(`exported ${done}/${events.length} events`);
+    };
+    if (format === "text") {
+      ctx.out(table(["RECORDED_AT", "KIND", "EVENT_ID", "PUBLIC_KEY", "ACTOR"], events.map(row)));
+      return 0;
+    }
+    // Rows are written in batches: one write per PROGRESS_EVERY rows, then a progress line.
+    const encoder = new TextEncoder();
+    let buffered: string[] = [];
+    const flush = async () => {
+      const bytes = encoder.encode(buffered.join(""));
+      buffered = [];
+      let written = 0;
+      while (written < bytes.length) written += await Deno.stdout.write(bytes.subarray(written));
+    };
+    const emit = async (text: string, done: number) => {
+      buffered.push(text);
+      if (done % PROGRESS_EVERY === 0) {
+        await flush();
+        progress(done);
+      }
+    };
+    if (format === "csv") {
+      buffered.push(
+        csvLine(["recorded_at", "kind", "event_id", "device_id", "public_key", "actor"]),
+      );
+      for (const [i, e] of events.entries()) {
+        await emit(
+          csvLine([e.recordedAt, e.kind, e.eventId, e.deviceId, e.publicKey, e.actor]),
+          i + 1,
+        );
+      }
+    } else {
+      buffered.push("[");
+      for (const [i, e] of events.entries()) {
+        await emit((i === 0 ? "\n  " : ",\n  ") + toJson(e, 0), i + 1);
+      }
+      buffered.push(events.length === 0 ? "]\n" : "\n]\n");
+    }
+    await flush();
+    if (events.length % PROGRESS_EVERY !== 0) progress(events.length);
+    return 0;
+  },
+};

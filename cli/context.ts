@@ -1,0 +1,179 @@
+/**
+ * What a CLI command works with: the configuration, the database or the whole storage, the
+ * ledger, the operator identity and the two output streams. Everything is opened lazily (so
+ * `gen-keys` and `--help` never touch a database) and closed once by the entry point.
+ */
+import { userInfo } from "node:os";
+import { type Config, loadConfig } from "../server/config.ts";
+import { setLogSink } from "../server/log.ts";
+import { createLedger, type Ledger } from "../storage/ledger.ts";
+import { type Db, openDb, openStorage, type Storage, StorageFailure } from "../storage/mod.ts";
+
+/** A failure the CLI explains itself (exit code 1); no troubleshooting hint is added. */
+export class CliFailure extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = "CliFailure";
+  }
+}
+
+/** The operator identity written to the audit log: `cli:<OS user>`. */
+export function operatorActor(env: Record<string, string | undefined>): string {
+  let name = env.USER || env.LOGNAME || env.USERNAME;
+  if (!name) {
+    try {
+      name = userInfo().username;
+    } catch {
+      name = "unknown";
+    }
+  }
+  return `cli:${name}`;
+}
+
+/** Where the embedded database of a data directory lives, and its lock file. */
+export function embeddedPaths(dataDir: string): { dir: string; lock: string } {
+  const dir = `${dataDir.replace(/\/+$/, "") || "."}/pg`;
+  return { dir, lock: `${dir}.lock` };
+}
+
+/** The message shown when a running server holds the embedded database. */
+export function embeddedInUseMessage(dir: string): string {
+  return `the embedded database in ${dir} is in use by a running server; ` +
+    "stop it or configure [storage] postgres_dsn";
+}
+
+/**
+ * Refuses early, with a clear message, when another process holds the embedded database:
+ * PGlite is one process's database, and the server keeps `<data_dir>/pg.lock` locked while it
+ * runs. Only probes an existing lock file; creating the database is left to the storage module.
+ */
+export async function assertEmbeddedFree(dataDir: string): Promise<void> {
+  const { dir, lock } = embeddedPaths(dataDir);
+  let file: Deno.FsFile;
+  try {
+    file = await Deno.open(lock, { write: true });
+  } catch {
+    return; // no lock file yet: nobody has opened this database
+  }
+  try {
+    const free = await file.tryLock(true);
+    if (!free) throw new CliFailure(embeddedInUseMessage(dir));
+    await file.unlock();
+  } finally {
+    file.close();
+  }
+}
+
+export class CliContext {
+  #config: Config | null = null;
+  #db: Db | null = null;
+  #storage: Storage | null = null;
+  #ledger: Ledger | null = null;
+  readonly actor: string;
+
+  constructor(readonly env: Record<string, string | undefined>) {
+    this.actor = operatorActor(env);
+    // Log lines (e.g. a debug ledger) go to stderr so stdout stays the command's output.
+    setLogSink((line) => console.error(line));
+  }
+
+  /** Prints command output (stdout). */
+  out(text: string): void {
+    console.log(text);
+  }
+
+  /** Prints a note, warning or progress line (stderr). */
+  note(text: string): void {
+    console.error(text);
+  }
+
+  /** The loaded configuration (COMMUCAT_CONFIG / ./commucat.toml and COMMUCAT_* variables). */
+  async config(): Promise<Config> {
+    this.#config ??= await loadConfig({ env: this.env });
+    return this.#config;
+  }
+
+  /** Only the database, without applying migrations (migrate and diagnose use this). */
+  async db(): Promise<Db> {
+    if (this.#db) return this.#db;
+    if (this.#storage) throw new Error("storage is already open");
+    const config = await this.config();
+    if (!config.storage.postgresDsn) await assertEmbeddedFree(config.server.dataDir);
+    this.#db = await translateInUse(
+      openDb({ postgresDsn: config.storage.postgresDsn, dataDir: config.server.dataDir }),
+      config,
+    );
+    return this.#db;
+  }
+
+  /** Closes the database opened by `db()`, so `storage()` can open the embedded one again. */
+  async closeDb(): Promise<void> {
+    const db = this.#db;
+    this.#db = null;
+    await db?.close();
+  }
+
+  /** The whole storage; pending migrations are not applied here (that is `migrate`'s job). */
+  async storage(): Promise<Storage> {
+    if (this.#storage) return this.#storage;
+    await this.closeDb();
+    const config = await this.config();
+    if (!config.storage.postgresDsn) await assertEmbeddedFree(config.server.dataDir);
+    this.#storage = await translateInUse(
+      openStorage({
+        postgresDsn: config.storage.postgresDsn,
+        redisUrl: config.storage.redisUrl,
+        dataDir: config.server.dataDir,
+        migrate: false,
+        staticPeers: config.federation.peers,
+        ephemeral: { connectionName: "commucat-cli" },
+        poolSize: 2,
+      }),
+      config,
+    );
+    return this.#storage;
+  }
+
+  /** The ledger configured in [ledger]; file mode opens its file now, so a bad path fails. */
+  async ledger(): Promise<Ledger> {
+    if (this.#ledger) return this.#ledger;
+    const config = await this.config();
+    const ledger = createLedger({ mode: config.ledger.mode, target: config.ledger.target });
+    await ledger.ready();
+    this.#ledger = ledger;
+    return ledger;
+  }
+
+  /** True when control events reach other nodes (a shared Redis is configured). */
+  async sharesBus(): Promise<boolean> {
+    return !!(await this.config()).storage.redisUrl;
+  }
+
+  /** Closes whatever was opened; errors while closing are not worth a failed exit code. */
+  async close(): Promise<void> {
+    const storage = this.#storage;
+    const ledger = this.#ledger;
+    this.#storage = null;
+    this.#ledger = null;
+    await Promise.allSettled([
+      storage?.close(),
+      ledger?.close(),
+      this.closeDb(),
+    ]);
+  }
+}
+
+/** The storage module's own "in use" message says "another process"; say what it means. */
+async function translateInUse<T>(opening: Promise<T>, config: Config): Promise<T> {
+  try {
+    return await opening;
+  } catch (err) {
+    if (
+      !config.storage.postgresDsn && err instanceof StorageFailure &&
+      /in use by another process/.test(err.message)
+    ) {
+      throw new CliFailure(embeddedInUseMessage(embeddedPaths(config.server.dataDir).dir));
+    }
+    throw err;
+  }
+}

@@ -1,0 +1,85 @@
+/**
+ * Output helpers: aligned text tables, key=value lines, CSV and JSON. Stored text can come from
+ * clients (handles, display names), so every text cell has its control characters escaped
+ * before it reaches the terminal; JSON output escapes them by itself.
+ */
+
+/** Escapes C0/C1 control characters and backslashes so stored text cannot drive the terminal. */
+export function safeText(value: string): string {
+  // deno-lint-ignore no-control-regex
+  return value.replace(/[\\\u0000-\u001f\u007f-\u009f]/g, (c) => {
+    if (c === "\\") return "\\\\";
+    if (c === "\n") return "\\n";
+    if (c === "\t") return "\\t";
+    if (c === "\r") return "\\r";
+    return `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`;
+  });
+}
+
+/** Lowercase hex of bytes. */
+export function hex(bytes: Uint8Array): string {
+  let out = "";
+  for (const b of bytes) out += b.toString(16).padStart(2, "0");
+  return out;
+}
+
+/** A cell value as text: dates RFC 3339, null as "-". */
+export function cell(value: unknown): string {
+  if (value === null || value === undefined) return "-";
+  if (value instanceof Date) return value.toISOString();
+  if (value instanceof Uint8Array) return hex(value);
+  return safeText(String(value));
+}
+
+/** Display width: code points, so non-ASCII names still line up in most terminals. */
+function width(text: string): number {
+  return [...text].length;
+}
+
+/** An aligned table: a header row, then one line per row, columns two spaces apart. */
+export function table(headers: string[], rows: unknown[][]): string {
+  const text = rows.map((row) => row.map(cell));
+  const widths = headers.map((h, i) => Math.max(width(h), ...text.map((r) => width(r[i] ?? ""))));
+  const line = (cells: string[]) =>
+    cells.map((c, i) => i === cells.length - 1 ? c : c + " ".repeat(widths[i] - width(c)))
+      .join("  ").trimEnd();
+  return [line(headers), ...text.map(line)].join("\n");
+}
+
+/** `key=value` lines, values escaped like table cells. */
+export function keyValues(pairs: [string, unknown][]): string {
+  return pairs.map(([k, v]) => `${k}=${cell(v)}`).join("\n");
+}
+
+/** One CSV field (RFC 4180): quoted when it holds a comma, quote or line break. */
+export function csvField(value: unknown): string {
+  const text = value === null || value === undefined
+    ? ""
+    : value instanceof Date
+    ? value.toISOString()
+    : value instanceof Uint8Array
+    ? hex(value)
+    : String(value);
+  // A leading =, +, - or @ would make a spreadsheet evaluate the field as a formula.
+  const guarded = /^[=+\-@]/.test(text) ? `'${text}` : text;
+  return /[",\r\n]/.test(guarded) ? `"${guarded.replaceAll('"', '""')}"` : guarded;
+}
+
+/** One CSV line with the CRLF terminator RFC 4180 asks for. */
+export function csvLine(values: unknown[]): string {
+  return values.map(csvField).join(",") + "\r\n";
+}
+
+/** JSON with byte arrays as hex and dates as RFC 3339. */
+export function toJson(value: unknown, indent = 2): string {
+  return JSON.stringify(
+    value,
+    function (this: unknown, key: string, v: unknown) {
+      const raw = (this as Record<string, unknown>)[key];
+      if (raw instanceof Uint8Array) return hex(raw);
+      if (raw instanceof Date) return raw.toISOString();
+      return v;
+    },
+    indent,
+  );
+}
