@@ -15,7 +15,7 @@ export const MIGRATIONS_DIR = new URL("../migrations/", import.meta.url);
 
 const SCHEMA_TABLE = "commucat_schema_migrations";
 /** First key of the two-key advisory lock; the second is the hash of the current schema. */
-const LOCK_CLASS = 0x636f6d6d; // "comm"
+export const MIGRATION_LOCK_CLASS = 0x636f6d6d; // "comm"
 
 export interface MigrationFile {
   name: string;
@@ -140,7 +140,9 @@ function refuseInconsistent(status: MigrationStatus): void {
 export async function migrate(db: Db, opts: MigrateOptions = {}): Promise<string[]> {
   const files = await readMigrations(opts.dir);
   return await db.withConnection(async (conn) => {
-    await conn.query(`SELECT pg_advisory_lock($1, hashtext(current_schema()))`, [LOCK_CLASS]);
+    await conn.query(`SELECT pg_advisory_lock($1, hashtext(current_schema()))`, [
+      MIGRATION_LOCK_CLASS,
+    ]);
     try {
       await ensureSchemaTable(conn);
       const status = compare(files, await recorded(conn));
@@ -165,7 +167,9 @@ export async function migrate(db: Db, opts: MigrateOptions = {}): Promise<string
       }
       return applied;
     } finally {
-      await conn.query(`SELECT pg_advisory_unlock($1, hashtext(current_schema()))`, [LOCK_CLASS])
+      await conn.query(`SELECT pg_advisory_unlock($1, hashtext(current_schema()))`, [
+        MIGRATION_LOCK_CLASS,
+      ])
         .catch(() => {});
     }
   });

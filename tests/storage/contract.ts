@@ -10,6 +10,7 @@ import {
   Conflict,
   InvalidValue,
   migrate,
+  MIGRATIONS_DIR,
   migrationStatus,
   NotFound,
   type Storage,
@@ -1019,6 +1020,27 @@ const cases: Case[] = [
       ]);
     }
     assert.deepEqual(await migrate(db), []);
+
+    // A failing migration rolls back as a whole, is not recorded, and names its file.
+    const dir = await Deno.makeTempDir({ prefix: "commucat-migrations-" });
+    try {
+      for await (const f of Deno.readDir(MIGRATIONS_DIR)) {
+        await Deno.copyFile(new URL(f.name, MIGRATIONS_DIR), `${dir}/${f.name}`);
+      }
+      await Deno.writeTextFile(
+        `${dir}/999_broken.sql`,
+        "CREATE TABLE test_half_done (x int);\nSELECT no_such_column FROM app_user;\n",
+      );
+      const url = new URL(`file://${dir}/`);
+      await assert.rejects(migrate(db, { dir: url }), isA(StorageFailure, "999_broken.sql"));
+      const half = await db.query<{ t: string | null }>(
+        `SELECT to_regclass('test_half_done')::text AS t`,
+      );
+      assert.equal(half.rows[0].t, null, "nothing of the failed file remains");
+      assert.deepEqual((await migrationStatus(db, { dir: url })).pending, ["999_broken.sql"]);
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
   }],
 
   ["readiness reports both stores", async (s) => {
