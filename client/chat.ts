@@ -1,0 +1,519 @@
+/**
+ * `deno task client`: a command-line chat client built on the SDK. Two terminals, two
+ * devices:
+ *
+ * ```sh
+ * deno task client --device alice --peer bob     # terminal 1
+ * deno task client --device bob --peer alice     # terminal 2
+ * ```
+ *
+ * Lines typed are sent as MSG frames; incoming messages print with sender and time; "✓ sent"
+ * shows the server's ACK and "✓✓ delivered to <device>" the other device's receipt.
+ * Run with `--help` for every flag. See docs/CLIENT.md.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { join } from "node:path";
+import { isHex } from "../protocol/hex.ts";
+import { directChannelId, groupChannelId } from "./channels.ts";
+import { decodeEnvelope, encodeEnvelope, messageId, type TextEnvelope } from "./chat_envelope.ts";
+import { CommuCatError } from "./errors.ts";
+import { defaultKeyFile, KeystoreError, loadOrCreateIdentity } from "./keystore.ts";
+import { type Client, connect, type ConnectOptions, type InboundMessage } from "./sdk.ts";
+import type { TransportKind } from "./transport.ts";
+
+const USAGE = `usage: deno task client [flags]
+
+  --device ID          this device's id (default: from the key file, else generated)
+  --peer DEVICE        talk 1:1 with DEVICE (channel id derived from both device ids)
+  --group ID           talk in group ID (channel id derived from the group id)
+  --create-group       create --group first, with --members as members (you become owner)
+  --members A,B        members for --create-group
+  --channel N          use channel N with --members (instead of --peer / --group)
+
+  --server HOST:PORT   server address (default 127.0.0.1:9443, the server's tcp_bind;
+                       127.0.0.1:8443, its bind, with --transport http)
+  --transport KIND     tcp (default), tls or http (POST /connect)
+  --url URL            full /connect URL for --transport http
+  --ca-cert FILE       PEM certificate to trust (self-signed server)
+  --server-key HEX|FILE  the server's Noise static public key (printed on start), or a file
+                       holding it (hex, or the server's data_dir/keys.json)
+  --data-dir DIR       read the key from DIR/keys.json (a local server's data_dir;
+                       default ./data or $COMMUCAT_DATA_DIR when no key is given)
+  --pattern XK|IK      Noise pattern (default XK)
+  --protocol 1|2       force one protocol version (default: offer both, server picks)
+  --prologue TEXT      Noise prologue (default commucat)
+
+  --profile NAME       key file ~/.commucat/NAME.json (default: the device id, or "default")
+  --key-file FILE      key file path (overrides --profile)
+  --handle NAME        user handle sent when the server provisions the user
+  --display-name NAME  user display name sent likewise
+
+  commands while chatting: /quit  /presence STATE  /invite DEVICE [admin|member]  /help`;
+
+/** Where the chat reads and writes; tests substitute their own. */
+export interface ChatIo {
+  stdin: ReadableStream<Uint8Array>;
+  out(line: string): void;
+  err(line: string): void;
+}
+
+/** Parsed command line. */
+interface ChatFlags {
+  device?: string;
+  peer?: string;
+  group?: string;
+  createGroup: boolean;
+  members: string[];
+  channel?: number;
+  transport: TransportKind;
+  host: string;
+  port: number;
+  url?: string;
+  caCert?: string;
+  serverKey?: string;
+  dataDir?: string;
+  pattern: "XK" | "IK";
+  protocol?: number;
+  prologue?: string;
+  profile?: string;
+  keyFile?: string;
+  handle?: string;
+  displayName?: string;
+}
+
+class UsageError extends Error {}
+
+/** Parses argv; throws UsageError naming the bad flag. */
+export function parseChatArgs(argv: string[]): ChatFlags | "help" {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      strict: true,
+      allowPositionals: false,
+      options: {
+        device: { type: "string" },
+        peer: { type: "string" },
+        group: { type: "string" },
+        "create-group": { type: "boolean" },
+        members: { type: "string" },
+        channel: { type: "string" },
+        server: { type: "string" },
+        transport: { type: "string" },
+        url: { type: "string" },
+        "ca-cert": { type: "string" },
+        "server-key": { type: "string" },
+        "data-dir": { type: "string" },
+        pattern: { type: "string" },
+        protocol: { type: "string" },
+        prologue: { type: "string" },
+        profile: { type: "string" },
+        "key-file": { type: "string" },
+        handle: { type: "string" },
+        "display-name": { type: "string" },
+        help: { type: "boolean", short: "h" },
+      },
+    });
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  const v = parsed.values;
+  if (v.help) return "help";
+  const transport = (v.transport ?? "tcp") as TransportKind;
+  if (!["tcp", "tls", "http"].includes(transport)) {
+    throw new UsageError(`--transport must be tcp, tls or http, got ${v.transport}`);
+  }
+  const defaultServer = transport === "http" ? "127.0.0.1:8443" : "127.0.0.1:9443";
+  const server = v.server ?? defaultServer;
+  const match = /^(\[[^\]]+\]|[^:]+):(\d{1,5})$/.exec(server);
+  if (!match || Number(match[2]) < 1 || Number(match[2]) > 65535) {
+    throw new UsageError(`--server must be HOST:PORT (e.g. 127.0.0.1:9443), got ${server}`);
+  }
+  const pattern = (v.pattern ?? "XK").toUpperCase();
+  if (pattern !== "XK" && pattern !== "IK") {
+    throw new UsageError(`--pattern must be XK or IK, got ${v.pattern}`);
+  }
+  let protocol: number | undefined;
+  if (v.protocol !== undefined) {
+    protocol = Number(v.protocol);
+    if (protocol !== 1 && protocol !== 2) {
+      throw new UsageError(`--protocol must be 1 or 2, got ${v.protocol}`);
+    }
+  }
+  let channel: number | undefined;
+  if (v.channel !== undefined) {
+    channel = Number(v.channel);
+    if (!Number.isInteger(channel) || channel < 1 || channel > 0xffff_ffff) {
+      throw new UsageError(`--channel must be an integer in 1..4294967295, got ${v.channel}`);
+    }
+  }
+  const members = (v.members ?? "").split(",").map((m) => m.trim()).filter((m) => m !== "");
+  const modes = [v.peer, v.group, channel].filter((x) => x !== undefined).length;
+  if (modes !== 1) {
+    throw new UsageError("choose exactly one of --peer DEVICE, --group ID or --channel N");
+  }
+  if (v["create-group"] && v.group === undefined) {
+    throw new UsageError("--create-group needs --group ID");
+  }
+  if (channel !== undefined && members.length === 0) {
+    throw new UsageError("--channel needs --members A,B (the devices on that channel)");
+  }
+  return {
+    device: v.device,
+    peer: v.peer,
+    group: v.group,
+    createGroup: v["create-group"] ?? false,
+    members,
+    channel,
+    transport,
+    host: match[1].replace(/^\[|\]$/g, ""),
+    port: Number(match[2]),
+    url: v.url,
+    caCert: v["ca-cert"],
+    serverKey: v["server-key"],
+    dataDir: v["data-dir"],
+    pattern,
+    protocol,
+    prologue: v.prologue,
+    profile: v.profile,
+    keyFile: v["key-file"],
+    handle: v.handle,
+    displayName: v["display-name"],
+  };
+}
+
+/**
+ * Finds the server's static public key: `--server-key` (hex, or a file holding hex or a
+ * keys.json), else `--data-dir`/keys.json, else `$COMMUCAT_DATA_DIR` or ./data/keys.json.
+ */
+export async function resolveServerKey(
+  flags: Pick<ChatFlags, "serverKey" | "dataDir">,
+): Promise<{ key: string; source: string }> {
+  const fromFile = async (file: string): Promise<string> => {
+    const text = (await Deno.readTextFile(file)).trim();
+    if (isHex(text, 32)) return text;
+    let data: unknown;
+    try {
+      data = JSON.parse(text);
+    } catch {
+      throw new UsageError(`${file} holds neither 64 hex characters nor JSON`);
+    }
+    const key = (data as Record<string, unknown> | null)?.noise_public;
+    if (!isHex(key, 32)) {
+      throw new UsageError(`${file} has no noise_public key (64 hex characters)`);
+    }
+    return key;
+  };
+  if (flags.serverKey !== undefined) {
+    const text = flags.serverKey.trim();
+    if (isHex(text, 32)) return { key: text, source: "--server-key" };
+    try {
+      return { key: await fromFile(text), source: text };
+    } catch (error) {
+      if (error instanceof Deno.errors.NotFound) {
+        throw new UsageError(
+          `--server-key is neither 64 hex characters nor a readable file: ${flags.serverKey}`,
+        );
+      }
+      throw error;
+    }
+  }
+  const dir = flags.dataDir ?? Deno.env.get("COMMUCAT_DATA_DIR") ?? "./data";
+  const file = join(dir, "keys.json");
+  try {
+    return { key: await fromFile(file), source: file };
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
+  throw new UsageError(
+    `the server's static key is needed and ${file} does not exist: pass --server-key HEX ` +
+      `(the server prints it on start as "noise static public key") or --data-dir DIR ` +
+      "(the server's data_dir, when it runs on this machine)",
+  );
+}
+
+/** Runs the chat until /quit or end of input; returns the process exit code. */
+export async function runChat(argv: string[], io: ChatIo): Promise<number> {
+  let flags: ChatFlags | "help";
+  try {
+    flags = parseChatArgs(argv);
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error;
+    io.err(`error: ${error.message}\n\n${USAGE}`);
+    return 64;
+  }
+  if (flags === "help") {
+    io.out(USAGE);
+    return 0;
+  }
+  let client: Client;
+  let channel: number;
+  let peerLabel: string;
+  try {
+    const { key, source } = await resolveServerKey(flags);
+    const keyFile = flags.keyFile ?? defaultKeyFile(flags.profile ?? flags.device ?? "default");
+    const identity = await loadOrCreateIdentity(keyFile, flags.device);
+    if (identity.created) io.out(`* new device key for ${identity.deviceId} kept in ${keyFile}`);
+    const me = identity.deviceId;
+    const options: ConnectOptions = {
+      transport: flags.transport,
+      host: flags.host,
+      port: flags.port,
+      url: flags.transport === "http"
+        ? flags.url ??
+          `${flags.caCert ? "https" : "http"}://${hostForUrl(flags.host)}:${flags.port}/connect`
+        : undefined,
+      caCerts: flags.caCert ? [await Deno.readTextFile(flags.caCert)] : undefined,
+      pattern: flags.pattern,
+      versions: flags.protocol ? [flags.protocol] : undefined,
+      deviceId: me,
+      keypair: identity.keypair,
+      serverKey: key,
+      prologue: flags.prologue,
+      user: {
+        ...(flags.handle ? { handle: flags.handle } : {}),
+        ...(flags.displayName ? { display_name: flags.displayName } : {}),
+      },
+      reconnect: true,
+    };
+    io.out(
+      `* connecting to ${options.url ?? `${flags.host}:${flags.port}`} (server key from ${source})`,
+    );
+    client = await connect(options);
+    io.out(
+      `* connected as ${me} (user ${client.user?.handle ?? "?"}, session ${client.session}, ` +
+        `protocol v${client.protocolVersion})`,
+    );
+    if (flags.peer !== undefined) {
+      channel = directChannelId(me, flags.peer);
+      peerLabel = flags.peer;
+      await client.join(channel, [me, flags.peer]);
+    } else if (flags.group !== undefined) {
+      channel = groupChannelId(flags.group);
+      peerLabel = `group ${flags.group}`;
+      if (flags.createGroup) {
+        const members = [...new Set([me, ...flags.members])];
+        await client.createGroup({ groupId: flags.group, members, relay: true });
+        io.out(`* created group ${flags.group} with ${members.join(", ")}`);
+      }
+      await client.join(channel, [], { groupId: flags.group });
+    } else {
+      channel = flags.channel!;
+      peerLabel = `channel ${channel}`;
+      await client.join(channel, [...new Set([me, ...flags.members])]);
+    }
+    io.out(
+      `* chatting with ${peerLabel} on channel ${channel}; type a line to send, /quit to leave`,
+    );
+  } catch (error) {
+    io.err(`error: ${describe(error)}`);
+    return error instanceof UsageError || error instanceof KeystoreError ? 64 : 1;
+  }
+  return await chatLoop(client, channel, flags.group, io);
+}
+
+async function chatLoop(
+  client: Client,
+  channel: number,
+  group: string | undefined,
+  io: ChatIo,
+): Promise<number> {
+  const me = client.deviceId;
+  const inflight = new Set<Promise<unknown>>();
+  const track = (p: Promise<unknown>) => {
+    inflight.add(p);
+    p.finally(() => inflight.delete(p));
+  };
+  const awaiting = new Map<string, string>(); // message id → first words, for receipts
+  let connections = 1;
+
+  client.on("disconnected", (e) => io.out(`* connection lost (${e.title}); reconnecting…`));
+  client.on("connected", (c) => {
+    if (++connections > 1) io.out(`* reconnected (session ${c.session})`);
+  });
+  client.on("error", (e) => io.err(`! ${e.title}: ${e.detail}`));
+
+  const receiving = (async () => {
+    for await (const m of client.messages()) show(m);
+  })();
+
+  function show(m: InboundMessage): void {
+    const where = m.channel === channel ? "" : `[channel ${m.channel}] `;
+    switch (m.kind) {
+      case "MSG": {
+        const envelope = decodeEnvelope(m.payload);
+        if ("raw" in envelope) {
+          io.out(`${clock(m.receivedAt)} ${where}?: ${envelope.raw}`);
+        } else if (envelope.kind === "receipt") {
+          if (awaiting.delete(envelope.id)) io.out(`  ✓✓ delivered to ${envelope.from}`);
+        } else {
+          const sent = new Date(envelope.sent_at);
+          io.out(
+            `${clock(isNaN(sent.getTime()) ? m.receivedAt : sent)} ${where}${envelope.from}: ` +
+              envelope.text,
+          );
+          track(
+            client.send(
+              m.channel,
+              encodeEnvelope({ v: 1, kind: "receipt", id: envelope.id, from: me }),
+            )
+              .catch(() => {}), // a lost receipt only costs the sender a tick mark
+          );
+        }
+        return;
+      }
+      case "PRESENCE": {
+        const p = (m.json ?? {}) as Record<string, unknown>;
+        const who = typeof p.peer === "string"
+          ? p.peer
+          : typeof p.device === "string"
+          ? p.device
+          : "";
+        if (p.candidate !== undefined) {
+          io.out(`* ${where}${who || "peer"} can be reached directly at ${p.candidate}`);
+        } else {
+          io.out(`* ${where}${who || "presence"} is ${String(p.state ?? JSON.stringify(p))}`);
+        }
+        return;
+      }
+      case "TYPING": {
+        const t = (m.json ?? {}) as Record<string, unknown>;
+        io.out(`* ${where}${typeof t.from === "string" ? t.from : "peer"} is typing…`);
+        return;
+      }
+      default:
+        io.out(
+          `* ${where}${m.kind} ${
+            m.json !== undefined ? JSON.stringify(m.json) : `(${m.payload.length} bytes)`
+          }`,
+        );
+    }
+  }
+
+  function command(line: string): boolean {
+    const [name, ...args] = line.trim().split(/\s+/);
+    switch (name) {
+      case "/quit":
+      case "/exit":
+        return false;
+      case "/help":
+        io.out("* /quit  /presence STATE  /invite DEVICE [admin|member]");
+        return true;
+      case "/presence":
+        track(
+          client.presence(args[0] ?? "online").then(
+            () => io.out(`* presence set to ${args[0] ?? "online"}`),
+            (e) => io.err(`! presence: ${describe(e)}`),
+          ),
+        );
+        return true;
+      case "/invite": {
+        if (!args[0] || !group) {
+          io.err("! /invite DEVICE [admin|member] works in a --group chat");
+          return true;
+        }
+        const role = args[1] === "admin" ? "admin" : "member";
+        track(
+          client.invite(group, args[0], role).then(
+            () => io.out(`* invited ${args[0]} as ${role}`),
+            (e) => io.err(`! invite: ${describe(e)}`),
+          ),
+        );
+        return true;
+      }
+      default:
+        io.err(`! unknown command ${name}; /help lists them`);
+        return true;
+    }
+  }
+
+  let code = 0;
+  const closed = client.closed.then((error) => {
+    if (error) {
+      io.err(`! disconnected for good: ${describe(error)}`);
+      code = 1;
+    }
+  });
+  for await (const line of lines(io.stdin)) {
+    if (line.trim() === "") continue;
+    if (line.startsWith("/")) {
+      if (!command(line)) break;
+      continue;
+    }
+    const envelope: TextEnvelope = {
+      v: 1,
+      kind: "text",
+      id: messageId(),
+      from: me,
+      sent_at: new Date().toISOString(),
+      text: line,
+    };
+    awaiting.set(envelope.id, line.slice(0, 20));
+    track(
+      client.send(channel, encodeEnvelope(envelope)).then(
+        (ack) => io.out(`  ✓ sent (seq ${ack.ack})`),
+        (e) => io.err(`! not sent: ${describe(e)}`),
+      ),
+    );
+    if (client.closeError) break;
+  }
+  // Let in-flight sends get their ACKs (bounded), then leave.
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  await Promise.race([
+    Promise.allSettled([...inflight]),
+    new Promise((resolve) => (timer = setTimeout(resolve, 5000))),
+  ]);
+  clearTimeout(timer);
+  await client.close();
+  await receiving;
+  await closed;
+  return code;
+}
+
+/** Splits a byte stream into lines (without the line ending). */
+export async function* lines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
+  let buffer = "";
+  for await (const text of stream.pipeThrough(new TextDecoderStream())) {
+    buffer += text;
+    let newline: number;
+    while ((newline = buffer.indexOf("\n")) >= 0) {
+      yield buffer.slice(0, newline).replace(/\r$/, "");
+      buffer = buffer.slice(newline + 1);
+    }
+  }
+  if (buffer !== "") yield buffer;
+}
+
+function clock(date: Date): string {
+  return date.toTimeString().slice(0, 8);
+}
+
+function hostForUrl(host: string): string {
+  return host.includes(":") ? `[${host}]` : host;
+}
+
+function describe(error: unknown): string {
+  if (error instanceof CommuCatError) {
+    return `${error.title} (${error.status})${error.detail ? `: ${error.detail}` : ""}`;
+  }
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** Writes a whole line synchronously (stdout may take it in pieces). */
+function writeLine(target: { writeSync(p: Uint8Array): number }, line: string): void {
+  const bytes = new TextEncoder().encode(line + "\n");
+  let offset = 0;
+  while (offset < bytes.length) offset += target.writeSync(bytes.subarray(offset));
+}
+
+if (import.meta.main) {
+  const code = await runChat(Deno.args, {
+    stdin: Deno.stdin.readable,
+    out: (line) => writeLine(Deno.stdout, line),
+    err: (line) => writeLine(Deno.stderr, line),
+  });
+  Deno.exit(code);
+}

@@ -1,0 +1,298 @@
+/**
+ * The SDK and the chat client against a real in-process relay server (embedded defaults, or
+ * Postgres/Redis from COMMUCAT_TEST_PG_DSN / COMMUCAT_TEST_REDIS_URL when set).
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { directChannelId, groupChannelId } from "../../client/channels.ts";
+import {
+  type Client,
+  connect,
+  type ConnectOptions,
+  type InboundMessage,
+} from "../../client/sdk.ts";
+import { generateKeypair, type Keypair } from "../../protocol/crypto.ts";
+import { bytesToHex } from "../../protocol/hex.ts";
+import { loadConfig } from "../../server/config.ts";
+import { setLogLevel } from "../../server/log.ts";
+import { startServer } from "../../server/main.ts";
+
+const decoder = new TextDecoder();
+
+/** Device ids unique to this run, so a shared real database holds no stale queue for them. */
+const run = crypto.randomUUID().slice(0, 8);
+const dev = (name: string) => `${name}-${run}`;
+
+interface Device {
+  id: string;
+  keypair: Keypair;
+}
+
+function device(name: string): Device {
+  return { id: dev(name), keypair: generateKeypair() };
+}
+
+/** Takes the next `count` messages from an iterator (bounded by the test's own timeout). */
+async function take(it: AsyncIterator<InboundMessage>, count: number): Promise<InboundMessage[]> {
+  const out: InboundMessage[] = [];
+  while (out.length < count) {
+    const next = await it.next();
+    if (next.done) throw new Error(`iterator ended after ${out.length} of ${count} messages`);
+    out.push(next.value);
+  }
+  return out;
+}
+
+Deno.test({
+  name: "client SDK and chat client through a real relay server",
+  sanitizeResources: true,
+  sanitizeOps: true,
+  async fn(t) {
+    setLogLevel("error");
+    const dataDir = await Deno.makeTempDir({ prefix: "commucat-client-e2e-" });
+    const env: Record<string, string> = {
+      COMMUCAT_DATA_DIR: dataDir,
+      COMMUCAT_BIND: "127.0.0.1:0",
+      COMMUCAT_TCP_BIND: "127.0.0.1:0",
+      COMMUCAT_CONSOLE_BIND: "127.0.0.1:0",
+    };
+    const pg = Deno.env.get("COMMUCAT_TEST_PG_DSN");
+    const redis = Deno.env.get("COMMUCAT_TEST_REDIS_URL");
+    if (pg) env.COMMUCAT_PG_DSN = pg;
+    if (redis) env.COMMUCAT_REDIS_URL = redis;
+    const config = await loadConfig({ env, file: null, cwd: dataDir });
+    const server = await startServer(config);
+    const serverKey = bytesToHex(config.crypto.noisePublic);
+    const clients: Client[] = [];
+    const open = async (d: Device, extra: Partial<ConnectOptions> = {}) => {
+      const client = await connect({
+        transport: "tcp",
+        host: "127.0.0.1",
+        port: server.ports.tcp,
+        deviceId: d.id,
+        keypair: d.keypair,
+        serverKey,
+        user: { handle: d.id },
+        keepaliveMs: 0,
+        ...extra,
+      });
+      clients.push(client);
+      return client;
+    };
+
+    try {
+      const alice = device("alice");
+      const bob = device("bob");
+      const channel = directChannelId(alice.id, bob.id);
+
+      await t.step("two devices talk on a 1:1 channel (XK and IK, v2)", async () => {
+        const a = await open(alice, { pattern: "XK" });
+        const b = await open(bob, { pattern: "IK" });
+        assert.equal(a.protocolVersion, 2);
+        assert.equal(b.protocolVersion, 2);
+        await a.join(channel, [alice.id, bob.id]);
+        await b.join(channel, [bob.id, alice.id]);
+        const inbox = b.messages();
+        const ack = await a.send(channel, "hello bob");
+        assert.equal(typeof ack.ack, "number");
+        const [m] = await take(inbox, 1);
+        assert.equal(m.kind, "MSG");
+        assert.equal(m.channel, channel);
+        assert.equal(m.text(), "hello bob");
+        await b.typing(channel);
+        const [typing] = await take(a.messages(), 1);
+        assert.equal(typing.kind, "TYPING");
+        await inbox.return!(); // autoAck of the last message
+        await a.close();
+        await b.close();
+      });
+
+      await t.step(
+        "messages sent while the recipient is offline arrive when it returns",
+        async () => {
+          const a = await open(alice);
+          for (const text of ["one", "two", "three"]) await a.send(channel, text);
+          const b = await open(bob);
+          const inbox = b.messages();
+          const got = await take(inbox, 3);
+          assert.deepEqual(got.map((m) => m.text()), ["one", "two", "three"]);
+          await inbox.return!(); // acknowledges the third; the first two were acked on the way
+          // Acknowledged envelopes are gone: after a reconnect only new messages arrive.
+          await b.close();
+          const b2 = await open(bob);
+          await a.send(channel, "four");
+          const [next] = await take(b2.messages(), 1);
+          assert.equal(next.text(), "four");
+          await a.close();
+          await b2.close();
+        },
+      );
+
+      await t.step(
+        "unacknowledged frames come back on reconnect, to the same iterator",
+        async () => {
+          const a = await open(alice);
+          const b = await open(bob, { autoAck: false });
+          const inbox = b.messages();
+          await a.send(channel, "unacked");
+          const [first] = await take(inbox, 1);
+          assert.equal(first.text(), "unacked");
+          await b.reconnect(); // no ACK was sent: the server requeues the frame
+          assert.equal(first.stale, true);
+          const [again] = await take(inbox, 1);
+          assert.equal(again.text(), "unacked");
+          again.ack();
+          await a.send(channel, "after");
+          const [after] = await take(inbox, 1);
+          assert.equal(after.text(), "after");
+          after.ack();
+          await a.close();
+          await b.close();
+        },
+      );
+
+      await t.step("HTTP /connect transport and protocol v1 on loopback", async () => {
+        const a = await open(alice, {
+          transport: "http",
+          url: `http://127.0.0.1:${server.ports.http}/connect`,
+        });
+        const b = await open(bob, { versions: [1] });
+        assert.equal(b.protocolVersion, 1);
+        await b.join(channel, [alice.id, bob.id]);
+        await a.send(channel, "over http");
+        const [m] = await take(b.messages(), 1);
+        assert.equal(m.text(), "over http");
+        await b.send(channel, "over v1");
+        const [r] = await take(a.messages(), 1);
+        assert.equal(r.text(), "over v1");
+        await a.close();
+        await b.close();
+      });
+
+      await t.step("groups: create, join by group id, fan-out; a stranger is refused", async () => {
+        const carol = device("carol");
+        const groupId = `g-${run}`;
+        const gchan = groupChannelId(groupId);
+        const a = await open(alice);
+        const b = await open(bob);
+        const c = await open(carol);
+        const created = await a.createGroup({ groupId, members: [alice.id, bob.id] });
+        assert.equal(created.group_id, groupId);
+        await a.join(gchan, [], { groupId });
+        await b.join(gchan, [], { groupId });
+        await assert.rejects(c.join(gchan, [], { groupId }), (e: unknown) => {
+          const err = e as { status: number; fatal: boolean };
+          return err.status === 403 && err.fatal === false;
+        });
+        await a.send(gchan, "hi group");
+        const [m] = await take(b.messages(), 1);
+        assert.equal(m.text(), "hi group");
+        const invited = await a.invite(groupId, carol.id, "member");
+        assert.equal(invited.device, carol.id);
+        await a.close();
+        await b.close();
+        await c.close();
+      });
+
+      await t.step(
+        "the chat client: two processes exchange a line with a delivery receipt",
+        async () => {
+          const home = join(dataDir, "chat-home");
+          const chatAlice = dev("chat-alice");
+          const chatBob = dev("chat-bob");
+          const spawn = (me: string, peer: string) =>
+            new Deno.Command(Deno.execPath(), {
+              args: [
+                "run",
+                "-A",
+                new URL("../../client/chat.ts", import.meta.url).pathname,
+                "--server",
+                `127.0.0.1:${server.ports.tcp}`,
+                "--server-key",
+                serverKey,
+                "--device",
+                me,
+                "--peer",
+                peer,
+              ],
+              env: { COMMUCAT_HOME: home, NO_COLOR: "1" },
+              stdin: "piped",
+              stdout: "piped",
+              stderr: "piped",
+            }).spawn();
+          const pa = spawn(chatAlice, chatBob);
+          const pb = spawn(chatBob, chatAlice);
+          const outA = new LineWatcher(pa.stdout);
+          const outB = new LineWatcher(pb.stdout);
+          const errA = new LineWatcher(pa.stderr);
+          const errB = new LineWatcher(pb.stderr);
+          const wa = pa.stdin.getWriter();
+          const wb = pb.stdin.getWriter();
+          try {
+            await outA.waitFor(/chatting with/, errA);
+            await outB.waitFor(/chatting with/, errB);
+            await wa.write(new TextEncoder().encode("hello from alice\n"));
+            await outB.waitFor(new RegExp(`${chatAlice}: hello from alice`), errB);
+            await outA.waitFor(/✓ sent/, errA);
+            await outA.waitFor(new RegExp(`✓✓ delivered to ${chatBob}`), errA);
+            await wb.write(new TextEncoder().encode("/quit\n"));
+            await wa.close(); // end of input also quits
+          } finally {
+            await wb.close().catch(() => {});
+            await wa.close().catch(() => {});
+            const [sa, sb] = await Promise.all([pa.status, pb.status]);
+            await Promise.all([outA.done, outB.done, errA.done, errB.done]);
+            assert.equal(sa.code, 0, errA.text());
+            assert.equal(sb.code, 0, errB.text());
+          }
+        },
+      );
+    } finally {
+      for (const c of clients) await c.close();
+      await server.stop();
+      await Deno.remove(dataDir, { recursive: true }).catch(() => {});
+    }
+  },
+});
+
+/** Collects a child's output lines and waits for one matching a pattern. */
+class LineWatcher {
+  readonly lines: string[] = [];
+  readonly done: Promise<void>;
+  #wake: (() => void)[] = [];
+  #ended = false;
+
+  constructor(stream: ReadableStream<Uint8Array>) {
+    this.done = (async () => {
+      let buffer = "";
+      for await (const chunk of stream) {
+        buffer += decoder.decode(chunk, { stream: true });
+        const parts = buffer.split("\n");
+        buffer = parts.pop()!;
+        this.lines.push(...parts);
+        for (const w of this.#wake.splice(0)) w();
+      }
+      if (buffer) this.lines.push(buffer);
+      this.#ended = true;
+      for (const w of this.#wake.splice(0)) w();
+    })();
+  }
+
+  text(): string {
+    return this.lines.join("\n");
+  }
+
+  /** Resolves when a line matches; fails (with `errors`' text) when the stream ends first. */
+  async waitFor(pattern: RegExp, errors?: LineWatcher): Promise<string> {
+    for (;;) {
+      const hit = this.lines.find((l) => pattern.test(l));
+      if (hit !== undefined) return hit;
+      if (this.#ended) {
+        throw new Error(
+          `no line matching ${pattern}; output:\n${this.text()}\nstderr:\n${errors?.text() ?? ""}`,
+        );
+      }
+      await new Promise<void>((resolve) => this.#wake.push(resolve));
+    }
+  }
+}
