@@ -1,0 +1,34 @@
+/** The main navigation; the current section carries aria-current. */
+
+export type NavKey =
+  | "dashboard"
+  | "devices"
+  | "users"
+  | "groups"
+  | "peers"
+  | "key-events"
+  | "audit";
+
+const ITEMS: [NavKey, string, string][] = [
+  ["dashboard", "/", "Dashboard"],
+  ["devices", "/devices", "Devices"],
+  ["users", "/users", "Users"],
+  ["groups", "/groups", "Groups"],
+  ["peers", "/peers", "Federation peers"],
+  ["key-events", "/key-events", "Key events"],
+  ["audit", "/audit", "Audit log"],
+];
+
+export function Nav(props: { active?: NavKey }) {
+  return (
+    <nav class="main" aria-label="Sections">
+      <ul>
+        {ITEMS.map(([key, path, label]) => (
+          <li>
+            <a href={path} aria-current={props.active === key ? "page" : undefined}>{label}</a>
+          </li>
+        ))}
+      </ul>
+    </nav>
+  );
+}

@@ -1,0 +1,141 @@
+// deno-lint-ignore-file jsx-key -- server-rendered static children are never reordered, so keys add nothing
+/** Devices: the pending-approval queue first, then every device with filters. */
+import type { Hono } from "hono";
+import type { AppEnv, ConsoleDeps } from "../context.ts";
+import type { DeviceStatus, DeviceWithUser, Page, User } from "../../storage/types.ts";
+import { renderPage } from "../render.tsx";
+import { Badge, type Column, Table } from "../components/table.tsx";
+import { Pagination } from "../components/pagination.tsx";
+import { Field, FilterForm, Select } from "../components/forms.tsx";
+import { Empty } from "../components/empty.tsx";
+import { ErrorBox } from "../components/flash.tsx";
+import { shortKey, when } from "../components/format.ts";
+import { DEVICE_STATUSES, parseStatus, parseText } from "../validate.ts";
+import { DeviceActions } from "./device_actions.tsx";
+
+const deviceLink = (id: string) => `/devices/${encodeURIComponent(id)}`;
+
+/** Columns shared by the pending queue and the full list. */
+function columns(back: string): Column<DeviceWithUser>[] {
+  return [
+    { label: "Device", cell: (d) => <a href={deviceLink(d.id)}>{d.id}</a> },
+    {
+      label: "User",
+      cell: (d) => <a href={`/users/${encodeURIComponent(d.userId)}`}>{d.userHandle}</a>,
+    },
+    { label: "Status", cell: (d) => <Badge value={d.status} /> },
+    {
+      label: "Key",
+      cell: (d) => (
+        <>
+          <code>{shortKey(d.publicKey)}</code>
+          {d.pendingPublicKey && (
+            <span class="sub">
+              new key waiting: <code>{shortKey(d.pendingPublicKey)}</code>
+            </span>
+          )}
+        </>
+      ),
+    },
+    { label: "Registered", cell: (d) => when(d.createdAt) },
+    { label: "Last seen", cell: (d) => when(d.lastSeenAt) },
+    { label: "Actions", cell: (d) => <DeviceActions device={d} back={back} /> },
+  ];
+}
+
+export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
+  app.get("/devices", async (c) => {
+    const status = parseStatus<DeviceStatus>(c.req.query("status"), DEVICE_STATUSES, "Status");
+    const userText = parseText(c.req.query("user"));
+    const search = parseText(c.req.query("q"));
+    const cursor = c.req.query("cursor") || null;
+    const params = { status: status.value, user: userText, q: search };
+    const back = new URL(c.req.url).pathname + new URL(c.req.url).search;
+
+    let user: User | null = null;
+    let userMissing = false;
+    if (userText) {
+      user = await deps.storage.users.getByHandle(userText) ??
+        await deps.storage.users.get(userText);
+      userMissing = user === null;
+    }
+    const showQueue = !status.value && !userText && !search && !cursor;
+    const [queue, list]: [Page<DeviceWithUser> | null, Page<DeviceWithUser> | null] = await Promise
+      .all([
+        showQueue ? deps.storage.devices.list({ status: "pending", limit: 20 }) : null,
+        status.error || userMissing ? null : deps.storage.devices.list({
+          status: status.value ?? undefined,
+          userId: user?.id,
+          search: search ?? undefined,
+          cursor,
+          limit: 50,
+        }),
+      ]);
+
+    return renderPage(c, deps, {
+      title: "Devices",
+      active: "devices",
+      status: status.error ? 400 : 200,
+    }, [
+      showQueue && (
+        <section aria-labelledby="queue-title" class="queue">
+          <h2 id="queue-title">Waiting for approval</h2>
+          {queue && queue.items.length > 0
+            ? (
+              <>
+                <Table
+                  caption="Devices waiting for approval"
+                  columns={columns(back)}
+                  rows={queue.items}
+                />
+                {queue.nextCursor && (
+                  <p>
+                    <a href="/devices?status=pending">See every pending device</a>
+                  </p>
+                )}
+              </>
+            )
+            : <Empty title="No device is waiting for approval." />}
+        </section>
+      ),
+      <section aria-labelledby="all-title">
+        <h2 id="all-title">{showQueue ? "All devices" : "Devices"}</h2>
+        <FilterForm action="/devices" label="Filter devices" clear={!showQueue}>
+          <Select
+            name="status"
+            label="Status"
+            value={status.value}
+            options={[
+              ["", "Any status"],
+              ...DEVICE_STATUSES.map((s) => [s, s] as [string, string]),
+            ]}
+          />
+          <Field name="user" label="User (handle or id)" value={userText} />
+          <Field name="q" label="Device id contains" value={search} type="search" />
+        </FilterForm>
+        {status.error && <ErrorBox title="Filter not applied:" detail={status.error} />}
+        {userMissing && (
+          <ErrorBox title="No such user:" detail={`no user has the handle or id “${userText}”.`} />
+        )}
+        {list && list.items.length > 0 && (
+          <>
+            <Table caption="Devices" columns={columns(back)} rows={list.items} />
+            <Pagination
+              path="/devices"
+              params={params}
+              cursor={cursor}
+              nextCursor={list.nextCursor}
+            />
+          </>
+        )}
+        {list && list.items.length === 0 && (
+          <Empty title="No devices match.">
+            {showQueue
+              ? "Devices appear here after their first handshake."
+              : "Try a different filter, or clear it."}
+          </Empty>
+        )}
+      </section>,
+    ]);
+  });
+}

@@ -1,0 +1,110 @@
+// deno-lint-ignore-file jsx-key -- server-rendered static children are never reordered, so keys add nothing
+/** Users: search by handle or name, and one user's devices. */
+import type { Hono } from "hono";
+import type { AppEnv, ConsoleDeps } from "../context.ts";
+import { renderPage } from "../render.tsx";
+import { Badge, Table } from "../components/table.tsx";
+import { Pagination } from "../components/pagination.tsx";
+import { Field, FilterForm } from "../components/forms.tsx";
+import { Empty } from "../components/empty.tsx";
+import { shortKey, when } from "../components/format.ts";
+import { PageError } from "../middleware/errors.tsx";
+import { parseText } from "../validate.ts";
+import { DeviceActions } from "./device_actions.tsx";
+
+export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
+  app.get("/users", async (c) => {
+    const search = parseText(c.req.query("q"));
+    const cursor = c.req.query("cursor") || null;
+    const page = await deps.storage.users.list({ search: search ?? undefined, cursor, limit: 50 });
+    return renderPage(c, deps, { title: "Users", active: "users" }, [
+      <FilterForm action="/users" label="Search users" clear={!!search}>
+        <Field name="q" label="Handle or name contains" value={search} type="search" />
+      </FilterForm>,
+      page.items.length
+        ? (
+          <>
+            <Table
+              caption="Users"
+              rows={page.items}
+              columns={[
+                {
+                  label: "Handle",
+                  cell: (u) => <a href={`/users/${encodeURIComponent(u.id)}`}>{u.handle}</a>,
+                },
+                { label: "Display name", cell: (u) => u.displayName ?? "—" },
+                { label: "Id", cell: (u) => <code>{u.id}</code> },
+                { label: "Created", cell: (u) => when(u.createdAt) },
+                {
+                  label: "Devices",
+                  cell: (u) => <a href={`/devices?user=${encodeURIComponent(u.id)}`}>devices</a>,
+                },
+              ]}
+            />
+            <Pagination
+              path="/users"
+              params={{ q: search }}
+              cursor={cursor}
+              nextCursor={page.nextCursor}
+            />
+          </>
+        )
+        : (
+          <Empty title={search ? "No user matches." : "No users yet."}>
+            {search
+              ? "Try part of the handle or display name."
+              : "Users appear with their first device."}
+          </Empty>
+        ),
+    ]);
+  });
+
+  app.get("/users/:id", async (c) => {
+    const id = c.req.param("id");
+    const cursor = c.req.query("cursor") || null;
+    const user = await deps.storage.users.get(id);
+    if (!user) throw new PageError(404, "User not found", `no user has the id “${id}”`);
+    const devices = await deps.storage.devices.list({ userId: id, cursor, limit: 50 });
+    const path = `/users/${encodeURIComponent(id)}`;
+    return renderPage(c, deps, { title: `User ${user.handle}`, active: "users" }, [
+      <dl class="facts">
+        <dt>Handle</dt>
+        <dd>{user.handle}</dd>
+        <dt>Display name</dt>
+        <dd>{user.displayName ?? "—"}</dd>
+        <dt>Avatar URL</dt>
+        <dd>{user.avatarUrl ?? "—"}</dd>
+        <dt>Id</dt>
+        <dd>
+          <code>{user.id}</code>
+        </dd>
+        <dt>Created</dt>
+        <dd>{when(user.createdAt)}</dd>
+        <dt>Updated</dt>
+        <dd>{when(user.updatedAt)}</dd>
+      </dl>,
+      <h2>Devices</h2>,
+      devices.items.length
+        ? (
+          <>
+            <Table
+              caption={`Devices of ${user.handle}`}
+              rows={devices.items}
+              columns={[
+                {
+                  label: "Device",
+                  cell: (d) => <a href={`/devices/${encodeURIComponent(d.id)}`}>{d.id}</a>,
+                },
+                { label: "Status", cell: (d) => <Badge value={d.status} /> },
+                { label: "Key", cell: (d) => <code>{shortKey(d.publicKey)}</code> },
+                { label: "Last seen", cell: (d) => when(d.lastSeenAt) },
+                { label: "Actions", cell: (d) => <DeviceActions device={d} back={path} /> },
+              ]}
+            />
+            <Pagination path={path} params={{}} cursor={cursor} nextCursor={devices.nextCursor} />
+          </>
+        )
+        : <Empty title="This user has no devices." />,
+    ]);
+  });
+}

@@ -1,0 +1,525 @@
+/**
+ * An in-memory Storage for fast console page tests. It follows storage/types.ts closely enough
+ * for the console: keyset pages (cursor = last item's position key), status transitions that
+ * refuse with the typed errors, key events, audit entries and a recorded control bus.
+ */
+import { Conflict, NotFound, StorageFailure, TransitionNotAllowed } from "../../storage/errors.ts";
+import type {
+  AuditEntry,
+  ControlEvent,
+  Device,
+  DeviceKeyEvent,
+  DeviceStatus,
+  DeviceWithUser,
+  EphemeralStore,
+  FederationPeer,
+  Group,
+  GroupMember,
+  GroupRole,
+  KeyEventKind,
+  MembershipEvent,
+  OutboxBacklog,
+  OutboxEntry,
+  Page,
+  PageRequest,
+  PeerStatus,
+  Presence,
+  RelayEnvelope,
+  Route,
+  SessionRecord,
+  Storage,
+  User,
+} from "../../storage/types.ts";
+
+let counter = 0;
+const nextId = (prefix: string) => `${prefix}-${String(++counter).padStart(6, "0")}`;
+
+/** Pages `items` (already in listing order) by their index, like a keyset cursor would. */
+function page<T>(items: T[], key: (t: T) => string, req: PageRequest): Page<T> {
+  const limit = Math.min(Math.max(req.limit ?? 50, 1), 500);
+  let start = 0;
+  if (req.cursor) {
+    const i = items.findIndex((t) => key(t) === req.cursor);
+    start = i < 0 ? items.length : i + 1;
+  }
+  const slice = items.slice(start, start + limit);
+  const more = start + limit < items.length;
+  return { items: slice, nextCursor: more ? key(slice.at(-1)!) : null };
+}
+
+const contains = (hay: string | null | undefined, needle: string | undefined) =>
+  !needle || (hay ?? "").toLowerCase().includes(needle.toLowerCase());
+
+/** Parts of the contract the console never calls. */
+const notInFake = (): never => {
+  throw new Error("not implemented in the console's fake storage");
+};
+
+/** The fake plus hooks tests use. */
+export interface FakeStorage extends Storage {
+  /** Control events published so far. */
+  control: ControlEvent[];
+  /** Interrupts set so far. */
+  interrupts: Map<string, string>;
+  /** When set, every repository call throws this. */
+  failWith: Error | null;
+  /** Adds a relay envelope directly (for queue depth figures). */
+  addEnvelope(deviceId: string, enqueuedAt: Date): void;
+  routes: Map<string, Route>;
+}
+
+/** A fresh, empty in-memory storage. `clock` defaults to Date.now. */
+export function fakeStorage(clock: () => number = Date.now): FakeStorage {
+  const now = () => new Date(clock());
+  const users = new Map<string, User>();
+  const devices = new Map<string, Device>();
+  const keyEvents: DeviceKeyEvent[] = [];
+  const sessions: SessionRecord[] = [];
+  const envelopes: RelayEnvelope[] = [];
+  const groups = new Map<string, Omit<Group, "memberCount">>();
+  const members: GroupMember[] = [];
+  const membership: MembershipEvent[] = [];
+  const peers = new Map<string, FederationPeer>();
+  const outbox: OutboxEntry[] = [];
+  const audit: AuditEntry[] = [];
+  const control: ControlEvent[] = [];
+  const interrupts = new Map<string, string>();
+  const routes = new Map<string, Route>();
+  const presence = new Map<string, Presence>();
+
+  const fs = {} as FakeStorage;
+  const guard = () => {
+    if (fs.failWith) throw fs.failWith;
+  };
+
+  const keyEvent = (d: Device, kind: KeyEventKind, actor: string, key = d.publicKey) => {
+    const e: DeviceKeyEvent = {
+      eventId: nextId("evt"),
+      deviceId: d.id,
+      publicKey: key,
+      kind,
+      actor,
+      recordedAt: now(),
+    };
+    keyEvents.push(e);
+    return e;
+  };
+  const mustDevice = (id: string) => {
+    const d = devices.get(id);
+    if (!d) throw new NotFound("device", id);
+    return d;
+  };
+  const withUser = (d: Device): DeviceWithUser => ({
+    ...d,
+    userHandle: users.get(d.userId)?.handle ?? d.userId,
+  });
+
+  Object.assign(
+    fs,
+    {
+      dbKind: "pglite" as const,
+      control,
+      interrupts,
+      routes,
+      failWith: null,
+      addEnvelope(deviceId: string, enqueuedAt: Date) {
+        envelopes.push({
+          envelopeId: String(envelopes.length + 1),
+          deviceId,
+          channelId: 1,
+          payload: new Uint8Array(8),
+          enqueuedAt,
+          expiresAt: new Date(enqueuedAt.getTime() + 86_400_000),
+          attempts: 0,
+          lastSequence: null,
+        });
+      },
+      users: {
+        create(input) {
+          guard();
+          if ([...users.values()].some((u) => u.handle === input.handle)) {
+            throw new Conflict(`handle ${input.handle} is taken`);
+          }
+          const u: User = {
+            id: input.id ?? crypto.randomUUID(),
+            handle: input.handle,
+            displayName: input.displayName ?? null,
+            avatarUrl: input.avatarUrl ?? null,
+            createdAt: now(),
+            updatedAt: now(),
+          };
+          users.set(u.id, u);
+          return Promise.resolve(u);
+        },
+        get: (id) => (guard(), Promise.resolve(users.get(id) ?? null)),
+        getByHandle: (
+          h,
+        ) => (guard(), Promise.resolve([...users.values()].find((u) => u.handle === h) ?? null)),
+        update(id, changes) {
+          guard();
+          const u = users.get(id);
+          if (!u) throw new NotFound("user", id);
+          Object.assign(u, changes, { updatedAt: now() });
+          return Promise.resolve(u);
+        },
+        list(filter) {
+          guard();
+          const all = [...users.values()]
+            .filter((u) =>
+              contains(u.handle, filter.search) || contains(u.displayName, filter.search)
+            )
+            .sort((a, b) => a.handle.localeCompare(b.handle));
+          return Promise.resolve(page(all, (u) => u.id, filter));
+        },
+      },
+      devices: {
+        register(input, actor) {
+          guard();
+          if (devices.has(input.id)) throw new Conflict(`device ${input.id} exists`);
+          const d: Device = {
+            id: input.id,
+            userId: input.userId,
+            publicKey: input.publicKey,
+            status: input.status,
+            pendingPublicKey: null,
+            createdAt: now(),
+            updatedAt: now(),
+            lastSeenAt: null,
+          };
+          devices.set(d.id, d);
+          const event = keyEvent(d, input.status === "active" ? "registered" : "pending", actor);
+          return Promise.resolve({ device: d, event });
+        },
+        get: (id) => (guard(), Promise.resolve(devices.get(id) ?? null)),
+        approve(id, actor) {
+          guard();
+          const d = mustDevice(id);
+          if (d.status === "pending") {
+            d.status = "active";
+          } else if (d.status === "active" && d.pendingPublicKey) {
+            d.publicKey = d.pendingPublicKey;
+            d.pendingPublicKey = null;
+          } else throw new TransitionNotAllowed(`device ${id}`, d.status, "active");
+          d.updatedAt = now();
+          return Promise.resolve({ device: d, event: keyEvent(d, "approved", actor) });
+        },
+        reject(id, actor) {
+          guard();
+          const d = mustDevice(id);
+          if (d.status === "pending") d.status = "revoked";
+          else if (d.status === "active" && d.pendingPublicKey) d.pendingPublicKey = null;
+          else throw new TransitionNotAllowed(`device ${id}`, d.status, "rejected");
+          d.updatedAt = now();
+          return Promise.resolve({ device: d, event: keyEvent(d, "rejected", actor) });
+        },
+        revoke(id, actor) {
+          guard();
+          const d = mustDevice(id);
+          if (d.status === "revoked") {
+            throw new TransitionNotAllowed(
+              `device ${id}`,
+              "revoked",
+              "revoked",
+            );
+          }
+          d.status = "revoked";
+          d.pendingPublicKey = null;
+          d.updatedAt = now();
+          return Promise.resolve({ device: d, event: keyEvent(d, "revoked", actor) });
+        },
+        rotateKey(id, publicKey, actor) {
+          guard();
+          const d = mustDevice(id);
+          d.publicKey = publicKey;
+          return Promise.resolve({ device: d, event: keyEvent(d, "rotated", actor) });
+        },
+        resolveForHandshake() {
+          throw new Error("not in the fake");
+        },
+        touch(id) {
+          mustDevice(id).lastSeenAt = now();
+          return Promise.resolve();
+        },
+        list(filter) {
+          guard();
+          const all = [...devices.values()]
+            .filter((d) => !filter.status || d.status === filter.status)
+            .filter((d) => !filter.userId || d.userId === filter.userId)
+            .filter((d) => contains(d.id, filter.search))
+            .sort((a, b) =>
+              b.createdAt.getTime() - a.createdAt.getTime() || a.id.localeCompare(b.id)
+            )
+            .map(withUser);
+          return Promise.resolve(page(all, (d) => d.id, filter));
+        },
+        countByStatus() {
+          guard();
+          const counts: Record<DeviceStatus, number> = { pending: 0, active: 0, revoked: 0 };
+          for (const d of devices.values()) counts[d.status]++;
+          return Promise.resolve(counts);
+        },
+      },
+      keyEvents: {
+        list(filter) {
+          guard();
+          const all = keyEvents
+            .filter((e) => !filter.deviceId || e.deviceId === filter.deviceId)
+            .filter((e) => !filter.from || e.recordedAt >= filter.from)
+            .filter((e) => !filter.to || e.recordedAt <= filter.to)
+            .slice().reverse();
+          return Promise.resolve(page(all, (e) => e.eventId, filter));
+        },
+        export(deviceId, from, to) {
+          guard();
+          return Promise.resolve(
+            keyEvents.filter((e) =>
+              (!deviceId || e.deviceId === deviceId) && (!from || e.recordedAt >= from) &&
+              (!to || e.recordedAt <= to)
+            ),
+          );
+        },
+      },
+      sessions: {
+        record(s) {
+          const r = { ...s, createdAt: now() };
+          sessions.push(r);
+          return Promise.resolve(r);
+        },
+        listRecent: (p) => Promise.resolve(page(sessions.slice().reverse(), (s) => s.sessionId, p)),
+        byDevice: (id, p) => (guard(),
+          Promise.resolve(
+            page(sessions.filter((s) => s.deviceId === id).reverse(), (s) => s.sessionId, p),
+          )),
+      },
+      relay: {
+        depth(id) {
+          guard();
+          const mine = envelopes.filter((e) => e.deviceId === id);
+          return Promise.resolve({ depth: mine.length, oldest: mine[0]?.enqueuedAt ?? null });
+        },
+        totalDepth: () => (guard(), Promise.resolve(envelopes.length)),
+        enqueue: notInFake,
+        claim: notInFake,
+        markSent: notInFake,
+        ack: notInFake,
+        requeue: notInFake,
+        purgeExpired: notInFake,
+      },
+      offsets: { store: notInFake, read: notInFake, list: notInFake },
+      groups: {
+        create(input, actor) {
+          const g = {
+            id: input.id ?? nextId("grp"),
+            ownerDeviceId: input.ownerDeviceId,
+            relay: input.relay,
+            createdAt: now(),
+          };
+          groups.set(g.id, g);
+          members.push({
+            groupId: g.id,
+            deviceId: g.ownerDeviceId,
+            role: "owner",
+            joinedAt: now(),
+          });
+          membership.push({
+            id: nextId("mem"),
+            groupId: g.id,
+            deviceId: g.ownerDeviceId,
+            action: "added",
+            role: "owner",
+            actor,
+            recordedAt: now(),
+          });
+          return Promise.resolve({ ...g, memberCount: 1 });
+        },
+        get(id) {
+          guard();
+          const g = groups.get(id);
+          return Promise.resolve(
+            g ? { ...g, memberCount: members.filter((m) => m.groupId === id).length } : null,
+          );
+        },
+        list(filter) {
+          guard();
+          const all = [...groups.values()].filter((g) => contains(g.id, filter.search))
+            .sort((a, b) => a.id.localeCompare(b.id))
+            .map((g) => ({ ...g, memberCount: members.filter((m) => m.groupId === g.id).length }));
+          return Promise.resolve(page(all, (g) => g.id, filter));
+        },
+        addMember(groupId, deviceId, role: GroupRole, actor) {
+          const r: GroupRole = role === "owner" ? "admin" : role;
+          const m = { groupId, deviceId, role: r, joinedAt: now() };
+          members.push(m);
+          membership.push({
+            id: nextId("mem"),
+            groupId,
+            deviceId,
+            action: "added",
+            role: r,
+            actor,
+            recordedAt: now(),
+          });
+          return Promise.resolve(m);
+        },
+        removeMember(groupId, deviceId, actor) {
+          guard();
+          const i = members.findIndex((m) => m.groupId === groupId && m.deviceId === deviceId);
+          if (i < 0) return Promise.resolve(false);
+          members.splice(i, 1);
+          membership.push({
+            id: nextId("mem"),
+            groupId,
+            deviceId,
+            action: "removed",
+            role: null,
+            actor,
+            recordedAt: now(),
+          });
+          return Promise.resolve(true);
+        },
+        roster: (id) => (guard(), Promise.resolve(members.filter((m) => m.groupId === id))),
+        role: (g, d) => (guard(),
+          Promise.resolve(
+            members.find((m) => m.groupId === g && m.deviceId === d)?.role ?? null,
+          )),
+        groupsOf: (d) => (guard(), Promise.resolve(members.filter((m) => m.deviceId === d))),
+        auditTrail: (
+          id,
+          p,
+        ) => (guard(),
+          Promise.resolve(
+            page(membership.filter((m) => m.groupId === id).reverse(), (m) => m.id, p),
+          )),
+      },
+      peers: {
+        upsert(input, _actor) {
+          guard();
+          const existing = peers.get(input.domain);
+          const p: FederationPeer = {
+            domain: input.domain,
+            endpoint: input.endpoint,
+            publicKey: input.publicKey,
+            status: input.status ?? existing?.status ?? "pending",
+            source: "database",
+            lastSeenAt: existing?.lastSeenAt ?? null,
+            createdAt: existing?.createdAt ?? now(),
+          };
+          peers.set(p.domain, p);
+          return Promise.resolve(p);
+        },
+        get: (d) => (guard(), Promise.resolve(peers.get(d) ?? null)),
+        setStatus(domain, status: PeerStatus, _actor) {
+          guard();
+          const p = peers.get(domain);
+          if (!p) throw new NotFound("federation peer", domain);
+          if (p.status === status) throw new TransitionNotAllowed(`peer ${domain}`, status, status);
+          p.status = status;
+          return Promise.resolve(p);
+        },
+        list(staticPeers = []) {
+          guard();
+          const out: FederationPeer[] = staticPeers.map((s) => ({
+            ...s,
+            status: "active" as const,
+            source: "config" as const,
+            lastSeenAt: null,
+            createdAt: null,
+          }));
+          for (const p of peers.values()) {
+            if (!out.some((o) => o.domain === p.domain)) out.push(p);
+          }
+          return Promise.resolve(out.sort((a, b) => a.domain.localeCompare(b.domain)));
+        },
+        touch: () => Promise.resolve(),
+      },
+      outbox: {
+        enqueue(input) {
+          const e: OutboxEntry = {
+            id: nextId("out"),
+            ...input,
+            attempts: 0,
+            nextAttemptAt: now(),
+            lastError: null,
+            deliveredAt: null,
+            createdAt: now(),
+          };
+          outbox.push(e);
+          return Promise.resolve(e);
+        },
+        markFailed(id, error) {
+          const e = outbox.find((o) => o.id === id)!;
+          e.attempts++;
+          e.lastError = error;
+          return Promise.resolve(e);
+        },
+        backlog() {
+          guard();
+          const by = new Map<string, OutboxBacklog>();
+          for (const e of outbox) {
+            if (e.deliveredAt) continue;
+            const b = by.get(e.peerDomain) ??
+              { peerDomain: e.peerDomain, pending: 0, oldest: null, lastError: null };
+            b.pending++;
+            if (!b.oldest || e.createdAt < b.oldest) b.oldest = e.createdAt;
+            if (e.lastError) b.lastError = e.lastError;
+            by.set(e.peerDomain, b);
+          }
+          return Promise.resolve([...by.values()]);
+        },
+        claimDue: notInFake,
+        markDelivered: notInFake,
+      },
+      audit: {
+        append(entry) {
+          guard();
+          const a: AuditEntry = {
+            id: nextId("aud"),
+            actor: entry.actor,
+            action: entry.action,
+            target: entry.target,
+            before: entry.before ?? null,
+            after: entry.after ?? null,
+            recordedAt: now(),
+          };
+          audit.push(a);
+          return Promise.resolve(a);
+        },
+        list(filter) {
+          guard();
+          const all = audit.filter((a) =>
+            (!filter.actor || a.actor === filter.actor) &&
+            (!filter.action || a.action === filter.action) && contains(a.target, filter.target)
+          ).slice().reverse();
+          return Promise.resolve(page(all, (a) => a.id, filter));
+        },
+      },
+      ephemeral: {
+        kind: "memory",
+        getPresence: (d: string) => Promise.resolve(presence.get(d) ?? null),
+        getRoute: (d: string) => Promise.resolve(routes.get(d) ?? null),
+        setInterrupt(d: string, reason: string) {
+          interrupts.set(d, reason);
+          return Promise.resolve();
+        },
+        getInterrupt: (d: string) => Promise.resolve(interrupts.get(d) ?? null),
+        publishControl(event: ControlEvent) {
+          control.push(event);
+          return Promise.resolve();
+        },
+        ping: () => Promise.resolve(),
+        close: () => Promise.resolve(),
+      } as unknown as EphemeralStore,
+      readiness: () =>
+        Promise.resolve({
+          ok: true,
+          postgres: { ok: true, kind: "pglite" },
+          redis: { ok: true, kind: "memory" },
+        }),
+      close: () => Promise.resolve(),
+    } satisfies Partial<FakeStorage>,
+  );
+  return fs;
+}
+
+/** A storage failure like the real module throws when Postgres is down. */
+export const storageDown = () => new StorageFailure("connection refused (127.0.0.1:5432)");
