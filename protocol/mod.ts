@@ -10,3 +10,5 @@ export * from "./hex.ts";
 export * from "./frame.ts";
 export * from "./control.ts";
 export * from "./noise.ts";
+export * from "./secure_stream.ts";
+export * from "./federation.ts";
