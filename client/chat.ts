@@ -336,6 +336,16 @@ async function chatLoop(
   });
   client.on("error", (e) => io.err(`! ${e.title}: ${e.detail}`));
 
+  /**
+   * Channel presence between chat clients: a TYPING hint, which the server relays live and
+   * never queues (the server itself keeps presence in its store without telling peers).
+   */
+  function announce(state: "online" | "here" | "offline", on = channel): Promise<unknown> {
+    const p = client.typing(on, { presence: state, from: me }).catch(() => {});
+    track(p);
+    return p;
+  }
+
   const receiving = (async () => {
     for await (const m of client.messages()) show(m);
   })();
@@ -381,7 +391,16 @@ async function chatLoop(
       }
       case "TYPING": {
         const t = (m.json ?? {}) as Record<string, unknown>;
-        io.out(`* ${where}${typeof t.from === "string" ? t.from : "peer"} is typing…`);
+        const who = typeof t.from === "string" ? t.from : "peer";
+        if (t.presence === "online" || t.presence === "here") {
+          io.out(`* ${where}${who} is online`);
+          // Answer a newcomer once so it learns who is already here ("here" is not answered).
+          if (t.presence === "online") announce("here", m.channel);
+        } else if (t.presence === "offline") {
+          io.out(`* ${where}${who} went offline`);
+        } else {
+          io.out(`* ${where}${who} is typing…`);
+        }
         return;
       }
       default:
@@ -430,6 +449,7 @@ async function chatLoop(
     }
   }
 
+  announce("online");
   let code = 0;
   const closed = client.closed.then((error) => {
     if (error) {
@@ -460,6 +480,7 @@ async function chatLoop(
     );
     if (client.closeError) break;
   }
+  if (client.connected) announce("offline");
   // Let in-flight sends get their ACKs (bounded), then leave.
   let timer: ReturnType<typeof setTimeout> | undefined;
   await Promise.race([

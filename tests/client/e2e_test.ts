@@ -231,11 +231,31 @@ Deno.test({
           try {
             await outA.waitFor(/chatting with/, errA);
             await outB.waitFor(/chatting with/, errB);
+            // Each side learns the other is there (whichever started second announced itself).
+            await outA.waitFor(new RegExp(`${chatBob} is online`), errA);
+            await outB.waitFor(new RegExp(`${chatAlice} is online`), errB);
             await wa.write(new TextEncoder().encode("hello from alice\n"));
             await outB.waitFor(new RegExp(`${chatAlice}: hello from alice`), errB);
             await outA.waitFor(/✓ sent/, errA);
             await outA.waitFor(new RegExp(`✓✓ delivered to ${chatBob}`), errA);
+            // Bob leaves; what Alice sends meanwhile reaches Bob when he comes back.
             await wb.write(new TextEncoder().encode("/quit\n"));
+            await outA.waitFor(new RegExp(`${chatBob} went offline`), errA);
+            assert.equal((await pb.status).code, 0, errB.text());
+            await wa.write(new TextEncoder().encode("while you were away\n"));
+            const pb2 = spawn(chatBob, chatAlice);
+            const outB2 = new LineWatcher(pb2.stdout);
+            const errB2 = new LineWatcher(pb2.stderr);
+            const wb2 = pb2.stdin.getWriter();
+            try {
+              await outB2.waitFor(new RegExp(`${chatAlice}: while you were away`), errB2);
+              // The replayed message's receipt reaches Alice: two receipts in all.
+              await outA.waitFor(/✓✓ delivered/, errA, 2);
+            } finally {
+              await wb2.close().catch(() => {}); // end of input quits
+              assert.equal((await pb2.status).code, 0, errB2.text());
+              await Promise.all([outB2.done, errB2.done]);
+            }
             await wa.close(); // end of input also quits
           } finally {
             await wb.close().catch(() => {});
@@ -282,11 +302,11 @@ class LineWatcher {
     return this.lines.join("\n");
   }
 
-  /** Resolves when a line matches; fails (with `errors`' text) when the stream ends first. */
-  async waitFor(pattern: RegExp, errors?: LineWatcher): Promise<string> {
+  /** Resolves when `count` lines match; fails (with `errors`' text) when the stream ends first. */
+  async waitFor(pattern: RegExp, errors?: LineWatcher, count = 1): Promise<string> {
     for (;;) {
-      const hit = this.lines.find((l) => pattern.test(l));
-      if (hit !== undefined) return hit;
+      const hits = this.lines.filter((l) => pattern.test(l));
+      if (hits.length >= count) return hits[count - 1];
       if (this.#ended) {
         throw new Error(
           `no line matching ${pattern}; output:\n${this.text()}\nstderr:\n${errors?.text() ?? ""}`,
