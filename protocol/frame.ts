@@ -364,6 +364,7 @@ export class FrameDecoder {
   #lenValue = 0;
   #lenScale = 1;
   #lenOctets = 0;
+  #lenRaw = new Uint8Array(MAX_VARINT_OCTETS); // frame_len octets of the frame being read
   #bodyLength = -1; // -1 while frame_len is still being read
   #error: CodecError | null = null;
 
@@ -386,6 +387,30 @@ export class FrameDecoder {
     if (this.#error !== null || chunk.length === 0) return;
     this.#chunks.push(chunk);
     this.#available += chunk.length;
+  }
+
+  /**
+   * Removes and returns every octet received but not yet returned in a frame, in stream order,
+   * and resets the decoder to a frame boundary. Used when the byte stream changes meaning, as
+   * when the v2 secure stream begins right after the handshake.
+   */
+  drain(): Uint8Array {
+    if (this.#error !== null) throw this.#error;
+    const out = new Uint8Array(this.buffered);
+    out.set(this.#lenRaw.subarray(0, this.#lenOctets), 0);
+    let filled = this.#lenOctets;
+    for (let i = this.#head; i < this.#chunks.length; i++) {
+      const chunk = i === this.#head ? this.#chunks[i].subarray(this.#offset) : this.#chunks[i];
+      out.set(chunk, filled);
+      filled += chunk.length;
+    }
+    this.#chunks = [];
+    this.#head = this.#offset = this.#available = 0;
+    this.#lenValue = 0;
+    this.#lenScale = 1;
+    this.#lenOctets = 0;
+    this.#bodyLength = -1;
+    return out;
   }
 
   /**
@@ -422,6 +447,7 @@ export class FrameDecoder {
   #readFrameLength(): boolean {
     while (this.#available > 0) {
       const byte = this.#readByte();
+      this.#lenRaw[this.#lenOctets] = byte;
       const octet = this.#lenOctets++;
       const bits = byte & 0x7f;
       if (octet === MAX_VARINT_OCTETS - 1 && bits > 1) {

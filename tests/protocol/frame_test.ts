@@ -479,3 +479,35 @@ Deno.test("errors: errorFrame encodes an ERROR frame with the problem JSON", () 
   assert.equal(frame.sequence, 9);
   assert.deepEqual(frame.json, problem);
 });
+
+Deno.test("drain hands over every unread octet, including a partly read frame header", () => {
+  const first = encodeFrame({
+    type: FrameType.Msg,
+    channel: 1,
+    sequence: 1,
+    payload: enc.encode("a"),
+  });
+  const second = encodeFrame({
+    type: FrameType.Msg,
+    channel: 1,
+    sequence: 2,
+    payload: new Uint8Array(300),
+  });
+  const tail = Uint8Array.from([0xde, 0xad, 0xbe, 0xef]);
+  for (let cut = 0; cut <= second.length; cut++) {
+    const decoder = new FrameDecoder();
+    decoder.push(first);
+    decoder.push(second.subarray(0, cut));
+    assert.equal(decoder.next()?.sequence, 1);
+    // Reading stops before the second frame is whole; its consumed header octets are kept.
+    if (cut < second.length) assert.equal(decoder.next(), null);
+    const rest = cut < second.length ? second.subarray(0, cut) : second;
+    if (cut === second.length) assert.equal(decoder.next()?.sequence, 2);
+    const drained = decoder.drain();
+    assert.deepEqual(drained, cut === second.length ? new Uint8Array(0) : rest);
+    assert.equal(decoder.buffered, 0);
+    decoder.push(tail);
+    assert.equal(decoder.buffered, tail.length);
+    assert.deepEqual(decoder.drain(), tail);
+  }
+});
