@@ -30,6 +30,10 @@ export interface ConsoleContext {
   secure?: boolean;
   /** Clock in milliseconds (tests move time forward to expire sessions). */
   now?: () => number;
+  /** How often the dashboard samples live figures (default 5 s). */
+  sampleIntervalMs?: number;
+  /** Where the generated start-up token was written, shown on the sign-in page. */
+  startupTokenFile?: string | null;
 }
 
 /** Shared state built once per app from the context. */
@@ -42,6 +46,7 @@ export interface ConsoleDeps {
   limiter: SignInLimiter;
   sampler: FigureSampler;
   signInToken: string | null;
+  startupTokenFile: string | null;
   secure: boolean;
   now: () => number;
   /** Closed when the console stops, so live streams end. */

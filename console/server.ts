@@ -35,8 +35,9 @@ export function buildConsole(ctx: ConsoleContext): ConsoleApp {
     log: ctx.log ?? silentLogger,
     sessions: new SessionStore(now),
     limiter: new SignInLimiter(now),
-    sampler: new FigureSampler(ctx.storage, ctx.metrics, now),
+    sampler: new FigureSampler(ctx.storage, ctx.metrics, now, ctx.sampleIntervalMs),
     signInToken: ctx.signInToken !== undefined ? ctx.signInToken : ctx.config.admin.token,
+    startupTokenFile: ctx.startupTokenFile ?? null,
     secure,
     now,
     closing: closing.signal,
@@ -120,6 +121,7 @@ export async function startConsole(ctx: ConsoleContext): Promise<RunningConsole>
   const consoleApp = buildConsole({
     ...ctx,
     signInToken: ctx.signInToken ?? config.admin.token ?? startupToken,
+    startupTokenFile,
     secure: tls !== null,
   });
   const { promise: listening, resolve } = Promise.withResolvers<Deno.NetAddr>();

@@ -19,6 +19,13 @@ export interface ChartProps {
   variant?: "spark" | "main";
 }
 
+/** A chart span in words: "30 seconds", "10 minutes". */
+export function spanText(ms: number): string {
+  const s = Math.round(ms / 1000);
+  if (s < 120) return `${s} seconds`;
+  return `${Math.round(s / 60)} minutes`;
+}
+
 /** Upper bound of the y-axis: a round number at or above the largest value. */
 export function niceMax(max: number): number {
   if (max <= 0) return 1;
@@ -68,12 +75,12 @@ export function Chart(props: ChartProps) {
   const yMax = niceMax(Math.max(0, ...known.map((p) => p.value!)));
   const latest = known.at(-1)?.value;
   const paths = chartPaths(props.points, props.spanMs, width, plotHeight, top);
-  const minutes = Math.round(props.spanMs / 60_000);
+  const span = spanText(props.spanMs);
   const summary = latest === undefined
     ? `${props.label}: no data yet`
     : `${props.label}: latest ${latest}, highest ${
       Math.max(...known.map((p) => p.value!))
-    } over the last ${minutes} minutes`;
+    } over the last ${span}`;
   return (
     <svg
       class={`chart chart-${variant}`}
@@ -97,7 +104,7 @@ export function Chart(props: ChartProps) {
           />
           <text class="tick" x="2" y={top - 3}>{String(yMax)}</text>
           <text class="tick" x="2" y={top + plotHeight / 2 - 3}>{String(yMax / 2)}</text>
-          <text class="tick" x="0" y={height - 4}>{`−${minutes} min`}</text>
+          <text class="tick" x="0" y={height - 4}>{`−${span}`}</text>
           <text class="tick" x={width} y={height - 4} text-anchor="end">now</text>
         </>
       )}

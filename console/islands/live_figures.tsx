@@ -4,7 +4,7 @@
  * (server-sent events) and redraws as samples arrive.
  */
 import { useEffect, useState } from "preact/hooks";
-import { Chart } from "../components/chart.tsx";
+import { Chart, spanText } from "../components/chart.tsx";
 import type { FigureSample } from "../figures.ts";
 
 export interface LiveFiguresProps {
@@ -82,7 +82,7 @@ export function LiveFigures(props: LiveFiguresProps) {
           variant="main"
         />
         <figcaption>
-          Frames per second (in + out), last {Math.round(props.spanMs / 60000)} minutes
+          Frames per second (in + out), last {spanText(props.spanMs)}
         </figcaption>
       </figure>
     </section>

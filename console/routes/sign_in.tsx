@@ -12,7 +12,13 @@ import { setSessionCookie } from "../middleware/session.ts";
 const clientAddress = (c: Context<AppEnv>) => c.env?.remoteAddr ?? "unknown";
 
 function SignInForm(
-  props: { csrf: string; next: string; error?: string | null; note?: string | null },
+  props: {
+    csrf: string;
+    next: string;
+    error?: string | null;
+    note?: string | null;
+    hint?: string;
+  },
 ) {
   return (
     <form method="post" action="/sign-in" class="signin">
@@ -26,7 +32,7 @@ function SignInForm(
         required
         autocomplete="current-password"
         error={props.error}
-        hint="The [admin] token from commucat.toml (or COMMUCAT_ADMIN_TOKEN)."
+        hint={props.hint ?? "The [admin] token from commucat.toml (or COMMUCAT_ADMIN_TOKEN)."}
       />
       <button type="submit" class="primary">Sign in</button>
     </form>
@@ -55,7 +61,17 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
           hint="Set [admin] token in commucat.toml (or COMMUCAT_ADMIN_TOKEN) and restart."
         />
       )
-      : <SignInForm csrf={session.csrf} next={next} error={error} note={note} />;
+      : (
+        <SignInForm
+          csrf={session.csrf}
+          next={next}
+          error={error}
+          note={note}
+          hint={deps.startupTokenFile
+            ? `No admin token is configured: use the start-up token in ${deps.startupTokenFile}.`
+            : undefined}
+        />
+      );
     return renderPage(c, deps, { title: "Sign in", status }, body);
   };
 

@@ -1,0 +1,173 @@
+/**
+ * Realistic demo data for screenshots and browser tests: users, devices in every state (with a
+ * key rotation waiting), key events, sessions, groups with rosters, federation peers, outbox
+ * entries with delivery errors, queued envelopes and operator audit entries.
+ */
+import type { Storage } from "../storage/types.ts";
+import { randomBytes } from "node:crypto";
+
+const key = () => new Uint8Array(randomBytes(32));
+
+const PEOPLE: [string, string][] = [
+  ["alice", "Alice Moreau"],
+  ["bruno", "Bruno Keller"],
+  ["chen", "Chen Wei"],
+  ["dara", "Dara O'Neill"],
+  ["emeka", "Emeka Obi"],
+  ["farah", "Farah Haddad"],
+  ["goran", "Goran Petrović"],
+  ["hana", "Hana Sato"],
+];
+
+/** Seeds the demo data; returns the ids worth visiting. */
+export async function seedDemo(storage: Storage, nodeId = "node-demo"): Promise<{
+  activeDevice: string;
+  pendingDevice: string;
+  group: string;
+  member: string;
+  dbPeer: string;
+}> {
+  const s = storage;
+  const users = [];
+  for (const [handle, name] of PEOPLE) {
+    users.push(await s.users.create({ handle, displayName: name }));
+  }
+  const devices: string[] = [];
+  for (const [i, u] of users.entries()) {
+    for (const kind of ["laptop", "phone"]) {
+      if (i >= 6 && kind === "phone") continue;
+      const id = `${u.handle}-${kind}`;
+      await s.devices.register(
+        { id, userId: u.id, publicKey: key(), status: "active" },
+        "handshake",
+      );
+      devices.push(id);
+    }
+  }
+  // Waiting for approval: two new devices and one key rotation.
+  for (const [handle, kind] of [["goran", "phone"], ["hana", "tablet"]]) {
+    const u = users.find((x) => x.handle === handle)!;
+    await s.devices.register(
+      { id: `${handle}-${kind}`, userId: u.id, publicKey: key(), status: "pending" },
+      "handshake",
+    );
+  }
+  await s.devices.resolveForHandshake({
+    deviceId: "chen-phone",
+    publicKey: key(),
+    user: { handle: "chen" },
+    autoApprove: false,
+  });
+  // History: an approved, a rejected and a revoked device.
+  const bruno = users[1];
+  await s.devices.register(
+    { id: "bruno-tablet", userId: bruno.id, publicKey: key(), status: "pending" },
+    "handshake",
+  );
+  await s.devices.approve("bruno-tablet", "cli:ops");
+  await s.devices.register(
+    { id: "dara-old-phone", userId: users[3].id, publicKey: key(), status: "pending" },
+    "handshake",
+  );
+  await s.devices.reject("dara-old-phone", "cli:ops");
+  await s.devices.revoke("emeka-phone", "cli:ops");
+  await s.devices.rotateKey("alice-laptop", key(), "cli:ops");
+
+  for (const [i, id] of devices.slice(0, 10).entries()) {
+    await s.sessions.record({
+      sessionId: crypto.randomUUID(),
+      userId: users[Math.floor(i / 2)].id,
+      deviceId: id,
+      pattern: i % 3 === 0 ? "IK" : "XK",
+      protocolVersion: 2,
+      remoteAddr: `198.51.100.${20 + i}`,
+      nodeId,
+      ttlSeconds: 3600,
+    });
+    await s.devices.touch(id);
+  }
+  await s.relay.enqueue(
+    Array.from({ length: 6 }, (_, i) => ({
+      deviceId: i < 4 ? "alice-phone" : "farah-laptop",
+      channelId: 7,
+      payload: randomBytes(64),
+    })),
+    86_400,
+  );
+
+  const team = await s.groups.create(
+    { id: "ops-team", ownerDeviceId: "alice-laptop", relay: true },
+    "handshake",
+  );
+  for (
+    const [id, role] of [["bruno-laptop", "admin"], ["chen-laptop", "member"], [
+      "dara-laptop",
+      "member",
+    ], ["emeka-laptop", "member"]] as const
+  ) {
+    await s.groups.addMember(team.id, id, role, "handshake");
+  }
+  await s.groups.removeMember(team.id, "emeka-laptop", "handshake");
+  const family = await s.groups.create(
+    { id: "family", ownerDeviceId: "farah-laptop", relay: false },
+    "handshake",
+  );
+  await s.groups.addMember(family.id, "farah-phone", "member", "handshake");
+  await s.groups.addMember(family.id, "hana-laptop", "member", "handshake");
+
+  await s.peers.upsert(
+    {
+      domain: "chat.partner.example",
+      endpoint: "https://chat.partner.example/federation",
+      publicKey: key(),
+      status: "active",
+    },
+    "cli:ops",
+  );
+  await s.peers.upsert(
+    {
+      domain: "relay.lab.example",
+      endpoint: "https://relay.lab.example/federation",
+      publicKey: key(),
+      status: "pending",
+    },
+    "cli:ops",
+  );
+  for (let i = 0; i < 3; i++) {
+    const e = await s.outbox.enqueue({
+      eventId: crypto.randomUUID(),
+      peerDomain: "relay.lab.example",
+      endpoint: "https://relay.lab.example/federation",
+      body: { kind: "msg", n: i },
+    });
+    await s.outbox.markFailed(e.id, "connect ECONNREFUSED 203.0.113.7:443");
+  }
+  await s.outbox.enqueue({
+    eventId: crypto.randomUUID(),
+    peerDomain: "chat.partner.example",
+    endpoint: "https://chat.partner.example/federation",
+    body: { kind: "msg" },
+  });
+
+  await s.audit.append({
+    actor: "cli:ops",
+    action: "device.approve",
+    target: "device:bruno-tablet",
+    before: { status: "pending" },
+    after: { status: "active" },
+  });
+  await s.audit.append({
+    actor: "cli:ops",
+    action: "device.revoke",
+    target: "device:emeka-phone",
+    before: { status: "active" },
+    after: { status: "revoked" },
+  });
+  return {
+    activeDevice: "alice-phone",
+    pendingDevice: "goran-phone",
+    group: "ops-team",
+    member: "chen-laptop",
+    dbPeer: "relay.lab.example",
+  };
+}
