@@ -87,6 +87,14 @@ export class CliContext {
     console.error(text);
   }
 
+  #warned = new Set<string>();
+  /** Prints a warning from a background client once (a reconnecting client repeats itself). */
+  readonly warnOnce = (message: string): void => {
+    if (this.#warned.has(message)) return;
+    this.#warned.add(message);
+    this.note(`warning: ${message}`);
+  };
+
   /** The loaded configuration (COMMUCAT_CONFIG / ./commucat.toml and COMMUCAT_* variables). */
   async config(): Promise<Config> {
     this.#config ??= await loadConfig({ env: this.env });
@@ -126,7 +134,7 @@ export class CliContext {
         dataDir: config.server.dataDir,
         migrate: false,
         staticPeers: config.federation.peers,
-        ephemeral: { connectionName: "commucat-cli" },
+        ephemeral: { connectionName: "commucat-cli", warn: this.warnOnce },
         poolSize: 2,
       }),
       config,

@@ -17,9 +17,10 @@ export const devicesCommand: Command = {
   name: "devices",
   summary: "list devices (filter by status, user, text)",
   usage: listUsage,
-  help: `Lists devices, newest first, with their owner's handle and status. --search matches device
-ids and handles. Pages hold --limit rows (1..500, default 50); when there are more, the cursor
-of the next page is printed on stderr. Text output shortens keys; --format json has them whole.
+  help: `Lists devices, newest first, with their owner's handle and status. --search matches
+the start of device ids and handles (case-insensitive). Pages hold --limit rows (1..500,
+default 50); when there are more, the cursor of the next page is printed on stderr. Text
+output shortens keys; --format json has them whole.
 
 Example:
   deno task cli devices --status pending`,

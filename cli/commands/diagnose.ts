@@ -106,15 +106,10 @@ Example:
     }
 
     try {
-      const seen = new Set<string>();
-      const warn = (m: string) => {
-        if (!seen.has(m)) ctx.note(`warning: ${m}`);
-        seen.add(m);
-      };
       await attempt("ephemeral", async () => {
         const store = await openEphemeral(config.storage.redisUrl, {
           connectionName: "commucat-cli-diagnose",
-          warn,
+          warn: ctx.warnOnce,
         });
         open.ephemeral = store;
         await store.ping();

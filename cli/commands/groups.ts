@@ -12,8 +12,8 @@ export const groupsCommand: Command = {
   name: "groups",
   summary: "list groups, show a group's roster and membership history",
   usage,
-  help: `list   groups with their owner device, relay flag and member count; --search matches
-       group ids; pages of --limit rows (1..500, default 50), next cursor on stderr
+  help: `list   groups with their owner device, relay flag and member count; --search matches the
+       start of group ids; pages of --limit rows (1..500, default 50), next cursor on stderr
 show   one group: its fields, its roster (device, role, joined) and its membership history
 
 Examples:

@@ -50,7 +50,7 @@ export const usersCommand: Command = {
   name: "users",
   summary: "list users",
   usage: usersUsage,
-  help: `Lists users by handle. --search matches handles and display names (case-insensitive).
+  help: `Lists users in handle order. --search matches the start of the handle (case-insensitive).
 Pages hold --limit rows (1..500, default 50); the next page's cursor is printed on stderr.
 
 Example:
