@@ -497,14 +497,16 @@ async function chatLoop(
 /** Splits a byte stream into lines (without the line ending). */
 export async function* lines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
   let buffer = "";
-  for await (const text of stream.pipeThrough(new TextDecoderStream())) {
-    buffer += text;
+  const decoder = new TextDecoder();
+  for await (const chunk of stream) {
+    buffer += decoder.decode(chunk, { stream: true });
     let newline: number;
     while ((newline = buffer.indexOf("\n")) >= 0) {
       yield buffer.slice(0, newline).replace(/\r$/, "");
       buffer = buffer.slice(newline + 1);
     }
   }
+  buffer += decoder.decode();
   if (buffer !== "") yield buffer;
 }
 
