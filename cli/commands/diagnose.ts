@@ -115,7 +115,7 @@ Example:
         await store.ping();
         return store.kind === "redis"
           ? `redis at ${redactUrlPassword(config.storage.redisUrl ?? "")}`
-          : "in-memory store (no redis_url; this process only)";
+          : "in-memory store; no redis_url, so this process only";
       });
 
       const probeId = crypto.randomUUID();
