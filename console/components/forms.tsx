@@ -58,17 +58,29 @@ export function Field(props: FieldProps) {
 
 /** A labelled select. */
 export function Select(
-  props: { name: string; label: string; value?: string | null; options: [string, string][] },
+  props: {
+    name: string;
+    label: string;
+    value?: string | null;
+    options: [string, string][];
+    error?: string | null;
+  },
 ) {
   const id = `f-${props.name}`;
   return (
-    <div class="field">
+    <div class={props.error ? "field invalid" : "field"}>
       <label for={id}>{props.label}</label>
-      <select id={id} name={props.name}>
+      <select
+        id={id}
+        name={props.name}
+        aria-invalid={props.error ? "true" : undefined}
+        aria-describedby={props.error ? `${id}-note` : undefined}
+      >
         {props.options.map(([value, text]) => (
           <option value={value} selected={value === (props.value ?? "")}>{text}</option>
         ))}
       </select>
+      {props.error && <small id={`${id}-note`} class="field-error">{props.error}</small>}
     </div>
   );
 }

@@ -53,9 +53,9 @@ export class SignInLimiter {
     entry.failures++;
     entry.lastFailure = t;
     const over = entry.failures - this.options.freeFailures;
-    const wait = over < 0
+    const wait = over <= 0
       ? 0
-      : Math.min(this.options.maxDelayMs, this.options.baseDelayMs * 2 ** Math.min(over, 30));
+      : Math.min(this.options.maxDelayMs, this.options.baseDelayMs * 2 ** Math.min(over - 1, 30));
     entry.blockedUntil = t + wait;
     this.#entries.delete(address); // re-insert so Map order is least recently failed first
     this.#entries.set(address, entry);

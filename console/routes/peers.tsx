@@ -151,6 +151,7 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
             label="Status"
             value={form.status || "pending"}
             options={PEER_STATUSES.map((s) => [s, s])}
+            error={errors.status}
           />
           <div class="form-actions">
             <button type="submit" class="primary">Add peer</button>
