@@ -303,7 +303,9 @@ export async function openPglite(dataDir: string): Promise<Db> {
   }
   let engine: PGlite;
   try {
-    engine = await PGlite.create(dir, { parsers: { [INT8_OID]: (text: string) => text } });
+    engine = await PGlite.create(dir, {
+      parsers: { [INT8_OID]: (text: string) => text, [BYTEA_OID]: parseBytea },
+    });
   } catch (err) {
     lockFile.close();
     throw wrap(err, `cannot open the embedded database ${dir}`);
