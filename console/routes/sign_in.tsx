@@ -50,9 +50,15 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
     return session;
   };
 
-  const page = (c: Context<AppEnv>, status: number, error: string | null, note: string | null) => {
+  const page = (
+    c: Context<AppEnv>,
+    status: number,
+    error: string | null,
+    note: string | null,
+    nextValue: string | null = c.req.query("next") ?? null,
+  ) => {
     const session = anonymousSession(c);
-    const next = safeNext(c.req.query("next") ?? null);
+    const next = safeNext(nextValue);
     const body = deps.signInToken === null
       ? (
         <ErrorBox
@@ -83,6 +89,8 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
 
   app.post("/sign-in", async (c) => {
     const address = clientAddress(c);
+    const form = await c.req.parseBody();
+    const next = safeNext(typeof form.next === "string" ? form.next : null);
     const wait = deps.limiter.waitFor(address);
     if (wait > 0) {
       const seconds = Math.ceil(wait / 1000);
@@ -92,9 +100,9 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
         429,
         `Too many wrong tokens from your address. Wait ${seconds} s before trying again.`,
         null,
+        next,
       );
     }
-    const form = await c.req.parseBody();
     const given = typeof form.token === "string" ? form.token : "";
     if (deps.signInToken === null || !tokenMatches(given, deps.signInToken)) {
       const imposed = deps.limiter.fail(address);
@@ -102,7 +110,7 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
       const error = imposed > 0
         ? `That token is not right. Wait ${Math.ceil(imposed / 1000)} s before the next try.`
         : "That token is not right.";
-      return page(c, 401, error, null);
+      return page(c, 401, error, null, next);
     }
     deps.limiter.succeed(address);
     // A new session id on sign-in, so a planted pre-sign-in cookie is worth nothing.
@@ -113,7 +121,6 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
     setSessionCookie(c, session, deps.secure, deps.sessions.limits.absoluteMs / 1000);
     await auditSession(deps.storage, actorOf(session.label), "session.sign-in", address);
     deps.log.info("console: operator signed in", { operator: actorOf(session.label), address });
-    const next = safeNext(typeof form.next === "string" ? form.next : null);
     return c.redirect(next, 303);
   });
 
