@@ -1,0 +1,22 @@
+/**
+ * `deno task bench`: every CommuCat benchmark in one run, each printing its figures next to the
+ * ceiling it is measured against. Pass names to run a subset: `deno task bench codec noise`.
+ */
+import { run as codec } from "./codec.ts";
+import { run as noise } from "./noise.ts";
+import { run as storage } from "./storage.ts";
+
+const benches: Record<string, () => Promise<void>> = { codec, noise, storage };
+
+const wanted = Deno.args.length > 0 ? Deno.args : Object.keys(benches);
+for (const name of wanted) {
+  const bench = benches[name];
+  if (!bench) {
+    console.error(
+      `unknown benchmark ${JSON.stringify(name)}; known: ${Object.keys(benches).join(", ")}`,
+    );
+    Deno.exit(2);
+  }
+  console.log(`\n=== ${name} ===`);
+  await bench();
+}
