@@ -7,7 +7,15 @@ import { userInfo } from "node:os";
 import { type Config, loadConfig } from "../server/config.ts";
 import { setLogSink } from "../server/log.ts";
 import { createLedger, type Ledger } from "../storage/ledger.ts";
-import { type Db, openDb, openStorage, type Storage, StorageFailure } from "../storage/mod.ts";
+import { openEphemeral } from "../storage/ephemeral/mod.ts";
+import {
+  buildStorage,
+  type Db,
+  migrationStatus,
+  openDb,
+  type Storage,
+  StorageFailure,
+} from "../storage/mod.ts";
 
 /** A failure the CLI explains itself (exit code 1); no troubleshooting hint is added. */
 export class CliFailure extends Error {
@@ -114,31 +122,33 @@ export class CliContext {
     return this.#db;
   }
 
-  /** Closes the database opened by `db()`, so `storage()` can open the embedded one again. */
+  /** Closes the database opened by `db()` (when `storage()` has not taken it over). */
   async closeDb(): Promise<void> {
     const db = this.#db;
     this.#db = null;
     await db?.close();
   }
 
-  /** The whole storage; pending migrations are not applied here (that is `migrate`'s job). */
+  /**
+   * The whole storage. Migrations are not applied here (that is `migrate`'s job): a schema with
+   * pending or edited migrations is refused with a message that says what to do.
+   */
   async storage(): Promise<Storage> {
     if (this.#storage) return this.#storage;
-    await this.closeDb();
     const config = await this.config();
-    if (!config.storage.postgresDsn) await assertEmbeddedFree(config.server.dataDir);
-    this.#storage = await translateInUse(
-      openStorage({
-        postgresDsn: config.storage.postgresDsn,
-        redisUrl: config.storage.redisUrl,
-        dataDir: config.server.dataDir,
-        migrate: false,
-        staticPeers: config.federation.peers,
-        ephemeral: { connectionName: "commucat-cli", warn: this.warnOnce },
-        poolSize: 2,
-      }),
-      config,
-    );
+    const db = await this.db();
+    this.#db = null; // from here on the storage owns it
+    try {
+      await assertSchemaCurrent(db);
+      const ephemeral = await openEphemeral(config.storage.redisUrl, {
+        connectionName: "commucat-cli",
+        warn: this.warnOnce,
+      });
+      this.#storage = buildStorage(db, ephemeral, config.federation.peers);
+    } catch (err) {
+      await db.close().catch(() => {});
+      throw err;
+    }
     return this.#storage;
   }
 
@@ -168,6 +178,24 @@ export class CliContext {
       ledger?.close(),
       this.closeDb(),
     ]);
+  }
+}
+
+/** Refuses a database whose schema is behind the code or whose applied migrations were edited. */
+async function assertSchemaCurrent(db: Db): Promise<void> {
+  const status = await migrationStatus(db);
+  if (status.mismatched.length > 0) {
+    throw new StorageFailure(
+      `migration ${status.mismatched[0]} was changed after it was applied (its checksum differs ` +
+        "from the recorded one); restore the original file",
+    );
+  }
+  if (status.pending.length > 0) {
+    const n = status.pending.length;
+    throw new StorageFailure(
+      `the database schema is not up to date: ${n} pending migration${n === 1 ? "" : "s"} ` +
+        `(${status.pending.join(", ")}); run deno task cli migrate`,
+    );
   }
 }
 
