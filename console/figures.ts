@@ -96,10 +96,9 @@ export class FigureSampler {
     if (figures) {
       const frames = figures.framesIn + figures.framesOut;
       const prev = this.#previous;
+      // The first reading has nothing to compare with: its rate stays unknown.
       if (prev && at > prev.at && frames >= prev.frames) {
         framesPerSecond = Math.round(((frames - prev.frames) * 1000) / (at - prev.at) * 10) / 10;
-      } else if (!prev) {
-        framesPerSecond = 0;
       }
       this.#previous = { at, frames };
     }

@@ -67,7 +67,7 @@ export function chartPaths(
 
 export function Chart(props: ChartProps) {
   const variant = props.variant ?? "spark";
-  const width = props.width ?? (variant === "main" ? 640 : 160);
+  const width = props.width ?? (variant === "main" ? 1100 : 160);
   const height = props.height ?? (variant === "main" ? 160 : 36);
   const top = variant === "main" ? 14 : 2;
   const plotHeight = height - top - (variant === "main" ? 18 : 2);

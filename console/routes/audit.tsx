@@ -51,7 +51,7 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
                     <a href={`/audit?actor=${encodeURIComponent(e.actor)}`}>{e.actor}</a>
                   ),
                 },
-                { label: "Action", cell: (e) => <code>{e.action}</code> },
+                { label: "Action", cell: (e) => <code class="nowrap">{e.action}</code> },
                 { label: "Target", cell: (e) => e.target },
                 { label: "Before", cell: (e) => <Change value={e.before} /> },
                 { label: "After", cell: (e) => <Change value={e.after} /> },

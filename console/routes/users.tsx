@@ -12,11 +12,20 @@ import { PageError } from "../middleware/errors.tsx";
 import { parseText } from "../validate.ts";
 import { DeviceActions } from "./device_actions.tsx";
 
+const DEVICE_COUNT_CAP = 100;
+
 export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
   app.get("/users", async (c) => {
     const search = parseText(c.req.query("q"));
     const cursor = c.req.query("cursor") || null;
     const page = await deps.storage.users.list({ search: search ?? undefined, cursor, limit: 50 });
+    // Devices per user: one bounded read each, for the 50 users on this page only.
+    const counts = new Map(
+      await Promise.all(page.items.map(async (u) => {
+        const d = await deps.storage.devices.list({ userId: u.id, limit: DEVICE_COUNT_CAP });
+        return [u.id, d.nextCursor ? `${DEVICE_COUNT_CAP}+` : String(d.items.length)] as const;
+      })),
+    );
     return renderPage(c, deps, { title: "Users", active: "users" }, [
       <FilterForm action="/users" label="Search users" clear={!!search}>
         <Field name="q" label="Handle or name contains" value={search} type="search" />
@@ -37,7 +46,15 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
                 { label: "Created", cell: (u) => when(u.createdAt) },
                 {
                   label: "Devices",
-                  cell: (u) => <a href={`/devices?user=${encodeURIComponent(u.id)}`}>devices</a>,
+                  numeric: true,
+                  cell: (u) => (
+                    <a
+                      href={`/devices?user=${encodeURIComponent(u.id)}`}
+                      aria-label={`Devices of ${u.handle}`}
+                    >
+                      {counts.get(u.id)}
+                    </a>
+                  ),
                 },
               ]}
             />
