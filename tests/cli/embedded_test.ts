@@ -4,7 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { x25519 } from "@noble/curves/ed25519.js";
-import { cli, keyValues, show } from "./run.ts";
+import { cli, DENO_CONFIG, keyValues, show } from "./run.ts";
 import { operatorFlow } from "./flow.ts";
 import { openStorage } from "../../storage/mod.ts";
 
@@ -39,10 +39,28 @@ Deno.test({
     });
 
     await t.step("a running server holding the embedded database is named", async () => {
-      // The server holds <data_dir>/pg.lock while it runs; hold it the same way.
-      const lock = await Deno.open(`${dataDir}/pg.lock`, { write: true, create: true });
+      // Another process opens the embedded database the way the server does, and holds it.
+      const holder = new Deno.Command(Deno.execPath(), {
+        args: [
+          "eval",
+          "--config",
+          DENO_CONFIG,
+          `import { openDb } from ${
+            JSON.stringify(new URL("../../storage/mod.ts", import.meta.url).href)
+          };
+           const db = await openDb({ postgresDsn: null, dataDir: ${JSON.stringify(dataDir)} });
+           console.log("open");
+           for await (const _ of Deno.stdin.readable) break;
+           await db.close();`,
+        ],
+        stdin: "piped",
+        stdout: "piped",
+        stderr: "inherit",
+      }).spawn();
+      const reader = holder.stdout.pipeThrough(new TextDecoderStream()).getReader();
       try {
-        await lock.lock(true);
+        const first = await reader.read();
+        assert.equal(first.value?.trim(), "open");
         for (const args of [["devices"], ["migrate"]]) {
           const r = await cli(args, env, dir);
           assert.equal(r.code, 1, show(args, r));
@@ -58,8 +76,11 @@ Deno.test({
         assert.equal(d.code, 1, show(["diagnose"], d));
         assert.match(d.stdout, /^database: +failed: the embedded database in .* is in use/m);
       } finally {
-        await lock.unlock();
-        lock.close();
+        const writer = holder.stdin.getWriter();
+        await writer.write(new TextEncoder().encode("done\n"));
+        await writer.close();
+        await reader.cancel();
+        assert.equal((await holder.status).code, 0);
       }
     });
 

@@ -7,7 +7,7 @@ import { fileURLToPath } from "node:url";
 
 const ROOT = fileURLToPath(new URL("../../", import.meta.url));
 const MAIN = `${ROOT}cli/main.ts`;
-const DENO_CONFIG = `${ROOT}deno.json`;
+export const DENO_CONFIG = `${ROOT}deno.json`;
 
 export interface CliResult {
   code: number;
