@@ -46,6 +46,8 @@ export interface RawStream {
   read(): Promise<Uint8Array | null>;
   write(bytes: Uint8Array): Promise<void>;
   close(): void;
+  /** Ends the sending side only (TCP). */
+  closeWrite?(): Promise<void>;
 }
 
 /** Opens a raw byte stream (no CCP-1 logic). */
@@ -77,6 +79,9 @@ export async function openRaw(
         let off = 0;
         while (off < bytes.length) off += await conn.write(bytes.subarray(off));
       },
+      async closeWrite() {
+        await conn.closeWrite().catch(() => {});
+      },
       close() {
         if (closed) return;
         closed = true;
@@ -92,7 +97,8 @@ export async function openRaw(
   const host = kind === "https" ? (options.hostname ?? "localhost") : hostname;
   let controller!: ReadableStreamDefaultController<Uint8Array>;
   const body = new ReadableStream<Uint8Array>({ start: (c) => (controller = c) });
-  const client = options.caCert ? Deno.createHttpClient({ caCerts: [options.caCert] }) : undefined;
+  // A client of its own: its pooled connection closes with the stream (no leak across tests).
+  const client = Deno.createHttpClient(options.caCert ? { caCerts: [options.caCert] } : {});
   const response = await fetch(`${scheme}://${host}:${options.port}/connect`, {
     method: "POST",
     body,
@@ -124,7 +130,7 @@ export async function openRaw(
         // already closed
       }
       reader.cancel().catch(() => {});
-      client?.close();
+      client.close();
     },
   };
 }
@@ -308,6 +314,7 @@ export class TestClient {
       this.#handshake.reject(err);
     } finally {
       this.#ended = true;
+      this.raw.close();
       this.#handshake.reject(new Error("connection closed during the handshake"));
       this.#wake();
     }
