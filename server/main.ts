@@ -1,13 +1,15 @@
 /**
  * `deno task serve`: loads the configuration, prints the public keys and where it listens, opens
  * storage (embedded PGlite + in-memory store when no DSN/URL is set), starts the relay listeners
- * and the admin console in this process, and stops gracefully on SIGINT/SIGTERM.
+ * and the admin console in this process, and stops gracefully on SIGINT/SIGTERM (stop
+ * accepting, tell clients, requeue what is unacknowledged, publish them offline, close storage).
  *
  * @module
  */
 import { ConfigError, describeKeys, loadConfig } from "./config.ts";
 import { log } from "./log.ts";
 import { startServer } from "./server.ts";
+import { type RunningConsole, startConsole } from "../console/server.ts";
 
 export { type ServerHandle, type ServerOptions, startServer } from "./server.ts";
 export type { MetricsSnapshot } from "./metrics.ts";
@@ -43,9 +45,26 @@ export async function main(): Promise<number> {
   if (!handle.tls) {
     console.log("no TLS files configured: plain text on loopback (set tls_cert/tls_key for TLS)");
   }
-  // TODO(console): start the admin console in this process once console/server.ts exports
-  // startConsole(ctx): startConsole({ config, storage: handle.storage, metrics:
-  // handle.metricsSnapshot, nodeId: handle.nodeId, log }).
+  // The admin console runs in this process and reads live figures without HTTP.
+  let adminConsole: RunningConsole | null = null;
+  try {
+    adminConsole = await startConsole({
+      config,
+      storage: handle.storage,
+      nodeId: handle.nodeId,
+      log: log.child({ component: "console" }),
+      metrics: () => {
+        const snap = handle.metricsSnapshot();
+        return { ...snap, relayDepth: snap.queueDepth };
+      },
+    });
+    console.log(`admin console on ${adminConsole.url}`);
+    if (adminConsole.startupTokenFile) {
+      console.log(`console sign-in token written to ${adminConsole.startupTokenFile}`);
+    }
+  } catch (err) {
+    log.error("admin console failed to start; the relay keeps running", { error: err });
+  }
 
   const done = Promise.withResolvers<void>();
   const onSignal = () => done.resolve();
@@ -55,6 +74,7 @@ export async function main(): Promise<number> {
   Deno.removeSignalListener("SIGINT", onSignal);
   Deno.removeSignalListener("SIGTERM", onSignal);
   console.log("shutting down…");
+  await adminConsole?.stop();
   await handle.stop();
   return 0;
 }

@@ -34,6 +34,7 @@ import { encodeControl, encodeFrame } from "../../protocol/frame.ts";
 import { encodeVarint } from "../../protocol/varint.ts";
 import { bytesToHex } from "../../protocol/hex.ts";
 import { HandshakeState } from "../../protocol/noise.ts";
+import { connect as sdkConnect } from "../../client/sdk.ts";
 
 /** A valid XK message 1 towards `serverStatic` (for a handshake left unfinished). */
 function xkMessage1(serverStatic: Uint8Array): Uint8Array {
@@ -804,6 +805,53 @@ for (const kind of storageKinds()) {
           assert.equal(await storage.ephemeral.getRoute(bId), null);
         },
       );
+
+      await t.step("the client SDK: join, send, receive, offline replay on reconnect", async () => {
+        const common = { serverKey: config.crypto.noisePublic, keepaliveMs: 0 };
+        const aliceId = uid("sdk-alice");
+        const bobId = uid("sdk-bob");
+        const bobKey = generateKeypair();
+        const alice = await sdkConnect({
+          ...common,
+          transport: "http",
+          url: `http://127.0.0.1:${server.ports.http}/connect`,
+          deviceId: aliceId,
+          keypair: generateKeypair(),
+          user: { handle: aliceId },
+        });
+        let bob = await sdkConnect({
+          ...common,
+          port: server.ports.tcp,
+          pattern: "IK",
+          deviceId: bobId,
+          keypair: bobKey,
+          user: { handle: bobId },
+        });
+        try {
+          await alice.join(60, [bobId]);
+          const acked = await alice.send(60, "hello bob");
+          assert.ok(acked.ack > 0);
+          const inbox = bob.messages();
+          const first = await inbox.next();
+          assert.equal(first.value.text(), "hello bob");
+          first.value.ack();
+          await bob.close();
+          await alice.send(60, "while you were away");
+          bob = await sdkConnect({
+            ...common,
+            port: server.ports.tcp,
+            deviceId: bobId,
+            keypair: bobKey,
+          });
+          const replayed = await bob.messages().next();
+          assert.equal(replayed.value.text(), "while you were away");
+          replayed.value.ack();
+          await waitFor(async () => (await storage.relay.depth(bobId)).depth === 0);
+        } finally {
+          await alice.close();
+          await bob.close();
+        }
+      });
 
       await t.step("the witnesses lost nothing", async () => {
         await stillServed();
