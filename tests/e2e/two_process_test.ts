@@ -1,0 +1,152 @@
+/**
+ * Two real server processes (`server/main.ts`, as `deno task serve` runs it) sharing one
+ * Postgres and one Redis deliver to each other's clients, and a device that moves from one
+ * node to the other gets what was queued for it. Needs COMMUCAT_TEST_PG_DSN and
+ * COMMUCAT_TEST_REDIS_URL: the embedded database belongs to one process only.
+ */
+import assert from "node:assert/strict";
+import { type Frame, FrameType } from "../../protocol/frame.ts";
+import { bytesToHex } from "../../protocol/hex.ts";
+import { generateKeypair } from "../../protocol/crypto.ts";
+import { TestClient, withTimeout } from "../server/helpers/client.ts";
+import { realServices, uid } from "../server/helpers/server.ts";
+
+const MAIN = new URL("../../server/main.ts", import.meta.url).pathname;
+const DENO_JSON = new URL("../../deno.json", import.meta.url).pathname;
+
+interface RunningNode {
+  child: Deno.ChildProcess;
+  tcpPort: number;
+  httpPort: number;
+  output: string[];
+  stdoutDone: Promise<void>;
+}
+
+/** Starts `server/main.ts` with `env` and waits until it prints where it listens. */
+async function spawnNode(env: Record<string, string>, cwd: string): Promise<RunningNode> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--config", DENO_JSON, MAIN],
+    env: { ...env, NO_COLOR: "1" },
+    cwd,
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const output: string[] = [];
+  const ports = Promise.withResolvers<{ tcp: number; http: number }>();
+  let tcp = 0;
+  const pump = async (stream: ReadableStream<Uint8Array>) => {
+    let rest = "";
+    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+      rest += chunk;
+      const lines = rest.split("\n");
+      rest = lines.pop()!;
+      for (const line of lines) {
+        output.push(line);
+        const t = /^CCP-1 listening on tcp:\/\/[^:]+:(\d+)/.exec(line);
+        if (t) tcp = Number(t[1]);
+        const h = /^HTTP listening on http:\/\/[^:]+:(\d+)/.exec(line);
+        if (h) ports.resolve({ tcp, http: Number(h[1]) });
+      }
+    }
+    ports.reject(new Error(`server exited before listening:\n${output.join("\n")}`));
+  };
+  const stdoutDone = Promise.all([pump(child.stdout), pump(child.stderr)]).then(() => {});
+  const bound = await withTimeout(ports.promise, 60_000, "server start");
+  return { child, tcpPort: bound.tcp, httpPort: bound.http, output, stdoutDone };
+}
+
+async function stopNode(node: RunningNode): Promise<Deno.CommandStatus> {
+  try {
+    node.child.kill("SIGTERM");
+  } catch {
+    // already gone
+  }
+  const status = await node.child.status;
+  await node.stdoutDone;
+  return status;
+}
+
+const real = realServices();
+
+Deno.test({
+  name: "two server processes share Postgres + Redis and deliver to each other's clients",
+  ignore: real === null,
+}, async () => {
+  const keys = generateKeypair();
+  const dir = await Deno.makeTempDir({ prefix: "commucat-two-nodes-" });
+  const env = {
+    COMMUCAT_PG_DSN: real!.dsn,
+    COMMUCAT_REDIS_URL: real!.redis,
+    COMMUCAT_BIND: "127.0.0.1:0",
+    COMMUCAT_TCP_BIND: "127.0.0.1:0",
+    COMMUCAT_CONSOLE_BIND: "127.0.0.1:0",
+    COMMUCAT_NOISE_PRIVATE: bytesToHex(keys.privateKey),
+    COMMUCAT_AUTO_APPROVE_DEVICES: "true",
+    COMMUCAT_ADMIN_TOKEN: "two-node-token",
+  };
+  const nodes: RunningNode[] = [];
+  const clients: TestClient[] = [];
+  try {
+    for (const name of ["one", "two"]) {
+      await Deno.mkdir(`${dir}/${name}`);
+      nodes.push(
+        await spawnNode({ ...env, COMMUCAT_DATA_DIR: `${dir}/${name}/data` }, `${dir}/${name}`),
+      );
+    }
+    const [one, two] = nodes;
+    const connect = async (port: number, deviceId: string, keypair = generateKeypair()) => {
+      const c = await TestClient.connect({
+        port,
+        serverStatic: keys.publicKey,
+        deviceId,
+        keypair,
+        user: { handle: deviceId },
+      });
+      clients.push(c);
+      return c;
+    };
+    const aId = uid("proc-a");
+    const bId = uid("proc-b");
+    const bKey = generateKeypair();
+    const a = await connect(one.tcpPort, aId);
+    const b = await connect(two.tcpPort, bId, bKey);
+    const text = (f: Frame) => new TextDecoder().decode(f.payload);
+
+    assert.equal((await a.join(77, [bId])).type, FrameType.Ack);
+    await new Promise((r) => setTimeout(r, 200)); // the route change crosses the bus
+    const s1 = a.msg(77, "from node one");
+    assert.equal((await a.reply(s1)).type, FrameType.Ack);
+    assert.equal(text(await b.nextOfType(FrameType.Msg)), "from node one");
+    const s2 = b.msg(77, "from node two");
+    assert.equal((await b.reply(s2)).type, FrameType.Ack);
+    assert.equal(text(await a.nextOfType(FrameType.Msg)), "from node two");
+
+    // b goes away; what a sends meanwhile waits in the shared queue and reaches b on node one.
+    await b.close();
+    await new Promise((r) => setTimeout(r, 200));
+    const s3 = a.msg(77, "queued for b");
+    await a.reply(s3);
+    const b2 = await connect(one.tcpPort, bId, bKey);
+    assert.equal(text(await b2.nextOfType(FrameType.Msg)), "queued for b");
+
+    // Both nodes export metrics behind the token.
+    for (const node of nodes) {
+      const http = Deno.createHttpClient({});
+      const res = await fetch(`http://127.0.0.1:${node.httpPort}/metrics`, {
+        headers: { authorization: "Bearer two-node-token" },
+        client: http,
+      });
+      assert.equal(res.status, 200);
+      assert.match(await res.text(), /commucat_bus_messages_total/);
+      http.close();
+    }
+  } finally {
+    for (const c of clients) await c.close();
+    for (const node of nodes) {
+      const status = await stopNode(node);
+      assert.equal(status.code, 0, node.output.slice(-20).join("\n"));
+      assert.ok(node.output.some((l) => l.includes('"msg":"stopped"')));
+    }
+    await Deno.remove(dir, { recursive: true });
+  }
+});
