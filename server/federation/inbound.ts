@@ -1,0 +1,307 @@
+/**
+ * The inbound endpoint: `POST /federation/events` with one signed event as JSON.
+ *
+ * Checks, in order (each refusal is an RFC 9457 problem):
+ * 1. POST (405), `application/json` (415), body ≤ MAX_EVENT_BODY (413);
+ * 2. JSON with exactly the event's fields, every one type-checked (400 "invalid event", `field`);
+ * 3. origin is a known, active peer (403 "federation peer not allowed");
+ * 4. scope is our domain (421 "misdirected event");
+ * 5. digest and Ed25519 signature under the peer's key (401 "invalid signature");
+ * 6. created_at within ±5 minutes of our clock (400 "clock skew");
+ * 7. the sender belongs to the origin domain (403 "invalid federation sender"), the target is
+ *    one of our devices (400 "invalid federation target"), the payload is exactly one CCP-1
+ *    frame of a federated type (400 "invalid frame");
+ * 8. event id not seen before from this origin (409 "replayed event");
+ * then the frame goes to `deliverLocal` and the answer is 202 `{"accepted": event_id}`.
+ *
+ * @module
+ */
+import type { Logger } from "../log.ts";
+import { eventDigest, rfc3339ToNanos, verifyEvent } from "../../protocol/federation.ts";
+import { bytesToHex, hexToBytes } from "../../protocol/hex.ts";
+import type { PeerRepo } from "../../storage/types.ts";
+import { FederationRefused, FederationTitles as T, problemResponse } from "./errors.ts";
+import {
+  decodeFederatedFrame,
+  EventShapeError,
+  MAX_EVENT_BODY,
+  parseSignedEventBody,
+  type SignedEventBody,
+} from "./event.ts";
+import { parseMember, type PeerDirectory } from "./peers.ts";
+import { CLOCK_SKEW_MS, type ReplayGuard, ReplayGuardFull } from "./replay.ts";
+
+/** Hands a federated frame to a local device (live connection or relay queue). */
+export type DeliverLocal = (
+  targetDeviceId: string,
+  frame: Uint8Array,
+  meta: { origin: string; sender: string; channel: number },
+) => Promise<void>;
+
+/** What the inbound handler needs. */
+export interface InboundOptions {
+  domain: string;
+  peers: PeerDirectory;
+  peerRepo: PeerRepo;
+  replay: ReplayGuard;
+  deliverLocal: DeliverLocal;
+  log: Logger;
+  now: () => Date;
+  maxBodyBytes?: number;
+}
+
+class BodyTooLarge extends Error {}
+
+/** Reads a request body up to `limit` bytes; throws BodyTooLarge beyond it. */
+async function readBody(request: Request, limit: number): Promise<Uint8Array> {
+  const declared = request.headers.get("content-length");
+  if (declared !== null && Number(declared) > limit) throw new BodyTooLarge();
+  if (!request.body) return new Uint8Array(0);
+  const reader = request.body.getReader();
+  const parts: Uint8Array[] = [];
+  let size = 0;
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      size += value.length;
+      if (size > limit) throw new BodyTooLarge();
+      parts.push(value);
+    }
+  } catch (err) {
+    await reader.cancel().catch(() => {});
+    throw err;
+  }
+  const out = new Uint8Array(size);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
+
+/** Builds the `handleInbound(request, remoteAddr?)` function. */
+export function inboundHandler(
+  o: InboundOptions,
+): (request: Request, remoteAddr?: string) => Promise<Response> {
+  const limit = o.maxBodyBytes ?? MAX_EVENT_BODY;
+  const ownDomain = o.domain.toLowerCase();
+
+  return async function handleInbound(request, remoteAddr) {
+    try {
+      return await handle(request, remoteAddr);
+    } catch (err) {
+      // Storage down, or a bug: the sender retries; nothing was delivered.
+      o.log.error("federation inbound failed", { remote_addr: remoteAddr, error: err });
+      return problemResponse(
+        503,
+        T.deliveryFailed,
+        "the event could not be processed; retry later",
+        {
+          headers: { "retry-after": "5" },
+        },
+      );
+    }
+  };
+
+  async function handle(request: Request, remoteAddr?: string): Promise<Response> {
+    const refuse = (
+      status: number,
+      title: string,
+      detail: string,
+      extra: { field?: string; headers?: Record<string, string>; event_id?: string } = {},
+    ) => {
+      o.log.warn(title === T.peerNotAllowed ? T.peerNotAllowed : "federation event refused", {
+        status,
+        title,
+        detail,
+        remote_addr: remoteAddr,
+        event_id: extra.event_id,
+      });
+      return problemResponse(status, title, detail, extra);
+    };
+
+    if (request.method !== "POST") {
+      await request.body?.cancel().catch(() => {});
+      return problemResponse(405, T.methodNotAllowed, "federation events are POSTed", {
+        headers: { allow: "POST" },
+      });
+    }
+    const type = (request.headers.get("content-type") ?? "").split(";")[0].trim().toLowerCase();
+    if (type !== "application/json") {
+      await request.body?.cancel().catch(() => {});
+      return refuse(415, T.unsupportedMediaType, "expected content-type application/json");
+    }
+    let raw: Uint8Array;
+    try {
+      raw = await readBody(request, limit);
+    } catch (err) {
+      if (err instanceof BodyTooLarge) {
+        return refuse(413, T.eventTooLarge, `the body exceeds ${limit} bytes`);
+      }
+      return refuse(400, T.invalidEvent, "the body could not be read");
+    }
+
+    let body: SignedEventBody;
+    try {
+      body = parseSignedEventBody(
+        JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(raw)),
+      );
+    } catch (err) {
+      if (err instanceof EventShapeError) {
+        return refuse(400, T.invalidEvent, err.message, { field: err.field });
+      }
+      return refuse(400, T.invalidEvent, "the body is not valid UTF-8 JSON");
+    }
+    const { event } = body;
+    const eventId = event.event_id;
+
+    let peer;
+    try {
+      peer = await o.peers.forInbound(event.origin);
+    } catch (err) {
+      if (err instanceof FederationRefused) {
+        return refuse(err.status, err.title, err.detail, { event_id: eventId });
+      }
+      throw err;
+    }
+    if (event.scope !== ownDomain) {
+      return refuse(
+        421,
+        T.misdirectedEvent,
+        `event scope ${JSON.stringify(event.scope)} is not this server's domain`,
+        { field: "event.scope", event_id: eventId },
+      );
+    }
+
+    let createdNs: bigint;
+    try {
+      createdNs = rfc3339ToNanos(event.created_at);
+    } catch (err) {
+      return refuse(400, T.invalidEvent, (err as Error).message, {
+        field: "event.created_at",
+        event_id: eventId,
+      });
+    }
+    if (body.digest !== undefined && body.digest.toLowerCase() !== bytesToHex(eventDigest(event))) {
+      return refuse(401, T.invalidSignature, "digest does not match the event", {
+        field: "digest",
+        event_id: eventId,
+      });
+    }
+    if (!verifyEvent(event, hexToBytes(body.signature), peer.publicKey)) {
+      return refuse(
+        401,
+        T.invalidSignature,
+        `signature does not verify under the key of ${event.origin}`,
+        { field: "signature", event_id: eventId },
+      );
+    }
+
+    const skewMs = Number(createdNs / 1_000_000n) - o.now().getTime();
+    if (Math.abs(skewMs) > CLOCK_SKEW_MS) {
+      return refuse(
+        400,
+        T.clockSkew,
+        `created_at is ${Math.round(skewMs / 1000)} s from this server's clock ` +
+          `(allowed ±${CLOCK_SKEW_MS / 1000} s)`,
+        { field: "event.created_at", event_id: eventId },
+      );
+    }
+
+    const { sender, target } = event.payload;
+    const from = parseMember(sender);
+    if (!from || from.domain !== event.origin) {
+      return refuse(
+        403,
+        T.invalidSender,
+        `sender ${JSON.stringify(sender)} is not a device of ${event.origin}`,
+        { field: "event.payload.sender", event_id: eventId },
+      );
+    }
+    const to = parseMember(target);
+    if (!to || (to.domain !== null && to.domain !== ownDomain)) {
+      return refuse(
+        400,
+        T.invalidTarget,
+        `target ${JSON.stringify(target)} is not a device of ${ownDomain}`,
+        { field: "event.payload.target", event_id: eventId },
+      );
+    }
+    const frame = hexToBytes(event.payload.payload);
+    const decoded = decodeFederatedFrame(frame);
+    if (typeof decoded === "string") {
+      return refuse(400, T.invalidFrame, decoded, {
+        field: "event.payload.payload",
+        event_id: eventId,
+      });
+    }
+
+    try {
+      if (!(await o.replay.claim(event.origin, eventId, o.now()))) {
+        return refuse(409, T.replayedEvent, `event ${eventId} was already accepted`, {
+          event_id: eventId,
+        });
+      }
+    } catch (err) {
+      if (err instanceof ReplayGuardFull) {
+        return refuse(503, T.busy, "too many recent events; retry shortly", {
+          headers: { "retry-after": "5" },
+          event_id: eventId,
+        });
+      }
+      throw err;
+    }
+
+    try {
+      await o.deliverLocal(to.device, frame, {
+        origin: event.origin,
+        sender,
+        channel: event.payload.channel,
+      });
+    } catch (err) {
+      // Not delivered: forget the id so the sender's retry is accepted.
+      await o.replay.release(event.origin, eventId).catch(() => {});
+      const status = (err as { status?: unknown }).status;
+      const title = (err as { title?: unknown }).title;
+      if (
+        typeof status === "number" && status >= 400 && status < 500 && typeof title === "string"
+      ) {
+        const detail = (err as { detail?: unknown }).detail;
+        return refuse(status, title, typeof detail === "string" ? detail : (err as Error).message, {
+          event_id: eventId,
+        });
+      }
+      o.log.error("federation delivery to local device failed", {
+        event_id: eventId,
+        origin: event.origin,
+        error: err,
+      });
+      return problemResponse(
+        503,
+        T.deliveryFailed,
+        "the event could not be delivered; retry later",
+        {
+          headers: { "retry-after": "5" },
+        },
+      );
+    }
+
+    await o.peerRepo.touch(event.origin).catch((err) => {
+      o.log.warn("federation peer touch failed", { peer: event.origin, error: err });
+    });
+    o.log.info("federation event accepted", {
+      event_id: eventId,
+      origin: event.origin,
+      sender,
+      target,
+      channel: event.payload.channel,
+      bytes: frame.length,
+    });
+    return new Response(JSON.stringify({ accepted: eventId }), {
+      status: 202,
+      headers: { "content-type": "application/json" },
+    });
+  }
+}

@@ -1,0 +1,229 @@
+/**
+ * Federation between CommuCat domains (ccp1.md §7): frames for members `device@other.domain`
+ * leave as signed events through a durable outbox; events from peers arrive at
+ * `POST /federation/events` and are handed to the local device or its relay queue.
+ *
+ * The relay server calls {@link createFederation} once, routes frames for remote members to
+ * `send`, mounts `handleInbound` at `inboundPath` on its HTTP listener, calls `start()` when it
+ * serves and `stop()` before it closes storage. See docs/FEDERATION.md.
+ *
+ * @module
+ */
+import type { Config } from "../config.ts";
+import type { Logger } from "../log.ts";
+import type { Storage } from "../../storage/types.ts";
+import {
+  type FederationEvent,
+  federationKeypair,
+  signEvent,
+  toRfc3339,
+} from "../../protocol/federation.ts";
+import { bytesToHex } from "../../protocol/hex.ts";
+import { MAX_U32 } from "../../protocol/varint.ts";
+import { FederationRefused, FederationTitles as T } from "./errors.ts";
+import { decodeFederatedFrame, MAX_ID_LENGTH } from "./event.ts";
+import { type DeliverLocal, inboundHandler } from "./inbound.ts";
+import { OutboxWorker } from "./outbound.ts";
+import { INBOUND_PATH, inboundUrl, parseMember, PeerDirectory, remoteDomainOf } from "./peers.ts";
+import { MemoryReplayGuard, type ReplayGuard } from "./replay.ts";
+
+export { FederationRefused, FederationTitles } from "./errors.ts";
+export { MAX_EVENT_BODY, MAX_FEDERATED_FRAME } from "./event.ts";
+export { INBOUND_PATH, inboundUrl, parseMember, remoteDomainOf } from "./peers.ts";
+export {
+  CLOCK_SKEW_MS,
+  MemoryReplayGuard,
+  REPLAY_WINDOW_MS,
+  type ReplayGuard,
+  ReplayGuardFull,
+} from "./replay.ts";
+export type { DeliverLocal } from "./inbound.ts";
+
+/** What federation needs from the server. */
+export interface FederationContext {
+  config: Config;
+  storage: Storage;
+  log: Logger;
+  /** Hands a frame from a peer to a local device: its live connection or its relay queue. */
+  deliverLocal: DeliverLocal;
+  /** HTTP client for outbound POSTs (tests inject one); default the global fetch. */
+  fetch?: typeof fetch;
+  /** Clock (tests inject one); default `new Date()`. */
+  now?: () => Date;
+  /**
+   * Replay protection for inbound event ids; default an in-memory guard, which is enough for a
+   * single node. Several nodes behind one federation endpoint need a shared (database) guard.
+   */
+  replay?: ReplayGuard;
+  /** Worker poll interval in ms (default 500). */
+  pollIntervalMs?: number;
+  /** Outbound POST timeout in ms (default 10 000). */
+  timeoutMs?: number;
+}
+
+/** One frame for one remote member. */
+export interface FederationSendInput {
+  /** Channel id the frame travels on (u32). */
+  channel: number;
+  /** The sender's sequence of the frame (u32). */
+  sequence: number;
+  /** The encoded CCP-1 frame (MSG, TYPING, KEY_UPDATE or GROUP_EVENT), ≤ 1 MiB. */
+  frame: Uint8Array;
+  /** The local sending device: a bare id or `device@ourdomain`. */
+  sender: string;
+  /** The remote member: `device@remote.domain`. */
+  target: string;
+}
+
+/** The federation service of one server. */
+export interface Federation {
+  /** True when `member` is `device@domain` with a domain other than ours. */
+  isRemote(member: string): boolean;
+  /**
+   * Signs and durably queues a frame for a remote member, then nudges the worker. Resolves once
+   * the event is in the outbox. Throws {@link FederationRefused} (non-fatal ERROR for the
+   * sender) when the peer is unknown or blocked (403 "federation peer not allowed"), the target
+   * or sender is malformed (400) or the frame is invalid or too large (400/413); storage errors
+   * propagate as they are.
+   */
+  send(input: FederationSendInput): Promise<{ eventId: string }>;
+  /** The inbound endpoint; never throws, always answers (problems as RFC 9457 JSON). */
+  handleInbound(request: Request, remoteAddr?: string): Promise<Response>;
+  /** Starts the outbox worker. */
+  start(): void;
+  /** Stops the worker: no timer or request of it remains when this resolves. */
+  stop(): Promise<void>;
+  /** Runs one delivery pass now; resolves to the number of entries tried. */
+  deliverDue(): Promise<number>;
+  /** The path `handleInbound` expects to be mounted at. */
+  readonly inboundPath: typeof INBOUND_PATH;
+  /** This server's Ed25519 federation public key (what peers configure for us). */
+  readonly publicKey: Uint8Array;
+}
+
+/** Creates the federation service for one server process. */
+export function createFederation(ctx: FederationContext): Federation {
+  const domain = ctx.config.server.domain.toLowerCase();
+  const log = ctx.log.child({ component: "federation" });
+  const now = ctx.now ?? (() => new Date());
+  const keys = federationKeypair(ctx.config.crypto.federationSeed);
+  const peers = new PeerDirectory(ctx.config.federation.peers, ctx.storage.peers, log);
+  const worker = new OutboxWorker({
+    outbox: ctx.storage.outbox,
+    peers,
+    secretKey: keys.secretKey,
+    log,
+    fetch: ctx.fetch ?? fetch,
+    now,
+    pollIntervalMs: ctx.pollIntervalMs,
+    timeoutMs: ctx.timeoutMs,
+  });
+  const handleInbound = inboundHandler({
+    domain,
+    peers,
+    peerRepo: ctx.storage.peers,
+    replay: ctx.replay ?? new MemoryReplayGuard(),
+    deliverLocal: ctx.deliverLocal,
+    log,
+    now,
+  });
+
+  /** `device@ourdomain` for a local sender given bare or qualified. */
+  function qualifiedSender(sender: string): string {
+    const address = parseMember(sender);
+    if (!address || address.device.length > MAX_ID_LENGTH || address.device.includes("@")) {
+      throw new FederationRefused(
+        T.invalidSender,
+        400,
+        `sender ${JSON.stringify(sender)} is not a device id`,
+      );
+    }
+    if (address.domain !== null && address.domain !== domain) {
+      throw new FederationRefused(
+        T.invalidSender,
+        400,
+        `sender ${JSON.stringify(sender)} is not a device of ${domain}`,
+      );
+    }
+    return `${address.device}@${domain}`;
+  }
+
+  async function send(input: FederationSendInput): Promise<{ eventId: string }> {
+    const target = String(input.target);
+    const peerDomain = remoteDomainOf(target, domain);
+    if (peerDomain === null || target.length > MAX_ID_LENGTH) {
+      throw new FederationRefused(
+        T.invalidTarget,
+        400,
+        `${JSON.stringify(target)} is not a remote member (expected device@other.domain)`,
+      );
+    }
+    for (const field of ["channel", "sequence"] as const) {
+      const v = input[field];
+      if (!Number.isInteger(v) || v < 0 || v > MAX_U32) {
+        throw new FederationRefused(T.invalidFrame, 400, `${field} ${v} is not a u32`);
+      }
+    }
+    const sender = qualifiedSender(input.sender);
+    if (!(input.frame instanceof Uint8Array)) {
+      throw new FederationRefused(T.invalidFrame, 400, "frame must be bytes");
+    }
+    const decoded = decodeFederatedFrame(input.frame);
+    if (typeof decoded === "string") {
+      const tooLarge = decoded.includes("at most");
+      throw new FederationRefused(
+        tooLarge ? T.frameTooLarge : T.invalidFrame,
+        tooLarge ? 413 : 400,
+        decoded,
+      );
+    }
+
+    const peer = await peers.forOutbound(peerDomain).catch((err) => {
+      if (err instanceof FederationRefused) {
+        log.warn(T.peerNotAllowed, { direction: "outbound", peer: peerDomain, sender, target });
+      }
+      throw err;
+    });
+    const event: FederationEvent = {
+      event_id: crypto.randomUUID(),
+      origin: domain,
+      scope: peer.domain,
+      created_at: toRfc3339(now()),
+      payload: {
+        channel: input.channel,
+        sequence: input.sequence,
+        payload: bytesToHex(input.frame),
+        sender,
+        target,
+      },
+    };
+    const signature = bytesToHex(signEvent(event, keys.secretKey));
+    await ctx.storage.outbox.enqueue({
+      eventId: event.event_id,
+      peerDomain: peer.domain,
+      endpoint: inboundUrl(peer.endpoint),
+      body: { event, signature },
+    });
+    log.info("federation event queued", {
+      event_id: event.event_id,
+      peer: peer.domain,
+      sender,
+      target,
+      channel: input.channel,
+      bytes: input.frame.length,
+    });
+    worker.nudge();
+    return { eventId: event.event_id };
+  }
+
+  return {
+    isRemote: (member) => remoteDomainOf(member, domain) !== null,
+    send,
+    handleInbound,
+    start: () => worker.start(),
+    stop: () => worker.stop(),
+    deliverDue: () => worker.deliverDue(),
+    inboundPath: INBOUND_PATH,
+    publicKey: keys.publicKey,
+  };
+}

@@ -1,0 +1,280 @@
+/**
+ * Test doubles for federation tests: in-memory PeerRepo and OutboxRepo with the semantics of
+ * the Postgres repositories (pending peers, allowed transitions, leased claims, 2^n backoff),
+ * a capturing logger, and a two-domain harness with real HTTP listeners on loopback.
+ */
+import type { Config, StaticPeer } from "../../server/config.ts";
+import type { LogFields, Logger } from "../../server/log.ts";
+import { NotFound, TransitionNotAllowed } from "../../storage/errors.ts";
+import type {
+  FederationPeer,
+  OutboxBacklog,
+  OutboxEntry,
+  OutboxRepo,
+  PeerRepo,
+  PeerStatus,
+  Storage,
+} from "../../storage/types.ts";
+import { createFederation, type Federation } from "../../server/federation/mod.ts";
+import { federationKeypair } from "../../protocol/federation.ts";
+
+/** A settable clock shared by a domain's federation and its fake repositories. */
+export class Clock {
+  constructor(public ms = Date.now()) {}
+  now = (): Date => new Date(this.ms);
+  advance(ms: number): void {
+    this.ms += ms;
+  }
+}
+
+export class MemoryPeerRepo implements PeerRepo {
+  rows = new Map<string, FederationPeer>();
+  touched: string[] = [];
+  upsert(
+    input: { domain: string; endpoint: string; publicKey: Uint8Array; status?: PeerStatus },
+  ): Promise<FederationPeer> {
+    const domain = input.domain.toLowerCase();
+    const before = this.rows.get(domain);
+    const peer: FederationPeer = {
+      domain,
+      endpoint: input.endpoint,
+      publicKey: input.publicKey,
+      status: input.status ?? before?.status ?? "pending",
+      source: "database",
+      lastSeenAt: before?.lastSeenAt ?? null,
+      createdAt: before?.createdAt ?? new Date(),
+    };
+    this.rows.set(domain, peer);
+    return Promise.resolve(peer);
+  }
+  get(domain: string): Promise<FederationPeer | null> {
+    return Promise.resolve(this.rows.get(domain.toLowerCase()) ?? null);
+  }
+  setStatus(domain: string, status: PeerStatus): Promise<FederationPeer> {
+    const peer = this.rows.get(domain);
+    if (!peer) return Promise.reject(new NotFound("federation peer", domain));
+    if (peer.status === status) {
+      return Promise.reject(new TransitionNotAllowed(`peer ${domain}`, peer.status, status));
+    }
+    peer.status = status;
+    return Promise.resolve(peer);
+  }
+  list(): Promise<FederationPeer[]> {
+    return Promise.resolve([...this.rows.values()]);
+  }
+  touch(domain: string): Promise<void> {
+    this.touched.push(domain);
+    const peer = this.rows.get(domain);
+    if (peer) peer.lastSeenAt = new Date();
+    return Promise.resolve();
+  }
+}
+
+export class MemoryOutboxRepo implements OutboxRepo {
+  entries: OutboxEntry[] = [];
+  #next = 1;
+  constructor(private readonly clock: Clock) {}
+  enqueue(
+    input: { eventId: string; peerDomain: string; endpoint: string; body: unknown },
+  ): Promise<OutboxEntry> {
+    const existing = this.entries.find((e) =>
+      e.eventId === input.eventId && e.peerDomain === input.peerDomain
+    );
+    if (existing) return Promise.resolve(existing);
+    const entry: OutboxEntry = {
+      id: String(this.#next++),
+      eventId: input.eventId,
+      peerDomain: input.peerDomain,
+      endpoint: input.endpoint,
+      // Stored as JSON, as the database does.
+      body: JSON.parse(JSON.stringify(input.body)),
+      attempts: 0,
+      nextAttemptAt: this.clock.now(),
+      lastError: null,
+      deliveredAt: null,
+      createdAt: this.clock.now(),
+    };
+    this.entries.push(entry);
+    return Promise.resolve(entry);
+  }
+  claimDue(limit: number, now: Date = this.clock.now()): Promise<OutboxEntry[]> {
+    const due = this.entries
+      .filter((e) => e.deliveredAt === null && e.nextAttemptAt.getTime() <= now.getTime())
+      .slice(0, limit);
+    for (const e of due) e.nextAttemptAt = new Date(now.getTime() + 60_000);
+    return Promise.resolve(due.map((e) => ({ ...e })));
+  }
+  markDelivered(id: string): Promise<void> {
+    const e = this.entries.find((x) => x.id === id);
+    if (!e) return Promise.reject(new NotFound("outbox entry", id));
+    e.deliveredAt = this.clock.now();
+    return Promise.resolve();
+  }
+  markFailed(id: string, error: string): Promise<OutboxEntry> {
+    const e = this.entries.find((x) => x.id === id);
+    if (!e) return Promise.reject(new NotFound("outbox entry", id));
+    e.attempts++;
+    e.lastError = error;
+    e.nextAttemptAt = new Date(
+      this.clock.ms + Math.min(2 ** Math.min(e.attempts, 12), 3600) * 1000,
+    );
+    return Promise.resolve({ ...e });
+  }
+  backlog(): Promise<OutboxBacklog[]> {
+    const byPeer = new Map<string, OutboxBacklog>();
+    for (const e of this.entries) {
+      if (e.deliveredAt) continue;
+      const b = byPeer.get(e.peerDomain) ??
+        { peerDomain: e.peerDomain, pending: 0, oldest: null, lastError: null };
+      b.pending++;
+      b.oldest ??= e.createdAt;
+      b.lastError = e.lastError ?? b.lastError;
+      byPeer.set(e.peerDomain, b);
+    }
+    return Promise.resolve([...byPeer.values()]);
+  }
+}
+
+/** One captured log line. */
+export interface LogLine {
+  level: string;
+  msg: string;
+  fields: LogFields;
+}
+
+/** A logger that keeps every line in `lines`. */
+export function captureLogger(lines: LogLine[] = [], base: LogFields = {}): Logger & {
+  lines: LogLine[];
+} {
+  const write = (level: string) => (msg: string, fields: LogFields = {}) =>
+    lines.push({ level, msg, fields: { ...base, ...fields } });
+  return {
+    lines,
+    debug: write("debug"),
+    info: write("info"),
+    warn: write("warn"),
+    error: write("error"),
+    child: (fields) => captureLogger(lines, { ...base, ...fields }),
+  };
+}
+
+/** The smallest Config federation reads. */
+export function testConfig(domain: string, seed: Uint8Array, peers: StaticPeer[]): Config {
+  return {
+    server: { domain },
+    crypto: { federationSeed: seed },
+    federation: { peers },
+  } as unknown as Config;
+}
+
+/** A storage whose only working parts are the peer and outbox repositories. */
+export function fakeStorage(peers: PeerRepo, outbox: OutboxRepo): Storage {
+  return { dbKind: "pglite", peers, outbox } as unknown as Storage;
+}
+
+/** A frame delivered by a domain's federation. */
+export interface Delivered {
+  device: string;
+  frame: Uint8Array;
+  meta: { origin: string; sender: string; channel: number };
+}
+
+/** One domain of a test: its federation, storage doubles, clock, log and HTTP listener. */
+export interface TestDomain {
+  domain: string;
+  seed: Uint8Array;
+  publicKey: Uint8Array;
+  clock: Clock;
+  peers: MemoryPeerRepo;
+  outbox: MemoryOutboxRepo;
+  log: ReturnType<typeof captureLogger>;
+  delivered: Delivered[];
+  /** Replace to make local delivery fail. */
+  deliverLocal: (device: string, frame: Uint8Array, meta: Delivered["meta"]) => Promise<void>;
+  fed: Federation;
+  server: Deno.HttpServer<Deno.NetAddr> | null;
+  url: string;
+  /** Starts the listener (on `port`, or a free one). */
+  listen(port?: number): void;
+  close(): Promise<void>;
+}
+
+/** A domain with its identity; its federation is made by {@link finishDomain}. */
+export function newIdentity(
+  domain: string,
+): { domain: string; seed: Uint8Array; publicKey: Uint8Array } {
+  const seed = crypto.getRandomValues(new Uint8Array(32));
+  return { domain, seed, publicKey: federationKeypair(seed).publicKey };
+}
+
+/** Builds a domain's federation over fakes, with these static peers. */
+export function makeDomain(
+  id: { domain: string; seed: Uint8Array; publicKey: Uint8Array },
+  staticPeers: StaticPeer[],
+  options: { storage?: Storage; clock?: Clock } = {},
+): TestDomain {
+  const clock = options.clock ?? new Clock();
+  const peers = new MemoryPeerRepo();
+  const outbox = new MemoryOutboxRepo(clock);
+  const log = captureLogger();
+  const delivered: Delivered[] = [];
+  const d: TestDomain = {
+    ...id,
+    clock,
+    peers,
+    outbox,
+    log,
+    delivered,
+    deliverLocal: (device, frame, meta) => {
+      delivered.push({ device, frame: frame.slice(), meta });
+      return Promise.resolve();
+    },
+    fed: undefined as unknown as Federation,
+    server: null,
+    url: "",
+    listen(port = 0) {
+      d.server = Deno.serve({
+        hostname: "127.0.0.1",
+        port,
+        onListen: () => {},
+      }, (req, info) => {
+        const path = new URL(req.url).pathname;
+        if (path !== d.fed.inboundPath) return new Response("not found", { status: 404 });
+        return d.fed.handleInbound(req, info.remoteAddr.hostname);
+      });
+      d.url = `http://127.0.0.1:${d.server.addr.port}`;
+    },
+    async close() {
+      await d.fed.stop();
+      if (d.server) await d.server.shutdown();
+      d.server = null;
+    },
+  };
+  d.fed = createFederation({
+    config: testConfig(id.domain, id.seed, staticPeers),
+    storage: options.storage ?? fakeStorage(peers, outbox),
+    log,
+    deliverLocal: (device, frame, meta) => d.deliverLocal(device, frame, meta),
+    now: clock.now,
+    pollIntervalMs: 20,
+    timeoutMs: 2000,
+  });
+  return d;
+}
+
+/** A port nothing listens on right now. */
+export function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+/** Polls `check` until it is true (fails after `ms`). */
+export async function waitFor(check: () => boolean, what: string, ms = 5000): Promise<void> {
+  const until = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
