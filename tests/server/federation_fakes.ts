@@ -18,12 +18,18 @@ import type {
 import { createFederation, type Federation } from "../../server/federation/mod.ts";
 import { federationKeypair } from "../../protocol/federation.ts";
 
-/** A settable clock shared by a domain's federation and its fake repositories. */
+/**
+ * The wall clock plus an offset tests can move forward, shared by a domain's federation and its
+ * fake repositories (the database's own now() keeps running, so a frozen clock would not do).
+ */
 export class Clock {
-  constructor(public ms = Date.now()) {}
+  offset = 0;
+  get ms(): number {
+    return Date.now() + this.offset;
+  }
   now = (): Date => new Date(this.ms);
   advance(ms: number): void {
-    this.ms += ms;
+    this.offset += ms;
   }
 }
 
