@@ -179,14 +179,25 @@ export function parseSignedEventBody(value: unknown): SignedEventBody {
   return out;
 }
 
+/** Why bytes are not a federated frame: 413 when too large, else 400. */
+export interface FrameRejection {
+  status: 400 | 413;
+  detail: string;
+}
+
 /**
- * Decodes `bytes` as exactly one CCP-1 frame of a federated type. Returns the frame or a
- * sentence saying what is wrong with it.
+ * Decodes `bytes` as exactly one CCP-1 frame of a federated type. Returns the frame or what is
+ * wrong with it.
  */
-export function decodeFederatedFrame(bytes: Uint8Array): Frame | string {
-  if (bytes.length === 0) return "the frame is empty";
+export function decodeFederatedFrame(bytes: Uint8Array): Frame | FrameRejection {
+  const bad = (detail: string): FrameRejection => ({ status: 400, detail });
+  if (bytes.length === 0) return bad("the frame is empty");
   if (bytes.length > MAX_FEDERATED_FRAME) {
-    return `the frame is ${bytes.length} bytes; federation carries at most ${MAX_FEDERATED_FRAME}`;
+    return {
+      status: 413,
+      detail:
+        `the frame is ${bytes.length} bytes; federation carries at most ${MAX_FEDERATED_FRAME}`,
+    };
   }
   const decoder = new FrameDecoder({ maxFrameLength: MAX_FEDERATED_FRAME });
   decoder.push(bytes);
@@ -194,16 +205,18 @@ export function decodeFederatedFrame(bytes: Uint8Array): Frame | string {
   try {
     frame = decoder.next();
   } catch (err) {
-    if (err instanceof CodecError) return `not a valid CCP-1 frame: ${err.message}`;
+    if (err instanceof CodecError) return bad(`not a valid CCP-1 frame: ${err.message}`);
     throw err;
   }
-  if (frame === null) return "not a valid CCP-1 frame: truncated";
+  if (frame === null) return bad("not a valid CCP-1 frame: truncated");
   if (decoder.buffered !== 0) {
-    return `expected exactly one CCP-1 frame, found ${decoder.buffered} trailing bytes`;
+    return bad(`expected exactly one CCP-1 frame, found ${decoder.buffered} trailing bytes`);
   }
   if (!FEDERATED_FRAME_TYPES.has(frame.type)) {
-    return `${FRAME_TYPE_NAMES[frame.type]} frames do not cross domains ` +
-      `(only MSG, TYPING, KEY_UPDATE and GROUP_EVENT do)`;
+    return bad(
+      `${FRAME_TYPE_NAMES[frame.type]} frames do not cross domains ` +
+        `(only MSG, TYPING, KEY_UPDATE and GROUP_EVENT do)`,
+    );
   }
   return frame;
 }

@@ -231,8 +231,8 @@ export function inboundHandler(
     }
     const frame = hexToBytes(event.payload.payload);
     const decoded = decodeFederatedFrame(frame);
-    if (typeof decoded === "string") {
-      return refuse(400, T.invalidFrame, decoded, {
+    if (!("type" in decoded)) {
+      return refuse(400, T.invalidFrame, decoded.detail, {
         field: "event.payload.payload",
         event_id: eventId,
       });

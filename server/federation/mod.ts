@@ -169,12 +169,12 @@ export function createFederation(ctx: FederationContext): Federation {
       throw new FederationRefused(T.invalidFrame, 400, "frame must be bytes");
     }
     const decoded = decodeFederatedFrame(input.frame);
-    if (typeof decoded === "string") {
-      const tooLarge = decoded.includes("at most");
+    if (!("type" in decoded)) {
+      const tooLarge = decoded.status === 413;
       throw new FederationRefused(
         tooLarge ? T.frameTooLarge : T.invalidFrame,
-        tooLarge ? 413 : 400,
-        decoded,
+        decoded.status,
+        decoded.detail,
       );
     }
 

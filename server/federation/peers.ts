@@ -46,12 +46,14 @@ export function remoteDomainOf(member: string, ownDomain: string): string | null
 
 /**
  * The URL events are POSTed to. A peer's endpoint is normally the full URL of its inbound route
- * (`https://chat.example.org/federation/events`); a bare base URL (path `/`) gets
- * {@link INBOUND_PATH} appended. Any other path is used as given (a reverse proxy may map it).
+ * (`https://chat.example.org/federation/events`). A base URL — path `/` or `/federation`, the
+ * form the sample config and the CLI show — gets the rest of {@link INBOUND_PATH} appended. Any
+ * other path is used as given (a reverse proxy may map it).
  */
 export function inboundUrl(endpoint: string): string {
   const url = new URL(endpoint);
-  if (url.pathname === "/" || url.pathname === "") url.pathname = INBOUND_PATH;
+  const path = url.pathname.replace(/\/+$/, "");
+  if (path === "" || path === "/federation") url.pathname = INBOUND_PATH;
   return url.toString();
 }
 

@@ -633,7 +633,7 @@ Deno.test("the worker starts and stops cleanly, aborting a hung request", async 
   }
 });
 
-Deno.test("inboundUrl appends the inbound path only to a bare base URL", () => {
+Deno.test("inboundUrl completes a base URL and keeps any other path", () => {
   assert.equal(
     inboundUrl("https://chat.example.org"),
     "https://chat.example.org/federation/events",
@@ -647,6 +647,14 @@ Deno.test("inboundUrl appends the inbound path only to a bare base URL", () => {
     "https://chat.example.org/federation/events",
   );
   assert.equal(inboundUrl("https://proxy.example.org/fed/in"), "https://proxy.example.org/fed/in");
+  assert.equal(
+    inboundUrl("https://chat.example.org/federation"),
+    "https://chat.example.org/federation/events",
+  );
+  assert.equal(
+    inboundUrl("https://chat.example.org:8443/federation/"),
+    "https://chat.example.org:8443/federation/events",
+  );
 });
 
 Deno.test("the in-memory replay guard forgets ids after the window and never early", async () => {
