@@ -159,7 +159,7 @@ export function inboundHandler(
 
     let peer;
     try {
-      peer = await o.peers.forInbound(event.origin);
+      peer = await o.peers.requireActive(event.origin);
     } catch (err) {
       if (err instanceof FederationRefused) {
         return refuse(err.status, err.title, err.detail, { event_id: eventId });

@@ -176,7 +176,7 @@ export class OutboxWorker {
   async #attempt(entry: OutboxEntry): Promise<Outcome> {
     let peer;
     try {
-      peer = await this.o.peers.forOutbound(entry.peerDomain);
+      peer = await this.o.peers.requireActive(entry.peerDomain);
     } catch (err) {
       if (err instanceof FederationRefused) {
         return { kind: "failed", error: `${err.title}: ${err.detail}`, permanent: true };

@@ -116,8 +116,12 @@ export class PeerDirectory {
     throw notAllowed(domain, peer);
   }
 
-  /** The peer an inbound event from `origin` may come from: active only. */
-  async forInbound(origin: string): Promise<FederationPeer> {
+  /**
+   * The peer an inbound event from `origin` may come from, or a queued event may be delivered
+   * to: active only. (Queued events do not promote a peer again: an operator who sent it back
+   * to pending or blocked it after the event was queued has the last word.)
+   */
+  async requireActive(origin: string): Promise<FederationPeer> {
     const peer = await this.lookup(origin);
     if (peer?.status === "active") return peer;
     throw notAllowed(origin, peer);

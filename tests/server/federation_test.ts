@@ -670,3 +670,40 @@ Deno.test("the in-memory replay guard forgets ids after the window and never ear
   await guard.release("a.test", "2");
   assert.equal(await guard.claim("a.test", "2", later), true);
 });
+
+Deno.test("queued events wait, without promoting it again, for a peer sent back to pending", async () => {
+  const { a, b, close } = pair();
+  try {
+    const c = makeDomain(newIdentity("c.test"), [{
+      domain: "a.test",
+      endpoint: a.url,
+      publicKey: a.publicKey,
+    }]);
+    c.listen();
+    try {
+      await a.peers.upsert({
+        domain: "c.test",
+        endpoint: c.url,
+        publicKey: c.publicKey,
+        status: "pending",
+      });
+      await a.fed.send({
+        channel: 3,
+        sequence: 1,
+        frame: msg("x"),
+        sender: "alice",
+        target: "carol@c.test",
+      });
+      await a.peers.setStatus("c.test", "pending");
+      await a.fed.deliverDue();
+      assert.equal(c.delivered.length, 0);
+      assert.equal((await a.peers.get("c.test"))?.status, "pending");
+      assert.match(a.outbox.entries[0].lastError ?? "", /federation peer not allowed/);
+    } finally {
+      await c.close();
+    }
+    void b;
+  } finally {
+    await close();
+  }
+});
