@@ -96,6 +96,35 @@ export interface RelayEnvelope {
   lastSequence: number | null;
 }
 
+/** Options of `RelayRepo.claim` (an addition; claim works as before without them). */
+export interface ClaimOptions {
+  /**
+   * Record the recipient sequences in the claim itself, so no `markSent` round trip is needed:
+   * the i-th claimed envelope in FIFO order (i from 0) gets `lastSequence = firstSequence + i`.
+   * The caller then sends envelope i under exactly that sequence and uses none of the numbers
+   * `firstSequence … firstSequence + limit - 1` for anything else. Numbers left unused (fewer
+   * envelopes claimed than `limit`, an envelope the caller skips) are gaps in the connection's
+   * sequences, which are allowed (ccp1.md: monotonic, not contiguous). The block must fit in
+   * u32: `firstSequence + limit - 1 ≤ 4294967295`, else `InvalidValue("first sequence")`.
+   */
+  firstSequence?: number;
+}
+
+/** Options of `RelayRepo.ack` (an addition; ack works as before without them). */
+export interface AckOptions {
+  /** false: return `RelayAck`s (no payloads or timestamps), which are cheaper to read back.
+   * Default true: the deleted `RelayEnvelope`s. */
+  returnPayloads?: boolean;
+}
+
+/** One envelope deleted by `ack(…, { returnPayloads: false })`. */
+export interface RelayAck {
+  envelopeId: string;
+  channelId: number;
+  /** The recipient sequence it was sent and acknowledged under. */
+  sequence: number;
+}
+
 export interface Group {
   id: string;
   ownerDeviceId: string;
@@ -238,15 +267,40 @@ export interface RelayRepo {
     ttlSeconds: number,
   ): Promise<string[]>;
   /** Mark up to `limit` (≤128) unclaimed, unexpired envelopes of a device as claimed by a
-   * session, oldest first, incrementing their attempt count. */
-  claim(deviceId: string, sessionId: string, limit?: number): Promise<RelayEnvelope[]>;
+   * session, oldest first, incrementing their attempt count. With `firstSequence` it also
+   * records the sequence each is sent under (see ClaimOptions; then markSent is not needed). */
+  claim(
+    deviceId: string,
+    sessionId: string,
+    limit?: number,
+    options?: ClaimOptions,
+  ): Promise<RelayEnvelope[]>;
   /** Record the recipient sequence each claimed envelope was sent under. */
   markSent(
     sessionId: string,
     sent: { envelopeId: string; sequence: number }[],
   ): Promise<void>;
-  /** Delete the envelopes a session sent under these sequences; returns what was deleted. */
-  ack(deviceId: string, sessionId: string, sequences: number[]): Promise<RelayEnvelope[]>;
+  /** Delete the envelopes a session sent under these sequences and advance the device's
+   * `inbox_offset` per channel; returns what was deleted (in envelope order). */
+  ack(
+    deviceId: string,
+    sessionId: string,
+    sequences: number[],
+    options?: AckOptions & { returnPayloads?: true },
+  ): Promise<RelayEnvelope[]>;
+  /** The same, returning only ids, channels and sequences (the fast path). */
+  ack(
+    deviceId: string,
+    sessionId: string,
+    sequences: number[],
+    options: { returnPayloads: false },
+  ): Promise<RelayAck[]>;
+  ack(
+    deviceId: string,
+    sessionId: string,
+    sequences: number[],
+    options: AckOptions,
+  ): Promise<RelayEnvelope[] | RelayAck[]>;
   /** Release claims so the envelopes are replayed again: by session, or all of a device. */
   requeue(by: { sessionId?: string; deviceId?: string }): Promise<number>;
   /** Delete expired envelopes; returns how many. */
