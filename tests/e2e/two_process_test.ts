@@ -36,8 +36,9 @@ async function spawnNode(env: Record<string, string>, cwd: string): Promise<Runn
   let tcp = 0;
   const pump = async (stream: ReadableStream<Uint8Array>) => {
     let rest = "";
-    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-      rest += chunk;
+    const decoder = new TextDecoder();
+    for await (const chunk of stream) {
+      rest += decoder.decode(chunk, { stream: true });
       const lines = rest.split("\n");
       rest = lines.pop()!;
       for (const line of lines) {
