@@ -10,6 +10,7 @@ import { PgAuditRepo } from "./repos/audit.ts";
 import { PgDeviceRepo } from "./repos/devices.ts";
 import { PgOutboxRepo, PgPeerRepo, type StaticPeer } from "./repos/federation.ts";
 import { PgGroupRepo } from "./repos/groups.ts";
+import { PgIdempotencyRepo } from "./repos/idempotency.ts";
 import { PgKeyEventRepo } from "./repos/key_events.ts";
 import { PgOffsetRepo, PgRelayRepo } from "./repos/relay.ts";
 import { PgSessionRepo } from "./repos/sessions.ts";
@@ -78,6 +79,7 @@ export function buildStorage(
     peers: new PgPeerRepo(db, staticPeers),
     outbox: new PgOutboxRepo(db),
     audit: new PgAuditRepo(db),
+    idempotency: new PgIdempotencyRepo(db),
     ephemeral,
     async readiness(): Promise<Readiness> {
       const postgres: Readiness["postgres"] = { ok: true, kind: dbKind };

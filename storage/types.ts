@@ -362,6 +362,26 @@ export interface OutboxRepo {
   backlog(): Promise<OutboxBacklog[]>;
 }
 
+/**
+ * Keys that may be used once within a time window (`idempotency` table), shared by every process
+ * on the database: federation replay protection across nodes, and any "do this once" guard.
+ * Time is the database's clock, so nodes with skewed clocks still agree on expiry.
+ */
+export interface IdempotencyRepo {
+  /**
+   * Claim `(scope, key)` for `ttlSeconds` (integer, 1 s .. 10 years). Resolves true when this
+   * call claimed it (absent, or its previous claim has expired), false when an unexpired claim
+   * exists. Atomic: of concurrent claims of one key, across processes, exactly one gets true.
+   * Scope is 1..256 and key 1..512 characters without NUL.
+   */
+  claim(scope: string, key: string, ttlSeconds: number): Promise<boolean>;
+  /** Forget a claim (e.g. the work it guarded failed and may be retried); absent is fine. */
+  release(scope: string, key: string): Promise<void>;
+  /** Delete claims that expired at or before `now` (default: the database's now); returns how
+   * many. */
+  purgeExpired(now?: Date): Promise<number>;
+}
+
 export interface AuditRepo {
   append(
     entry: { actor: string; action: string; target: string; before?: unknown; after?: unknown },
@@ -432,6 +452,7 @@ export interface Storage {
   peers: PeerRepo;
   outbox: OutboxRepo;
   audit: AuditRepo;
+  idempotency: IdempotencyRepo;
   ephemeral: EphemeralStore;
   readiness(): Promise<Readiness>;
   close(): Promise<void>;

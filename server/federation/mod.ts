@@ -25,7 +25,7 @@ import { decodeFederatedFrame, MAX_ID_LENGTH } from "./event.ts";
 import { type DeliverLocal, inboundHandler } from "./inbound.ts";
 import { OutboxWorker } from "./outbound.ts";
 import { INBOUND_PATH, inboundUrl, parseMember, PeerDirectory, remoteDomainOf } from "./peers.ts";
-import { MemoryReplayGuard, type ReplayGuard } from "./replay.ts";
+import { MemoryReplayGuard, REPLAY_WINDOW_MS, type ReplayGuard } from "./replay.ts";
 
 export { FederationRefused, FederationTitles } from "./errors.ts";
 export { MAX_EVENT_BODY, MAX_FEDERATED_FRAME } from "./event.ts";
@@ -51,8 +51,8 @@ export interface FederationContext {
   /** Clock (tests inject one); default `new Date()`. */
   now?: () => Date;
   /**
-   * Replay protection for inbound event ids; default an in-memory guard, which is enough for a
-   * single node. Several nodes behind one federation endpoint need a shared (database) guard.
+   * Replay protection for inbound event ids; default the shared `storage.idempotency` table
+   * (every node on the database agrees), or an in-memory guard when storage has none.
    */
   replay?: ReplayGuard;
   /** Worker poll interval in ms (default 500). */
@@ -101,6 +101,23 @@ export interface Federation {
   readonly publicKey: Uint8Array;
 }
 
+/**
+ * The replay store when none is injected: the database's `idempotency` table when storage has
+ * one, so every node behind one federation endpoint refuses an event any of them accepted;
+ * otherwise (test doubles) the in-memory guard, which covers one process. Keys are scoped per
+ * origin and held for REPLAY_WINDOW_MS on the database's clock.
+ */
+function defaultReplayGuard(storage: Storage): ReplayGuard {
+  const keys = (storage as Partial<Storage>).idempotency;
+  if (!keys) return new MemoryReplayGuard();
+  const ttlSeconds = Math.ceil(REPLAY_WINDOW_MS / 1000);
+  const scope = (origin: string) => `federation:${origin}`;
+  return {
+    claim: (origin, eventId) => keys.claim(scope(origin), eventId, ttlSeconds),
+    release: (origin, eventId) => keys.release(scope(origin), eventId),
+  };
+}
+
 /** Creates the federation service for one server process. */
 export function createFederation(ctx: FederationContext): Federation {
   const domain = ctx.config.server.domain.toLowerCase();
@@ -122,7 +139,7 @@ export function createFederation(ctx: FederationContext): Federation {
     domain,
     peers,
     peerRepo: ctx.storage.peers,
-    replay: ctx.replay ?? new MemoryReplayGuard(),
+    replay: ctx.replay ?? defaultReplayGuard(ctx.storage),
     deliverLocal: ctx.deliverLocal,
     log,
     now,

@@ -867,6 +867,64 @@ const cases: Case[] = [
     );
   }],
 
+  ["idempotency: claim once, release, expiry, purge, concurrent claims", async (s, db, u) => {
+    const scope = `federation:${u}.example`;
+    assert.equal(await s.idempotency.claim(scope, "e1", 600), true, "absent: claimed");
+    assert.equal(await s.idempotency.claim(scope, "e1", 600), false, "unexpired: refused");
+    assert.equal(await s.idempotency.claim(`${scope}-other`, "e1", 600), true, "scopes are apart");
+    await s.idempotency.release(scope, "e1");
+    await s.idempotency.release(scope, "never claimed");
+    assert.equal(await s.idempotency.claim(scope, "e1", 600), true, "released: claimable again");
+
+    // An expired claim is claimable again (moved into the past rather than waiting for it).
+    const expire = (key: string) =>
+      db.query(
+        `UPDATE idempotency SET expires_at = now() - interval '1 second'
+         WHERE scope = $1 AND key = $2`,
+        [scope, key],
+      );
+    await expire("e1");
+    assert.equal(await s.idempotency.claim(scope, "e1", 600), true, "expired: claimed again");
+    assert.equal(await s.idempotency.claim(scope, "e1", 600), false);
+
+    // Of many simultaneous claims of one key (absent, then expired), exactly one wins.
+    for (const round of ["absent", "expired"]) {
+      if (round === "expired") await expire("race");
+      const wins = await Promise.all(
+        Array.from({ length: 16 }, () => s.idempotency.claim(scope, "race", 600)),
+      );
+      assert.equal(wins.filter(Boolean).length, 1, `${round}: one winner, got ${wins}`);
+    }
+
+    // purgeExpired removes only expired claims, and counts them.
+    await s.idempotency.claim(scope, "short", 1);
+    await expire("short");
+    assert.ok(await s.idempotency.purgeExpired() >= 1);
+    const left = await db.query<{ key: string }>(
+      `SELECT key FROM idempotency WHERE scope = $1 ORDER BY key`,
+      [scope],
+    );
+    assert.deepEqual(left.rows.map((r) => r.key), ["e1", "race"]);
+    assert.equal(await s.idempotency.purgeExpired(new Date(Date.now() - 60_000)), 0);
+    assert.ok(await s.idempotency.purgeExpired(new Date(Date.now() + 3_600_000)) >= 2);
+    assert.equal(await s.idempotency.claim(scope, "e1", 600), true, "purged: claimable");
+
+    for (const evil of HOSTILE) {
+      assert.equal(await s.idempotency.claim(evil, evil, 60), true);
+      assert.equal(await s.idempotency.claim(evil, evil, 60), false);
+      await s.idempotency.release(evil, evil);
+    }
+    await assert.rejects(s.idempotency.claim("", "k", 60), isA(InvalidValue, "idempotency scope"));
+    await assert.rejects(s.idempotency.claim("s", "a\u0000b", 60), isA(InvalidValue, "key"));
+    await assert.rejects(s.idempotency.claim("s", "k", 0), isA(InvalidValue, "ttl"));
+    await assert.rejects(s.idempotency.claim("s", "k", 1.5), isA(InvalidValue, "ttl"));
+    await assert.rejects(s.idempotency.release("s", ""), isA(InvalidValue, "idempotency key"));
+    await assert.rejects(
+      s.idempotency.purgeExpired(new Date("nope")),
+      isA(InvalidValue, "now"),
+    );
+  }],
+
   ["audit: append and list with filters and pages", async (s, _db, u) => {
     for (let i = 0; i < 5; i++) {
       await s.audit.append({
