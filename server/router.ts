@@ -25,8 +25,13 @@ import { type ChannelRoute, ChannelTable } from "./channels.ts";
 import type { Connection, RoutedItem } from "./connection.ts";
 import { fatal, refused, Titles } from "./errors.ts";
 import type { RelayNode } from "./node.ts";
+import { getLogLevel } from "./log.ts";
 
 const NON_FATAL = { fatal: false } as const;
+const infoEnabled = () => {
+  const level = getLogLevel();
+  return level === "info" || level === "debug";
+};
 /** Most sequences one `{acks:[…]}` frame may list. */
 export const MAX_ACKS_PER_FRAME = 4096;
 
@@ -169,6 +174,7 @@ export class Router {
     metrics.routed((performance.now() - started) / 1000);
     if (conn.state !== "open") return;
     conn.sendControl(FrameType.Ack, frame.channel, { ack: frame.sequence });
+    if (!infoEnabled()) return; // skip building the fields at high rates with a quieter log
     log.info("delivered frame", {
       type: FRAME_TYPE_NAMES[frame.type],
       channel: frame.channel,

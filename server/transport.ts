@@ -25,6 +25,7 @@ export interface Transport {
 }
 
 const READ_SIZE = 64 * 1024;
+const IDLE_READ_SIZE = 2 * 1024;
 
 /** True for 127.0.0.0/8, ::1 and the IPv4-mapped loopback. */
 export function isLoopbackHost(hostname: string): boolean {
@@ -49,6 +50,7 @@ export class ConnTransport implements Transport {
   readonly remoteAddr: string;
   readonly isLoopback: boolean;
   #closed = false;
+  #readSize = IDLE_READ_SIZE;
 
   constructor(private readonly conn: Deno.Conn, readonly isTls: boolean) {
     this.kind = isTls ? "tls" : "tcp";
@@ -66,7 +68,9 @@ export class ConnTransport implements Transport {
 
   async read(): Promise<Uint8Array | null> {
     if (this.#closed) return null;
-    const buf = new Uint8Array(READ_SIZE);
+    // An idle connection parks a small buffer in its pending read; a read that fills it
+    // switches to large buffers until traffic calms down (memory per idle connection).
+    const buf = new Uint8Array(this.#readSize);
     let n: number | null;
     try {
       n = await this.conn.read(buf);
@@ -75,8 +79,13 @@ export class ConnTransport implements Transport {
       throw err;
     }
     if (n === null) return null;
+    this.#readSize = n === buf.length
+      ? READ_SIZE
+      : n < IDLE_READ_SIZE
+      ? IDLE_READ_SIZE
+      : this.#readSize;
     // A fresh buffer per read: the decoder keeps views into it.
-    return n === READ_SIZE ? buf : buf.subarray(0, n);
+    return n === buf.length ? buf : buf.subarray(0, n);
   }
 
   async write(bytes: Uint8Array): Promise<void> {

@@ -1,0 +1,372 @@
+/**
+ * Relay benchmarks (issue 4, Performance), loopback only, bounded:
+ * - 1:1 relay of 100-byte MSG frames with a window of unacknowledged frames in flight:
+ *   delivered frames/s and p50/p99 latency, v1 and v2, next to a plain Deno TCP forwarder that
+ *   moves the same bytes in the same run (the ceiling);
+ * - the guide's offline scenario: GROUP_CREATE, 10 000 frames to an offline member, queue and
+ *   inbox_offset growth, then the drain on reconnect, with enqueue and drain rates;
+ * - resident memory per established idle connection with 5 000 connections.
+ */
+import { encodeFrame, type Frame, FrameDecoder, FrameType } from "../protocol/frame.ts";
+import { setLogLevel } from "../server/log.ts";
+import { type ServerHandle, startServer } from "../server/server.ts";
+import type { Config } from "../server/config_types.ts";
+import { openStorage } from "../storage/mod.ts";
+import type { Storage } from "../storage/types.ts";
+import { TestClient } from "../tests/server/helpers/client.ts";
+import { testConfig } from "../tests/server/helpers/server.ts";
+
+const PAYLOAD = 100;
+const FRAMES = 200_000;
+const WINDOW = 512;
+const OFFLINE_FRAMES = 10_000;
+const IDLE_CONNECTIONS = 5_000;
+
+function percentile(sorted: Float64Array, p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((sorted.length * p) / 100))];
+}
+
+function fmt(n: number, digits = 0): string {
+  return n.toLocaleString("en-US", { maximumFractionDigits: digits });
+}
+
+/** A 100-byte payload carrying its send time. */
+function stamped(): Uint8Array {
+  const payload = new Uint8Array(PAYLOAD);
+  new DataView(payload.buffer).setFloat64(0, performance.now());
+  return payload;
+}
+
+function latencyOf(payload: Uint8Array): number {
+  return performance.now() -
+    new DataView(payload.buffer, payload.byteOffset, payload.byteLength).getFloat64(0);
+}
+
+interface Figures {
+  rate: number;
+  p50: number;
+  p99: number;
+}
+
+/** The ceiling: a plain TCP forwarder moving the same encoded frames from A to B. */
+async function forwarderCeiling(): Promise<Figures> {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  const accepted: Deno.Conn[] = [];
+  const acceptTwo = (async () => {
+    for await (const conn of listener) {
+      accepted.push(conn);
+      if (accepted.length === 2) break;
+    }
+  })();
+  const a = await Deno.connect({ hostname: "127.0.0.1", port });
+  const b = await Deno.connect({ hostname: "127.0.0.1", port });
+  await acceptTwo;
+  const [fromA, toB] = accepted;
+  const pump = (async () => {
+    const buf = new Uint8Array(65536);
+    while (true) {
+      const n = await fromA.read(buf).catch(() => null);
+      if (n === null) break;
+      let off = 0;
+      while (off < n) off += await toB.write(buf.subarray(off, n));
+    }
+    toB.close();
+  })();
+  const latencies = new Float64Array(FRAMES);
+  let received = 0;
+  let windowOpen = Promise.withResolvers<void>();
+  const reader = (async () => {
+    const decoder = new FrameDecoder();
+    while (received < FRAMES) {
+      const buf = new Uint8Array(65536);
+      const n = await b.read(buf);
+      if (n === null) break;
+      decoder.push(buf.subarray(0, n));
+      let f: Frame | null;
+      while ((f = decoder.next()) !== null) {
+        latencies[received++] = latencyOf(f.payload);
+        if (received % (WINDOW / 2) === 0) windowOpen.resolve();
+      }
+    }
+  })();
+  const start = performance.now();
+  let sent = 0;
+  while (sent < FRAMES) {
+    const batch: Uint8Array[] = [];
+    while (sent < FRAMES && sent - received < WINDOW) {
+      batch.push(
+        encodeFrame({ type: FrameType.Msg, channel: 1, sequence: ++sent, payload: stamped() }),
+      );
+    }
+    if (batch.length > 0) {
+      const bytes = concat(batch);
+      let off = 0;
+      while (off < bytes.length) off += await a.write(bytes.subarray(off));
+    }
+    if (sent - received >= WINDOW) {
+      await windowOpen.promise;
+      windowOpen = Promise.withResolvers<void>();
+    }
+  }
+  await reader;
+  const seconds = (performance.now() - start) / 1000;
+  a.close();
+  b.close();
+  await pump;
+  fromA.close(); // the listener closed when the accept loop broke out
+  latencies.sort();
+  return { rate: FRAMES / seconds, p50: percentile(latencies, 50), p99: percentile(latencies, 99) };
+}
+
+function concat(chunks: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
+  let off = 0;
+  for (const c of chunks) {
+    out.set(c, off);
+    off += c.length;
+  }
+  return out;
+}
+
+/** Two clients on a 1:1 channel through the relay; the sender keeps WINDOW frames unacked. */
+async function relayRun(server: ServerHandle, config: Config, version: number): Promise<Figures> {
+  const latencies = new Float64Array(FRAMES);
+  let received = 0;
+  let acked = 0;
+  let windowOpen = Promise.withResolvers<void>();
+  const pendingAcks: number[] = [];
+  const tag = crypto.randomUUID().slice(0, 6);
+  // The receiver acknowledges in lists, once per read.
+  let flushScheduled = false;
+  let bob!: TestClient;
+  const flushAcks = () => {
+    flushScheduled = false;
+    if (pendingAcks.length === 0) return;
+    bob.control(FrameType.Ack, 0, { acks: pendingAcks.splice(0) });
+  };
+  bob = await TestClient.connect({
+    port: server.ports.tcp,
+    serverStatic: config.crypto.noisePublic,
+    deviceId: `bench-bob-${tag}`,
+    user: { handle: `bench-bob-${tag}` },
+    versions: [version],
+    sink: (f) => {
+      if (f.type !== FrameType.Msg) return;
+      latencies[received++] = latencyOf(f.payload);
+      pendingAcks.push(f.sequence);
+      if (!flushScheduled) {
+        flushScheduled = true;
+        queueMicrotask(flushAcks);
+      }
+    },
+  });
+  const aliceId = `bench-alice-${tag}`;
+  let joined = Promise.withResolvers<void>();
+  const alice = await TestClient.connect({
+    port: server.ports.tcp,
+    serverStatic: config.crypto.noisePublic,
+    deviceId: aliceId,
+    user: { handle: aliceId },
+    versions: [version],
+    sink: (f) => {
+      if (f.type === FrameType.Ack) {
+        if (joined) {
+          joined.resolve();
+          return;
+        }
+        acked++;
+        if (acked % (WINDOW / 2) === 0 || acked === FRAMES) windowOpen.resolve();
+      } else if (f.type === FrameType.Error) {
+        const failure = new Error(`relay error: ${JSON.stringify(f.json)}`);
+        joined?.reject(failure);
+        windowOpen.reject(failure);
+      }
+    },
+  });
+  const channel = 100 + version;
+  alice.control(FrameType.Join, channel, { members: [bob.options.deviceId], relay: true });
+  await joined.promise;
+  // deno-lint-ignore no-explicit-any
+  joined = null as any;
+  const start = performance.now();
+  let sent = 0;
+  while (sent < FRAMES) {
+    const batch: Uint8Array[] = [];
+    while (sent < FRAMES && sent - acked < WINDOW) {
+      batch.push(
+        encodeFrame({
+          type: FrameType.Msg,
+          channel,
+          sequence: alice.nextSeq(),
+          payload: stamped(),
+        }),
+      );
+      sent++;
+    }
+    if (batch.length > 0) alice.sendRaw(concat(batch));
+    if (sent - acked >= WINDOW || sent === FRAMES) {
+      await windowOpen.promise;
+      windowOpen = Promise.withResolvers<void>();
+    }
+  }
+  while (received < FRAMES) await new Promise((r) => setTimeout(r, 5));
+  const seconds = (performance.now() - start) / 1000;
+  await alice.close();
+  await bob.close();
+  latencies.sort();
+  return { rate: FRAMES / seconds, p50: percentile(latencies, 50), p99: percentile(latencies, 99) };
+}
+
+/** The guide's scenario: GROUP_CREATE, 10 000 frames to an offline member, then the drain. */
+async function offlineScenario(server: ServerHandle, config: Config, storage: Storage) {
+  const tag = crypto.randomUUID().slice(0, 6);
+  const sender = await TestClient.connect({
+    port: server.ports.tcp,
+    serverStatic: config.crypto.noisePublic,
+    deviceId: `off-sender-${tag}`,
+    user: { handle: `off-sender-${tag}` },
+  });
+  const offline = `off-recipient-${tag}`;
+  const create = sender.control(FrameType.GroupCreate, 7, {
+    group_id: `bench-group-${tag}`,
+    members: [offline],
+    relay: true,
+  });
+  await sender.reply(create);
+  const samples: string[] = [];
+  const start = performance.now();
+  let last = 0;
+  for (let i = 0; i < OFFLINE_FRAMES; i++) {
+    last = sender.opaque(FrameType.Msg, 7, new Uint8Array(PAYLOAD));
+    if ((i + 1) % 2500 === 0) {
+      await sender.reply(last, 120_000);
+      samples.push(`${i + 1}→${(await storage.relay.depth(offline)).depth}`);
+    }
+  }
+  const enqueueSeconds = (performance.now() - start) / 1000;
+  const depthBefore = (await storage.relay.depth(offline)).depth;
+  let received = 0;
+  const drained = Promise.withResolvers<void>();
+  const drainStart = performance.now();
+  let recipient: TestClient | null = null;
+  const early: number[] = [];
+  recipient = await TestClient.connect({
+    port: server.ports.tcp,
+    serverStatic: config.crypto.noisePublic,
+    deviceId: offline,
+    user: { handle: offline },
+    autoAck: false,
+    sink: (f) => {
+      if (f.type !== FrameType.Msg) return;
+      if (recipient) recipient.ack(f.sequence);
+      else early.push(f.sequence); // arrived before connect() returned
+      if (++received === OFFLINE_FRAMES) drained.resolve();
+    },
+  });
+  if (early.length > 0) recipient.control(FrameType.Ack, 0, { acks: early });
+  await drained.promise;
+  const deliverSeconds = (performance.now() - drainStart) / 1000;
+  while ((await storage.relay.depth(offline)).depth > 0) {
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  const drainSeconds = (performance.now() - drainStart) / 1000;
+  const offset = await storage.offsets.read(offline, 7);
+  await sender.close();
+  await recipient.close();
+  console.log(
+    `offline scenario: ${fmt(OFFLINE_FRAMES)} frames queued in ${fmt(enqueueSeconds, 2)} s ` +
+      `(${fmt(OFFLINE_FRAMES / enqueueSeconds)} frames/s enqueue); relay_queue depth ` +
+      `${samples.join(", ")} (linear), ${fmt(depthBefore)} before reconnect`,
+  );
+  console.log(
+    `offline scenario: replayed to the reconnected recipient in ${fmt(deliverSeconds, 2)} s, ` +
+      `acknowledged and deleted in ${fmt(drainSeconds, 2)} s (${
+        fmt(OFFLINE_FRAMES / drainSeconds)
+      } ` +
+      `frames/s drain); queue now empty, inbox_offset = envelope ${offset}`,
+  );
+}
+
+/** Resident memory per established idle connection. */
+async function idleMemory(server: ServerHandle, config: Config): Promise<void> {
+  const limit = Number(
+    new TextDecoder().decode(
+      (await new Deno.Command("sh", { args: ["-c", "ulimit -n"], stdout: "piped" }).output())
+        .stdout,
+    ).trim(),
+  );
+  // Each connection costs two descriptors in this process (client + server side).
+  const count = Math.min(IDLE_CONNECTIONS, Math.floor((limit - 200) / 2));
+  if (count < IDLE_CONNECTIONS) {
+    console.log(
+      `memory: ulimit -n is ${limit}; measuring ${count} connections (raise it with ulimit -n 11000)`,
+    );
+  }
+  const clients: TestClient[] = [];
+  (globalThis as { gc?: () => void }).gc?.();
+  const before = Deno.memoryUsage().rss;
+  const tag = crypto.randomUUID().slice(0, 6);
+  for (let i = 0; i < count; i += 100) {
+    const batch = await Promise.all(
+      Array.from({ length: Math.min(100, count - i) }, (_, k) =>
+        TestClient.connect({
+          port: server.ports.tcp,
+          serverStatic: config.crypto.noisePublic,
+          deviceId: `idle-${tag}-${i + k}`,
+          user: { handle: `idle-${tag}-${i + k}` },
+          pattern: "IK",
+        })),
+    );
+    clients.push(...batch);
+  }
+  await new Promise((r) => setTimeout(r, 500));
+  (globalThis as { gc?: () => void }).gc?.();
+  const after = Deno.memoryUsage().rss;
+  // Client and server live in this process: the figure covers both ends of each connection.
+  const perConnection = (after - before) / count;
+  console.log(
+    `memory: ${fmt(count)} idle connections, RSS +${fmt((after - before) / 1048576, 1)} MiB → ` +
+      `${fmt(perConnection / 1024, 1)} KiB per connection (client and server ends together; ` +
+      `target ≤ 20 KiB for the server end)`,
+  );
+  for (let i = 0; i < clients.length; i += 500) {
+    await Promise.all(clients.slice(i, i + 500).map((c) => c.close()));
+  }
+}
+
+/** Runs the relay benchmarks and prints their figures. */
+export async function run(): Promise<void> {
+  setLogLevel("warn"); // one JSON line per delivered frame would dominate the figures
+  const dir = await Deno.makeTempDir({ prefix: "commucat-bench-relay-" });
+  const storage = await openStorage({ postgresDsn: null, redisUrl: null, dataDir: dir });
+  const config = testConfig({
+    limits: { maxInflight: 4096, outboundQueueFrames: 65536, outboundQueueBytes: 64 << 20 },
+  });
+  const server = await startServer(config, { storage });
+  try {
+    const ceiling = await forwarderCeiling();
+    console.log(
+      `ceiling (plain TCP forwarder): ${fmt(ceiling.rate)} frames/s, p50 ${
+        fmt(ceiling.p50, 3)
+      } ms, ` +
+        `p99 ${fmt(ceiling.p99, 3)} ms (${fmt(FRAMES)} × ${PAYLOAD} B, window ${WINDOW})`,
+    );
+    for (const version of [1, 2]) {
+      const r = await relayRun(server, config, version);
+      console.log(
+        `relay v${version}: ${fmt(r.rate)} frames/s delivered, p50 ${fmt(r.p50, 3)} ms, ` +
+          `p99 ${fmt(r.p99, 3)} ms — ${fmt((100 * r.rate) / ceiling.rate, 1)} % of the ceiling ` +
+          `(target ≥ 50 %)`,
+      );
+    }
+    await offlineScenario(server, config, storage);
+    await idleMemory(server, config);
+  } finally {
+    await server.stop();
+    await storage.close();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+}
+
+if (import.meta.main) await run();
