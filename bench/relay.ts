@@ -139,7 +139,8 @@ async function relayRun(server: ServerHandle, config: Config, version: number): 
   const tag = crypto.randomUUID().slice(0, 6);
   // The receiver acknowledges in lists, once per read.
   let flushScheduled = false;
-  let bob!: TestClient;
+  // deno-lint-ignore prefer-const
+  let bob!: TestClient; // assigned right below; the ack flush reads it later
   const flushAcks = () => {
     flushScheduled = false;
     if (pendingAcks.length === 0) return;
