@@ -172,14 +172,22 @@ export interface OutboxEntry {
   nextAttemptAt: Date;
   lastError: string | null;
   deliveredAt: Date | null;
+  /** When it was given up (`markDead`): never retried again, kept with its last error. */
+  deadAt: Date | null;
   createdAt: Date;
 }
 
+/** Undelivered outbox entries of one peer. */
 export interface OutboxBacklog {
   peerDomain: string;
+  /** Entries still being retried (dead ones excluded). */
   pending: number;
+  /** Creation time of the oldest pending entry, or null when none is pending. */
   oldest: Date | null;
+  /** The most recent error among the peer's undelivered entries, dead ones included. */
   lastError: string | null;
+  /** Entries given up with `markDead`. */
+  dead: number;
 }
 
 export interface AuditEntry {
@@ -359,6 +367,14 @@ export interface OutboxRepo {
   markDelivered(id: string): Promise<void>;
   /** Record a failure and schedule the next attempt with exponential backoff. */
   markFailed(id: string, error: string): Promise<OutboxEntry>;
+  /**
+   * Record a final failure: the entry will never be delivered (e.g. the peer keeps rejecting
+   * it). It counts the attempt like markFailed, keeps `error` as its last error, and is never
+   * claimed again. Marking a dead entry again keeps its first `deadAt`. NotFound for an unknown
+   * id, Conflict for an entry already delivered.
+   */
+  markDead(id: string, error: string): Promise<OutboxEntry>;
+  /** Per peer with undelivered entries: pending (live) count, oldest, last error, dead count. */
   backlog(): Promise<OutboxBacklog[]>;
 }
 

@@ -222,11 +222,12 @@ interface OutboxRow {
   next_attempt_at: Date;
   last_error: string | null;
   delivered_at: Date | null;
+  dead_at: Date | null;
   created_at: Date;
 }
 
 const OUTBOX_COLUMNS =
-  "id, event_id, peer_domain, endpoint, body, attempts, next_attempt_at, last_error, delivered_at, created_at";
+  "id, event_id, peer_domain, endpoint, body, attempts, next_attempt_at, last_error, delivered_at, dead_at, created_at";
 
 function toEntry(r: OutboxRow): OutboxEntry {
   return {
@@ -239,6 +240,7 @@ function toEntry(r: OutboxRow): OutboxEntry {
     nextAttemptAt: r.next_attempt_at,
     lastError: r.last_error,
     deliveredAt: r.delivered_at,
+    deadAt: r.dead_at,
     createdAt: r.created_at,
   };
 }
@@ -284,7 +286,7 @@ export class PgOutboxRepo implements OutboxRepo {
     const res = await this.db.query<OutboxRow>(
       `WITH due AS (
          SELECT id FROM federation_outbox
-         WHERE delivered_at IS NULL AND next_attempt_at <= $1::timestamptz
+         WHERE delivered_at IS NULL AND dead_at IS NULL AND next_attempt_at <= $1::timestamptz
          ORDER BY next_attempt_at, id
          LIMIT $2
          FOR UPDATE SKIP LOCKED
@@ -309,7 +311,7 @@ export class PgOutboxRepo implements OutboxRepo {
   /** Count a failed attempt; retry after 2^attempts seconds (capped at an hour). */
   async markFailed(id: string, error: string): Promise<OutboxEntry> {
     v.bigId("outbox id", id);
-    const why = String(error).replaceAll("\u0000", "").slice(0, 4096);
+    const why = errorText(error);
     const res = await this.db.query<OutboxRow>(
       `UPDATE federation_outbox
        SET attempts = attempts + 1,
@@ -323,12 +325,45 @@ export class PgOutboxRepo implements OutboxRepo {
     return toEntry(res.rows[0]);
   }
 
-  /** Undelivered entries per peer, with the oldest and the most recent error. */
+  /**
+   * Give an entry up: count the attempt, keep the error, stop retrying (`dead_at`). The entry
+   * stays for operators to see; claimDue never returns it again.
+   */
+  async markDead(id: string, error: string): Promise<OutboxEntry> {
+    v.bigId("outbox id", id);
+    const why = errorText(error);
+    const res = await this.db.query<OutboxRow>(
+      `UPDATE federation_outbox
+       SET attempts = attempts + 1, last_error = $2, last_error_at = now(),
+           dead_at = COALESCE(dead_at, now())
+       WHERE id = $1 AND delivered_at IS NULL
+       RETURNING ${OUTBOX_COLUMNS}`,
+      [id, why],
+    );
+    if (res.rows[0]) return toEntry(res.rows[0]);
+    const exists = await this.db.query(`SELECT 1 FROM federation_outbox WHERE id = $1`, [id]);
+    if (exists.rowCount === 0) throw new NotFound("outbox entry", id);
+    throw new Conflict(`outbox entry ${id} was already delivered; it cannot be marked dead`);
+  }
+
+  /**
+   * Undelivered entries per peer: live ones (count, oldest) apart from dead ones (count); the
+   * most recent error over both, so a peer whose entries all died still shows why.
+   */
   async backlog(): Promise<OutboxBacklog[]> {
     const res = await this.db.query<
-      { peer_domain: string; pending: string; oldest: Date | null; last_error: string | null }
+      {
+        peer_domain: string;
+        pending: string;
+        dead: string;
+        oldest: Date | null;
+        last_error: string | null;
+      }
     >(
-      `SELECT peer_domain, count(*) AS pending, min(created_at) AS oldest,
+      `SELECT peer_domain,
+              count(*) FILTER (WHERE dead_at IS NULL) AS pending,
+              count(*) FILTER (WHERE dead_at IS NOT NULL) AS dead,
+              min(created_at) FILTER (WHERE dead_at IS NULL) AS oldest,
               (array_agg(last_error ORDER BY last_error_at DESC NULLS LAST))[1] AS last_error
        FROM federation_outbox WHERE delivered_at IS NULL
        GROUP BY peer_domain ORDER BY peer_domain`,
@@ -338,6 +373,12 @@ export class PgOutboxRepo implements OutboxRepo {
       pending: Number(r.pending),
       oldest: r.oldest,
       lastError: r.last_error,
+      dead: Number(r.dead),
     }));
   }
+}
+
+/** An error as stored: at most 4096 characters, without NUL (which text columns refuse). */
+function errorText(error: string): string {
+  return String(error).replaceAll("\u0000", "").slice(0, 4096);
 }

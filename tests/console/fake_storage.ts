@@ -441,6 +441,7 @@ export function fakeStorage(clock: () => number = Date.now): FakeStorage {
             nextAttemptAt: now(),
             lastError: null,
             deliveredAt: null,
+            deadAt: null,
             createdAt: now(),
           };
           outbox.push(e);
@@ -458,9 +459,13 @@ export function fakeStorage(clock: () => number = Date.now): FakeStorage {
           for (const e of outbox) {
             if (e.deliveredAt) continue;
             const b = by.get(e.peerDomain) ??
-              { peerDomain: e.peerDomain, pending: 0, oldest: null, lastError: null };
-            b.pending++;
-            if (!b.oldest || e.createdAt < b.oldest) b.oldest = e.createdAt;
+              { peerDomain: e.peerDomain, pending: 0, oldest: null, lastError: null, dead: 0 };
+            if (e.deadAt) {
+              b.dead++;
+            } else {
+              b.pending++;
+              if (!b.oldest || e.createdAt < b.oldest) b.oldest = e.createdAt;
+            }
             if (e.lastError) b.lastError = e.lastError;
             by.set(e.peerDomain, b);
           }
@@ -468,6 +473,7 @@ export function fakeStorage(clock: () => number = Date.now): FakeStorage {
         },
         claimDue: notInFake,
         markDelivered: notInFake,
+        markDead: notInFake,
       },
       audit: {
         append(entry) {

@@ -5,7 +5,7 @@
  */
 import type { Config, StaticPeer } from "../../server/config.ts";
 import type { LogFields, Logger } from "../../server/log.ts";
-import { NotFound, TransitionNotAllowed } from "../../storage/errors.ts";
+import { Conflict, NotFound, TransitionNotAllowed } from "../../storage/errors.ts";
 import type {
   FederationPeer,
   OutboxBacklog,
@@ -98,6 +98,7 @@ export class MemoryOutboxRepo implements OutboxRepo {
       nextAttemptAt: this.clock.now(),
       lastError: null,
       deliveredAt: null,
+      deadAt: null,
       createdAt: this.clock.now(),
     };
     this.entries.push(entry);
@@ -105,7 +106,9 @@ export class MemoryOutboxRepo implements OutboxRepo {
   }
   claimDue(limit: number, now: Date = this.clock.now()): Promise<OutboxEntry[]> {
     const due = this.entries
-      .filter((e) => e.deliveredAt === null && e.nextAttemptAt.getTime() <= now.getTime())
+      .filter((e) =>
+        e.deliveredAt === null && e.deadAt === null && e.nextAttemptAt.getTime() <= now.getTime()
+      )
       .slice(0, limit);
     for (const e of due) e.nextAttemptAt = new Date(now.getTime() + 60_000);
     return Promise.resolve(due.map((e) => ({ ...e })));
@@ -126,14 +129,27 @@ export class MemoryOutboxRepo implements OutboxRepo {
     );
     return Promise.resolve({ ...e });
   }
+  markDead(id: string, error: string): Promise<OutboxEntry> {
+    const e = this.entries.find((x) => x.id === id);
+    if (!e) return Promise.reject(new NotFound("outbox entry", id));
+    if (e.deliveredAt) return Promise.reject(new Conflict(`outbox entry ${id} was delivered`));
+    e.attempts++;
+    e.lastError = error;
+    e.deadAt ??= this.clock.now();
+    return Promise.resolve({ ...e });
+  }
   backlog(): Promise<OutboxBacklog[]> {
     const byPeer = new Map<string, OutboxBacklog>();
     for (const e of this.entries) {
       if (e.deliveredAt) continue;
       const b = byPeer.get(e.peerDomain) ??
-        { peerDomain: e.peerDomain, pending: 0, oldest: null, lastError: null };
-      b.pending++;
-      b.oldest ??= e.createdAt;
+        { peerDomain: e.peerDomain, pending: 0, oldest: null, lastError: null, dead: 0 };
+      if (e.deadAt) {
+        b.dead++;
+      } else {
+        b.pending++;
+        b.oldest ??= e.createdAt;
+      }
       b.lastError = e.lastError ?? b.lastError;
       byPeer.set(e.peerDomain, b);
     }

@@ -867,6 +867,59 @@ const cases: Case[] = [
     );
   }],
 
+  ["outbox: markDead stops retries, keeps the error, counts dead per peer", async (s, _db, u) => {
+    const domain = `${u}.dead.example`;
+    const enqueue = (n: number) =>
+      s.outbox.enqueue({
+        eventId: `${u}-d${n}`,
+        peerDomain: domain,
+        endpoint: `https://${domain}/in`,
+        body: { n },
+      });
+    const [e1, e2, e3] = [await enqueue(1), await enqueue(2), await enqueue(3)];
+    assert.equal(e1.deadAt, null);
+    const mine = async (now: Date) =>
+      (await s.outbox.claimDue(500, now)).filter((x) => x.peerDomain === domain);
+    assert.equal((await mine(new Date(Date.now() + 1000))).length, 3);
+
+    await s.outbox.markFailed(e1.id, "HTTP 400 invalid event");
+    const dead = await s.outbox.markDead(e1.id, "HTTP 400 invalid event: given up");
+    assert.equal(dead.attempts, 2, "the final attempt is counted");
+    assert.equal(dead.lastError, "HTTP 400 invalid event: given up");
+    assert.ok(dead.deadAt instanceof Date);
+    assert.equal(dead.deliveredAt, null);
+    const again = await s.outbox.markDead(e1.id, "still refused");
+    assert.equal(again.deadAt?.getTime(), dead.deadAt.getTime(), "first deadAt is kept");
+    await s.outbox.markDelivered(e3.id);
+
+    // Far in the future every live entry is due again; the dead one never is.
+    const later = await mine(new Date(Date.now() + 10 * 86400_000));
+    assert.deepEqual(later.map((x) => x.id), [e2.id]);
+    const backlog = (await s.outbox.backlog()).find((b) => b.peerDomain === domain);
+    assert.deepEqual(
+      { pending: backlog?.pending, dead: backlog?.dead, lastError: backlog?.lastError },
+      { pending: 1, dead: 1, lastError: "still refused" },
+    );
+    assert.equal(backlog?.oldest?.getTime(), e2.createdAt.getTime(), "oldest live entry");
+
+    // A peer whose entries all died is still listed, with nothing pending.
+    await s.outbox.markDead(e2.id, "HTTP 401 invalid signature");
+    const allDead = (await s.outbox.backlog()).find((b) => b.peerDomain === domain);
+    assert.deepEqual(
+      { pending: allDead?.pending, dead: allDead?.dead, oldest: allDead?.oldest },
+      { pending: 0, dead: 2, oldest: null },
+    );
+    assert.equal(allDead?.lastError, "HTTP 401 invalid signature");
+
+    await assert.rejects(s.outbox.markDead(e3.id, "x"), isA(Conflict, "delivered"));
+    await assert.rejects(s.outbox.markDead("999999999", "x"), isA(NotFound));
+    await assert.rejects(s.outbox.markDead("-1", "x"), isA(InvalidValue, "outbox id"));
+    const evil = await enqueue(4);
+    for (const text of HOSTILE) {
+      assert.equal((await s.outbox.markDead(evil.id, text)).lastError, text);
+    }
+  }],
+
   ["idempotency: claim once, release, expiry, purge, concurrent claims", async (s, db, u) => {
     const scope = `federation:${u}.example`;
     assert.equal(await s.idempotency.claim(scope, "e1", 600), true, "absent: claimed");
