@@ -140,6 +140,14 @@ export class Connection {
     return this.state === "open";
   }
 
+  /** Reserves `count` consecutive outbound sequences; returns the first. */
+  #reserveSequences(count: number): number {
+    if (this.#outSeq + count > MAX_U32) this.#outSeq = 0;
+    const first = this.#outSeq + 1;
+    this.#outSeq += count;
+    return first;
+  }
+
   /** The next outbound sequence (u32, never 0). */
   nextSequence(): number {
     this.#outSeq = this.#outSeq >= MAX_U32 ? 1 : this.#outSeq + 1;
@@ -355,8 +363,12 @@ export class Connection {
    * Hands a routed frame to the client under a fresh sequence. Tracked frames stay in flight
    * until the client ACKs that sequence (and go back to the queue if it drops first).
    */
-  deliver(item: RoutedItem, envelopeId: string | null, tracked = true): number {
-    const sequence = this.nextSequence();
+  deliver(
+    item: RoutedItem,
+    envelopeId: string | null,
+    tracked = true,
+    sequence = this.nextSequence(),
+  ): number {
     if (tracked) this.inflight.set(sequence, { envelopeId, item });
     this.sendEncoded(
       encodeFrame({ type: item.type, channel: item.channel, sequence, payload: item.payload }),
@@ -472,6 +484,7 @@ export class Connection {
         this.deviceId,
         this.sessionId,
         acked.map((a) => a.sequence),
+        { returnPayloads: false },
       );
       metrics.acknowledged(deleted.length);
       const last = new Map<number, bigint>();
@@ -553,18 +566,22 @@ export class Connection {
       }
       await this.#enqueuesSettled();
       this.#replayDirty = false;
+      const limit = Math.min(REPLAY_BATCH, room);
+      // Reserve a block of sequences: the claim records them, so no markSent round trip.
+      const firstSequence = this.#reserveSequences(limit);
       const batch: RelayEnvelope[] = await storage.relay.claim(
         this.deviceId,
         this.sessionId,
-        Math.min(REPLAY_BATCH, room),
+        limit,
+        { firstSequence },
       );
       if (this.state !== "open") break;
       if (batch.length === 0) {
         if (this.#replayDirty || this.#pendingEnqueues > 0) continue;
         break;
       }
-      const sent: { envelopeId: string; sequence: number }[] = [];
-      for (const envelope of batch) {
+      let sent = 0;
+      for (const [i, envelope] of batch.entries()) {
         let item: RoutedItem;
         try {
           item = itemFromEncoded(envelope.payload);
@@ -575,17 +592,10 @@ export class Connection {
           });
           continue;
         }
-        sent.push({
-          envelopeId: envelope.envelopeId,
-          sequence: this.deliver(item, envelope.envelopeId),
-        });
+        this.deliver(item, envelope.envelopeId, true, firstSequence + i);
+        sent++;
       }
-      metrics.replayed(sent.length);
-      const mark = this.#markChain.then(() => storage.relay.markSent(this.sessionId, sent));
-      this.#markChain = mark.catch((err) => {
-        this.log.warn("relay markSent failed", { error: err });
-      });
-      await this.#markChain;
+      metrics.replayed(sent);
     }
   }
 
