@@ -328,8 +328,9 @@ async function idleMemory(server: ServerHandle, config: Config): Promise<void> {
   const perConnection = (after - before) / count;
   console.log(
     `memory: ${fmt(count)} idle connections, RSS +${fmt((after - before) / 1048576, 1)} MiB → ` +
-      `${fmt(perConnection / 1024, 1)} KiB per connection (client and server ends together; ` +
-      `target ≤ 20 KiB for the server end)`,
+      `${fmt(perConnection / 1024, 1)} KiB per connection (client and server ends together, ` +
+      `in one process: approximate, the heap may shrink meanwhile; target ≤ 20 KiB for the ` +
+      `server end)`,
   );
   for (let i = 0; i < clients.length; i += 500) {
     await Promise.all(clients.slice(i, i + 500).map((c) => c.close()));
