@@ -57,6 +57,20 @@ export interface DhKey {
   privateKey(): Uint8Array;
 }
 
+/**
+ * A remote X25519 public key that a backend may prepare once (for `node:crypto`, a KeyObject
+ * built on first use) and reuse for every DH with it during one handshake. Public data only.
+ */
+export class RemoteKey {
+  /** The raw 32-byte public key (never modified after construction). */
+  readonly publicKey: Uint8Array;
+  /** The backend's prepared form, set by the backend on first use. */
+  prepared: unknown = undefined;
+  constructor(publicKey: Uint8Array) {
+    this.publicKey = publicKey;
+  }
+}
+
 /** The X25519 part of a backend. */
 export interface X25519Impl {
   readonly name: string;
@@ -64,8 +78,11 @@ export interface X25519Impl {
   generate(): DhKey;
   /** Wraps a raw private key (and its public key when already known, to skip recomputing it). */
   fromPrivate(privateKey: Uint8Array, publicKey?: Uint8Array): DhKey;
-  /** The X25519 shared secret of `key` and a raw 32-byte public key. */
-  dh(key: DhKey, publicKey: Uint8Array): Uint8Array;
+  /**
+   * The X25519 shared secret of `key` and a raw 32-byte public key, or a {@link RemoteKey}
+   * (prepared once, then reused by later calls with the same object).
+   */
+  dh(key: DhKey, publicKey: Uint8Array | RemoteKey): Uint8Array;
 }
 
 /** The ChaCha20-Poly1305 part of a backend (IETF variant, 12-byte nonce, 16-byte tag). */
@@ -192,7 +209,8 @@ export const nobleX25519: X25519Impl = {
   name: "@noble/curves x25519",
   generate: () => new NobleDhKey(x25519.utils.randomSecretKey()),
   fromPrivate: (privateKey, publicKey) => new NobleDhKey(privateKey, publicKey),
-  dh(key, publicKey) {
+  dh(key, remote) {
+    const publicKey = remote instanceof RemoteKey ? remote.publicKey : remote;
     checkLength(publicKey, DHLEN, "X25519 public key");
     const raw = key instanceof NobleDhKey ? key.raw() : key.privateKey();
     let out: Uint8Array;
@@ -333,12 +351,21 @@ export const nodeX25519: X25519Impl = {
     if (publicKey !== undefined) checkLength(publicKey, DHLEN, "X25519 public key");
     return new NodeDhKey(handle, publicKey ? plain(publicKey) : nodePublicOf(handle));
   },
-  dh(key, publicKey) {
+  dh(key, remote) {
     // A key from another backend is imported once for this call.
     const handle = key instanceof NodeDhKey
       ? key.handle
       : (nodeX25519.fromPrivate(key.privateKey(), key.publicKey) as NodeDhKey).handle;
-    const pub = x25519Public(publicKey);
+    let pub: nodeCrypto.KeyObject;
+    if (remote instanceof RemoteKey) {
+      // Import once per remote key: a responder uses the initiator's e (and, for IK, s) twice.
+      if (!(remote.prepared instanceof nodeCrypto.KeyObject)) {
+        remote.prepared = x25519Public(remote.publicKey);
+      }
+      pub = remote.prepared as nodeCrypto.KeyObject;
+    } else {
+      pub = x25519Public(remote);
+    }
     let out: Uint8Array;
     try {
       out = view(nodeCrypto.diffieHellman({ privateKey: handle, publicKey: pub }));

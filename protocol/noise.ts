@@ -20,6 +20,7 @@ import {
   InvalidKeyError,
   type Keypair,
   publicKeyOf,
+  RemoteKey,
   TAGLEN,
 } from "./crypto.ts";
 
@@ -418,6 +419,9 @@ export class HandshakeState {
   #presetE: DhKey | null;
   #rs: Uint8Array | null;
   #re: Uint8Array | null;
+  // The remote keys in the backend's prepared form, built on first DH and reused after.
+  #rsKey: RemoteKey | null = null;
+  #reKey: RemoteKey | null = null;
   #index = 0;
   #failed: NoiseError | null = null;
   #split = false;
@@ -657,13 +661,18 @@ export class HandshakeState {
 
   #mixDh(t: Token): void {
     const x = this.backend.x25519;
-    let local: DhKey | null, remote: Uint8Array | null;
     // For es/se the initiator's half is the first letter (spec §5.3).
-    if (t === "ee") [local, remote] = [this.#e, this.#re];
-    else if (t === "ss") [local, remote] = [this.#s, this.#rs];
-    else if (t === "es") {
-      [local, remote] = this.initiator ? [this.#e, this.#rs] : [this.#s, this.#re];
-    } else [local, remote] = this.initiator ? [this.#s, this.#re] : [this.#e, this.#rs];
+    const localIsE = t === "ee" || (t === "es" ? this.initiator : t === "se" && !this.initiator);
+    const remoteIsE = t === "ee" || (t === "es" ? !this.initiator : t === "se" && this.initiator);
+    const local = localIsE ? this.#e : this.#s;
+    let remote: RemoteKey | null;
+    if (remoteIsE) {
+      if (this.#re && this.#reKey?.publicKey !== this.#re) this.#reKey = new RemoteKey(this.#re);
+      remote = this.#re ? this.#reKey : null;
+    } else {
+      if (this.#rs && this.#rsKey?.publicKey !== this.#rs) this.#rsKey = new RemoteKey(this.#rs);
+      remote = this.#rs ? this.#rsKey : null;
+    }
     if (!local || !remote) {
       throw new NoiseError("key", `token ${t} lacks a key (pattern ${this.pattern})`);
     }

@@ -27,6 +27,7 @@ import {
   nodeEd25519,
   nodeHmacBlake2s,
   nodeX25519,
+  RemoteKey,
 } from "../../protocol/crypto.ts";
 
 const te = new TextEncoder();
@@ -305,6 +306,21 @@ Deno.test("a low-order remote ephemeral key is refused", () => {
   const msg = p.init.writeMessage();
   msg.fill(0, 0, 32); // e = the all-zero point: every DH with it is zero
   assert.throws(() => p.resp.readMessage(msg), isNoiseError("key", /low-order/));
+});
+
+Deno.test("a prepared RemoteKey gives the same DH as raw bytes, reused, on both backends", () => {
+  const a = random(32);
+  const pb = nodeX25519.generate().publicKey;
+  const expected = nobleX25519.dh(nobleX25519.fromPrivate(a), pb);
+  for (const x of [nodeX25519, nobleX25519]) {
+    const remote = new RemoteKey(pb);
+    const key = x.fromPrivate(a);
+    assert.deepEqual(x.dh(key, remote), expected);
+    assert.deepEqual(x.dh(key, remote), expected); // second use takes the prepared form
+    const zero = new RemoteKey(new Uint8Array(32));
+    assert.throws(() => x.dh(key, zero), /low-order/);
+    assert.throws(() => x.dh(key, new RemoteKey(new Uint8Array(31))), /32 bytes/);
+  }
 });
 
 Deno.test("CipherState: nonce encoding, exhaustion at 2^64-1, transport size limit", () => {
