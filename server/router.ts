@@ -152,7 +152,10 @@ export class Router {
         () => this.#delivered(conn, frame, route, live, started),
         (err) => {
           conn.log.warn("delivery failed", { error: err, channel: frame.channel });
-          const problem = err instanceof StorageError
+          // Refusals (e.g. federation's "federation peer not allowed") reach the sender as is.
+          const problem = err instanceof ProtocolError && !err.fatal
+            ? err
+            : err instanceof StorageError
             ? refused(err.title, err.status, `frame not delivered: ${err.message}`)
             : refused(Titles.unavailable, 503, "frame not delivered; send it again");
           conn.fail(problem, frame.sequence);
