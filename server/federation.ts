@@ -1,12 +1,14 @@
 /**
- * The seam where frames for remote members (`device@other.domain`, ccp1.md §7) leave this node.
- * Today a frame for a remote member is recorded as "federation event queued" in the log; the
- * signed outbox delivery and the inbound endpoint plug in here.
+ * The seam between the relay and federation (ccp1.md §7): frames for remote members
+ * (`device@other.domain`) leave through `server/federation/` as signed events in a durable
+ * outbox, and events from peers arrive at `POST /federation/events` and are handed to the
+ * local device (live connection or relay queue) by the node.
  *
  * @module
  */
 import type { NodeContext } from "./context.ts";
-import type { RoutedItem } from "./connection.ts";
+import { encodeItem, type RoutedItem } from "./connection.ts";
+import { createFederation, type DeliverLocal, type Federation } from "./federation/mod.ts";
 
 /** Splits `device@domain`; a member without a domain, or with ours, is local. */
 export function remoteDomainOf(member: string, ownDomain: string): string | null {
@@ -22,8 +24,32 @@ export function localDeviceId(member: string, ownDomain: string): string {
   return member.toLowerCase().endsWith(suffix) ? member.slice(0, -suffix.length) : member;
 }
 
+/** Test and operator knobs passed through to the federation service. */
+export interface FederationOptions {
+  /** Outbox worker poll interval in ms (default 500). */
+  pollIntervalMs?: number;
+  /** HTTP client for outbound POSTs (default the global fetch). */
+  fetch?: typeof fetch;
+}
+
+/** The relay's view of federation: send to remote members, serve the inbound endpoint. */
 export class FederationRouter {
-  constructor(private readonly ctx: NodeContext) {}
+  readonly #federation: Federation;
+
+  constructor(
+    private readonly ctx: NodeContext,
+    deliverLocal: DeliverLocal,
+    options: FederationOptions = {},
+  ) {
+    this.#federation = createFederation({
+      config: ctx.config,
+      storage: ctx.storage,
+      log: ctx.log,
+      deliverLocal,
+      pollIntervalMs: options.pollIntervalMs,
+      fetch: options.fetch,
+    });
+  }
 
   /** The remote domain of `member`, or null when the member is local. */
   remoteDomain(member: string): string | null {
@@ -31,17 +57,48 @@ export class FederationRouter {
   }
 
   /**
-   * Hands a frame for a remote member to federation. Resolves once it is recorded; the outbox
-   * (signed event, HTTPS POST with retries) takes it from here when that delivery lands.
+   * Signs and durably queues a frame for a remote member (logged once as "federation event
+   * queued" by the federation service). Resolves once the event is in the outbox, which the
+   * sender's ACK waits for; rejects with a non-fatal `FederationRefused` (e.g. 403 "federation
+   * peer not allowed") that the router sends back to the sender as an ERROR.
    */
-  queue(sender: string, target: string, domain: string, item: RoutedItem): Promise<void> {
-    this.ctx.log.info("federation event queued", {
+  async queue(sender: string, target: string, item: RoutedItem, sequence = 0): Promise<void> {
+    await this.#federation.send({
+      channel: item.channel,
+      sequence,
+      frame: encodeItem(item),
       sender,
       target,
-      domain,
-      channel: item.channel,
-      bytes: item.payload.length,
     });
-    return Promise.resolve();
+  }
+
+  /** `POST /federation/events`; never throws. */
+  handleInbound(request: Request, remoteAddr?: string): Promise<Response> {
+    return this.#federation.handleInbound(request, remoteAddr);
+  }
+
+  /** The path the inbound endpoint is mounted at on the HTTP listener. */
+  get inboundPath(): string {
+    return this.#federation.inboundPath;
+  }
+
+  /** This server's Ed25519 federation public key (what peers configure for us). */
+  get publicKey(): Uint8Array {
+    return this.#federation.publicKey;
+  }
+
+  /** Starts the outbox worker. */
+  start(): void {
+    this.#federation.start();
+  }
+
+  /** Stops the outbox worker; nothing of it runs once this resolves. */
+  stop(): Promise<void> {
+    return this.#federation.stop();
+  }
+
+  /** Runs one outbox delivery pass now (tests). */
+  deliverDue(): Promise<number> {
+    return this.#federation.deliverDue();
   }
 }

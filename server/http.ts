@@ -1,6 +1,7 @@
 /**
  * The HTTP listener (`[server] bind`): `POST /connect` (CCP-1 over a duplex HTTP/1.1 or HTTP/2
- * stream), `GET /healthz`, `GET /readyz`, `GET /metrics` (ccp1.md §8).
+ * stream), `GET /healthz`, `GET /readyz`, `GET /metrics` (ccp1.md §8), and federation's
+ * `POST /federation/events` (ccp1.md §7).
  *
  * @module
  */
@@ -92,6 +93,13 @@ export function httpHandler(
         return transport.response;
       }
       default:
+        if (url.pathname === node.federation.inboundPath) {
+          // Federation events from peers: checks and answers of its own (docs/FEDERATION.md).
+          return node.federation.handleInbound(
+            request,
+            formatAddr(info.remoteAddr as Deno.NetAddr),
+          );
+        }
         return problemResponse(404, "Not Found", `no route for ${request.method} ${url.pathname}`);
     }
   };

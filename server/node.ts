@@ -11,7 +11,7 @@ import { parseRouteChange, type RouteChange } from "./channels.ts";
 import { Connection, encodeItem, itemFromEncoded, type RoutedItem } from "./connection.ts";
 import { nodeChannel, type NodeContext, ROUTES_CHANNEL } from "./context.ts";
 import { fatal, Titles } from "./errors.ts";
-import { FederationRouter, localDeviceId } from "./federation.ts";
+import { type FederationOptions, FederationRouter, localDeviceId } from "./federation.ts";
 import { Router } from "./router.ts";
 import type { Transport } from "./transport.ts";
 
@@ -19,6 +19,8 @@ import type { Transport } from "./transport.ts";
 export type DeliveryOutcome = "live" | "waiting" | "dropped" | Promise<void>;
 
 const FLAG_EPHEMERAL = 1;
+/** A nudge: "the relay queue of this device has something new", no frame attached. */
+const FLAG_NUDGE = 2;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
@@ -37,6 +39,32 @@ export function encodeBusPacket(
   out.set(id, 3);
   out.set(frame, 3 + id.length);
   return out;
+}
+
+/**
+ * Bus nudge: flags(1) = NUDGE ‖ device length(2, BE) ‖ device id. The frame itself is already in
+ * the relay queue; the node holding the device claims it from there.
+ */
+export function encodeNudge(deviceId: string): Uint8Array {
+  const id = encoder.encode(deviceId);
+  const out = new Uint8Array(3 + id.length);
+  out[0] = FLAG_NUDGE;
+  out[1] = id.length >> 8;
+  out[2] = id.length & 0xff;
+  out.set(id, 3);
+  return out;
+}
+
+/** The device a nudge names; null when `bytes` is not a well-formed nudge. */
+export function decodeNudge(bytes: Uint8Array): string | null {
+  if (bytes.length < 3 || (bytes[0] & FLAG_NUDGE) === 0) return null;
+  const length = (bytes[1] << 8) | bytes[2];
+  if (length === 0 || bytes.length !== 3 + length) return null;
+  try {
+    return new TextDecoder("utf-8", { fatal: true }).decode(bytes.subarray(3));
+  } catch {
+    return null;
+  }
 }
 
 /** Reads a bus packet; null when malformed. */
@@ -114,13 +142,19 @@ export class RelayNode {
   readonly #local = new Map<string, Connection>();
   readonly #all = new Set<Connection>();
   readonly #batcher: EnqueueBatcher;
+  /** Nudges being published after a durable enqueue (awaited on stop). */
+  readonly #nudging = new Set<Promise<void>>();
   #unsubscribe: (() => Promise<void>)[] = [];
   #timers: ReturnType<typeof setInterval>[] = [];
   #stopping = false;
 
-  constructor(readonly ctx: NodeContext) {
+  constructor(readonly ctx: NodeContext, options: { federation?: FederationOptions } = {}) {
     this.router = new Router(this);
-    this.federation = new FederationRouter(ctx);
+    this.federation = new FederationRouter(
+      ctx,
+      (deviceId, frame, meta) => this.deliverFederated(deviceId, frame, meta),
+      options.federation,
+    );
     this.#batcher = new EnqueueBatcher(ctx);
   }
 
@@ -141,6 +175,7 @@ export class RelayNode {
     this.#every(sweepMs, () => this.#sweep());
     this.#every(Math.max(1, config.limits.presenceTtl / 3) * 1000, () => this.#refresh());
     this.#every(Math.min(60, Math.max(1, config.limits.relayTtl)) * 1000, () => this.#purge());
+    this.federation.start();
   }
 
   #every(ms: number, fn: () => Promise<void> | void): void {
@@ -251,8 +286,10 @@ export class RelayNode {
   // Delivery
 
   /**
-   * Hands one copy of `item` to `member`: live on this node, over the bus to the node holding
-   * it, into the relay queue when it is offline, or to federation when it is remote. Promises
+   * Hands one copy of `item` to `member`: live on this node; into the relay queue when it is
+   * anywhere else (another node is nudged over the bus to claim it; an offline device gets it on
+   * connect); or to federation's durable outbox when it is remote. Ephemeral copies (TYPING,
+   * peer candidates) go live only, over the bus when the device is on another node. Promises
    * that must settle before the sender's ACK are pushed to `waits`.
    */
   deliverTo(
@@ -264,8 +301,9 @@ export class RelayNode {
   ): DeliveryOutcome {
     const domain = this.federation.remoteDomain(rawMember);
     if (domain !== null) {
+      // TYPING is a hint of the moment: never queued, so never federated either.
       if (!durable) return "dropped";
-      waits.push(this.federation.queue(sender, rawMember, domain, item));
+      waits.push(this.federation.queue(sender, rawMember, item));
       return "waiting";
     }
     const member = localDeviceId(rawMember, this.ctx.config.server.domain);
@@ -296,42 +334,78 @@ export class RelayNode {
     return "waiting";
   }
 
-  async #deliverElsewhere(
+  #deliverElsewhere(
     member: string,
     item: RoutedItem,
     durable: boolean,
     waits: Promise<unknown>[],
-  ): Promise<void> {
+  ): Promise<void> | "waiting" {
+    if (!durable) return this.#publishEphemeral(member, item);
+    // At least once across nodes: the envelope is written to the relay queue first (the
+    // sender's ACK waits for that), then the node holding the device is nudged to claim it. A
+    // node that dies before delivering loses nothing: the envelope waits for the next session.
+    waits.push(this.#enqueueOffline(member, item));
+    return "waiting";
+  }
+
+  /** A frame that matters only now, for a device on another node: over the bus, no queue. */
+  async #publishEphemeral(member: string, item: RoutedItem): Promise<void> {
     const { storage, nodeId, metrics } = this.ctx;
     let route = null;
     try {
       route = await storage.ephemeral.getRoute(member);
     } catch (err) {
-      // Without the route table the queue is the safe place: the device gets it on connect.
-      this.ctx.log.warn("route lookup failed; queueing", { error: err, device: member });
+      this.ctx.log.debug("route lookup failed; ephemeral frame dropped", { error: err });
+      return;
     }
     if (route && route.nodeId !== nodeId) {
       metrics.bus("out");
-      waits.push(
-        storage.ephemeral.publish(
-          nodeChannel(route.nodeId),
-          encodeBusPacket(member, item, !durable),
-        ),
-      );
+      await storage.ephemeral.publish(
+        nodeChannel(route.nodeId),
+        encodeBusPacket(member, item, true),
+      ).catch((err) => this.ctx.log.debug("ephemeral frame not published", { error: err }));
       return;
     }
     // It may have connected here while we looked.
-    if (this.#deliverLocal(member, item, durable, waits) !== null || !durable) return;
-    waits.push(this.#enqueueOffline(member, item));
+    this.#deliverLocal(member, item, false, []);
   }
 
+  /** Writes the envelope durably, then wakes whichever session holds the device. */
   async #enqueueOffline(member: string, item: RoutedItem): Promise<void> {
     await this.#batcher.add(member, item);
-    // A session that started while the envelope was written may have finished its replay.
+    const nudge = this.#nudgeHolder(member).finally(() => this.#nudging.delete(nudge));
+    this.#nudging.add(nudge);
+  }
+
+  /**
+   * After an enqueue: the route is read again (the device may have moved while the envelope was
+   * written) and its holder claims the new envelope — this node directly, another over the bus.
+   * A lost nudge delays the frame until the device's next replay; it never loses it.
+   */
+  async #nudgeHolder(member: string): Promise<void> {
+    const { storage, nodeId, metrics, log } = this.ctx;
+    // A session that started here while the envelope was written may have finished its replay.
     this.#local.get(member)?.startReplay();
+    try {
+      const route = await storage.ephemeral.getRoute(member);
+      if (!route || route.nodeId === nodeId) return;
+      metrics.bus("out");
+      await storage.ephemeral.publish(nodeChannel(route.nodeId), encodeNudge(member));
+    } catch (err) {
+      log.warn("queued frame's holder not nudged; it is replayed on the next connect", {
+        error: err,
+        device: member,
+      });
+    }
   }
 
   #onBusFrame(bytes: Uint8Array): void {
+    const nudged = decodeNudge(bytes);
+    if (nudged !== null) {
+      this.ctx.metrics.bus("in");
+      this.#local.get(nudged)?.startReplay();
+      return;
+    }
     const packet = decodeBusPacket(bytes);
     if (!packet) {
       this.ctx.log.warn("malformed bus packet dropped", { bytes: bytes.length });
@@ -341,11 +415,36 @@ export class RelayNode {
     const waits: Promise<unknown>[] = [];
     const local = this.#deliverLocal(packet.deviceId, packet.item, !packet.ephemeral, waits);
     if (local === null && !packet.ephemeral) {
-      // The device left this node after the sender looked it up: keep the frame for it.
+      // A frame from a node of an older release: keep it for the device.
       waits.push(this.#enqueueOffline(packet.deviceId, packet.item));
     }
     Promise.all(waits).catch((err) => {
       this.ctx.log.error("frame from the bus not stored", { error: err, device: packet.deviceId });
+    });
+  }
+
+  /**
+   * Federation's `deliverLocal`: a frame from a peer for a device of this domain goes to its
+   * live connection here, or durably to its relay queue (nudging the node holding it).
+   * Resolves once it is handed over or stored; rejects when it could not be stored.
+   */
+  async deliverFederated(
+    deviceId: string,
+    frame: Uint8Array,
+    meta: { origin: string; sender: string; channel: number },
+  ): Promise<void> {
+    const item = itemFromEncoded(frame);
+    const durable = item.type !== FrameType.Typing;
+    const waits: Promise<unknown>[] = [];
+    const outcome = this.deliverTo(meta.sender, deviceId, item, durable, waits);
+    if (outcome instanceof Promise) await outcome;
+    await Promise.all(waits);
+    this.ctx.log.debug("federated frame handed over", {
+      device: deviceId,
+      origin: meta.origin,
+      sender: meta.sender,
+      channel: meta.channel,
+      outcome: typeof outcome === "string" ? outcome : "queued",
     });
   }
 
@@ -472,6 +571,12 @@ export class RelayNode {
     return this.#purge();
   }
 
+  /** Resolves when no envelope write or nudge started by this node is still running. */
+  async idle(): Promise<void> {
+    await this.#batcher.idle();
+    while (this.#nudging.size > 0) await Promise.allSettled([...this.#nudging]);
+  }
+
   /**
    * Graceful stop: refuse new connections, tell clients, requeue what is unacknowledged,
    * publish them offline, stop the chores and leave the bus.
@@ -481,13 +586,14 @@ export class RelayNode {
     this.#stopping = true;
     for (const id of this.#timers) clearInterval(id);
     this.#timers = [];
+    await this.federation.stop();
     const closing = [...this.#all].map(async (conn) => {
       await conn.fail(fatal(Titles.serverShutdown, 503, "the server is shutting down; reconnect"));
       conn.abort();
       await conn.closed;
     });
     await Promise.allSettled(closing);
-    await this.#batcher.idle();
+    await this.idle();
     for (const unsubscribe of this.#unsubscribe) {
       await unsubscribe().catch(() => {});
     }

@@ -9,6 +9,7 @@ import type { Config } from "./config_types.ts";
 import { log as rootLog, type Logger } from "./log.ts";
 import { type MetricsSnapshot, RelayMetrics } from "./metrics.ts";
 import { RelayNode } from "./node.ts";
+import type { FederationOptions } from "./federation.ts";
 import { httpHandler } from "./http.ts";
 import { ConnTransport, isLoopbackHost } from "./transport.ts";
 import type { NodeContext } from "./context.ts";
@@ -22,6 +23,8 @@ export interface ServerOptions {
   /** Node id (default: a random one). */
   nodeId?: string;
   log?: Logger;
+  /** Federation knobs (tests): outbox poll interval, HTTP client. */
+  federation?: FederationOptions;
 }
 
 export interface ServerHandle {
@@ -60,7 +63,7 @@ export async function startServer(
   const ledger = createLedger({ mode: config.ledger.mode, target: config.ledger.target }, log);
   const metrics = new RelayMetrics(nodeId);
   const ctx: NodeContext = { config, storage, metrics, log, ledger, nodeId };
-  const node = new RelayNode(ctx);
+  const node = new RelayNode(ctx, { federation: options.federation });
   let tcpListener: Deno.Listener | null = null;
   let httpServer: Deno.HttpServer | null = null;
   try {
@@ -99,6 +102,7 @@ export async function startServer(
       tls,
       storage: storage.dbKind,
       ephemeral: storage.ephemeral.kind,
+      domain: config.server.domain,
     });
     if (!tls) {
       const open = [hostname, httpBind.hostname].filter((h) => !isLoopbackHost(h));
@@ -134,8 +138,10 @@ export async function startServer(
           } catch {
             // already closed
           }
+          // Clients, then the federation worker, then inbound requests; storage closes last.
           await node.stop();
           await httpServer?.shutdown();
+          await node.idle();
           await ledger.close().catch(() => {});
           if (ownsStorage) await storage.close();
           log.info("stopped");
