@@ -582,6 +582,12 @@ export class Connection {
       }
       let sent = 0;
       for (const [i, envelope] of batch.entries()) {
+        // A replay is the server's own burst, not a slow reader: let the outbound queue drain
+        // before it nears the slow-reader limits (unsent claims are released at teardown).
+        if (this.#outboundHalfFull()) {
+          await this.drained();
+          if (this.state !== "open") break;
+        }
         let item: RoutedItem;
         try {
           item = itemFromEncoded(envelope.payload);
@@ -597,6 +603,13 @@ export class Connection {
       }
       metrics.replayed(sent);
     }
+  }
+
+  /** True when the outbound queue holds half of `outbound_queue_frames` or `_bytes`. */
+  #outboundHalfFull(): boolean {
+    const { limits } = this.node.ctx.config;
+    return this.#queue.length * 2 >= limits.outboundQueueFrames ||
+      this.#queuedBytes * 2 >= limits.outboundQueueBytes;
   }
 
   // -------------------------------------------------------------------------------------
