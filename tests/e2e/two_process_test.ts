@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { type Frame, FrameType } from "../../protocol/frame.ts";
 import { bytesToHex } from "../../protocol/hex.ts";
-import { generateKeypair } from "../../protocol/crypto.ts";
+import { generateKeypair, type Keypair } from "../../protocol/crypto.ts";
 import { TestClient, withTimeout } from "../server/helpers/client.ts";
 import { realServices, uid } from "../server/helpers/server.ts";
 
@@ -147,6 +147,91 @@ Deno.test({
       const status = await stopNode(node);
       assert.equal(status.code, 0, node.output.slice(-20).join("\n"));
       assert.ok(node.output.some((l) => l.includes('"msg":"stopped"')));
+    }
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test({
+  name: "a node killed abruptly loses none of the frames for its devices",
+  ignore: real === null,
+}, async () => {
+  const keys = generateKeypair();
+  const dir = await Deno.makeTempDir({ prefix: "commucat-crash-" });
+  const env = {
+    COMMUCAT_PG_DSN: real!.dsn,
+    COMMUCAT_REDIS_URL: real!.redis,
+    COMMUCAT_BIND: "127.0.0.1:0",
+    COMMUCAT_TCP_BIND: "127.0.0.1:0",
+    COMMUCAT_CONSOLE_BIND: "127.0.0.1:0",
+    COMMUCAT_NOISE_PRIVATE: bytesToHex(keys.privateKey),
+    COMMUCAT_AUTO_APPROVE_DEVICES: "true",
+  };
+  const nodes: RunningNode[] = [];
+  const clients: TestClient[] = [];
+  try {
+    for (const name of ["survivor", "victim"]) {
+      await Deno.mkdir(`${dir}/${name}`);
+      nodes.push(
+        await spawnNode({ ...env, COMMUCAT_DATA_DIR: `${dir}/${name}/data` }, `${dir}/${name}`),
+      );
+    }
+    const [survivor, victim] = nodes;
+    const aId = uid("crash-a");
+    const bId = uid("crash-b");
+    const bKey = generateKeypair();
+    const connect = async (port: number, deviceId: string, keypair: Keypair, autoAck = true) => {
+      const c = await TestClient.connect({
+        port,
+        serverStatic: keys.publicKey,
+        deviceId,
+        keypair,
+        user: { handle: deviceId },
+        autoAck,
+      });
+      clients.push(c);
+      return c;
+    };
+    const text = (f: Frame) => new TextDecoder().decode(f.payload);
+    const a = await connect(survivor.tcpPort, aId, generateKeypair());
+    // b reads but never acknowledges: what it got is still the server's responsibility.
+    const b = await connect(victim.tcpPort, bId, bKey, false);
+    assert.equal((await a.join(78, [bId])).type, FrameType.Ack);
+    await new Promise((r) => setTimeout(r, 200)); // the route change crosses the bus
+    const s1 = a.msg(78, "handed over, never acknowledged");
+    assert.equal((await a.reply(s1)).type, FrameType.Ack);
+    assert.equal(text(await b.nextOfType(FrameType.Msg)), "handed over, never acknowledged");
+
+    // The node holding b dies without a graceful stop: no requeue, its route left behind.
+    victim.child.kill("SIGKILL");
+    await victim.child.status;
+    await victim.stdoutDone;
+    await b.ended().catch(() => {});
+    const s2 = a.msg(78, "sent while its node was dead");
+    assert.equal((await a.reply(s2)).type, FrameType.Ack);
+
+    // b comes back on the surviving node and gets both.
+    const b2 = await connect(survivor.tcpPort, bId, bKey);
+    const got = [
+      text(await b2.nextOfType(FrameType.Msg)),
+      text(await b2.nextOfType(FrameType.Msg)),
+    ];
+    assert.deepEqual(got, ["handed over, never acknowledged", "sent while its node was dead"]);
+  } finally {
+    for (const c of clients) await c.close();
+    const [survivor, victim] = nodes;
+    if (victim) {
+      try {
+        victim.child.kill("SIGKILL");
+      } catch {
+        // already gone
+      }
+      await victim.child.status;
+      await victim.stdoutDone;
+    }
+    if (survivor) {
+      const status = await stopNode(survivor);
+      assert.equal(status.code, 0, survivor.output.slice(-20).join("\n"));
     }
     await Deno.remove(dir, { recursive: true });
   }
