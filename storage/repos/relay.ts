@@ -54,6 +54,59 @@ const ENVELOPE_COLUMNS =
 /** What the fast ack reads back: no payloads or timestamps to transfer and decode. */
 const ACK_COLUMNS = "envelope_id, channel_id, last_sequence";
 
+/**
+ * The delivery path's statements, each run as a named prepared statement (parsed and planned
+ * once per connection on real Postgres; see QueryOptions.name).
+ */
+const ENQUEUE_SQL =
+  `INSERT INTO relay_queue (device_id, channel_key, channel_id, payload, expires_at)
+  SELECT d, 'inbox:' || d, c, p, now() + make_interval(secs => $4)
+  FROM unnest($1::text[], $2::int8[], $3::bytea[]) AS t(d, c, p)
+  RETURNING envelope_id`;
+
+// `next` is materialized so the row locks are taken once, before numbering; the window numbers
+// the claimed rows in FIFO order for the sequences.
+const CLAIM_SQL = `WITH ${RELAXED_COMMIT}, next AS MATERIALIZED (
+    SELECT envelope_id FROM relay_queue
+    WHERE device_id = $1 AND claimed_by IS NULL AND expires_at > now()
+    ORDER BY envelope_id
+    LIMIT $3
+    FOR UPDATE SKIP LOCKED
+  ), numbered AS (
+    SELECT envelope_id, row_number() OVER (ORDER BY envelope_id) - 1 AS i FROM next
+  )
+  UPDATE relay_queue r
+  SET claimed_by = $2, claimed_at = now(), attempts = r.attempts + 1,
+      last_sequence = COALESCE($4::int8 + numbered.i, r.last_sequence)
+  FROM numbered, relaxed WHERE r.envelope_id = numbered.envelope_id
+  RETURNING ${ENVELOPE_COLUMNS.split(", ").map((c) => "r." + c).join(", ")}`;
+
+// Driven by primary-key lookups (envelope_id = ANY) rather than a join the planner might turn
+// into a scan of the session's claims.
+const MARK_SENT_SQL = `WITH ${RELAXED_COMMIT}
+  UPDATE relay_queue
+  SET last_sequence = ($3::int8[])[array_position($2::int8[], envelope_id)]
+  FROM relaxed
+  WHERE envelope_id = ANY($2::int8[]) AND claimed_by = $1`;
+
+/** Delete a session's acknowledged envelopes and raise the inbox offsets, in one statement. */
+function ackSql(columns: string): string {
+  return `WITH ${RELAXED_COMMIT}, gone AS (
+    DELETE FROM relay_queue USING relaxed
+    WHERE claimed_by = $2 AND device_id = $1 AND last_sequence = ANY($3::int8[])
+    RETURNING ${columns}
+  ), offsets AS (
+    INSERT INTO inbox_offset AS o (entity_id, channel_id, last_envelope_id, updated_at)
+    SELECT $1, channel_id, max(envelope_id), now() FROM gone GROUP BY channel_id
+    ON CONFLICT (entity_id, channel_id) DO UPDATE
+      SET last_envelope_id = GREATEST(o.last_envelope_id, EXCLUDED.last_envelope_id),
+          updated_at = now()
+  )
+  SELECT * FROM gone`;
+}
+const ACK_FULL_SQL = ackSql(ENVELOPE_COLUMNS);
+const ACK_IDS_SQL = ackSql(ACK_COLUMNS);
+
 function toEnvelope(r: EnvelopeRow): RelayEnvelope {
   return {
     envelopeId: String(r.envelope_id),
@@ -93,16 +146,14 @@ export class PgRelayRepo implements RelayRepo {
     if (items.length === 0) return [];
     const insert = async (q: Pick<Db, "query">, batch: typeof items) => {
       const res = await q.query<{ envelope_id: string }>(
-        `INSERT INTO relay_queue (device_id, channel_key, channel_id, payload, expires_at)
-         SELECT d, 'inbox:' || d, c, p, now() + make_interval(secs => $4)
-         FROM unnest($1::text[], $2::int8[], $3::bytea[]) AS t(d, c, p)
-         RETURNING envelope_id`,
+        ENQUEUE_SQL,
         [
           batch.map((i) => i.deviceId),
           batch.map((i) => i.channelId),
           batch.map((i) => i.payload),
           ttlSeconds,
         ],
+        { name: "commucat_relay_enqueue" },
       );
       // Ids are assigned in row order within the statement; sorting restores input order.
       return res.rows.sort(byId).map((r) => String(r.envelope_id));
@@ -143,23 +194,9 @@ export class PgRelayRepo implements RelayRepo {
       }
     }
     const res = await this.db.query<EnvelopeRow>(
-      // `next` is materialized so the row locks are taken once, before numbering; the window
-      // numbers the claimed rows in FIFO order for the sequences.
-      `WITH ${RELAXED_COMMIT}, next AS MATERIALIZED (
-         SELECT envelope_id FROM relay_queue
-         WHERE device_id = $1 AND claimed_by IS NULL AND expires_at > now()
-         ORDER BY envelope_id
-         LIMIT $3
-         FOR UPDATE SKIP LOCKED
-       ), numbered AS (
-         SELECT envelope_id, row_number() OVER (ORDER BY envelope_id) - 1 AS i FROM next
-       )
-       UPDATE relay_queue r
-       SET claimed_by = $2, claimed_at = now(), attempts = r.attempts + 1,
-           last_sequence = COALESCE($4::int8 + numbered.i, r.last_sequence)
-       FROM numbered, relaxed WHERE r.envelope_id = numbered.envelope_id
-       RETURNING ${ENVELOPE_COLUMNS.split(", ").map((c) => "r." + c).join(", ")}`,
+      CLAIM_SQL,
       [deviceId, sessionId, limit, first ?? null],
+      { name: "commucat_relay_claim" },
     );
     return res.rows.sort(byId).map(toEnvelope);
   }
@@ -173,16 +210,9 @@ export class PgRelayRepo implements RelayRepo {
     if (sent.length === 0) return;
     const ids = sent.map((s) => v.bigId("envelope id", s.envelopeId));
     const seqs = sent.map((s) => v.u32("sequence", s.sequence));
-    await this.db.query(
-      // Driven by primary-key lookups (envelope_id = ANY) rather than a join the planner
-      // might turn into a scan of the session's claims.
-      `WITH ${RELAXED_COMMIT}
-       UPDATE relay_queue
-       SET last_sequence = ($3::int8[])[array_position($2::int8[], envelope_id)]
-       FROM relaxed
-       WHERE envelope_id = ANY($2::int8[]) AND claimed_by = $1`,
-      [sessionId, ids, seqs],
-    );
+    await this.db.query(MARK_SENT_SQL, [sessionId, ids, seqs], {
+      name: "commucat_relay_mark_sent",
+    });
   }
 
   /**
@@ -223,19 +253,9 @@ export class PgRelayRepo implements RelayRepo {
     const seqs = sequences.map((s) => v.u32("sequence", s));
     const full = options.returnPayloads !== false;
     const res = await this.db.query<EnvelopeRow>(
-      `WITH ${RELAXED_COMMIT}, gone AS (
-         DELETE FROM relay_queue USING relaxed
-         WHERE claimed_by = $2 AND device_id = $1 AND last_sequence = ANY($3::int8[])
-         RETURNING ${full ? ENVELOPE_COLUMNS : ACK_COLUMNS}
-       ), offsets AS (
-         INSERT INTO inbox_offset AS o (entity_id, channel_id, last_envelope_id, updated_at)
-         SELECT $1, channel_id, max(envelope_id), now() FROM gone GROUP BY channel_id
-         ON CONFLICT (entity_id, channel_id) DO UPDATE
-           SET last_envelope_id = GREATEST(o.last_envelope_id, EXCLUDED.last_envelope_id),
-               updated_at = now()
-       )
-       SELECT * FROM gone`,
+      full ? ACK_FULL_SQL : ACK_IDS_SQL,
       [deviceId, sessionId, seqs],
+      { name: full ? "commucat_relay_ack" : "commucat_relay_ack_ids" },
     );
     const rows = res.rows.sort(byId);
     if (full) return rows.map(toEnvelope);

@@ -1154,6 +1154,61 @@ const cases: Case[] = [
     }
   }],
 
+  ["db: bytea comes back byte for byte as a plain Uint8Array", async (_s, db) => {
+    const all = Uint8Array.from({ length: 256 }, (_, i) => i);
+    for (
+      const value of [all, new Uint8Array(0), all.slice(250), new Uint8Array(70_000).fill(0xab)]
+    ) {
+      const res = await db.query<{ b: Uint8Array }>(`SELECT $1::bytea AS b`, [value]);
+      const back = res.rows[0].b;
+      assert.equal(Object.getPrototypeOf(back), Uint8Array.prototype);
+      assert.equal(back.byteLength, back.buffer.byteLength, "owns its memory");
+      assert.deepEqual(back, value);
+    }
+    const upper = await db.query<{ b: Uint8Array }>(`SELECT '\\xDEADbeef'::bytea AS b`);
+    assert.deepEqual(upper.rows[0].b, Uint8Array.of(0xde, 0xad, 0xbe, 0xef));
+  }],
+
+  ["db: named prepared statements (Postgres prepares them, PGlite ignores the name)", async (
+    s,
+    db,
+    u,
+  ) => {
+    const sql = `SELECT $1::text || '-' || g AS v FROM generate_series(1, $2::int) g ORDER BY g`;
+    const name = `test_named_${u}`;
+    // More than five runs, so Postgres may switch the statement to its generic plan.
+    for (let n = 1; n <= 8; n++) {
+      const named = await db.query<{ v: string }>(sql, [u, n], { name });
+      const plain = await db.query<{ v: string }>(sql, [u, n]);
+      assert.deepEqual(named.rows, plain.rows);
+      assert.equal(named.rowCount, n);
+    }
+    const inTx = await db.transaction((tx) => tx.query<{ v: string }>(sql, ["tx", 2], { name }));
+    assert.deepEqual(inTx.rows.map((r) => r.v), ["tx-1", "tx-2"]);
+    const prepared = await db.withConnection(async (conn) => {
+      await conn.query(sql, [u, 1], { name });
+      const res = await conn.query<{ n: string }>(
+        `SELECT count(*) AS n FROM pg_prepared_statements WHERE name = $1`,
+        [name],
+      );
+      return Number(res.rows[0].n);
+    });
+    assert.equal(prepared, s.dbKind === "postgres" ? 1 : 0);
+    // The relay's named statements keep working (and keep their meaning) on this database.
+    const ids = await s.relay.enqueue([{ deviceId: `${u}-np`, channelId: 1, payload: key(1) }], 60);
+    const claimed = await s.relay.claim(`${u}-np`, `${u}-s`, 128, { firstSequence: 5 });
+    assert.deepEqual(claimed.map((e) => [e.envelopeId, e.lastSequence]), [[ids[0], 5]]);
+    const acked = await s.relay.ack(`${u}-np`, `${u}-s`, [5], { returnPayloads: false });
+    assert.deepEqual(acked, [{ envelopeId: ids[0], channelId: 1, sequence: 5 }]);
+
+    await assert.rejects(db.query("SELECT 2", [], { name }), isA(StorageFailure, name));
+    await assert.rejects(db.query("SELECT 1", [], { name: "" }), isA(StorageFailure, "name"));
+    await assert.rejects(
+      db.query("SELECT 1", [], { name: "x".repeat(64) }),
+      isA(StorageFailure, "1 to 63"),
+    );
+  }],
+
   ["readiness reports both stores", async (s) => {
     const r = await s.readiness();
     assert.equal(r.ok, true, JSON.stringify(r));
