@@ -5,8 +5,18 @@
 import { run as codec } from "./codec.ts";
 import { run as noise } from "./noise.ts";
 import { run as storage } from "./storage.ts";
+import { run as relay } from "./relay.ts";
+import { run as handshake_tcp } from "./handshake_tcp.ts";
+import { run as memory } from "./memory.ts";
 
-const benches: Record<string, () => Promise<void>> = { codec, noise, storage };
+const benches: Record<string, () => Promise<void>> = {
+  codec,
+  noise,
+  storage,
+  relay,
+  handshake_tcp,
+  memory,
+};
 
 const wanted = Deno.args.length > 0 ? Deno.args : Object.keys(benches);
 for (const name of wanted) {
