@@ -20,6 +20,7 @@ export function remoteDomainOf(member: string, ownDomain: string): string | null
 
 /** A local member written as `device@ourdomain` is the device id without the domain. */
 export function localDeviceId(member: string, ownDomain: string): string {
+  if (!member.includes("@")) return member; // the common case, on every routed frame
   const suffix = `@${ownDomain.toLowerCase()}`;
   return member.toLowerCase().endsWith(suffix) ? member.slice(0, -suffix.length) : member;
 }
