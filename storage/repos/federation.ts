@@ -77,18 +77,23 @@ function auditView(p: FederationPeer | null): unknown {
   return { domain: p.domain, endpoint: p.endpoint, public_key: hex, status: p.status };
 }
 
+/** The audit target of a peer: `peer:<domain>`, like the CLI's `device:<id>`, `user:<id>`. */
+export function peerTarget(domain: string): string {
+  return `peer:${domain}`;
+}
+
 async function audit(
   q: Queryable,
   actor: string,
   action: string,
-  target: string,
+  domain: string,
   before: unknown,
   after: unknown,
 ): Promise<void> {
   await q.query(
     `INSERT INTO operator_audit (actor, action, target, before, after)
      VALUES ($1, $2, $3, $4::jsonb, $5::jsonb)`,
-    [actor, action, target, JSON.stringify(before), JSON.stringify(after)],
+    [actor, action, peerTarget(domain), JSON.stringify(before), JSON.stringify(after)],
   );
 }
 

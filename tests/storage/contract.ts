@@ -765,7 +765,9 @@ const cases: Case[] = [
       isA(InvalidValue, "trusted"),
     );
     await assert.rejects(s.peers.setStatus(`${u}.none.example`, "active", "x"), isA(NotFound));
-    const trail = await s.audit.list({ target: domain });
+    // Targets name their kind, as the CLI's and the console's do: peer:<domain>.
+    assert.deepEqual((await s.audit.list({ target: domain })).items, []);
+    const trail = await s.audit.list({ target: `peer:${domain}` });
     assert.deepEqual(trail.items.map((e) => e.action).reverse(), [
       "peer.add",
       "peer.update",
