@@ -11,6 +11,12 @@
  *   400, 401, 3xx): logged as a rejection and retried on the same backoff, because such
  *   failures are usually a pairing or configuration step an operator is about to finish. The
  *   backlog (`storage.outbox.backlog()`) shows the last error per peer.
+ * - Giving up: a 4xx rejection other than 408, 429 and 403 "federation peer not allowed" (the
+ *   peer has not paired with us yet, which may take days) that answers attempt
+ *   {@link MAX_REJECTED_ATTEMPTS} or later marks the entry dead (`outbox.markDead`): it is
+ *   never retried and stays visible with its error (backlog `dead` count). With the backoff
+ *   that is about 34 minutes of refusals. An entry whose stored body is not a valid event is
+ *   given up at once. A peer blocked here is never a reason to give up (it may be unblocked).
  * - Every attempt re-stamps `created_at` and re-signs the event (the id stays), so a retry hours
  *   later still passes the receiver's ±5 minute clock-skew check.
  *
@@ -31,6 +37,8 @@ export const POLL_INTERVAL_MS = 500;
 export const DELIVERY_TIMEOUT_MS = 10_000;
 /** Entries claimed per pass. */
 export const CLAIM_BATCH = 32;
+/** From this attempt on, a peer's 4xx rejection (see {@link classify}) gives the entry up. */
+export const MAX_REJECTED_ATTEMPTS = 10;
 /** How much of a peer's error answer is read and kept. */
 const MAX_ERROR_BODY = 4096;
 
@@ -49,7 +57,14 @@ export interface OutboxWorkerOptions {
 /** Result of one delivery attempt. */
 type Outcome =
   | { kind: "delivered"; note?: string }
-  | { kind: "failed"; error: string; permanent: boolean };
+  | {
+    kind: "failed";
+    error: string;
+    /** A refusal rather than a transient failure (logged as `rejected`). */
+    permanent: boolean;
+    /** When to stop retrying: "now", after MAX_REJECTED_ATTEMPTS ("limit"), or "never". */
+    giveUp: "now" | "limit" | "never";
+  };
 
 /**
  * Delivers outbox entries. `start()` begins polling; `nudge()` asks for a pass right away
@@ -151,13 +166,19 @@ export class OutboxWorker {
     try {
       outcome = await this.#attempt(entry);
     } catch (err) {
-      outcome = { kind: "failed", error: errorText(err), permanent: false };
+      outcome = { kind: "failed", error: errorText(err), permanent: false, giveUp: "never" };
     }
     const fields = { event_id: entry.eventId, peer: entry.peerDomain, attempt: entry.attempts + 1 };
     try {
       if (outcome.kind === "delivered") {
         await this.o.outbox.markDelivered(entry.id);
         this.o.log.info("federation event delivered", { ...fields, note: outcome.note });
+      } else if (
+        outcome.giveUp === "now" ||
+        (outcome.giveUp === "limit" && entry.attempts + 1 >= MAX_REJECTED_ATTEMPTS)
+      ) {
+        await this.o.outbox.markDead(entry.id, outcome.error);
+        this.o.log.warn("federation event given up", { ...fields, error: outcome.error });
       } else {
         const updated = await this.o.outbox.markFailed(entry.id, outcome.error);
         this.o.log.warn("federation delivery failed", {
@@ -179,7 +200,13 @@ export class OutboxWorker {
       peer = await this.o.peers.requireActive(entry.peerDomain);
     } catch (err) {
       if (err instanceof FederationRefused) {
-        return { kind: "failed", error: `${err.title}: ${err.detail}`, permanent: true };
+        // Blocked or unknown here: the operator may change that, so the entry waits.
+        return {
+          kind: "failed",
+          error: `${err.title}: ${err.detail}`,
+          permanent: true,
+          giveUp: "never",
+        };
       }
       throw err;
     }
@@ -192,6 +219,7 @@ export class OutboxWorker {
         kind: "failed",
         error: `outbox entry is not a valid event: ${why}`,
         permanent: true,
+        giveUp: "now",
       };
     }
     const event: FederationEvent = { ...body.event, created_at: toRfc3339(this.o.now()) };
@@ -216,7 +244,12 @@ export class OutboxWorker {
       return classify(res.status, answer);
     } catch (err) {
       const reason = ac.signal.aborted ? ac.signal.reason : err;
-      return { kind: "failed", error: `network: ${errorText(reason)}`, permanent: false };
+      return {
+        kind: "failed",
+        error: `network: ${errorText(reason)}`,
+        permanent: false,
+        giveUp: "never",
+      };
     } finally {
       clearTimeout(timer);
       this.#inflight.delete(ac);
@@ -235,7 +268,16 @@ export function classify(status: number, answer: string): Outcome {
     ? `HTTP ${status} ${problem.title}${problem.detail ? `: ${problem.detail}` : ""}`
     : `HTTP ${status}${answer ? `: ${answer.slice(0, 200)}` : ""}`;
   const transient = status === 408 || status === 429 || status >= 500;
-  return { kind: "failed", error: summary, permanent: !transient };
+  // A 4xx is the peer refusing this event; 403 "peer not allowed" is unfinished pairing, and a
+  // 3xx a misconfigured endpoint, both of which an operator fixes without the event changing.
+  const rejection = status >= 400 && status < 500 && !transient &&
+    !(status === 403 && problem?.title === FederationTitles.peerNotAllowed);
+  return {
+    kind: "failed",
+    error: summary,
+    permanent: !transient,
+    giveUp: rejection ? "limit" : "never",
+  };
 }
 
 function parseProblem(text: string): { title: string; detail: string } | null {
