@@ -93,12 +93,6 @@ export async function removeGroupMember(
   });
 }
 
-const peerState = (p: FederationPeer) => ({
-  endpoint: p.endpoint,
-  publicKey: hex(p.publicKey),
-  status: p.status,
-});
-
 /** Changes a database peer's status; static peers from the config are read-only. */
 export async function setPeerStatus(
   storage: Storage,
@@ -110,18 +104,9 @@ export async function setPeerStatus(
   if (staticDomains.has(domain)) {
     throw new InvalidValue("peer", domain, "a database peer (peers from the config are read-only)");
   }
-  const found = await storage.peers.get(domain);
-  if (!found) throw new NotFound("federation peer", domain);
-  const before = peerState(found);
+  // The peer repository writes the audit entry in the same transaction as the change.
   const peer = await storage.peers.setStatus(domain, status, actor);
   await storage.ephemeral.publishControl({ kind: "peer-status", domain, status });
-  await storage.audit.append({
-    actor,
-    action: "peer.set-status",
-    target: `peer:${domain}`,
-    before,
-    after: peerState(peer),
-  });
   return peer;
 }
 
@@ -132,22 +117,15 @@ export async function addPeer(
   input: { domain: string; endpoint: string; publicKey: Uint8Array; status: PeerStatus },
 ): Promise<FederationPeer> {
   const found = await storage.peers.get(input.domain);
-  const before = found ? peerState(found) : null;
+  // The peer repository writes the audit entry in the same transaction as the change.
   const peer = await storage.peers.upsert(input, actor);
-  if (before?.status !== peer.status) {
+  if (found?.status !== peer.status) {
     await storage.ephemeral.publishControl({
       kind: "peer-status",
       domain: peer.domain,
       status: peer.status,
     });
   }
-  await storage.audit.append({
-    actor,
-    action: before ? "peer.update" : "peer.add",
-    target: `peer:${peer.domain}`,
-    before,
-    after: peerState(peer),
-  });
   return peer;
 }
 

@@ -82,6 +82,29 @@ export function fakeStorage(clock: () => number = Date.now): FakeStorage {
   const peers = new Map<string, FederationPeer>();
   const outbox: OutboxEntry[] = [];
   const audit: AuditEntry[] = [];
+  // Like the real peer repository: peer changes are audited in the same step as the change.
+  const peerAudit = (p: FederationPeer) => ({
+    domain: p.domain,
+    endpoint: p.endpoint,
+    public_key: Array.from(p.publicKey, (b) => b.toString(16).padStart(2, "0")).join(""),
+    status: p.status,
+  });
+  const recordAudit = (
+    actor: string,
+    action: string,
+    domain: string,
+    before: unknown,
+    after: FederationPeer,
+  ) =>
+    audit.push({
+      id: nextId("aud"),
+      actor,
+      action,
+      target: `peer:${domain}`,
+      before,
+      after: peerAudit(after),
+      recordedAt: now(),
+    });
   const control: ControlEvent[] = [];
   const interrupts = new Map<string, string>();
   const routes = new Map<string, Route>();
@@ -392,9 +415,10 @@ export function fakeStorage(clock: () => number = Date.now): FakeStorage {
           )),
       },
       peers: {
-        upsert(input, _actor) {
+        upsert(input, actor) {
           guard();
           const existing = peers.get(input.domain);
+          const before = existing ? peerAudit(existing) : null;
           const p: FederationPeer = {
             domain: input.domain,
             endpoint: input.endpoint,
@@ -405,15 +429,18 @@ export function fakeStorage(clock: () => number = Date.now): FakeStorage {
             createdAt: existing?.createdAt ?? now(),
           };
           peers.set(p.domain, p);
+          recordAudit(actor, existing ? "peer.update" : "peer.add", p.domain, before, p);
           return Promise.resolve(p);
         },
         get: (d) => (guard(), Promise.resolve(peers.get(d) ?? null)),
-        setStatus(domain, status: PeerStatus, _actor) {
+        setStatus(domain, status: PeerStatus, actor) {
           guard();
           const p = peers.get(domain);
           if (!p) throw new NotFound("federation peer", domain);
           if (p.status === status) throw new TransitionNotAllowed(`peer ${domain}`, status, status);
+          const before = peerAudit(p);
           p.status = status;
+          recordAudit(actor, "peer.set-status", domain, before, p);
           return Promise.resolve(p);
         },
         list(staticPeers = []) {
