@@ -22,6 +22,7 @@ import { MAX_U32 } from "../protocol/varint.ts";
 import type { RelayEnvelope } from "../storage/types.ts";
 import { type HandshakeResult, ServerHandshake } from "./handshake.ts";
 import { fatal, Titles } from "./errors.ts";
+import { OutboundBuffer } from "./outbound.ts";
 import type { Transport } from "./transport.ts";
 import type { Logger } from "./log.ts";
 import type { RelayNode } from "./node.ts";
@@ -88,6 +89,8 @@ export class Connection {
   state: "handshake" | "open" | "closing" | "closed" = "handshake";
   readonly openedAt = Date.now();
   lastInbound = Date.now();
+  /** `performance.now()` when the bytes being handled were read (routing latency starts here). */
+  receivedAt = 0;
   deviceId = "";
   sessionId = "";
   user: UserInfo | null = null;
@@ -106,8 +109,7 @@ export class Connection {
   #pendingSecure: HandshakeResult | null = null;
 
   #outSeq = 0;
-  #queue: Uint8Array[] = [];
-  #queuedBytes = 0;
+  readonly #out = new OutboundBuffer();
   #flushing = false;
   #drainWaiters: (() => void)[] = [];
 
@@ -166,6 +168,7 @@ export class Connection {
         const chunk = await this.transport.read();
         if (chunk === null) break;
         this.lastInbound = Date.now();
+        this.receivedAt = performance.now();
         this.#push(chunk);
         let frame: Frame | null;
         while (
@@ -327,22 +330,28 @@ export class Connection {
   /** Queues an encoded frame; the reader is dropped when its queue exceeds the limits. */
   sendEncoded(bytes: Uint8Array, type: FrameType): void {
     if (this.state === "closed") return;
-    const { limits } = this.node.ctx.config;
-    this.#queue.push(bytes);
-    this.#queuedBytes += bytes.length;
-    this.node.ctx.metrics.frameOut(FRAME_TYPE_NAMES[type] ?? "unknown");
+    this.#out.pushEncoded(bytes);
+    this.#queued(type);
+  }
+
+  /**
+   * Counts a frame just added to the outbound buffer, drops a slow reader whose queue went
+   * over the limits, and schedules the flush (one write per flush, not per frame).
+   */
+  #queued(type: FrameType): void {
+    const { metrics, config: { limits } } = this.node.ctx;
+    metrics.frameOut(FRAME_TYPE_NAMES[type] ?? "unknown");
+    const out = this.#out;
     if (
-      this.state === "open" &&
-      (this.#queue.length > limits.outboundQueueFrames ||
-        this.#queuedBytes > limits.outboundQueueBytes)
+      (out.frames > limits.outboundQueueFrames || out.length > limits.outboundQueueBytes) &&
+      this.state === "open"
     ) {
       this.log.warn("slow reader disconnected", {
-        queued_frames: this.#queue.length,
-        queued_bytes: this.#queuedBytes,
+        queued_frames: out.frames,
+        queued_bytes: out.length,
       });
-      this.node.ctx.metrics.error("Slow Reader");
-      this.#queue = [];
-      this.#queuedBytes = 0;
+      metrics.error("Slow Reader");
+      out.clear();
       this.abort();
       return;
     }
@@ -360,6 +369,18 @@ export class Connection {
   }
 
   /**
+   * Sends `ACK {"ack": acked}` (the answer to a routed frame, once per frame): encoded in
+   * place, byte-identical to {@link sendControl} with `{ack: acked}`. Returns its sequence.
+   */
+  sendAck(channel: number, acked: number): number {
+    const sequence = this.nextSequence();
+    if (this.state === "closed") return sequence;
+    this.#out.pushAck(channel, sequence, acked);
+    this.#queued(FrameType.Ack);
+    return sequence;
+  }
+
+  /**
    * Hands a routed frame to the client under a fresh sequence. Tracked frames stay in flight
    * until the client ACKs that sequence (and go back to the queue if it drops first).
    */
@@ -370,10 +391,9 @@ export class Connection {
     sequence = this.nextSequence(),
   ): number {
     if (tracked) this.inflight.set(sequence, { envelopeId, item });
-    this.sendEncoded(
-      encodeFrame({ type: item.type, channel: item.channel, sequence, payload: item.payload }),
-      item.type,
-    );
+    if (this.state === "closed") return sequence;
+    this.#out.pushFrame(item.type, item.channel, sequence, item.payload);
+    this.#queued(item.type);
     return sequence;
   }
 
@@ -384,20 +404,23 @@ export class Connection {
   }
 
   async #flushLoop(): Promise<void> {
+    const out = this.#out;
     try {
-      while (this.#queue.length > 0) {
-        const batch = this.#queue;
-        const size = this.#queuedBytes;
-        this.#queue = [];
-        this.#queuedBytes = 0;
-        const plain = concatBytes(batch, size);
-        const bytes = this.#secureWriter ? this.#secureWriter.seal(plain) : plain;
-        await this.transport.write(bytes);
+      while (out.length > 0) {
+        // Everything queued since the last write leaves in one write (one seal under v2).
+        const plain = out.take();
+        if (this.#secureWriter) {
+          const sealed = this.#secureWriter.seal(plain);
+          out.recycle(plain);
+          await this.transport.write(sealed);
+        } else {
+          await this.transport.write(plain);
+          out.recycle(plain);
+        }
       }
     } catch (err) {
       this.log.debug("write failed", { error: err });
-      this.#queue = [];
-      this.#queuedBytes = 0;
+      out.clear();
       this.abort();
     } finally {
       this.#flushing = false;
@@ -409,7 +432,7 @@ export class Connection {
 
   /** Resolves when everything queued so far has been written. */
   drained(): Promise<void> {
-    if (!this.#flushing && this.#queue.length === 0) return Promise.resolve();
+    if (!this.#flushing && this.#out.length === 0) return Promise.resolve();
     return new Promise((resolve) => this.#drainWaiters.push(resolve));
   }
 
@@ -608,8 +631,8 @@ export class Connection {
   /** True when the outbound queue holds half of `outbound_queue_frames` or `_bytes`. */
   #outboundHalfFull(): boolean {
     const { limits } = this.node.ctx.config;
-    return this.#queue.length * 2 >= limits.outboundQueueFrames ||
-      this.#queuedBytes * 2 >= limits.outboundQueueBytes;
+    return this.#out.frames * 2 >= limits.outboundQueueFrames ||
+      this.#out.length * 2 >= limits.outboundQueueBytes;
   }
 
   // -------------------------------------------------------------------------------------

@@ -129,18 +129,23 @@ export class Router {
   #fanOut(conn: Connection, frame: Frame): Promise<void> | void {
     if (frame.type === FrameType.Typing) parseTyping(frame.json, NON_FATAL);
     if (frame.type === FrameType.GroupEvent) parseGroupEvent(frame.json, NON_FATAL);
-    const started = performance.now();
+    // Frame received = its bytes were read (one clock reading per read, not per frame).
+    const started = conn.receivedAt;
     const route = this.#routeFor(conn, frame);
     const item: RoutedItem = { type: frame.type, channel: frame.channel, payload: frame.payload };
     const durable = frame.type !== FrameType.Typing;
     const waits: Promise<unknown>[] = [];
-    const lookups: Promise<void>[] = [];
+    let lookups: Promise<void>[] | null = null;
     let live = 0;
     for (const member of route.members) {
       if (member === conn.deviceId) continue;
       const outcome = this.node.deliverTo(conn.deviceId, member, item, durable, waits);
       if (outcome === "live") live++;
-      else if (outcome instanceof Promise) lookups.push(outcome);
+      else if (outcome instanceof Promise) (lookups ??= []).push(outcome);
+    }
+    // The common case: every copy handed to a live connection here, ACK at once.
+    if (lookups === null && waits.length === 0) {
+      return this.#delivered(conn, frame, route, live, started);
     }
     const finish = () => {
       if (waits.length === 0) {
@@ -162,7 +167,7 @@ export class Router {
         },
       );
     };
-    if (lookups.length === 0) return finish();
+    if (lookups === null) return finish();
     return Promise.all(lookups).then(finish);
   }
 
@@ -176,7 +181,7 @@ export class Router {
     const { metrics, log } = this.node.ctx;
     metrics.routed((performance.now() - started) / 1000);
     if (conn.state !== "open") return;
-    conn.sendControl(FrameType.Ack, frame.channel, { ack: frame.sequence });
+    conn.sendAck(frame.channel, frame.sequence);
     if (!infoEnabled()) return; // skip building the fields at high rates with a quieter log
     log.info("delivered frame", {
       type: FRAME_TYPE_NAMES[frame.type],
