@@ -10,7 +10,6 @@ import {
   encodeFrame,
   errorFrame,
   type Frame,
-  FRAME_TYPE_NAMES,
   FrameDecoder,
   FrameType,
 } from "../protocol/frame.ts";
@@ -34,12 +33,16 @@ export interface RoutedItem {
   payload: Uint8Array;
 }
 
-/** A frame handed to this connection that the client has not acknowledged yet. */
-interface InFlight {
-  /** The relay_queue envelope it came from, or null for a frame delivered live. */
-  envelopeId: string | null;
-  item: RoutedItem;
+/** A replayed frame in flight: the relay_queue envelope it came from. */
+class Claimed {
+  constructor(readonly envelopeId: string, readonly item: RoutedItem) {}
 }
+
+/**
+ * A frame handed to this connection that the client has not acknowledged yet: the item itself
+ * when it was delivered live (no allocation per frame), or a {@link Claimed} envelope.
+ */
+type InFlight = RoutedItem | Claimed;
 
 /** Largest replay batch (ccp1.md §5). */
 export const REPLAY_BATCH = 128;
@@ -91,6 +94,8 @@ export class Connection {
   lastInbound = Date.now();
   /** `performance.now()` when the bytes being handled were read (routing latency starts here). */
   receivedAt = 0;
+  /** Frames of the current read routed synchronously (timed together when the read is done). */
+  routedNow = 0;
   deviceId = "";
   sessionId = "";
   user: UserInfo | null = null;
@@ -175,17 +180,28 @@ export class Connection {
           (this.state === "handshake" || this.state === "open") &&
           (frame = this.#decoder.next()) !== null
         ) {
-          metrics.frameIn(FRAME_TYPE_NAMES[frame.type] ?? "unknown");
+          metrics.frameInCode(frame.type);
           const pending = this.#onFrame(frame);
-          if (pending) await pending;
+          if (pending) {
+            this.#timeRouted();
+            await pending;
+          }
           if (this.#pendingSecure) this.#switchInbound();
         }
+        this.#timeRouted();
       }
     } catch (err) {
       await this.#onLoopError(err);
     } finally {
       await this.#teardown();
     }
+  }
+
+  /** Frames routed synchronously since the read: every copy is handed over by now. */
+  #timeRouted(): void {
+    if (this.routedNow === 0) return;
+    this.node.ctx.metrics.routed((performance.now() - this.receivedAt) / 1000, this.routedNow);
+    this.routedNow = 0;
   }
 
   #push(chunk: Uint8Array): void {
@@ -340,7 +356,7 @@ export class Connection {
    */
   #queued(type: FrameType): void {
     const { metrics, config: { limits } } = this.node.ctx;
-    metrics.frameOut(FRAME_TYPE_NAMES[type] ?? "unknown");
+    metrics.frameOutCode(type);
     const out = this.#out;
     if (
       (out.frames > limits.outboundQueueFrames || out.length > limits.outboundQueueBytes) &&
@@ -390,7 +406,9 @@ export class Connection {
     tracked = true,
     sequence = this.nextSequence(),
   ): number {
-    if (tracked) this.inflight.set(sequence, { envelopeId, item });
+    if (tracked) {
+      this.inflight.set(sequence, envelopeId === null ? item : new Claimed(envelopeId, item));
+    }
     if (this.state === "closed") return sequence;
     this.#out.pushFrame(item.type, item.channel, sequence, item.payload);
     this.#queued(item.type);
@@ -482,7 +500,7 @@ export class Connection {
       const entry = this.inflight.get(sequence);
       if (!entry) continue; // unknown or already acknowledged: acks are idempotent
       this.inflight.delete(sequence);
-      if (entry.envelopeId !== null) this.#ackedEnvelopes.push({ sequence, item: entry.item });
+      if (entry instanceof Claimed) this.#ackedEnvelopes.push({ sequence, item: entry.item });
     }
     if (this.#ackedEnvelopes.length > 0 && !this.#ackScheduled) {
       this.#ackScheduled = true;
@@ -672,8 +690,8 @@ export class Connection {
     const live: RoutedItem[] = [];
     let claimed = 0;
     for (const entry of this.inflight.values()) {
-      if (entry.envelopeId === null) live.push(entry.item);
-      else claimed++;
+      if (entry instanceof Claimed) claimed++;
+      else live.push(entry);
     }
     this.inflight.clear();
     if (live.length > 0) {

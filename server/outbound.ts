@@ -25,12 +25,8 @@ const ACK_PREFIX_LENGTH = ACK_PREFIX.length;
 
 /** Decimal digits of a u32. */
 function digitCount(n: number): number {
-  let digits = 1;
-  while (n >= 10) {
-    n = Math.floor(n / 10);
-    digits++;
-  }
-  return digits;
+  if (n < 100_000) return n < 10 ? 1 : n < 100 ? 2 : n < 1000 ? 3 : n < 10_000 ? 4 : 5;
+  return n < 1_000_000 ? 6 : n < 10_000_000 ? 7 : n < 100_000_000 ? 8 : n < 1_000_000_000 ? 9 : 10;
 }
 
 /**

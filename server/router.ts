@@ -143,9 +143,11 @@ export class Router {
       if (outcome === "live") live++;
       else if (outcome instanceof Promise) (lookups ??= []).push(outcome);
     }
-    // The common case: every copy handed to a live connection here, ACK at once.
+    // The common case: every copy handed to a live connection here, ACK at once; the
+    // connection times the frames of one read together (one clock reading per read).
     if (lookups === null && waits.length === 0) {
-      return this.#delivered(conn, frame, route, live, started);
+      conn.routedNow++;
+      return this.#delivered(conn, frame, route, live, -1);
     }
     const finish = () => {
       if (waits.length === 0) {
@@ -171,6 +173,7 @@ export class Router {
     return Promise.all(lookups).then(finish);
   }
 
+  /** Counts, logs and ACKs a routed frame; `started` < 0: the connection times it. */
   #delivered(
     conn: Connection,
     frame: Frame,
@@ -179,7 +182,7 @@ export class Router {
     started: number,
   ): void {
     const { metrics, log } = this.node.ctx;
-    metrics.routed((performance.now() - started) / 1000);
+    if (started >= 0) metrics.routed((performance.now() - started) / 1000);
     if (conn.state !== "open") return;
     conn.sendAck(frame.channel, frame.sequence);
     if (!infoEnabled()) return; // skip building the fields at high rates with a quieter log
