@@ -20,7 +20,7 @@ export interface ConsoleFigures {
   handshakeFailures: number;
   /** Envelopes waiting in the relay queue; read from storage when absent. */
   relayDepth?: number;
-  /** Devices waiting for approval; read from storage when absent. */
+  /** Devices waiting for approval (new devices and new keys); read from storage when absent. */
   pendingApprovals?: number;
   /** Federation events not yet delivered; read from storage when absent. */
   outboxBacklog?: number;
@@ -87,7 +87,7 @@ export class FigureSampler {
     const [relayDepth, pendingApprovals, outboxBacklog] = await Promise.all([
       figures?.relayDepth ?? this.storage.relay.totalDepth().catch(fail),
       figures?.pendingApprovals ??
-        this.storage.devices.countByStatus().then((c) => c.pending).catch(fail),
+        this.storage.devices.countAwaitingApproval().catch(fail),
       figures?.outboxBacklog ??
         this.storage.outbox.backlog().then((b) => b.reduce((n, p) => n + p.pending, 0))
           .catch(fail),

@@ -18,6 +18,16 @@ export function parseStatus<T extends string>(
   return { value: null, error: `${field} must be one of ${allowed.join(", ")}` };
 }
 
+/** A yes/no filter sent as `1` (yes) or absent/empty (no); anything else is an error. */
+export function parseFlag(
+  value: string | undefined,
+  field: string,
+): { value: boolean; error: string | null } {
+  if (!value) return { value: false, error: null };
+  if (value === "1") return { value: true, error: null };
+  return { value: false, error: `${field} must be 1 or empty` };
+}
+
 /** A free-text filter, trimmed and bounded. */
 export function parseText(value: string | undefined, max = 200): string | null {
   const v = (value ?? "").trim();

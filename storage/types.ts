@@ -248,10 +248,27 @@ export interface DeviceRepo {
     autoApprove: boolean;
   }): Promise<HandshakeRegistration>;
   touch(id: string): Promise<void>;
-  list(
-    filter: { status?: DeviceStatus; userId?: string; search?: string } & PageRequest,
-  ): Promise<Page<DeviceWithUser>>;
+  /** Newest first, keyset-paginated; every given filter applies (they are ANDed). */
+  list(filter: DeviceListFilter & PageRequest): Promise<Page<DeviceWithUser>>;
   countByStatus(): Promise<Record<DeviceStatus, number>>;
+  /**
+   * How many devices wait for an operator: pending ones plus active ones with a pending new
+   * key — exactly what `list({ awaitingApproval: true })` lists.
+   */
+  countAwaitingApproval(): Promise<number>;
+}
+
+/** Filters of `DeviceRepo.list`. */
+export interface DeviceListFilter {
+  status?: DeviceStatus;
+  userId?: string;
+  /** Case-insensitive prefix of the device id or the owner's handle. */
+  search?: string;
+  /**
+   * true: only devices that wait for an operator's decision — status `pending`, or active with
+   * a new key awaiting approval (`pendingPublicKey` set). false or absent: no such filter.
+   */
+  awaitingApproval?: boolean;
 }
 
 export interface KeyEventRepo {

@@ -8,27 +8,32 @@ import { type Device, type DeviceStatus, NotFound, type Storage } from "../../st
 
 const STATUSES = ["pending", "active", "revoked"] as const;
 const listUsage =
-  "devices [--status pending|active|revoked] [--user ID] [--search TEXT] [--limit N] " +
-  "[--cursor C] [--format text|json]";
+  "devices [--status pending|active|revoked] [--awaiting] [--user ID] [--search TEXT] " +
+  "[--limit N] [--cursor C] [--format text|json]";
 
 const shortKey = (key: Uint8Array | null) => key ? `${hex(key).slice(0, 16)}…` : null;
 
 export const devicesCommand: Command = {
   name: "devices",
-  summary: "list devices (filter by status, user, text)",
+  summary: "list devices (filter by status, awaiting approval, user, text)",
   usage: listUsage,
-  help: `Lists devices, newest first, with their owner's handle and status. --search matches
-the start of device ids and handles (case-insensitive). Pages hold --limit rows (1..500,
-default 50); when there are more, the cursor of the next page is printed on stderr. Text
-output shortens keys; --format json has them whole.
+  help: `Lists devices, newest first, with their owner's handle and status. --awaiting lists
+only what waits for an operator: pending devices and active devices with a new key waiting
+for approval (PENDING_KEY set); approve-device or reject-device decides either kind. Filters
+combine: --awaiting --status active lists only the waiting new keys. --search matches the
+start of device ids and handles (case-insensitive). Pages hold --limit rows (1..500, default
+50); when there are more, the cursor of the next page is printed on stderr. Text output
+shortens keys; --format json has them whole.
 
-Example:
+Examples:
+  deno task cli devices --awaiting
   deno task cli devices --status pending`,
   async run(argv, ctx) {
     const args = parseCommand(argv, {
       usage: listUsage,
       flags: {
         status: { type: "string" },
+        awaiting: { type: "boolean" },
         user: { type: "string" },
         search: { type: "string" },
         limit: { type: "string" },
@@ -53,6 +58,7 @@ Example:
     const storage = await ctx.storage();
     const page = await storage.devices.list({
       status,
+      awaitingApproval: args.flags.awaiting === true,
       userId: stringFlag(args, "user"),
       search: stringFlag(args, "search"),
       limit,

@@ -29,8 +29,8 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps, hasServerFigures:
         <h2 id="shortcuts">Shortcuts</h2>
         <ul class="shortcuts">
           <li>
-            <a href="/devices?status=pending">
-              Review pending devices ({figure(pending)})
+            <a href="/devices?awaiting=1">
+              Review devices and keys waiting for approval ({figure(pending)})
             </a>
           </li>
           <li>

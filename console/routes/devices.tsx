@@ -1,5 +1,8 @@
 // deno-lint-ignore-file jsx-key -- server-rendered static children are never reordered, so keys add nothing
-/** Devices: the pending-approval queue first, then every device with filters. */
+/**
+ * Devices: the queue of what waits for an operator first (new devices and new keys of active
+ * devices), then every device with filters.
+ */
 import type { Hono } from "hono";
 import type { AppEnv, ConsoleDeps } from "../context.ts";
 import type { DeviceStatus, DeviceWithUser, Page, User } from "../../storage/types.ts";
@@ -10,12 +13,12 @@ import { Field, FilterForm, Select } from "../components/forms.tsx";
 import { Empty } from "../components/empty.tsx";
 import { ErrorBox } from "../components/flash.tsx";
 import { shortKey, when } from "../components/format.ts";
-import { DEVICE_STATUSES, parseStatus, parseText } from "../validate.ts";
+import { DEVICE_STATUSES, parseFlag, parseStatus, parseText } from "../validate.ts";
 import { DeviceActions } from "./device_actions.tsx";
 
 const deviceLink = (id: string) => `/devices/${encodeURIComponent(id)}`;
 
-/** Columns shared by the pending queue and the full list. */
+/** Columns shared by the approval queue and the full list. */
 function columns(back: string): Column<DeviceWithUser>[] {
   return [
     { label: "Device", cell: (d) => <a href={deviceLink(d.id)}>{d.id}</a> },
@@ -46,10 +49,17 @@ function columns(back: string): Column<DeviceWithUser>[] {
 export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
   app.get("/devices", async (c) => {
     const status = parseStatus<DeviceStatus>(c.req.query("status"), DEVICE_STATUSES, "Status");
+    const awaiting = parseFlag(c.req.query("awaiting"), "Waiting for approval");
     const userText = parseText(c.req.query("user"));
     const search = parseText(c.req.query("q"));
     const cursor = c.req.query("cursor") || null;
-    const params = { status: status.value, user: userText, q: search };
+    const params = {
+      status: status.value,
+      awaiting: awaiting.value ? "1" : null,
+      user: userText,
+      q: search,
+    };
+    const filterError = status.error ?? awaiting.error;
     const back = new URL(c.req.url).pathname + new URL(c.req.url).search;
 
     let user: User | null = null;
@@ -59,12 +69,15 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
         await deps.storage.users.get(userText);
       userMissing = user === null;
     }
-    const showQueue = !status.value && !userText && !search && !cursor;
+    const showQueue = !status.value && !awaiting.value && !userText && !search && !cursor;
     const [queue, list]: [Page<DeviceWithUser> | null, Page<DeviceWithUser> | null] = await Promise
       .all([
-        showQueue ? deps.storage.devices.list({ status: "pending", limit: 20 }) : null,
-        status.error || userMissing ? null : deps.storage.devices.list({
+        // The queue holds everything an operator must decide: a device never approved, and an
+        // active device asking for a new key (rotation without auto-approve).
+        showQueue ? deps.storage.devices.list({ awaitingApproval: true, limit: 20 }) : null,
+        filterError || userMissing ? null : deps.storage.devices.list({
           status: status.value ?? undefined,
+          awaitingApproval: awaiting.value || undefined,
           userId: user?.id,
           search: search ?? undefined,
           cursor,
@@ -75,7 +88,7 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
     return renderPage(c, deps, {
       title: "Devices",
       active: "devices",
-      status: status.error ? 400 : 200,
+      status: filterError ? 400 : 200,
     }, [
       showQueue && (
         <section aria-labelledby="queue-title" class="queue">
@@ -83,19 +96,22 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
           {queue && queue.items.length > 0
             ? (
               <>
+                <p class="muted">
+                  New devices, and active devices asking for a new key (“new key waiting”).
+                </p>
                 <Table
-                  caption="Devices waiting for approval"
+                  caption="Devices and new keys waiting for approval"
                   columns={columns(back)}
                   rows={queue.items}
                 />
                 {queue.nextCursor && (
                   <p>
-                    <a href="/devices?status=pending">See every pending device</a>
+                    <a href="/devices?awaiting=1">See everything waiting for approval</a>
                   </p>
                 )}
               </>
             )
-            : <Empty title="No device is waiting for approval." />}
+            : <Empty title="Nothing is waiting for approval." />}
         </section>
       ),
       <section aria-labelledby="all-title">
@@ -110,10 +126,16 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
               ...DEVICE_STATUSES.map((s) => [s, s] as [string, string]),
             ]}
           />
+          <Select
+            name="awaiting"
+            label="Waiting for approval"
+            value={awaiting.value ? "1" : ""}
+            options={[["", "Either"], ["1", "Only devices or keys waiting"]]}
+          />
           <Field name="user" label="User (handle or id)" value={userText} />
           <Field name="q" label="Device id contains" value={search} type="search" />
         </FilterForm>
-        {status.error && <ErrorBox title="Filter not applied:" detail={status.error} />}
+        {filterError && <ErrorBox title="Filter not applied:" detail={filterError} />}
         {userMissing && (
           <ErrorBox title="No such user:" detail={`no user has the handle or id “${userText}”.`} />
         )}

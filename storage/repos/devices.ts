@@ -15,6 +15,7 @@ import { decodeCursor, pageLimit, toPage } from "../pagination.ts";
 import type {
   Device,
   DeviceKeyEvent,
+  DeviceListFilter,
   DeviceRepo,
   DeviceStatus,
   DeviceWithUser,
@@ -33,6 +34,7 @@ import {
   toDevice,
   toDeviceWithUser,
   toKeyEvent,
+  toUser,
   translate,
   tsFromKey,
   tsKey,
@@ -41,6 +43,42 @@ import { insertUser, userByHandle, userById, validateNewUser } from "./users.ts"
 import * as v from "./validate.ts";
 
 type Change = { device: Device; event: DeviceKeyEvent };
+
+/**
+ * The common handshake — a known, active device presenting its registered key — in one SELECT:
+ * nothing is written in that case, so it needs no transaction and no row lock. Anything else
+ * (unknown, pending, revoked, a new key) takes the locking transaction.
+ */
+const ACTIVE_WITH_KEY_SQL = `
+  SELECT ${DEVICE_COLUMNS.split(", ").map((c) => "d." + c).join(", ")},
+         u.handle, u.display_name, u.avatar_url,
+         u.created_at AS user_created_at, u.updated_at AS user_updated_at
+  FROM user_device d JOIN app_user u ON u.user_id = d.user_id
+  WHERE d.device_id = $1 AND d.status = 'active' AND d.public_key = $2`;
+
+type ActiveWithKeyRow = DeviceRow & {
+  handle: string;
+  display_name: string | null;
+  avatar_url: string | null;
+  user_created_at: Date;
+  user_updated_at: Date;
+};
+
+/**
+ * A device waits for an operator when it was never approved, or when it asks for a new key
+ * (rotation without auto-approve). Matches the predicate of `user_device_awaiting_idx` (012);
+ * keep the two the same, or Postgres stops using the index.
+ */
+const AWAITING_SQL = "d.status = 'pending' OR d.pending_public_key IS NOT NULL";
+
+/** The `awaitingApproval` filter: absent or a boolean. */
+function awaitingFilter(value: unknown): boolean {
+  if (value === undefined || value === null) return false;
+  if (typeof value !== "boolean") {
+    throw new InvalidValue("awaiting approval", value, "true or false");
+  }
+  return value;
+}
 
 /** Append a key event; part of the caller's transaction. */
 async function writeEvent(
@@ -258,6 +296,21 @@ export class PgDeviceRepo implements DeviceRepo {
     }
     const actor = "handshake";
     try {
+      const known = await this.db.query<ActiveWithKeyRow>(ACTIVE_WITH_KEY_SQL, [id, key], {
+        name: "device_handshake_active",
+      });
+      const row = known.rows[0];
+      if (row) {
+        const user = toUser({
+          user_id: row.user_id,
+          handle: row.handle,
+          display_name: row.display_name,
+          avatar_url: row.avatar_url,
+          created_at: row.user_created_at,
+          updated_at: row.user_updated_at,
+        });
+        return { outcome: "accepted", device: toDevice(row), user };
+      }
       return await this.db.transaction(async (q): Promise<HandshakeRegistration> => {
         let device = await lockDevice(q, id);
         if (!device) {
@@ -316,15 +369,19 @@ export class PgDeviceRepo implements DeviceRepo {
     ]);
   }
 
-  /** Newest first; filters: status, owner, case-insensitive prefix of device id or handle. */
-  async list(
-    filter: { status?: DeviceStatus; userId?: string; search?: string } & PageRequest,
-  ): Promise<Page<DeviceWithUser>> {
+  /**
+   * Newest first; filters: status, owner, case-insensitive prefix of device id or handle, and
+   * `awaitingApproval` (pending, or active with a pending key; served by a partial index).
+   */
+  async list(filter: DeviceListFilter & PageRequest): Promise<Page<DeviceWithUser>> {
     const limit = pageLimit(filter.limit);
     const status = filter.status === undefined ? null : v.deviceStatus(filter.status);
     const userId = filter.userId === undefined ? null : v.id("user id", filter.userId);
     const pattern = filter.search ? v.prefixPattern("search", filter.search) : null;
+    const awaiting = awaitingFilter(filter.awaitingApproval);
     const after = decodeCursor(filter.cursor, ["int", "text"]);
+    // The awaiting condition is added as literal text (no parameter in it), spelled exactly like
+    // the partial index's predicate, so the planner can use that index whatever the plan kind.
     const res = await this.db.query<DeviceRow & { handle: string; k: string }>(
       `SELECT ${DEVICE_COLUMNS.split(", ").map((c) => "d." + c).join(", ")}, u.handle,
               ${tsKey("d.created_at")} AS k
@@ -333,6 +390,7 @@ export class PgDeviceRepo implements DeviceRepo {
          AND ($2::text IS NULL OR d.user_id = $2)
          AND ($3::text IS NULL OR lower(d.device_id) LIKE $3 OR lower(u.handle) LIKE $3)
          AND ($4::int8 IS NULL OR (d.created_at, d.device_id) < (${tsFromKey("$4")}, $5::text))
+         ${awaiting ? `AND (${AWAITING_SQL})` : ""}
        ORDER BY d.created_at DESC, d.device_id DESC
        LIMIT $6`,
       [status, userId, pattern, after?.[0] ?? null, after?.[1] ?? null, limit + 1],
@@ -347,5 +405,13 @@ export class PgDeviceRepo implements DeviceRepo {
     const counts: Record<DeviceStatus, number> = { pending: 0, active: 0, revoked: 0 };
     for (const r of res.rows) counts[r.status] = Number(r.n);
     return counts;
+  }
+
+  /** Devices waiting for an operator (pending, or active with a pending key). */
+  async countAwaitingApproval(): Promise<number> {
+    const res = await this.db.query<{ n: string }>(
+      `SELECT count(*) AS n FROM user_device d WHERE ${AWAITING_SQL}`,
+    );
+    return Number(res.rows[0].n);
   }
 }

@@ -140,8 +140,9 @@ export async function operatorFlow(t: Deno.TestContext, target: FlowTarget): Pro
 
   const pendingA = `pa-${target.tag}`;
   const pendingB = `pb-${target.tag}`;
+  const rotating = `rk-${target.tag}`;
   const group = `grp-${target.tag}`;
-  await t.step("setup outside the CLI: two pending devices and a group", async () => {
+  await t.step("setup outside the CLI: pending devices, a new key waiting, a group", async () => {
     const storage = await target.openStorage();
     try {
       for (const id of [pendingA, pendingB]) {
@@ -150,6 +151,18 @@ export async function operatorFlow(t: Deno.TestContext, target: FlowTarget): Pro
           "test",
         );
       }
+      // An active device whose handshake asks for a new key without auto-approve.
+      await storage.devices.register(
+        { id: rotating, userId, publicKey: x25519.keygen().publicKey, status: "active" },
+        "test",
+      );
+      const asked = await storage.devices.resolveForHandshake({
+        deviceId: rotating,
+        publicKey: x25519.keygen().publicKey,
+        user: {},
+        autoApprove: false,
+      });
+      assert.equal(asked.outcome, "pending");
       await storage.groups.create({ id: group, ownerDeviceId: device, relay: true }, "test");
       await storage.groups.addMember(group, pendingA, "member", "test");
     } finally {
@@ -172,6 +185,32 @@ export async function operatorFlow(t: Deno.TestContext, target: FlowTarget): Pro
       assert.match(pending.stdout, /^DEVICE_ID +HANDLE +USER_ID +STATUS/);
       assert.ok(pending.stdout.includes(pendingA) && pending.stdout.includes(pendingB));
       assert.ok(!pending.stdout.includes(device));
+      assert.ok(!pending.stdout.includes(rotating), "an active device is not pending");
+
+      // --awaiting: everything an operator must decide, new devices and new keys alike.
+      const awaiting = json(
+        (await run(["devices", "--awaiting", "--user", userId, "--format", "json"])).stdout,
+      );
+      assert.deepEqual(
+        awaiting.items.map((d: { id: string }) => d.id).sort(),
+        [pendingA, pendingB, rotating].sort(),
+      );
+      const keys = await run(["devices", "--awaiting", "--status", "active", "--user", userId]);
+      assert.match(
+        keys.stdout,
+        new RegExp(`^${rotating} +${handle} +${userId} +active +\\S+ +[0-9a-f]{16}…`, "m"),
+      );
+      assert.ok(!keys.stdout.includes(pendingA));
+      const decided = keyValues((await run(["approve-device", rotating])).stdout);
+      assert.equal(decided.status, "active");
+      assert.equal(decided.pending_public_key, "-");
+      const left = json(
+        (await run(["devices", "--awaiting", "--user", userId, "--format", "json"])).stdout,
+      );
+      assert.deepEqual(
+        left.items.map((d: { id: string }) => d.id).sort(),
+        [pendingA, pendingB].sort(),
+      );
 
       const approved = keyValues((await run(["approve-device", pendingA])).stdout);
       assert.equal(approved.status, "active");

@@ -30,6 +30,7 @@ Deno.test("cli --help on every command, help and --help print usage and exit 0",
     ["help", "rotate-keys"],
     ...COMMANDS.map((c) => [c.name, "--help"]),
     ["devices", "--status", "bogus", "--help"],
+    ["devices", "--awaiting", "--help"],
     ["peers", "add", "--help"],
     ["groups", "show", "-h"],
   ];
@@ -48,6 +49,10 @@ Deno.test("cli --help on every command, help and --help print usage and exit 0",
       for (const c of COMMANDS) assert.ok(r.stdout.includes(`  ${c.name} `), c.name);
     }
   }
+  const devicesHelp = results[cases.findIndex((a) => a[0] === "devices" && a[1] === "--awaiting")];
+  assert.match(devicesHelp.stdout, /\[--awaiting\]/, "the usage line names --awaiting");
+  assert.match(devicesHelp.stdout, /new key waiting\s+for approval/, "the help says what waits");
+  assert.match(devicesHelp.stdout, /deno task cli devices --awaiting\n/);
   // Help never opens the database.
   await assert.rejects(Deno.stat(`${dir}/data/pg`), Deno.errors.NotFound);
 });
@@ -72,6 +77,8 @@ Deno.test("cli usage errors exit 2 with a one-line usage hint", async () => {
     [["devices", "--limit", "ten"], /invalid limit "ten"/],
     [["devices", "--format", "xml"], /invalid format "xml"/],
     [["devices", "--bogus"], /unknown option --bogus/],
+    [["devices", "--awaiting=yes"], /option --awaiting takes no value/],
+    [["devices", "--awaiting", "--status", "waiting"], /invalid status "waiting"/],
     [["approve-device"], /missing <device_id>/],
     [["reject-device", "a", "b"], /unexpected argument "b"/],
     [["revoke-device"], /missing <device_id>/],

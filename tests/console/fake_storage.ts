@@ -65,6 +65,8 @@ export interface FakeStorage extends Storage {
   failWith: Error | null;
   /** Adds a relay envelope directly (for queue depth figures). */
   addEnvelope(deviceId: string, enqueuedAt: Date): void;
+  /** An active device asks for a new key, as a handshake without auto-approve would. */
+  requestKey(deviceId: string, publicKey: Uint8Array): void;
   routes: Map<string, Route>;
 }
 
@@ -132,6 +134,8 @@ export function fakeStorage(clock: () => number = Date.now): FakeStorage {
     if (!d) throw new NotFound("device", id);
     return d;
   };
+  // Like the real repository: never approved, or asking for a new key.
+  const awaiting = (d: Device) => d.status === "pending" || d.pendingPublicKey !== null;
   const withUser = (d: Device): DeviceWithUser => ({
     ...d,
     userHandle: users.get(d.userId)?.handle ?? d.userId,
@@ -156,6 +160,13 @@ export function fakeStorage(clock: () => number = Date.now): FakeStorage {
           attempts: 0,
           lastSequence: null,
         });
+      },
+      requestKey(deviceId: string, publicKey: Uint8Array) {
+        const d = mustDevice(deviceId);
+        if (d.status !== "active") throw new Error(`requestKey: ${deviceId} is ${d.status}`);
+        d.pendingPublicKey = publicKey;
+        d.updatedAt = now();
+        keyEvent(d, "rotation-pending", "handshake", publicKey);
       },
       users: {
         create(input) {
@@ -267,6 +278,7 @@ export function fakeStorage(clock: () => number = Date.now): FakeStorage {
           guard();
           const all = [...devices.values()]
             .filter((d) => !filter.status || d.status === filter.status)
+            .filter((d) => !filter.awaitingApproval || awaiting(d))
             .filter((d) => !filter.userId || d.userId === filter.userId)
             .filter((d) => contains(d.id, filter.search))
             .sort((a, b) =>
@@ -280,6 +292,10 @@ export function fakeStorage(clock: () => number = Date.now): FakeStorage {
           const counts: Record<DeviceStatus, number> = { pending: 0, active: 0, revoked: 0 };
           for (const d of devices.values()) counts[d.status]++;
           return Promise.resolve(counts);
+        },
+        countAwaitingApproval() {
+          guard();
+          return Promise.resolve([...devices.values()].filter(awaiting).length);
         },
       },
       keyEvents: {

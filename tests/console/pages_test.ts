@@ -11,6 +11,7 @@ Deno.test("every page renders for a signed-in operator", async () => {
       "/",
       "/devices",
       "/devices?status=pending",
+      "/devices?awaiting=1",
       "/devices?user=alice",
       "/devices/dev-a1",
       "/devices/dev-a2/approve",
@@ -57,6 +58,54 @@ Deno.test("the devices page lists the pending queue first", async () => {
   const filtered = await (await c.get("/devices?status=revoked")).text();
   assert.match(filtered, /dev-b2/);
   assert.doesNotMatch(filtered, /dev-a1/);
+  h.close();
+});
+
+Deno.test("a new key waiting for approval is in the queue, the filter and the count", async () => {
+  const h = await harness();
+  const c = await signIn(h);
+  h.storage.requestKey("dev-b1", new Uint8Array(32).fill(0x7e));
+  const section = (html: string) => {
+    const start = html.indexOf("Waiting for approval");
+    return html.slice(start, html.indexOf("All devices", start));
+  };
+  const queue = section(await (await c.get("/devices")).text());
+  assert.match(queue, /dev-a2/, "the never-approved device waits");
+  assert.match(queue, /dev-b1/, "the active device with a new key waits");
+  assert.doesNotMatch(queue, /dev-a1|dev-b2/, "nothing else is in the queue");
+  assert.match(queue, /new key waiting: <code>7e7e7e7e/);
+  assert.match(queue, /aria-label="Approve device dev-b1"[^>]*>Approve key</);
+  assert.match(queue, /aria-label="Reject device dev-b1"[^>]*>Reject key</);
+
+  // The filter lists the same devices; an unknown value is refused with a message.
+  const filtered = await (await c.get("/devices?awaiting=1")).text();
+  assert.doesNotMatch(filtered, /Waiting for approval<\/h2>/, "no queue above a filtered list");
+  assert.match(filtered, /dev-a2/);
+  assert.match(filtered, /dev-b1/);
+  assert.doesNotMatch(filtered, /dev-a1|dev-b2/);
+  const activeOnly = await (await c.get("/devices?awaiting=1&status=active")).text();
+  assert.match(activeOnly, /dev-b1/);
+  assert.doesNotMatch(activeOnly, /dev-a2/);
+  const bad = await c.get("/devices?awaiting=maybe");
+  assert.equal(bad.status, 400);
+  assert.match(await bad.text(), /Waiting for approval must be 1 or empty/);
+
+  // The dashboard counts both and links to the filter.
+  const card = (html: string) =>
+    /data-figure="pendingApprovals"><span class="card-label">[^<]+<\/span><span class="card-value">([^<]+)</
+      .exec(html)?.[1];
+  const dashboard = await (await c.get("/")).text();
+  assert.equal(card(dashboard), "2");
+  assert.match(dashboard, /href="\/devices\?awaiting=1">\s*Review devices and keys waiting/);
+
+  // Approving the key takes the device out of the queue and the count.
+  const approved = await c.post("/devices/dev-b1/approve", { confirm: "yes", back: "/devices" });
+  assert.equal(approved.status, 303);
+  const device = (await h.storage.devices.get("dev-b1"))!;
+  assert.equal(device.pendingPublicKey, null);
+  assert.equal(device.publicKey[0], 0x7e);
+  assert.doesNotMatch(section(await (await c.get("/devices")).text()), /dev-b1/);
+  assert.equal(await h.storage.devices.countAwaitingApproval(), 1);
   h.close();
 });
 

@@ -461,6 +461,79 @@ const cases: Case[] = [
     );
   }],
 
+  ["devices: awaiting approval lists new devices and new keys, keyset pages, count", async (
+    s,
+    _db,
+    u,
+  ) => {
+    const countBefore = await s.devices.countAwaitingApproval();
+    const owner = await s.users.create({ handle: `${u}-waiter` });
+    const reg = (id: string, n: number, status: "active" | "pending") =>
+      s.devices.register({ id: `${u}-${id}`, userId: owner.id, publicKey: key(n), status }, "t");
+    await reg("new-1", 1, "pending");
+    await reg("plain", 2, "active");
+    await reg("rotating", 3, "active");
+    await reg("new-2", 4, "pending");
+    await reg("gone", 5, "active");
+    await reg("rotating-2", 6, "active");
+    await s.devices.revoke(`${u}-gone`, "t");
+    // A rotation without auto-approve: the device stays active with a new key waiting.
+    for (const id of ["rotating", "rotating-2"]) {
+      const r = await s.devices.resolveForHandshake({
+        deviceId: `${u}-${id}`,
+        publicKey: key(0x40),
+        user: {},
+        autoApprove: false,
+      });
+      assert.equal(r.outcome, "pending");
+      assert.equal(r.device.status, "active");
+    }
+    const waiting = [`${u}-new-1`, `${u}-new-2`, `${u}-rotating`, `${u}-rotating-2`];
+
+    const { items, pages } = await allPages((cursor) =>
+      s.devices.list({ userId: owner.id, awaitingApproval: true, limit: 1, cursor })
+    );
+    assert.equal(pages, 4);
+    assert.deepEqual(items.map((d) => d.id).sort(), waiting.sort(), "each once, nothing else");
+    for (let i = 1; i < items.length; i++) {
+      assert.ok(items[i - 1].createdAt >= items[i].createdAt, "newest first");
+    }
+    const rotating = items.find((d) => d.id === `${u}-rotating`)!;
+    assert.deepEqual(rotating.pendingPublicKey, key(0x40));
+    assert.deepEqual(rotating.publicKey, key(3), "the old key stays until approved");
+    assert.equal(rotating.userHandle, `${u}-waiter`);
+    // Combined with the other filters (they are ANDed); false means no such filter.
+    const keysOnly = await s.devices.list({
+      userId: owner.id,
+      awaitingApproval: true,
+      status: "active",
+    });
+    assert.deepEqual(keysOnly.items.map((d) => d.id).sort(), [
+      `${u}-rotating`,
+      `${u}-rotating-2`,
+    ]);
+    const searched = await s.devices.list({ search: `${u}-ROT`, awaitingApproval: true });
+    assert.equal(searched.items.length, 2);
+    const unfiltered = await s.devices.list({ userId: owner.id, awaitingApproval: false });
+    assert.equal(unfiltered.items.length, 6);
+    assert.equal(await s.devices.countAwaitingApproval(), countBefore + 4);
+
+    // Deciding takes a device out of the queue, whichever way.
+    await s.devices.approve(`${u}-rotating`, "t");
+    await s.devices.reject(`${u}-rotating-2`, "t");
+    await s.devices.approve(`${u}-new-1`, "t");
+    await s.devices.reject(`${u}-new-2`, "t");
+    const after = await s.devices.list({ userId: owner.id, awaitingApproval: true });
+    assert.deepEqual(after.items, []);
+    assert.equal(after.nextCursor, null);
+    assert.equal(await s.devices.countAwaitingApproval(), countBefore);
+    await assert.rejects(
+      // deno-lint-ignore no-explicit-any
+      s.devices.list({ awaitingApproval: "yes" as any }),
+      isA(InvalidValue, "awaiting approval"),
+    );
+  }],
+
   ["key events: by device, time range, pages, export order", async (s, _db, u) => {
     const { device: d } = await device(s, u, "ke", 1);
     for (let i = 2; i <= 6; i++) await s.devices.rotateKey(d.id, key(i), "t");
