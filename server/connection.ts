@@ -125,6 +125,10 @@ export class Connection {
   #ackScheduled = false;
   #markChain: Promise<void> = Promise.resolve();
   #replayRunning = false;
+  /** Whether a claim of this session ever returned envelopes (teardown must release them). */
+  #claimedRows = false;
+  /** The claim in progress, if any (teardown waits for it before releasing). */
+  #claiming: Promise<RelayEnvelope[]> | null = null;
   #replayDirty = false;
   #pendingEnqueues = 0;
   #enqueueWaiters: (() => void)[] = [];
@@ -294,24 +298,37 @@ export class Connection {
     } else {
       this.#handshakeChunks = null;
     }
-    try {
-      await ctx.storage.sessions.record({
-        sessionId: this.sessionId,
-        userId: result.user.id,
-        deviceId: this.deviceId,
-        pattern: result.pattern,
-        protocolVersion: result.version,
-        remoteAddr: this.transport.remoteAddr,
-        nodeId: ctx.nodeId,
-        ttlSeconds: ctx.config.limits.presenceTtl,
-      });
-      await ctx.storage.devices.touch(this.deviceId);
-    } catch (err) {
+    // The session row, last_seen and the route/presence (attach) go out together rather than
+    // one after another. The completion ACK waits for the session row: a session whose row
+    // could not be written is refused (fatal "storage failure") and never gets an ACK, so every
+    // session a client was told about is accounted for. last_seen is informational: a failure
+    // there is logged and does not refuse the session.
+    const recording = ctx.storage.sessions.record({
+      sessionId: this.sessionId,
+      userId: result.user.id,
+      deviceId: this.deviceId,
+      pattern: result.pattern,
+      protocolVersion: result.version,
+      remoteAddr: this.transport.remoteAddr,
+      nodeId: ctx.nodeId,
+      ttlSeconds: ctx.config.limits.presenceTtl,
+    }).then(() => null, (err: unknown) => err);
+    ctx.storage.devices.touch(this.deviceId).catch((err) =>
+      this.log.warn("last seen not stored", { error: err })
+    );
+    // Attached but not yet "open": nothing is delivered live before the completion ACK (a frame
+    // for this device meanwhile goes to its queue and the replay below picks it up).
+    ctx.metrics.connectionOpened();
+    const attached = this.node.attach(this);
+    const failure = await recording;
+    await attached;
+    if (failure !== null) {
       ctx.metrics.handshakeEnded(result.pattern, "storage failure");
       this.#handshakeCounted = true;
-      const e = err as { title?: string; status?: number; message?: string };
-      throw fatal(e.title ?? Titles.unavailable, e.status ?? 503, e.message ?? String(err));
+      const e = failure as { title?: string; status?: number; message?: string };
+      throw fatal(e.title ?? Titles.unavailable, e.status ?? 503, e.message ?? String(failure));
     }
+    if (this.state !== "handshake") return; // closed meanwhile (replaced, shutdown, timeout)
     ctx.ledger.record("session", {
       session_id: this.sessionId,
       device_id: this.deviceId,
@@ -323,9 +340,7 @@ export class Connection {
     }).catch((err) => this.log.warn("ledger record failed", { error: err, kind: "session" }));
     ctx.metrics.handshakeEnded(result.pattern, "ok");
     this.#handshakeCounted = true;
-    ctx.metrics.connectionOpened();
     this.state = "open";
-    await this.node.attach(this);
     this.sendControl(FrameType.Ack, 0, {
       handshake: "ok",
       session: this.sessionId,
@@ -610,12 +625,15 @@ export class Connection {
       const limit = Math.min(REPLAY_BATCH, room);
       // Reserve a block of sequences: the claim records them, so no markSent round trip.
       const firstSequence = this.#reserveSequences(limit);
-      const batch: RelayEnvelope[] = await storage.relay.claim(
-        this.deviceId,
-        this.sessionId,
-        limit,
-        { firstSequence },
-      );
+      const claiming = storage.relay.claim(this.deviceId, this.sessionId, limit, {
+        firstSequence,
+      }).then((rows) => {
+        if (rows.length > 0) this.#claimedRows = true;
+        return rows;
+      });
+      this.#claiming = claiming;
+      const batch: RelayEnvelope[] = await claiming;
+      this.#claiming = null;
       if (this.state !== "open") break;
       if (batch.length === 0) {
         if (this.#replayDirty || this.#pendingEnqueues > 0) continue;
@@ -705,8 +723,12 @@ export class Connection {
       );
       metrics.enqueued(live.length);
     }
-    // Always release this session's claims: a replay may have claimed more than it sent.
-    const released = await storage.relay.requeue({ sessionId: this.sessionId });
+    // Release this session's claims: a replay may have claimed more than it sent. A session
+    // whose claims all came back empty holds none (the common short session: no round trip).
+    if (this.#claiming) await this.#claiming.catch(() => {});
+    const released = this.#claimedRows
+      ? await storage.relay.requeue({ sessionId: this.sessionId })
+      : 0;
     if (live.length > 0 || released > 0 || claimed > 0) {
       this.log.info("unacknowledged frames requeued", { live: live.length, released });
     }

@@ -19,7 +19,7 @@ import { bytesEqual } from "../protocol/crypto.ts";
 import { type CipherState, HandshakeState } from "../protocol/noise.ts";
 import { ProtocolError } from "../protocol/errors.ts";
 import { StorageError } from "../storage/errors.ts";
-import type { Device, HandshakeRegistration, User } from "../storage/types.ts";
+import type { HandshakeRegistration, User } from "../storage/types.ts";
 import type { NodeContext } from "./context.ts";
 import { fatal, Titles } from "./errors.ts";
 
@@ -154,7 +154,7 @@ export class ServerHandshake {
       this.#checkProven(proven, claimed);
       user = await this.#register(proven!);
     } else {
-      user = await this.#preliminaryUserFor(hello);
+      user = this.#preliminaryUserFor(hello);
     }
     const msg2 = noise.writeMessage(
       encoder.encode(
@@ -239,18 +239,13 @@ export class ServerHandshake {
     }
   }
 
-  /** AUTH for XK goes out before the key is proven: describe the user as far as known. */
-  async #preliminaryUserFor(hello: Hello): Promise<UserInfo> {
-    let device: Device | null = null;
-    try {
-      device = await this.ctx.storage.devices.get(hello.device_id);
-      if (device) {
-        const user = await this.ctx.storage.users.get(device.userId);
-        if (user) return userInfo(user);
-      }
-    } catch (err) {
-      storageProblem(err);
-    }
+  /**
+   * AUTH for XK goes out before the client proved its key, so it describes the user only as the
+   * HELLO claims it: the server looks nothing up for an unauthenticated peer (no storage round
+   * trip, and no stored name or avatar disclosed to whoever claims a device id). The completion
+   * ACK, sent once the key is proven, carries the stored user.
+   */
+  #preliminaryUserFor(hello: Hello): UserInfo {
     this.#preliminaryUser = {
       id: hello.user?.id ?? "pending",
       handle: hello.user?.handle ?? hello.device_id,

@@ -11,7 +11,7 @@ import { encodeFrame, type FrameType } from "../protocol/frame.ts";
 import { varintLength, writeVarint } from "../protocol/varint.ts";
 
 /** First buffer size for a connection that was idle. */
-const INITIAL_SIZE = 2048;
+const INITIAL_SIZE = 512;
 /** A flushed buffer at least this large is kept for the next batch (the connection is busy). */
 const RECYCLE_MIN = 16 * 1024;
 /** A buffer larger than this is never kept (memory per connection stays bounded). */
