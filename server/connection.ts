@@ -125,6 +125,10 @@ export class Connection {
   #ackScheduled = false;
   #markChain: Promise<void> = Promise.resolve();
   #replayRunning = false;
+  /** Set while the replay waits for the outbound queue to drain. */
+  #replayStalled = false;
+  /** Frames for this device that arrived while the replay was stalled. */
+  #arrivedWhileStalled = 0;
   /** Whether a claim of this session ever returned envelopes (teardown must release them). */
   #claimedRows = false;
   /** The claim in progress, if any (teardown waits for it before releasing). */
@@ -377,19 +381,26 @@ export class Connection {
       (out.frames > limits.outboundQueueFrames || out.length > limits.outboundQueueBytes) &&
       this.state === "open"
     ) {
-      this.log.warn("slow reader disconnected", {
-        queued_frames: out.frames,
-        queued_bytes: out.length,
-      });
-      metrics.error("Slow Reader");
-      out.clear();
-      this.abort();
+      this.#dropSlowReader();
       return;
     }
     if (!this.#flushing) {
       this.#flushing = true;
       queueMicrotask(() => this.#flushLoop());
     }
+  }
+
+  /** Disconnects a reader that does not keep up; what it did not acknowledge is requeued. */
+  #dropSlowReader(fields: Record<string, unknown> = {}): void {
+    const out = this.#out;
+    this.log.warn("slow reader disconnected", {
+      queued_frames: out.frames,
+      queued_bytes: out.length,
+      ...fields,
+    });
+    this.node.ctx.metrics.error("Slow Reader");
+    out.clear();
+    this.abort();
   }
 
   /** Sends a control frame; returns its sequence. */
@@ -576,6 +587,16 @@ export class Connection {
   /** Counts an enqueue for this device in progress (the replay loop waits for it). */
   enqueueStarted(): void {
     this.#pendingEnqueues++;
+    // A replay waiting for the outbound queue to drain while frames for this device keep
+    // arriving (they go to the relay queue meanwhile): once more of them piled up than the
+    // outbound queue may hold, the reader is not reading — the same verdict as a full queue.
+    if (
+      this.#replayStalled &&
+      ++this.#arrivedWhileStalled > this.node.ctx.config.limits.outboundQueueFrames &&
+      this.state === "open"
+    ) {
+      this.#dropSlowReader({ arrived_while_stalled: this.#arrivedWhileStalled });
+    }
   }
 
   enqueueFinished(): void {
@@ -644,7 +665,10 @@ export class Connection {
         // A replay is the server's own burst, not a slow reader: let the outbound queue drain
         // before it nears the slow-reader limits (unsent claims are released at teardown).
         if (this.#outboundHalfFull()) {
+          this.#replayStalled = true;
           await this.drained();
+          this.#replayStalled = false;
+          this.#arrivedWhileStalled = 0;
           if (this.state !== "open") break;
         }
         let item: RoutedItem;
