@@ -55,7 +55,7 @@ interface Figures {
 let nextChannel = 100;
 
 /** Rounds of each measurement, interleaved; the best round counts (the cores are shared). */
-const ROUNDS = 3;
+const ROUNDS = 5;
 
 /** User + system CPU seconds of this process so far (Linux /proc), or NaN elsewhere. */
 function cpuSeconds(): number {
