@@ -105,7 +105,8 @@ export class Connection {
   replaying = false;
   log: Logger;
 
-  readonly #handshake: ServerHandshake;
+  /** The handshake in progress; dropped once it completed (its Noise state is not needed). */
+  #handshake: ServerHandshake | null;
   #decoder = new FrameDecoder();
   /** Bytes pushed to the decoder during the handshake (to hand the rest to the v2 stream). */
   #handshakeChunks: Uint8Array[] | null = [];
@@ -261,13 +262,14 @@ export class Connection {
   }
 
   async #onHandshakeFrame(frame: Frame): Promise<void> {
+    const handshake = this.#handshake!;
     let step;
     try {
-      step = await this.#handshake.onFrame(frame);
+      step = await handshake.onFrame(frame);
     } catch (err) {
-      this.pattern = this.#handshake.pattern;
-      const ciphers = this.#handshake.ciphers;
-      if (ciphers && this.#handshake.version === 2 && !this.#secureWriter) {
+      this.pattern = handshake.pattern;
+      const ciphers = handshake.ciphers;
+      if (ciphers && handshake.version === 2 && !this.#secureWriter) {
         // The client reads the secure stream once Noise completed: refuse inside it.
         await this.drained();
         this.#secureWriter = new SecureStreamWriter(ciphers.send);
@@ -278,9 +280,12 @@ export class Connection {
       }
       throw err;
     }
-    this.pattern = this.#handshake.pattern;
+    this.pattern = handshake.pattern;
     if (step.auth) this.sendControl(FrameType.Auth, 0, step.auth);
-    if (step.result) await this.#complete(step.result);
+    if (step.result) {
+      this.#handshake = null; // an idle connection keeps only its cipher states
+      await this.#complete(step.result);
+    }
   }
 
   #handshakeCounted = false;
