@@ -5,7 +5,7 @@
  */
 import { userInfo } from "node:os";
 import { type Config, loadConfig } from "../server/config.ts";
-import { setLogSink } from "../server/log.ts";
+import { log, setLogSink } from "../server/log.ts";
 import { createLedger, type Ledger } from "../storage/ledger.ts";
 import { openEphemeral } from "../storage/ephemeral/mod.ts";
 import {
@@ -156,7 +156,7 @@ export class CliContext {
   async ledger(): Promise<Ledger> {
     if (this.#ledger) return this.#ledger;
     const config = await this.config();
-    const ledger = createLedger({ mode: config.ledger.mode, target: config.ledger.target });
+    const ledger = createLedger({ mode: config.ledger.mode, target: config.ledger.target }, log);
     await ledger.ready();
     this.#ledger = ledger;
     return ledger;

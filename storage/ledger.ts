@@ -11,9 +11,18 @@
 import { blake3 } from "@noble/hashes/blake3.js";
 import { bytesToHex } from "@noble/hashes/utils.js";
 import { dirname } from "node:path";
-import { log as defaultLog, type Logger } from "../server/log.ts";
 
 export type LedgerMode = "null" | "debug" | "file";
+
+/**
+ * The little the ledger needs of a logger, so storage never imports server code; the server's
+ * one logger (server/log.ts) satisfies it and is what callers pass.
+ */
+export interface LedgerLogger {
+  child(fields: Record<string, unknown>): {
+    info(msg: string, fields?: Record<string, unknown>): void;
+  };
+}
 
 /** One ledger entry, exactly as written to the file (one JSON object per line). */
 export interface LedgerRecord {
@@ -153,14 +162,16 @@ export function ledgerLine(record: LedgerRecord): string {
 
 /**
  * Creates the ledger for `mode`. File mode requires `target`; the file is opened on `ready()`
- * or the first record. Throws LedgerError for an unknown mode or a missing target.
+ * or the first record. Debug mode writes through `logger`. Throws LedgerError for an unknown
+ * mode, a missing target or a debug ledger without a logger.
  */
-export function createLedger(options: LedgerOptions, logger: Logger = defaultLog): Ledger {
+export function createLedger(options: LedgerOptions, logger?: LedgerLogger): Ledger {
   const now = options.now ?? (() => new Date());
   switch (options.mode) {
     case "null":
       return new BasicLedger("null", now, () => {});
     case "debug": {
+      if (!logger) throw new LedgerError('ledger mode "debug" needs a logger to write to');
       const ledgerLog = logger.child({ component: "ledger" });
       return new BasicLedger(
         "debug",

@@ -153,6 +153,13 @@ Deno.test("file mode without a target is refused clearly", () => {
   );
 });
 
+Deno.test("debug mode without a logger is refused clearly", () => {
+  assert.throws(
+    () => createLedger({ mode: "debug", target: null }),
+    (err: unknown) => err instanceof LedgerError && /needs a logger/.test(err.message),
+  );
+});
+
 Deno.test("an unwritable target fails with a LedgerError naming the file", async () => {
   await inTempDir(async (dir) => {
     const blocker = join(dir, "not-a-dir");
