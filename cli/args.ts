@@ -144,3 +144,26 @@ export function hexKey(what: string, value: string, usage: string): Uint8Array {
   for (let i = 0; i < 32; i++) out[i] = parseInt(clean.slice(i * 2, i * 2 + 2), 16);
   return out;
 }
+
+/** The flags every paged listing takes: --search, --limit, --cursor and --format. */
+export const LIST_FLAGS: Record<string, FlagSpec> = {
+  search: { type: "string" },
+  limit: { type: "string" },
+  cursor: { type: "string" },
+  format: { type: "string" },
+};
+
+/** `--format text|json`, text when absent. */
+export function formatFlag(args: ParsedArgs, usage: string): "text" | "json" {
+  return oneOf("format", stringFlag(args, "format") ?? "text", ["text", "json"], usage);
+}
+
+/** A paged listing's `--limit` (1..500; absent leaves the repository's default) and `--cursor`. */
+export function pageFlags(
+  args: ParsedArgs,
+  usage: string,
+): { limit: number | undefined; cursor: string | undefined } {
+  const limitText = stringFlag(args, "limit");
+  const limit = limitText === undefined ? undefined : intValue("limit", limitText, 1, 500, usage);
+  return { limit, cursor: stringFlag(args, "cursor") };
+}

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { ConfigError, loadConfig } from "../server/config.ts";
+import { loadConfigOrReport, untilStopSignal } from "../server/process.ts";
 import type { Config } from "../server/config_types.ts";
 import { log } from "../server/log.ts";
 import { openStorage } from "../storage/mod.ts";
@@ -34,16 +34,8 @@ export function standaloneProblem(config: Config): string | null {
 
 /** Runs the stand-alone console until SIGINT/SIGTERM; returns the exit code. */
 export async function main(): Promise<number> {
-  let config: Config;
-  try {
-    config = await loadConfig();
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      console.error(err.message);
-      return 2;
-    }
-    throw err;
-  }
+  const config = await loadConfigOrReport();
+  if (!config) return 2;
   const problem = standaloneProblem(config);
   if (problem) {
     console.error(`commucat console: ${problem}`);
@@ -80,13 +72,7 @@ export async function main(): Promise<number> {
   if (running.startupTokenFile) {
     console.log(`no admin token configured: sign in with the token in ${running.startupTokenFile}`);
   }
-  const done = Promise.withResolvers<void>();
-  const onSignal = () => done.resolve();
-  Deno.addSignalListener("SIGINT", onSignal);
-  Deno.addSignalListener("SIGTERM", onSignal);
-  await done.promise;
-  Deno.removeSignalListener("SIGINT", onSignal);
-  Deno.removeSignalListener("SIGTERM", onSignal);
+  await untilStopSignal();
   await running.stop();
   await storage.close();
   return 0;

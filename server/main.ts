@@ -6,7 +6,8 @@
  *
  * @module
  */
-import { ConfigError, describeKeys, loadConfig } from "./config.ts";
+import { describeKeys } from "./config.ts";
+import { loadConfigOrReport, untilStopSignal } from "./process.ts";
 import { log } from "./log.ts";
 import { startServer } from "./server.ts";
 import { type RunningConsole, startConsole } from "../console/server.ts";
@@ -16,16 +17,8 @@ export type { MetricsSnapshot } from "./metrics.ts";
 
 /** Runs the server until a signal stops it. */
 export async function main(): Promise<number> {
-  let config;
-  try {
-    config = await loadConfig();
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      console.error(err.message);
-      return 2;
-    }
-    throw err;
-  }
+  const config = await loadConfigOrReport();
+  if (!config) return 2;
   for (const line of describeKeys(config)) console.log(line);
   let handle;
   try {
@@ -66,13 +59,7 @@ export async function main(): Promise<number> {
     log.error("admin console failed to start; the relay keeps running", { error: err });
   }
 
-  const done = Promise.withResolvers<void>();
-  const onSignal = () => done.resolve();
-  Deno.addSignalListener("SIGINT", onSignal);
-  Deno.addSignalListener("SIGTERM", onSignal);
-  await done.promise;
-  Deno.removeSignalListener("SIGINT", onSignal);
-  Deno.removeSignalListener("SIGTERM", onSignal);
+  await untilStopSignal();
   console.log("shutting down…");
   await adminConsole?.stop();
   await handle.stop();

@@ -1,8 +1,9 @@
 /** `devices`, `approve-device`, `reject-device`, `revoke-device`. */
-import { intValue, oneOf, parseCommand, stringFlag } from "../args.ts";
+import { formatFlag, LIST_FLAGS, oneOf, pageFlags, parseCommand, stringFlag } from "../args.ts";
+import { printPage } from "../page.ts";
 import type { Command } from "../command.ts";
 import type { CliContext } from "../context.ts";
-import { hex, keyValues, table, toJson } from "../format.ts";
+import { hex, keyValues } from "../format.ts";
 import { notifyNodes } from "./notify.ts";
 import { type Device, type DeviceStatus, NotFound, type Storage } from "../../storage/mod.ts";
 
@@ -35,42 +36,29 @@ Examples:
         status: { type: "string" },
         awaiting: { type: "boolean" },
         user: { type: "string" },
-        search: { type: "string" },
-        limit: { type: "string" },
-        cursor: { type: "string" },
-        format: { type: "string" },
+        ...LIST_FLAGS,
       },
     });
     const statusText = stringFlag(args, "status");
     const status = statusText === undefined
       ? undefined
       : oneOf<DeviceStatus>("status", statusText, STATUSES, listUsage);
-    const format = oneOf(
-      "format",
-      stringFlag(args, "format") ?? "text",
-      ["text", "json"],
-      listUsage,
-    );
-    const limitText = stringFlag(args, "limit");
-    const limit = limitText === undefined
-      ? undefined
-      : intValue("limit", limitText, 1, 500, listUsage);
+    const format = formatFlag(args, listUsage);
+    const paging = pageFlags(args, listUsage);
     const storage = await ctx.storage();
     const page = await storage.devices.list({
       status,
       awaitingApproval: args.flags.awaiting === true,
       userId: stringFlag(args, "user"),
       search: stringFlag(args, "search"),
-      limit,
-      cursor: stringFlag(args, "cursor"),
+      ...paging,
     });
-    if (format === "json") {
-      ctx.out(toJson({ items: page.items, nextCursor: page.nextCursor }));
-      return 0;
-    }
-    ctx.out(table(
+    return printPage(
+      ctx,
+      format,
+      page,
       ["DEVICE_ID", "HANDLE", "USER_ID", "STATUS", "PUBLIC_KEY", "PENDING_KEY", "LAST_SEEN"],
-      page.items.map((d) => [
+      (d) => [
         d.id,
         d.userHandle,
         d.userId,
@@ -78,10 +66,8 @@ Examples:
         shortKey(d.publicKey),
         shortKey(d.pendingPublicKey),
         d.lastSeenAt,
-      ]),
-    ));
-    if (page.nextCursor) ctx.note(`more: --cursor ${page.nextCursor}`);
-    return 0;
+      ],
+    );
   },
 };
 

@@ -1,5 +1,13 @@
 /** `groups list | show <id>`: chat groups and their rosters. */
-import { intValue, oneOf, parseCommand, stringFlag, UsageError } from "../args.ts";
+import {
+  formatFlag,
+  LIST_FLAGS,
+  pageFlags,
+  parseCommand,
+  stringFlag,
+  UsageError,
+} from "../args.ts";
+import { printPage } from "../page.ts";
 import type { Command } from "../command.ts";
 import { keyValues, table, toJson } from "../format.ts";
 import { NotFound } from "../../storage/mod.ts";
@@ -23,40 +31,20 @@ Examples:
     const [sub, ...rest] = argv;
     switch (sub) {
       case "list": {
-        const args = parseCommand(rest, {
-          usage: listUsage,
-          flags: {
-            search: { type: "string" },
-            limit: { type: "string" },
-            cursor: { type: "string" },
-            format: { type: "string" },
-          },
-        });
-        const format = oneOf(
-          "format",
-          stringFlag(args, "format") ?? "text",
-          ["text", "json"],
-          listUsage,
-        );
-        const limitText = stringFlag(args, "limit");
-        const limit = limitText === undefined
-          ? undefined
-          : intValue("limit", limitText, 1, 500, listUsage);
+        const args = parseCommand(rest, { usage: listUsage, flags: LIST_FLAGS });
+        const format = formatFlag(args, listUsage);
+        const paging = pageFlags(args, listUsage);
         const page = await (await ctx.storage()).groups.list({
           search: stringFlag(args, "search"),
-          limit,
-          cursor: stringFlag(args, "cursor"),
+          ...paging,
         });
-        if (format === "json") {
-          ctx.out(toJson({ items: page.items, nextCursor: page.nextCursor }));
-          return 0;
-        }
-        ctx.out(table(
+        return printPage(
+          ctx,
+          format,
+          page,
           ["GROUP_ID", "OWNER_DEVICE", "RELAY", "MEMBERS", "CREATED"],
-          page.items.map((g) => [g.id, g.ownerDeviceId, g.relay, g.memberCount, g.createdAt]),
-        ));
-        if (page.nextCursor) ctx.note(`more: --cursor ${page.nextCursor}`);
-        return 0;
+          (g) => [g.id, g.ownerDeviceId, g.relay, g.memberCount, g.createdAt],
+        );
       }
       case "show": {
         const args = parseCommand(rest, {
@@ -65,12 +53,7 @@ Examples:
           flags: { format: { type: "string" } },
         });
         const [id] = args.positionals;
-        const format = oneOf(
-          "format",
-          stringFlag(args, "format") ?? "text",
-          ["text", "json"],
-          showUsage,
-        );
+        const format = formatFlag(args, showUsage);
         const storage = await ctx.storage();
         const group = await storage.groups.get(id);
         if (!group) throw new NotFound("group", id);

@@ -1,15 +1,25 @@
 /** `peers list | add | set-status`: federation peers (database rows merged with [federation]). */
-import { hexKey, oneOf, parseCommand, stringFlag, UsageError } from "../args.ts";
+import { formatFlag, hexKey, oneOf, parseCommand, stringFlag, UsageError } from "../args.ts";
 import type { Command } from "../command.ts";
 import { hex, keyValues, table, toJson } from "../format.ts";
 import { notifyNodes } from "./notify.ts";
-import type { FederationPeer, PeerStatus } from "../../storage/mod.ts";
+import type { CliContext } from "../context.ts";
+import type { FederationPeer, PeerStatus, Storage } from "../../storage/mod.ts";
 
 const STATUSES = ["active", "pending", "blocked"] as const;
 const listUsage = "peers list [--format text|json]";
 const addUsage = "peers add <domain> <endpoint> <hexkey> [--status active|pending|blocked]";
 const setUsage = "peers set-status <domain> active|pending|blocked";
 const usage = [listUsage, addUsage, setUsage].join("\n");
+
+/** Tells running servers a peer's status changed (they apply it at once). */
+function announceStatus(ctx: CliContext, storage: Storage, peer: FederationPeer): Promise<void> {
+  return notifyNodes(ctx, storage, `peer ${peer.domain} is ${peer.status}`, {
+    kind: "peer-status",
+    domain: peer.domain,
+    status: peer.status,
+  });
+}
 
 const peerLines = (p: FederationPeer) =>
   keyValues([
@@ -44,12 +54,7 @@ Examples:
           usage: listUsage,
           flags: { format: { type: "string" } },
         });
-        const format = oneOf(
-          "format",
-          stringFlag(args, "format") ?? "text",
-          ["text", "json"],
-          listUsage,
-        );
+        const format = formatFlag(args, listUsage);
         const peers = await (await ctx.storage()).peers.list();
         if (format === "json") {
           ctx.out(toJson(peers));
@@ -78,11 +83,7 @@ Examples:
         // The repository writes the audit entry in the same transaction.
         const peer = await storage.peers.upsert({ domain, endpoint, publicKey, status }, ctx.actor);
         if (before && before.status !== peer.status) {
-          await notifyNodes(ctx, storage, `peer ${peer.domain} is ${peer.status}`, {
-            kind: "peer-status",
-            domain: peer.domain,
-            status: peer.status,
-          });
+          await announceStatus(ctx, storage, peer);
         }
         ctx.out(peerLines(peer));
         return 0;
@@ -94,11 +95,7 @@ Examples:
         const storage = await ctx.storage();
         // The repository checks the transition and writes the audit entry in one transaction.
         const peer = await storage.peers.setStatus(domain, status, ctx.actor);
-        await notifyNodes(ctx, storage, `peer ${peer.domain} is ${peer.status}`, {
-          kind: "peer-status",
-          domain: peer.domain,
-          status: peer.status,
-        });
+        await announceStatus(ctx, storage, peer);
         ctx.out(peerLines(peer));
         return 0;
       }

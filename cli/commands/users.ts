@@ -1,7 +1,8 @@
 /** `register-user` and `users`: create a user, list users. */
-import { intValue, oneOf, parseCommand, stringFlag } from "../args.ts";
+import { formatFlag, LIST_FLAGS, pageFlags, parseCommand, stringFlag } from "../args.ts";
 import type { Command } from "../command.ts";
-import { keyValues, table, toJson } from "../format.ts";
+import { keyValues } from "../format.ts";
+import { printPage } from "../page.ts";
 
 const registerUsage = "register-user <handle> [display_name] [avatar_url]";
 
@@ -56,40 +57,20 @@ Pages hold --limit rows (1..500, default 50); the next page's cursor is printed 
 Example:
   deno task cli users --search ali --format json`,
   async run(argv, ctx) {
-    const args = parseCommand(argv, {
-      usage: usersUsage,
-      flags: {
-        search: { type: "string" },
-        limit: { type: "string" },
-        cursor: { type: "string" },
-        format: { type: "string" },
-      },
-    });
-    const format = oneOf(
-      "format",
-      stringFlag(args, "format") ?? "text",
-      ["text", "json"],
-      usersUsage,
-    );
-    const limitText = stringFlag(args, "limit");
-    const limit = limitText === undefined
-      ? undefined
-      : intValue("limit", limitText, 1, 500, usersUsage);
+    const args = parseCommand(argv, { usage: usersUsage, flags: LIST_FLAGS });
+    const format = formatFlag(args, usersUsage);
+    const paging = pageFlags(args, usersUsage);
     const storage = await ctx.storage();
     const page = await storage.users.list({
       search: stringFlag(args, "search"),
-      limit,
-      cursor: stringFlag(args, "cursor"),
+      ...paging,
     });
-    if (format === "json") {
-      ctx.out(toJson({ items: page.items, nextCursor: page.nextCursor }));
-      return 0;
-    }
-    ctx.out(table(
+    return printPage(
+      ctx,
+      format,
+      page,
       ["USER_ID", "HANDLE", "DISPLAY_NAME", "AVATAR_URL", "CREATED"],
-      page.items.map((u) => [u.id, u.handle, u.displayName, u.avatarUrl, u.createdAt]),
-    ));
-    if (page.nextCursor) ctx.note(`more: --cursor ${page.nextCursor}`);
-    return 0;
+      (u) => [u.id, u.handle, u.displayName, u.avatarUrl, u.createdAt],
+    );
   },
 };

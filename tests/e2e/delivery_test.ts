@@ -6,106 +6,21 @@
  * Runs on the embedded defaults always, and on Postgres + Redis when the environment names them.
  */
 import assert from "node:assert/strict";
-import {
-  encodeControl,
-  encodeFrame,
-  type Frame,
-  FrameDecoder,
-  FrameType,
-} from "../../protocol/frame.ts";
-import { generateKeypair, type Keypair } from "../../protocol/crypto.ts";
-import { HandshakeState } from "../../protocol/noise.ts";
-import { bytesToHex, hexToBytes } from "../../protocol/hex.ts";
-import type { Config } from "../../server/config_types.ts";
-import { type ClientOptions, TestClient } from "../server/helpers/client.ts";
+import { encodeFrame, type Frame, FrameType } from "../../protocol/frame.ts";
+import { generateKeypair } from "../../protocol/crypto.ts";
+import { clientOptions, silentClient, TestClient } from "../server/helpers/client.ts";
 import {
   LogCapture,
   openTestStorage,
   realServices,
-  type ServerHandle,
   startServer,
   storageKinds,
   testConfig,
   uid,
+  waitFor,
 } from "../server/helpers/server.ts";
 
-function opts(
-  server: ServerHandle,
-  config: Config,
-  deviceId: string,
-  extra: Partial<ClientOptions> = {},
-): ClientOptions {
-  return {
-    port: server.ports.tcp,
-    serverStatic: config.crypto.noisePublic,
-    deviceId,
-    user: { handle: deviceId },
-    ...extra,
-  };
-}
-
 const text = (f: Frame) => new TextDecoder().decode(f.payload);
-
-async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error("condition not met in time");
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}
-
-/**
- * Completes an XK handshake under protocol v1 (allowed on loopback) over a plain TCP socket,
- * then hands the socket back: the caller never reads it again.
- */
-async function silentClient(
-  port: number,
-  serverStatic: Uint8Array,
-  deviceId: string,
-  keypair: Keypair,
-): Promise<Deno.Conn> {
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  const noise = new HandshakeState({
-    pattern: "XK",
-    initiator: true,
-    prologue: new TextEncoder().encode("commucat"),
-    s: keypair,
-    rs: serverStatic,
-  });
-  const write = async (bytes: Uint8Array) => {
-    let off = 0;
-    while (off < bytes.length) off += await conn.write(bytes.subarray(off));
-  };
-  const decoder = new FrameDecoder();
-  const buf = new Uint8Array(65536);
-  const nextFrame = async (): Promise<Frame> => {
-    for (;;) {
-      const frame = decoder.next();
-      if (frame) return frame;
-      const n = await conn.read(buf);
-      if (n === null) throw new Error("server closed during the handshake");
-      decoder.push(buf.slice(0, n));
-    }
-  };
-  await write(encodeControl(FrameType.Hello, 0, 1, {
-    pattern: "XK",
-    device_id: deviceId,
-    client_static: bytesToHex(keypair.publicKey),
-    handshake: bytesToHex(noise.writeMessage(new Uint8Array(0))),
-    supported_versions: [1],
-    user: { handle: deviceId },
-  }));
-  const auth = await nextFrame();
-  assert.equal(auth.type, FrameType.Auth, JSON.stringify(auth.json));
-  noise.readMessage(hexToBytes((auth.json as { handshake: string }).handshake));
-  await write(encodeControl(FrameType.Auth, 0, 2, {
-    handshake: bytesToHex(noise.writeMessage(new Uint8Array(0))),
-  }));
-  const ok = await nextFrame();
-  assert.equal(ok.type, FrameType.Ack, JSON.stringify(ok.json));
-  assert.equal((ok.json as { handshake?: string }).handshake, "ok");
-  return conn;
-}
 
 for (const kind of storageKinds()) {
   const label = kind === "real" ? "Postgres + Redis" : "PGlite + memory";
@@ -127,7 +42,7 @@ for (const kind of storageKinds()) {
       const aliceId = uid("dn-alice");
       const bobId = uid("dn-bob");
       const bobKeys = generateKeypair();
-      const alice = await TestClient.connect(opts(nodeA, config, aliceId));
+      const alice = await TestClient.connect(clientOptions(nodeA, config, aliceId));
       clients.push(alice);
       assert.equal((await alice.join(61, [bobId])).type, FrameType.Ack);
 
@@ -149,7 +64,9 @@ for (const kind of storageKinds()) {
       assert.equal((await storage.relay.depth(bobId)).depth, 2);
 
       // Bob comes back on a live node (either works: both replay the shared queue).
-      const bob = await TestClient.connect(opts(nodeB, configB, bobId, { keypair: bobKeys }));
+      const bob = await TestClient.connect(
+        clientOptions(nodeB, configB, bobId, { keypair: bobKeys }),
+      );
       clients.push(bob);
       const first = await bob.nextOfType(FrameType.Msg);
       const second = await bob.nextOfType(FrameType.Msg);
@@ -190,7 +107,7 @@ for (const kind of storageKinds()) {
       const aliceId = uid("sr-alice");
       const slowId = uid("sr-slow");
       const slowKeys = generateKeypair();
-      const alice = await TestClient.connect(opts(server, config, aliceId));
+      const alice = await TestClient.connect(clientOptions(server, config, aliceId));
       clients.push(alice);
       silent = await silentClient(server.ports.tcp, config.crypto.noisePublic, slowId, slowKeys);
       assert.equal((await alice.join(62, [slowId])).type, FrameType.Ack);
@@ -227,7 +144,9 @@ for (const kind of storageKinds()) {
       silent = null;
 
       // It reconnects and reads: every frame arrives (at least once), none is missing.
-      const back = await TestClient.connect(opts(server, config, slowId, { keypair: slowKeys }));
+      const back = await TestClient.connect(
+        clientOptions(server, config, slowId, { keypair: slowKeys }),
+      );
       clients.push(back);
       const seen = new Set<number>();
       while (seen.size < sent) {

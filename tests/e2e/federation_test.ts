@@ -12,7 +12,7 @@ import { type Frame, FrameType } from "../../protocol/frame.ts";
 import { generateKeypair } from "../../protocol/crypto.ts";
 import { federationKeypair } from "../../protocol/federation.ts";
 import type { Config } from "../../server/config_types.ts";
-import { type ClientOptions, TestClient } from "../server/helpers/client.ts";
+import { clientOptions, TestClient } from "../server/helpers/client.ts";
 import {
   LogCapture,
   openTestStorage,
@@ -20,6 +20,7 @@ import {
   startServer,
   testConfig,
   uid,
+  waitFor,
 } from "../server/helpers/server.ts";
 
 function freePort(): number {
@@ -40,21 +41,6 @@ function pair(config: Config, peer: Config): void {
     endpoint: `http://127.0.0.1:${peer.server.bind.port}`,
     publicKey: federationKeypair(peer.crypto.federationSeed).publicKey,
   });
-}
-
-function clientOptions(
-  server: ServerHandle,
-  config: Config,
-  deviceId: string,
-  extra: Partial<ClientOptions> = {},
-): ClientOptions {
-  return {
-    port: server.ports.tcp,
-    serverStatic: config.crypto.noisePublic,
-    deviceId,
-    user: { handle: deviceId },
-    ...extra,
-  };
 }
 
 const problemOf = (f: Frame) => f.json as Record<string, unknown>;
@@ -150,11 +136,3 @@ Deno.test({
     logs.stop();
   }
 });
-
-async function waitFor(check: () => boolean | Promise<boolean>, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error("condition not met in time");
-    await new Promise((r) => setTimeout(r, 25));
-  }
-}

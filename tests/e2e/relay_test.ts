@@ -11,10 +11,10 @@ import assert from "node:assert/strict";
 import { type Frame, FrameType } from "../../protocol/frame.ts";
 import { generateKeypair } from "../../protocol/crypto.ts";
 import { CODEC_ERROR_TITLES } from "../../protocol/errors.ts";
-import type { Config } from "../../server/config_types.ts";
 import type { Storage } from "../../storage/types.ts";
 import {
   type ClientOptions,
+  clientOptions,
   HandshakeRefused,
   openRaw,
   readFrames,
@@ -24,11 +24,11 @@ import {
   LogCapture,
   openTestStorage,
   realServices,
-  type ServerHandle,
   startServer,
   storageKinds,
   testConfig,
   uid,
+  waitFor,
 } from "../server/helpers/server.ts";
 import { encodeControl, encodeFrame } from "../../protocol/frame.ts";
 import { encodeVarint } from "../../protocol/varint.ts";
@@ -49,21 +49,6 @@ function xkMessage1(serverStatic: Uint8Array): Uint8Array {
 
 const text = (f: Frame) => new TextDecoder().decode(f.payload);
 const problemOf = (f: Frame) => f.json as Record<string, unknown>;
-
-function opts(
-  server: ServerHandle,
-  config: Config,
-  deviceId: string,
-  extra: Partial<ClientOptions> = {},
-): ClientOptions {
-  return {
-    port: server.ports.tcp,
-    serverStatic: config.crypto.noisePublic,
-    deviceId,
-    user: { handle: deviceId },
-    ...extra,
-  };
-}
 
 /** Expects the handshake to be refused with this title and status. */
 async function refused(options: ClientOptions, title: string, status: number): Promise<void> {
@@ -123,7 +108,7 @@ for (const kind of storageKinds()) {
     const server = await startServer(config, { storage });
     const clients: TestClient[] = [];
     const connect = async (id: string, extra: Partial<ClientOptions> = {}) => {
-      const c = await TestClient.connect(opts(server, config, id, extra));
+      const c = await TestClient.connect(clientOptions(server, config, id, extra));
       clients.push(c);
       return c;
     };
@@ -160,7 +145,7 @@ for (const kind of storageKinds()) {
               const id = uid(`m-${transport}-${pattern}`);
               const port = transport === "http" ? server.ports.http : server.ports.tcp;
               const c = await TestClient.connect({
-                ...opts(server, config, id),
+                ...clientOptions(server, config, id),
                 port,
                 transport,
                 pattern,
@@ -390,7 +375,7 @@ for (const kind of storageKinds()) {
           try {
             const id = uid("pend");
             const keypair = generateKeypair();
-            const o = { ...opts(node2, strict, id), keypair };
+            const o = { ...clientOptions(node2, strict, id), keypair };
             await refused(o, "Device Pending Approval", 403);
             assert.equal((await storage.devices.get(id))?.status, "pending");
             await refused(o, "Device Pending Approval", 403);
@@ -415,9 +400,10 @@ for (const kind of storageKinds()) {
               publicKey: k1.publicKey,
               status: "active",
             }, "test");
-            (await TestClient.connect({ ...opts(node2, strict, known), keypair: k1 })).close();
+            (await TestClient.connect({ ...clientOptions(node2, strict, known), keypair: k1 }))
+              .close();
             await refused(
-              { ...opts(node2, strict, known), keypair: generateKeypair() },
+              { ...clientOptions(node2, strict, known), keypair: generateKeypair() },
               "Device Pending Approval",
               403,
             );
@@ -427,11 +413,11 @@ for (const kind of storageKinds()) {
           // With auto-approve, a new key is a rotation, logged as a key event.
           const rot = uid("arot");
           await (await TestClient.connect({
-            ...opts(server, config, rot),
+            ...clientOptions(server, config, rot),
             keypair: generateKeypair(),
           })).close();
           await (await TestClient.connect({
-            ...opts(server, config, rot),
+            ...clientOptions(server, config, rot),
             keypair: generateKeypair(),
           })).close();
           assert.ok(logs.has("device key rotated", { device_id: rot }));
@@ -521,7 +507,7 @@ for (const kind of storageKinds()) {
         for (const pattern of ["XK", "IK"] as const) {
           await refused(
             {
-              ...opts(server, config, uid("liar")),
+              ...clientOptions(server, config, uid("liar")),
               pattern,
               claimStatic: generateKeypair().publicKey,
             },
@@ -665,7 +651,7 @@ for (const kind of storageKinds()) {
             assert.equal(problemOf(last).status, 408);
             assert.equal(problemOf(last).fatal, true);
             // Established but silent.
-            const idle = await TestClient.connect(opts(node, quick, uid("idle")));
+            const idle = await TestClient.connect(clientOptions(node, quick, uid("idle")));
             const err = await idle.nextOfType(FrameType.Error, 5000);
             assert.equal(problemOf(err).title, "Keepalive Timeout");
             await idle.ended();
@@ -702,14 +688,14 @@ for (const kind of storageKinds()) {
             ) {
               for (const versions of [[1], [2]]) {
                 const a = await TestClient.connect({
-                  ...opts(node, tlsConfig, uid(`tls-a`)),
+                  ...clientOptions(node, tlsConfig, uid(`tls-a`)),
                   transport,
                   port,
                   caCert,
                   versions,
                 });
                 const b = await TestClient.connect({
-                  ...opts(node, tlsConfig, uid(`tls-b`)),
+                  ...clientOptions(node, tlsConfig, uid(`tls-b`)),
                   transport,
                   port,
                   caCert,
@@ -754,7 +740,7 @@ for (const kind of storageKinds()) {
             assert.notEqual(node2.nodeId, server.nodeId);
             const a = await connect(uid("n1"));
             const bId = uid("n2");
-            const b = await TestClient.connect(opts(node2, cfg2, bId));
+            const b = await TestClient.connect(clientOptions(node2, cfg2, bId));
             await a.join(40, [bId]);
             await new Promise((r) => setTimeout(r, 100)); // route change travels the bus
             const s = a.msg(40, "across nodes");
@@ -791,8 +777,8 @@ for (const kind of storageKinds()) {
           const node3 = await startServer(cfg3, { storage });
           const aId = uid("gs-a");
           const bId = uid("gs-b");
-          const a = await TestClient.connect(opts(node3, cfg3, aId));
-          const b = await TestClient.connect(opts(node3, cfg3, bId, { autoAck: false }));
+          const a = await TestClient.connect(clientOptions(node3, cfg3, aId));
+          const b = await TestClient.connect(clientOptions(node3, cfg3, bId, { autoAck: false }));
           await a.join(50, [bId]);
           const s = a.msg(50, "unacked at shutdown");
           await a.reply(s);
@@ -864,14 +850,6 @@ for (const kind of storageKinds()) {
       logs.stop();
     }
   });
-}
-
-async function waitFor(check: () => Promise<boolean>, timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error("condition not met in time");
-    await new Promise((r) => setTimeout(r, 25));
-  }
 }
 
 if (realServices() === null) {

@@ -5,61 +5,10 @@
  * may hold, the reader is disconnected like any slow reader, and nothing is lost.
  */
 import assert from "node:assert/strict";
-import { encodeControl, type Frame, FrameDecoder, FrameType } from "../../protocol/frame.ts";
+import { encodeControl, FrameType } from "../../protocol/frame.ts";
 import { generateKeypair, type Keypair } from "../../protocol/crypto.ts";
-import { HandshakeState } from "../../protocol/noise.ts";
-import { bytesToHex, hexToBytes } from "../../protocol/hex.ts";
-import { TestClient } from "./helpers/client.ts";
+import { silentClient, TestClient } from "./helpers/client.ts";
 import { LogCapture, openTestStorage, startServer, testConfig, uid } from "./helpers/server.ts";
-
-/** Completes an XK v1 handshake and then never reads again. */
-async function silentClient(
-  port: number,
-  serverStatic: Uint8Array,
-  deviceId: string,
-  keypair: Keypair,
-): Promise<Deno.Conn> {
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-  const noise = new HandshakeState({
-    pattern: "XK",
-    initiator: true,
-    prologue: new TextEncoder().encode("commucat"),
-    s: keypair,
-    rs: serverStatic,
-  });
-  const write = async (bytes: Uint8Array) => {
-    let off = 0;
-    while (off < bytes.length) off += await conn.write(bytes.subarray(off));
-  };
-  const decoder = new FrameDecoder();
-  const buf = new Uint8Array(65536);
-  const nextFrame = async (): Promise<Frame> => {
-    for (;;) {
-      const frame = decoder.next();
-      if (frame) return frame;
-      const n = await conn.read(buf);
-      if (n === null) throw new Error("server closed during the handshake");
-      decoder.push(buf.slice(0, n));
-    }
-  };
-  await write(encodeControl(FrameType.Hello, 0, 1, {
-    pattern: "XK",
-    device_id: deviceId,
-    client_static: bytesToHex(keypair.publicKey),
-    handshake: bytesToHex(noise.writeMessage(new Uint8Array(0))),
-    supported_versions: [1],
-    user: { handle: deviceId },
-  }));
-  const auth = await nextFrame();
-  assert.equal(auth.type, FrameType.Auth, JSON.stringify(auth.json));
-  noise.readMessage(hexToBytes((auth.json as { handshake: string }).handshake));
-  await write(encodeControl(FrameType.Auth, 0, 2, {
-    handshake: bytesToHex(noise.writeMessage(new Uint8Array(0))),
-  }));
-  const ok = await nextFrame();
-  assert.equal((ok.json as { handshake?: string }).handshake, "ok", JSON.stringify(ok.json));
-  return conn;
-}
 
 Deno.test({
   name: "a reader that stops reading during its replay is disconnected as a slow reader",

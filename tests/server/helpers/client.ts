@@ -3,6 +3,7 @@
  * Independent of the SDK on purpose, so server tests do not move with it and can misbehave
  * (claim a wrong key, send raw bytes).
  */
+import assert from "node:assert/strict";
 import {
   encodeControl,
   encodeFrame,
@@ -14,6 +15,8 @@ import { HandshakeState } from "../../../protocol/noise.ts";
 import { generateKeypair, type Keypair } from "../../../protocol/crypto.ts";
 import { bytesToHex, hexToBytes } from "../../../protocol/hex.ts";
 import { SecureStreamReader, SecureStreamWriter } from "../../../protocol/secure_stream.ts";
+import type { Config } from "../../../server/config_types.ts";
+import type { ServerHandle } from "../../../server/server.ts";
 
 export interface ClientOptions {
   transport?: "tcp" | "tls" | "http" | "https";
@@ -430,4 +433,73 @@ export async function readFrames(raw: RawStream, timeoutMs = 5000): Promise<Fram
   })();
   await withTimeout(loop, timeoutMs, "stream end");
   return frames;
+}
+
+/** Client options for a device of the server started with `config`, its handle its id. */
+export function clientOptions(
+  server: ServerHandle,
+  config: Config,
+  deviceId: string,
+  extra: Partial<ClientOptions> = {},
+): ClientOptions {
+  return {
+    port: server.ports.tcp,
+    serverStatic: config.crypto.noisePublic,
+    deviceId,
+    user: { handle: deviceId },
+    ...extra,
+  };
+}
+
+/**
+ * Completes an XK handshake under protocol v1 (allowed on loopback) over a plain TCP socket,
+ * then hands the socket back: the caller never reads it again (a reader that stalls).
+ */
+export async function silentClient(
+  port: number,
+  serverStatic: Uint8Array,
+  deviceId: string,
+  keypair: Keypair,
+): Promise<Deno.Conn> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  const noise = new HandshakeState({
+    pattern: "XK",
+    initiator: true,
+    prologue: new TextEncoder().encode("commucat"),
+    s: keypair,
+    rs: serverStatic,
+  });
+  const write = async (bytes: Uint8Array) => {
+    let off = 0;
+    while (off < bytes.length) off += await conn.write(bytes.subarray(off));
+  };
+  const decoder = new FrameDecoder();
+  const buf = new Uint8Array(65536);
+  const nextFrame = async (): Promise<Frame> => {
+    for (;;) {
+      const frame = decoder.next();
+      if (frame) return frame;
+      const n = await conn.read(buf);
+      if (n === null) throw new Error("server closed during the handshake");
+      decoder.push(buf.slice(0, n));
+    }
+  };
+  await write(encodeControl(FrameType.Hello, 0, 1, {
+    pattern: "XK",
+    device_id: deviceId,
+    client_static: bytesToHex(keypair.publicKey),
+    handshake: bytesToHex(noise.writeMessage(new Uint8Array(0))),
+    supported_versions: [1],
+    user: { handle: deviceId },
+  }));
+  const auth = await nextFrame();
+  assert.equal(auth.type, FrameType.Auth, JSON.stringify(auth.json));
+  noise.readMessage(hexToBytes((auth.json as { handshake: string }).handshake));
+  await write(encodeControl(FrameType.Auth, 0, 2, {
+    handshake: bytesToHex(noise.writeMessage(new Uint8Array(0))),
+  }));
+  const ok = await nextFrame();
+  assert.equal(ok.type, FrameType.Ack, JSON.stringify(ok.json));
+  assert.equal((ok.json as { handshake?: string }).handshake, "ok", JSON.stringify(ok.json));
+  return conn;
 }

@@ -124,3 +124,15 @@ export function uid(prefix: string): string {
 }
 
 export { type ServerHandle, startServer };
+
+/** Polls `check` every 25 ms until it holds; throws after `timeoutMs`. */
+export async function waitFor(
+  check: () => boolean | Promise<boolean>,
+  timeoutMs = 5000,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error("condition not met in time");
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
