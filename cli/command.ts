@@ -15,8 +15,3 @@ export interface Command {
 
 /** The program name as operators type it. */
 export const PROGRAM = "deno task cli";
-
-/** The usage line shown in usage errors: the first line of the command's usage. */
-export function usageLine(command: Command): string {
-  return `${PROGRAM} ${command.usage.split("\n")[0]}`;
-}

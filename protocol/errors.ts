@@ -46,11 +46,6 @@ export const CODEC_ERROR_STATUS: Readonly<Record<CodecErrorTitle, number>> = Obj
   "Truncated Frame": 400,
 });
 
-/** True when `title` is one of the nine codec error titles. */
-export function isCodecErrorTitle(title: string): title is CodecErrorTitle {
-  return (CODEC_ERROR_TITLES as readonly string[]).includes(title);
-}
-
 /**
  * The ERROR payload of ccp1.md §2: an RFC 9457 problem plus `fatal` and, when one inbound
  * frame caused it, that frame's `sequence`.

@@ -17,7 +17,6 @@ import {
 import { bytesToHex, hexToBytes } from "../protocol/hex.ts";
 import { bytesEqual } from "../protocol/crypto.ts";
 import { type CipherState, HandshakeState } from "../protocol/noise.ts";
-import { ProtocolError } from "../protocol/errors.ts";
 import { StorageError } from "../storage/errors.ts";
 import type { HandshakeRegistration, User } from "../storage/types.ts";
 import type { NodeContext } from "./context.ts";
@@ -322,9 +321,4 @@ export class ServerHandshake {
     }
     return userInfo(reg.user);
   }
-}
-
-/** True when `err` is a protocol problem the connection should report as an ERROR frame. */
-export function isProtocolError(err: unknown): err is ProtocolError {
-  return err instanceof ProtocolError;
 }

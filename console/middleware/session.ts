@@ -130,20 +130,6 @@ export function setSessionCookie(
   });
 }
 
-/** Clears the session cookie. */
-export function clearSessionCookie(
-  c: Parameters<MiddlewareHandler<AppEnv>>[0],
-  secure: boolean,
-): void {
-  setCookie(c, cookieName(secure), "", {
-    httpOnly: true,
-    sameSite: "Strict",
-    secure,
-    path: "/",
-    maxAge: 0,
-  });
-}
-
 /** Loads the session named by the cookie into `c.var.session` (null when none). */
 export function loadSession(store: SessionStore, secure: boolean): MiddlewareHandler<AppEnv> {
   return async (c, next) => {

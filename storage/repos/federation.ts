@@ -209,11 +209,6 @@ export class PgPeerRepo implements PeerRepo {
   }
 }
 
-/** Seconds until the next attempt after `attempts` failures: 2^attempts, at most one hour. */
-export function backoffSeconds(attempts: number): number {
-  return Math.min(2 ** Math.min(attempts, 12), 3600);
-}
-
 /** How long a claimed entry is held back from other claimers while it is being delivered. */
 export const OUTBOX_LEASE_SECONDS = 60;
 

@@ -418,7 +418,7 @@ export async function withTimeout<T>(promise: Promise<T>, ms: number, what: stri
   }
 }
 
-/** Reads raw bytes until `predicate` holds on the frames decoded so far, or the stream ends. */
+/** Reads raw bytes until the stream ends (or `timeoutMs` passes); returns every frame decoded. */
 export async function readFrames(raw: RawStream, timeoutMs = 5000): Promise<Frame[]> {
   const decoder = new FrameDecoder();
   const frames: Frame[] = [];
