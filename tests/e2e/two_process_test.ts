@@ -69,13 +69,9 @@ async function stopNode(node: RunningNode): Promise<Deno.CommandStatus> {
 
 const real = realServices();
 
-Deno.test({
-  name: "two server processes share Postgres + Redis and deliver to each other's clients",
-  ignore: real === null,
-}, async () => {
-  const keys = generateKeypair();
-  const dir = await Deno.makeTempDir({ prefix: "commucat-two-nodes-" });
-  const env = {
+/** What every node shares: the real services, port 0 everywhere, one Noise key, auto-approval. */
+function nodeEnv(keys: Keypair): Record<string, string> {
+  return {
     COMMUCAT_PG_DSN: real!.dsn,
     COMMUCAT_REDIS_URL: real!.redis,
     COMMUCAT_BIND: "127.0.0.1:0",
@@ -83,17 +79,38 @@ Deno.test({
     COMMUCAT_CONSOLE_BIND: "127.0.0.1:0",
     COMMUCAT_NOISE_PRIVATE: bytesToHex(keys.privateKey),
     COMMUCAT_AUTO_APPROVE_DEVICES: "true",
-    COMMUCAT_ADMIN_TOKEN: "two-node-token",
   };
+}
+
+/**
+ * Starts one node per name, each in its own folder under `dir`, appending each to `nodes` as
+ * soon as it runs (so the caller's clean-up stops those started before a failure).
+ */
+async function spawnNodes(
+  dir: string,
+  names: string[],
+  env: Record<string, string>,
+  nodes: RunningNode[],
+): Promise<void> {
+  for (const name of names) {
+    await Deno.mkdir(`${dir}/${name}`);
+    nodes.push(
+      await spawnNode({ ...env, COMMUCAT_DATA_DIR: `${dir}/${name}/data` }, `${dir}/${name}`),
+    );
+  }
+}
+
+Deno.test({
+  name: "two server processes share Postgres + Redis and deliver to each other's clients",
+  ignore: real === null,
+}, async () => {
+  const keys = generateKeypair();
+  const dir = await Deno.makeTempDir({ prefix: "commucat-two-nodes-" });
+  const env = { ...nodeEnv(keys), COMMUCAT_ADMIN_TOKEN: "two-node-token" };
   const nodes: RunningNode[] = [];
   const clients: TestClient[] = [];
   try {
-    for (const name of ["one", "two"]) {
-      await Deno.mkdir(`${dir}/${name}`);
-      nodes.push(
-        await spawnNode({ ...env, COMMUCAT_DATA_DIR: `${dir}/${name}/data` }, `${dir}/${name}`),
-      );
-    }
+    await spawnNodes(dir, ["one", "two"], env, nodes);
     const [one, two] = nodes;
     const connect = async (port: number, deviceId: string, keypair = generateKeypair()) => {
       const c = await TestClient.connect({
@@ -158,24 +175,11 @@ Deno.test({
 }, async () => {
   const keys = generateKeypair();
   const dir = await Deno.makeTempDir({ prefix: "commucat-crash-" });
-  const env = {
-    COMMUCAT_PG_DSN: real!.dsn,
-    COMMUCAT_REDIS_URL: real!.redis,
-    COMMUCAT_BIND: "127.0.0.1:0",
-    COMMUCAT_TCP_BIND: "127.0.0.1:0",
-    COMMUCAT_CONSOLE_BIND: "127.0.0.1:0",
-    COMMUCAT_NOISE_PRIVATE: bytesToHex(keys.privateKey),
-    COMMUCAT_AUTO_APPROVE_DEVICES: "true",
-  };
+  const env = nodeEnv(keys);
   const nodes: RunningNode[] = [];
   const clients: TestClient[] = [];
   try {
-    for (const name of ["survivor", "victim"]) {
-      await Deno.mkdir(`${dir}/${name}`);
-      nodes.push(
-        await spawnNode({ ...env, COMMUCAT_DATA_DIR: `${dir}/${name}/data` }, `${dir}/${name}`),
-      );
-    }
+    await spawnNodes(dir, ["survivor", "victim"], env, nodes);
     const [survivor, victim] = nodes;
     const aId = uid("crash-a");
     const bId = uid("crash-b");

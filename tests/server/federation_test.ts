@@ -47,6 +47,38 @@ function pair(): { a: TestDomain; b: TestDomain; close: () => Promise<void> } {
   return { a, b, close: async () => void await Promise.all([a.close(), b.close()]) };
 }
 
+/**
+ * A third domain, c.test, that knows a.test statically while a.test has it in its database as
+ * pending; then one MSG from a's alice queued for carol@c.test.
+ */
+async function pendingPeerWithTraffic(a: TestDomain, text: string): Promise<TestDomain> {
+  const c = makeDomain(newIdentity("c.test"), [{
+    domain: "a.test",
+    endpoint: a.url,
+    publicKey: a.publicKey,
+  }]);
+  c.listen();
+  try {
+    await a.peers.upsert({
+      domain: "c.test",
+      endpoint: c.url,
+      publicKey: c.publicKey,
+      status: "pending",
+    });
+    await a.fed.send({
+      channel: 3,
+      sequence: 1,
+      frame: msg(text),
+      sender: "alice",
+      target: "carol@c.test",
+    });
+    return c;
+  } catch (err) {
+    await c.close();
+    throw err;
+  }
+}
+
 /** A correctly signed body from `from` (seed) to `to`, with overrides applied before signing. */
 function signedBody(
   seed: Uint8Array,
@@ -205,26 +237,8 @@ Deno.test("a pending peer becomes active when traffic for it is queued", async (
   const { a, b, close } = pair();
   try {
     // c.test is known only from the database, pending.
-    const c = makeDomain(newIdentity("c.test"), [{
-      domain: "a.test",
-      endpoint: a.url,
-      publicKey: a.publicKey,
-    }]);
-    c.listen();
+    const c = await pendingPeerWithTraffic(a, "hey c");
     try {
-      await a.peers.upsert({
-        domain: "c.test",
-        endpoint: c.url,
-        publicKey: c.publicKey,
-        status: "pending",
-      });
-      await a.fed.send({
-        channel: 3,
-        sequence: 1,
-        frame: msg("hey c"),
-        sender: "alice",
-        target: "carol@c.test",
-      });
       assert.equal((await a.peers.get("c.test"))?.status, "active");
       assert.ok(a.log.lines.some((l) => l.msg === "federation peer activated"));
       await a.fed.deliverDue();
@@ -674,26 +688,8 @@ Deno.test("the in-memory replay guard forgets ids after the window and never ear
 Deno.test("queued events wait, without promoting it again, for a peer sent back to pending", async () => {
   const { a, b, close } = pair();
   try {
-    const c = makeDomain(newIdentity("c.test"), [{
-      domain: "a.test",
-      endpoint: a.url,
-      publicKey: a.publicKey,
-    }]);
-    c.listen();
+    const c = await pendingPeerWithTraffic(a, "x");
     try {
-      await a.peers.upsert({
-        domain: "c.test",
-        endpoint: c.url,
-        publicKey: c.publicKey,
-        status: "pending",
-      });
-      await a.fed.send({
-        channel: 3,
-        sequence: 1,
-        frame: msg("x"),
-        sender: "alice",
-        target: "carol@c.test",
-      });
       await a.peers.setStatus("c.test", "pending");
       await a.fed.deliverDue();
       assert.equal(c.delivered.length, 0);
