@@ -4,8 +4,8 @@
  *   delivered frames/s and p50/p99 latency, v1 and v2, next to a plain Deno TCP forwarder that
  *   moves the same bytes in the same run (the ceiling);
  * - the guide's offline scenario: GROUP_CREATE, 10 000 frames to an offline member, queue and
- *   inbox_offset growth, then the drain on reconnect, with enqueue and drain rates;
- * - resident memory per established idle connection with 5 000 connections.
+ *   inbox_offset growth, then the drain on reconnect, with enqueue and drain rates.
+ * Resident memory per idle connection is bench/memory.ts (a server in its own process).
  */
 import { encodeFrame, type Frame, FrameDecoder, FrameType } from "../protocol/frame.ts";
 import { setLogLevel } from "../server/log.ts";
@@ -21,7 +21,6 @@ const PAYLOAD = 100;
 const FRAMES = 200_000;
 const WINDOW = 512;
 const OFFLINE_FRAMES = 10_000;
-const IDLE_CONNECTIONS = 5_000;
 
 function percentile(sorted: Float64Array, p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((sorted.length * p) / 100))];
@@ -316,57 +315,10 @@ async function offlineScenario(server: ServerHandle, config: Config, storage: St
   );
 }
 
-/** Resident memory per established idle connection. */
-async function idleMemory(server: ServerHandle, config: Config): Promise<void> {
-  const limit = Number(
-    new TextDecoder().decode(
-      (await new Deno.Command("sh", { args: ["-c", "ulimit -n"], stdout: "piped" }).output())
-        .stdout,
-    ).trim(),
-  );
-  // Each connection costs two descriptors in this process (client + server side).
-  const count = Math.min(IDLE_CONNECTIONS, Math.floor((limit - 200) / 2));
-  if (count < IDLE_CONNECTIONS) {
-    console.log(
-      `memory: ulimit -n is ${limit}; measuring ${count} connections (raise it with ulimit -n 11000)`,
-    );
-  }
-  const clients: TestClient[] = [];
-  (globalThis as { gc?: () => void }).gc?.();
-  const before = Deno.memoryUsage().rss;
-  const tag = crypto.randomUUID().slice(0, 6);
-  for (let i = 0; i < count; i += 100) {
-    const batch = await Promise.all(
-      Array.from({ length: Math.min(100, count - i) }, (_, k) =>
-        TestClient.connect({
-          port: server.ports.tcp,
-          serverStatic: config.crypto.noisePublic,
-          deviceId: `idle-${tag}-${i + k}`,
-          user: { handle: `idle-${tag}-${i + k}` },
-          pattern: "IK",
-        })),
-    );
-    clients.push(...batch);
-  }
-  await new Promise((r) => setTimeout(r, 500));
-  (globalThis as { gc?: () => void }).gc?.();
-  const after = Deno.memoryUsage().rss;
-  // Client and server live in this process: the figure covers both ends of each connection.
-  const perConnection = (after - before) / count;
-  console.log(
-    `memory: ${fmt(count)} idle connections, RSS +${fmt((after - before) / 1048576, 1)} MiB → ` +
-      `${fmt(perConnection / 1024, 1)} KiB per connection (client and server ends together, ` +
-      `in one process: approximate, the heap may shrink meanwhile; target ≤ 20 KiB for the ` +
-      `server end)`,
-  );
-  for (let i = 0; i < clients.length; i += 500) {
-    await Promise.all(clients.slice(i, i + 500).map((c) => c.close()));
-  }
-}
-
 /**
  * Runs the relay benchmarks and prints their figures. `parts` picks some of them
- * (`throughput`, `offline`, `memory`); all by default.
+ * (`throughput`, `offline`); all by default. Memory per idle connection is measured
+ * against a server in its own process by bench/memory.ts.
  */
 export async function run(parts: string[] = []): Promise<void> {
   const want = (part: string) => parts.length === 0 || parts.includes(part);
@@ -380,7 +332,6 @@ export async function run(parts: string[] = []): Promise<void> {
   try {
     if (want("throughput")) await throughput(server, config);
     if (want("offline")) await offlineScenario(server, config, storage);
-    if (want("memory")) await idleMemory(server, config);
   } finally {
     await server.stop();
     await storage.close();

@@ -495,7 +495,9 @@ export class Connection {
       this.#handshakeCounted = true;
     }
     const problem = err.toProblem(sequence);
-    this.log[err.fatal ? "warn" : "info"]("error sent", {
+    // A shutdown notice goes to every connection at once; the node logs one line for all of them.
+    const level = err.title === Titles.serverShutdown ? "debug" : err.fatal ? "warn" : "info";
+    this.log[level]("error sent", {
       title: err.title,
       status: err.status,
       fatal: err.fatal,

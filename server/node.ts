@@ -587,6 +587,9 @@ export class RelayNode {
     for (const id of this.#timers) clearInterval(id);
     this.#timers = [];
     await this.federation.stop();
+    this.ctx.log.info("shutting down: telling connections to reconnect", {
+      connections: this.#all.size,
+    });
     const closing = [...this.#all].map(async (conn) => {
       await conn.fail(fatal(Titles.serverShutdown, 503, "the server is shutting down; reconnect"));
       conn.abort();
