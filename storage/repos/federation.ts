@@ -279,6 +279,9 @@ export class PgOutboxRepo implements OutboxRepo {
   /**
    * Claim up to `limit` undelivered entries that are due, oldest due first. Claimed entries
    * are leased (next_attempt_at moves OUTBOX_LEASE_SECONDS ahead) so another node skips them.
+   * `now` has millisecond resolution while next_attempt_at (the database's now()) has
+   * microseconds: an entry due within `now`'s millisecond is due, or one enqueued in the same
+   * millisecond as the claim would wait for the next pass.
    */
   async claimDue(limit: number, now: Date = new Date()): Promise<OutboxEntry[]> {
     v.int("limit", limit, 1, 500);
@@ -286,7 +289,8 @@ export class PgOutboxRepo implements OutboxRepo {
     const res = await this.db.query<OutboxRow>(
       `WITH due AS (
          SELECT id FROM federation_outbox
-         WHERE delivered_at IS NULL AND dead_at IS NULL AND next_attempt_at <= $1::timestamptz
+         WHERE delivered_at IS NULL AND dead_at IS NULL
+           AND next_attempt_at < $1::timestamptz + interval '1 millisecond'
          ORDER BY next_attempt_at, id
          LIMIT $2
          FOR UPDATE SKIP LOCKED

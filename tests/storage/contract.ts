@@ -942,6 +942,25 @@ const cases: Case[] = [
     );
   }],
 
+  ["outbox: an entry is due from the millisecond it was queued", async (s, _db, u) => {
+    // Callers pass `now` in milliseconds; the database stores microseconds. A claim in the
+    // millisecond of the enqueue must see the entry (it once waited for the next pass).
+    const domain = `${u}.due.example`;
+    for (let i = 0; i < 3; i++) {
+      const e = await s.outbox.enqueue({
+        eventId: `${u}-due-${i}`,
+        peerDomain: domain,
+        endpoint: `https://${domain}/in`,
+        body: { i },
+      });
+      const due = (await s.outbox.claimDue(500, e.nextAttemptAt)).filter((x) =>
+        x.peerDomain === domain
+      );
+      assert.deepEqual(due.map((x) => x.eventId), [`${u}-due-${i}`]);
+      await s.outbox.markDelivered(e.id);
+    }
+  }],
+
   ["outbox: markDead stops retries, keeps the error, counts dead per peer", async (s, _db, u) => {
     const domain = `${u}.dead.example`;
     const enqueue = (n: number) =>
