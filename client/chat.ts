@@ -328,6 +328,7 @@ async function chatLoop(
     p.finally(() => inflight.delete(p));
   };
   const awaiting = new Map<string, string>(); // message id → first words, for receipts
+  const presence = new Map<string, string>(); // "channel peer" → the state shown last
   let connections = 1;
 
   client.on("disconnected", (e) => io.out(`* connection lost (${e.title}); reconnecting…`));
@@ -335,16 +336,6 @@ async function chatLoop(
     if (++connections > 1) io.out(`* reconnected (session ${c.session})`);
   });
   client.on("error", (e) => io.err(`! ${e.title}: ${e.detail}`));
-
-  /**
-   * Channel presence between chat clients: a TYPING hint, which the server relays live and
-   * never queues (the server itself keeps presence in its store without telling peers).
-   */
-  function announce(state: "online" | "here" | "offline", on = channel): Promise<unknown> {
-    const p = client.typing(on, { presence: state, from: me }).catch(() => {});
-    track(p);
-    return p;
-  }
 
   const receiving = (async () => {
     for await (const m of client.messages()) show(m);
@@ -376,31 +367,28 @@ async function chatLoop(
         return;
       }
       case "PRESENCE": {
-        const p = (m.json ?? {}) as Record<string, unknown>;
-        const who = typeof p.peer === "string"
-          ? p.peer
-          : typeof p.device === "string"
-          ? p.device
-          : "";
-        if (p.candidate !== undefined) {
-          io.out(`* ${where}${who || "peer"} can be reached directly at ${p.candidate}`);
+        // The server tells the channel's members when a peer comes online, changes its state
+        // or goes offline; on a peer-to-peer channel it also relays where a peer is seen from.
+        const who = m.peer ?? "peer";
+        if (m.candidate !== undefined) {
+          io.out(`* ${where}${who} can be reached directly at ${m.candidate}`);
+          return;
+        }
+        // The same state may be told twice (on connect and on join): show changes only.
+        const key = `${m.channel} ${who}`;
+        if (m.state === undefined || presence.get(key) === m.state) return;
+        presence.set(key, m.state);
+        if (m.state === "offline") {
+          io.out(`* ${where}${who} went offline`);
         } else {
-          io.out(`* ${where}${who || "presence"} is ${String(p.state ?? JSON.stringify(p))}`);
+          io.out(`* ${where}${who} is ${m.state}`);
         }
         return;
       }
       case "TYPING": {
         const t = (m.json ?? {}) as Record<string, unknown>;
         const who = typeof t.from === "string" ? t.from : "peer";
-        if (t.presence === "online" || t.presence === "here") {
-          io.out(`* ${where}${who} is online`);
-          // Answer a newcomer once so it learns who is already here ("here" is not answered).
-          if (t.presence === "online") announce("here", m.channel);
-        } else if (t.presence === "offline") {
-          io.out(`* ${where}${who} went offline`);
-        } else {
-          io.out(`* ${where}${who} is typing…`);
-        }
+        io.out(`* ${where}${who} is typing…`);
         return;
       }
       default:
@@ -449,7 +437,6 @@ async function chatLoop(
     }
   }
 
-  announce("online");
   let code = 0;
   const closed = client.closed.then((error) => {
     if (error) {
@@ -480,7 +467,6 @@ async function chatLoop(
     );
     if (client.closeError) break;
   }
-  if (client.connected) announce("offline");
   // Let in-flight sends get their ACKs (bounded), then leave.
   let timer: ReturnType<typeof setTimeout> | undefined;
   await Promise.race([

@@ -24,6 +24,7 @@ import type { HelloUser, UserInfo } from "../protocol/control.ts";
 import {
   type HandshakePattern,
   isValidId,
+  parsePresence,
   SUPPORTED_PROTOCOL_VERSIONS,
 } from "../protocol/control.ts";
 import type { Keypair } from "../protocol/crypto.ts";
@@ -115,6 +116,15 @@ export interface InboundMessage {
   payload: Uint8Array;
   /** Parsed JSON for control kinds. */
   json?: unknown;
+  /** PRESENCE: the channel member it is about (from `json.peer`). */
+  peer?: string;
+  /**
+   * PRESENCE: that member's state — "online" when it connects or joins the channel, "offline"
+   * when its connection ends, or whatever state it set (e.g. "away").
+   */
+  state?: string;
+  /** PRESENCE on a `relay: false` channel: the address the server sees that member at. */
+  candidate?: string;
   /** When the client received it. */
   receivedAt: Date;
   /** True when it arrived on an earlier connection than the current one. */
@@ -170,6 +180,16 @@ const INBOUND_KINDS: ReadonlyMap<number, InboundKind> = new Map([
   [FrameType.GroupEvent, "GROUP_EVENT"],
   [FrameType.Presence, "PRESENCE"],
 ]);
+
+/** True when the server accepts `state` in PRESENCE (see parsePresence). */
+function isPresenceState(state: string): boolean {
+  try {
+    parsePresence({ state });
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 /** Statuses of fatal errors a retry cannot fix (auth refused, version mismatch). */
 const FINAL_STATUSES = new Set([401, 403, 426]);
@@ -240,6 +260,8 @@ export class Client {
   #listeners = new Map<keyof ClientEvents, Set<(value: never) => void>>();
   #closed = false;
   #closeError: CommuCatError | null = null;
+  /** The state last set with {@link presence}: keepalives repeat it, a reconnect restores it. */
+  #presenceState = "online";
   #connecting: Promise<void> | null = null;
   #retryTimer: Timer | undefined;
   #retryWake: (() => void) | null = null;
@@ -364,6 +386,8 @@ export class Client {
     const body: Record<string, unknown> = { state };
     if (options.candidate !== undefined) body.candidate = options.candidate;
     this.#write(link, (seq) => encodeControl(FrameType.Presence, options.channel ?? 0, seq, body));
+    // Remembered only when valid: a keepalive must not repeat a state the server refuses.
+    if (isPresenceState(state)) this.#presenceState = state;
     await link.writer.flushed();
   }
 
@@ -562,7 +586,7 @@ export class Client {
     // Copy: the payload may be a view into a large read buffer shared with other frames.
     const payload = frame.payload.slice();
     const isCurrent = () => this.#link === link;
-    return {
+    const message: InboundMessage = {
       type: frame.type,
       kind,
       channel: frame.channel,
@@ -576,6 +600,13 @@ export class Client {
       text: () => utf8.decode(payload),
       ack: () => this.#ackOn(link, frame.sequence),
     };
+    if (kind === "PRESENCE" && typeof frame.json === "object" && frame.json !== null) {
+      const p = frame.json as Record<string, unknown>;
+      if (typeof p.peer === "string") message.peer = p.peer;
+      if (typeof p.state === "string") message.state = p.state;
+      if (typeof p.candidate === "string") message.candidate = p.candidate;
+    }
+    return message;
   }
 
   // -------------------------------------------------------------------------------------
@@ -673,15 +704,13 @@ export class Client {
     const every = this.#settings.keepaliveMs;
     if (every > 0) {
       link.keepalive = setInterval(() => {
-        // Fire and forget: a PRESENCE refresh keeps the connection and presence alive.
-        if (!link.down) {
-          this.#write(
-            link,
-            (seq) => encodeControl(FrameType.Presence, 0, seq, { state: "online" }),
-          );
-        }
+        // Fire and forget: a PRESENCE refresh keeps the connection and presence alive (the
+        // state set last, so a keepalive never turns "away" back into "online").
+        if (!link.down) this.#writePresence(link);
       }, every);
     }
+    // The server starts every session "online": restore a state set earlier.
+    if (this.#presenceState !== "online") this.#writePresence(link);
     this.#pump(link);
     this.#emit("connected", {
       session: handshake.session,
@@ -694,6 +723,11 @@ export class Client {
         this.#emit("error", toCommuCatError(error))
       );
     }
+  }
+
+  #writePresence(link: Link): void {
+    const state = this.#presenceState;
+    this.#write(link, (seq) => encodeControl(FrameType.Presence, 0, seq, { state }));
   }
 
   async #pump(link: Link): Promise<void> {

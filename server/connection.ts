@@ -103,6 +103,10 @@ export class Connection {
   pattern: "XK" | "IK" | null = null;
   /** Set while queued envelopes are being replayed: live copies go through the queue. */
   replaying = false;
+  /** The presence state this device's channel peers were last told ("online" on connect). */
+  presenceState = "online";
+  /** Channels whose other members were told this session's presence (allocated on first use). */
+  presenceToldOn: Set<number> | null = null;
   log: Logger;
 
   /** The handshake in progress; dropped once it completed (its Noise state is not needed). */

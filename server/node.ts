@@ -144,6 +144,8 @@ export class RelayNode {
   readonly #batcher: EnqueueBatcher;
   /** Nudges being published after a durable enqueue (awaited on stop). */
   readonly #nudging = new Set<Promise<void>>();
+  /** Presence frames still looking up where a peer is (awaited on stop). */
+  readonly #announcing = new Set<Promise<void>>();
   #unsubscribe: (() => Promise<void>)[] = [];
   #timers: ReturnType<typeof setInterval>[] = [];
   #stopping = false;
@@ -222,6 +224,9 @@ export class RelayNode {
   /** A connection finished its handshake: it becomes the device's route. */
   async attach(conn: Connection): Promise<void> {
     const previous = this.#local.get(conn.deviceId);
+    // A session taking over from a live one in the same state changes nothing for the peers.
+    const unchanged = previous !== undefined && previous !== conn && previous.state === "open" &&
+      previous.presenceState === conn.presenceState;
     this.#local.set(conn.deviceId, conn);
     if (previous && previous !== conn) {
       await previous.fail(
@@ -250,6 +255,7 @@ export class RelayNode {
     } catch (err) {
       conn.log.warn("route or presence not stored", { error: err });
     }
+    this.announcePresence(conn, { notify: !unchanged });
   }
 
   /** A connection ended: drop its route and publish the device offline. */
@@ -261,6 +267,75 @@ export class RelayNode {
       await this.publishPresence(conn, "offline");
     } catch (err) {
       conn.log.warn("route or presence not cleared", { error: err });
+    }
+    // Peers told "offline" already (the client said so) are not told again.
+    if (conn.presenceState !== "offline") {
+      conn.presenceState = "offline";
+      this.announcePresence(conn);
+    }
+  }
+
+  /**
+   * Tells the other members of the channels this device has joined (or of `channel` only) its
+   * presence: PRESENCE `{channel, peer, state}` with `conn.presenceState`, live only — never
+   * queued, never federated, over the bus to members on other nodes. With `notify: false` the
+   * channels are only marked as told (a session that took over from one in the same state).
+   */
+  announcePresence(conn: Connection, options: { channel?: number; notify?: boolean } = {}): void {
+    const device = conn.deviceId;
+    const channels = this.router.channels;
+    const one = options.channel === undefined ? undefined : channels.get(options.channel);
+    const routes = options.channel === undefined ? channels.channelsOf(device) : one ? [one] : [];
+    for (const route of routes) {
+      if (!route.members.has(device)) continue;
+      (conn.presenceToldOn ??= new Set()).add(route.channel);
+      if (options.notify === false) continue;
+      const item: RoutedItem = {
+        type: FrameType.Presence,
+        channel: route.channel,
+        payload: encodeControlPayload({
+          channel: route.channel,
+          peer: device,
+          state: conn.presenceState,
+        }),
+      };
+      for (const member of route.members) {
+        if (member !== device) this.#sendLive(member, item);
+      }
+    }
+  }
+
+  /**
+   * Tells `conn` which other members of `channel` are online now: PRESENCE
+   * `{channel, peer, state}` for each. A member on this node reports the state it announced; one
+   * elsewhere is online while its presence record says so (records know online and offline).
+   */
+  async tellWhoIsOnline(conn: Connection, channel: number): Promise<void> {
+    const route = this.router.channels.get(channel);
+    if (!route) return;
+    const { storage, config } = this.ctx;
+    const lookups: Promise<[string, string] | null>[] = [];
+    for (const member of route.members) {
+      if (member === conn.deviceId || this.federation.remoteDomain(member) !== null) continue;
+      const id = localDeviceId(member, config.server.domain);
+      const local = this.localConnection(id);
+      if (local) {
+        lookups.push(Promise.resolve([member, local.presenceState]));
+        continue;
+      }
+      lookups.push(
+        storage.ephemeral.getPresence(id).then(
+          (p) => (p?.state === "online" ? [member, "online"] : null),
+          (err) => {
+            conn.log.debug("presence lookup failed", { error: err, device: id });
+            return null;
+          },
+        ),
+      );
+    }
+    for (const found of await Promise.all(lookups)) {
+      if (found === null || found[1] === "offline" || conn.state !== "open") continue;
+      conn.sendControl(FrameType.Presence, channel, { channel, peer: found[0], state: found[1] });
     }
   }
 
@@ -450,11 +525,19 @@ export class RelayNode {
 
   /** Sends a control frame that matters only now (peer candidates): live copies only. */
   sendEphemeral(member: string, type: FrameType, channel: number, value: unknown): void {
-    const item: RoutedItem = { type, channel, payload: encodeControlPayload(value) };
+    this.#sendLive(member, { type, channel, payload: encodeControlPayload(value) });
+  }
+
+  /** Hands `item` to `member` live only; a lookup of where it is is awaited on stop. */
+  #sendLive(member: string, item: RoutedItem): void {
     const waits: Promise<unknown>[] = [];
     const outcome = this.deliverTo("", member, item, false, waits);
-    if (outcome instanceof Promise) outcome.catch(() => {});
     for (const w of waits) w.catch(() => {});
+    if (!(outcome instanceof Promise)) return;
+    const tracked: Promise<void> = outcome.catch(() => {}).finally(() =>
+      this.#announcing.delete(tracked)
+    );
+    this.#announcing.add(tracked);
   }
 
   // -------------------------------------------------------------------------------------
@@ -553,7 +636,7 @@ export class RelayNode {
         { nodeId, sessionId: conn.sessionId },
         config.limits.presenceTtl,
       );
-      await this.publishPresence(conn, "online");
+      await this.publishPresence(conn, conn.presenceState === "offline" ? "offline" : "online");
     }
     metrics.setQueueDepth(await storage.relay.totalDepth());
   }
@@ -575,6 +658,7 @@ export class RelayNode {
   async idle(): Promise<void> {
     await this.#batcher.idle();
     while (this.#nudging.size > 0) await Promise.allSettled([...this.#nudging]);
+    while (this.#announcing.size > 0) await Promise.allSettled([...this.#announcing]);
   }
 
   /**

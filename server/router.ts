@@ -281,6 +281,12 @@ export class Router {
     const ack: Record<string, unknown> = { ack: frame.sequence };
     if (groupId) ack.group_id = groupId;
     conn.sendControl(FrameType.Ack, frame.channel, ack);
+    // Presence on the channel: the others learn this device is here (unless this session told
+    // them already, e.g. when it came online as a member), and the newcomer who else is.
+    if (!conn.presenceToldOn?.has(frame.channel)) {
+      this.node.announcePresence(conn, { channel: frame.channel });
+    }
+    await this.node.tellWhoIsOnline(conn, frame.channel);
   }
 
   #rejectForeignChannel(conn: Connection, channel: number): never {
@@ -306,6 +312,7 @@ export class Router {
         groupId: route.groupId,
       });
     }
+    conn.presenceToldOn?.delete(frame.channel); // a later JOIN tells the others again
     this.node.ctx.log.info("channel left", { device: conn.deviceId, channel: frame.channel });
     conn.sendControl(FrameType.Ack, frame.channel, { ack: frame.sequence });
   }
@@ -316,6 +323,11 @@ export class Router {
   async #onPresence(conn: Connection, frame: Frame): Promise<void> {
     const presence = parsePresence(frame.json, NON_FATAL);
     if (presence.state !== undefined) {
+      // A new state reaches the device's channel peers; a refresh (keepalive) sends nothing.
+      if (presence.state !== conn.presenceState) {
+        conn.presenceState = presence.state;
+        this.node.announcePresence(conn);
+      }
       await this.node.publishPresence(conn, presence.state === "offline" ? "offline" : "online");
     }
     // Peer-to-peer channels: tell the other members where this device is seen from.

@@ -32,12 +32,20 @@ function device(name: string): Device {
   return { id: dev(name), keypair: generateKeypair() };
 }
 
-/** Takes the next `count` messages from an iterator (bounded by the test's own timeout). */
-async function take(it: AsyncIterator<InboundMessage>, count: number): Promise<InboundMessage[]> {
+/**
+ * Takes the next `count` messages from an iterator (bounded by the test's own timeout), passing
+ * over the server's PRESENCE notices unless `presence` is set.
+ */
+async function take(
+  it: AsyncIterator<InboundMessage>,
+  count: number,
+  presence = false,
+): Promise<InboundMessage[]> {
   const out: InboundMessage[] = [];
   while (out.length < count) {
     const next = await it.next();
     if (next.done) throw new Error(`iterator ended after ${out.length} of ${count} messages`);
+    if (!presence && next.value.kind === "PRESENCE") continue;
     out.push(next.value);
   }
   return out;
@@ -93,6 +101,10 @@ Deno.test({
         await a.join(channel, [alice.id, bob.id]);
         await b.join(channel, [bob.id, alice.id]);
         const inbox = b.messages();
+        // The server's presence notices: bob, joining, learns alice is online.
+        const [here] = await take(inbox, 1, true);
+        assert.equal(here.kind, "PRESENCE");
+        assert.deepEqual([here.channel, here.peer, here.state], [channel, alice.id, "online"]);
         const ack = await a.send(channel, "hello bob");
         assert.equal(typeof ack.ack, "number");
         const [m] = await take(inbox, 1);
@@ -100,11 +112,19 @@ Deno.test({
         assert.equal(m.channel, channel);
         assert.equal(m.text(), "hello bob");
         await b.typing(channel);
-        const [typing] = await take(a.messages(), 1);
+        const aInbox = a.messages();
+        const [typing] = await take(aInbox, 1);
         assert.equal(typing.kind, "TYPING");
         await inbox.return!(); // autoAck of the last message
-        await a.close();
+        // A state set with presence() reaches the peer; closing is seen as going offline.
+        await b.presence("away");
+        const [away] = await take(aInbox, 1, true);
+        assert.deepEqual([away.peer, away.state], [bob.id, "away"]);
         await b.close();
+        const [gone] = await take(aInbox, 1, true);
+        assert.deepEqual([gone.kind, gone.peer, gone.state], ["PRESENCE", bob.id, "offline"]);
+        await aInbox.return!();
+        await a.close();
       });
 
       await t.step(

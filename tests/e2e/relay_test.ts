@@ -212,7 +212,10 @@ for (const kind of storageKinds()) {
         const ack = await a.join(ch, [b.options.deviceId], { relay: false });
         assert.equal(ack.type, FrameType.Ack);
         const p = a.control(FrameType.Presence, ch, { state: "online" });
-        const cand = await b.nextOfType(FrameType.Presence);
+        const cand = await b.next((f) =>
+          f.type === FrameType.Presence &&
+          (f.json as Record<string, unknown>).candidate !== undefined
+        );
         assert.equal((cand.json as Record<string, unknown>).peer, a.options.deviceId);
         assert.match(
           String((cand.json as Record<string, unknown>).candidate),
@@ -817,7 +820,14 @@ for (const kind of storageKinds()) {
           await alice.join(60, [bobId]);
           const acked = await alice.send(60, "hello bob");
           assert.ok(acked.ack > 0);
+          // Bob first hears that alice is online (server presence), then her message.
           const inbox = bob.messages();
+          const here = await inbox.next();
+          assert.deepEqual([here.value.kind, here.value.peer, here.value.state], [
+            "PRESENCE",
+            aliceId,
+            "online",
+          ]);
           const first = await inbox.next();
           assert.equal(first.value.text(), "hello bob");
           first.value.ack();
@@ -829,7 +839,9 @@ for (const kind of storageKinds()) {
             deviceId: bobId,
             keypair: bobKey,
           });
-          const replayed = await bob.messages().next();
+          const inbox2 = bob.messages();
+          let replayed = await inbox2.next();
+          while (replayed.value.kind === "PRESENCE") replayed = await inbox2.next();
           assert.equal(replayed.value.text(), "while you were away");
           replayed.value.ack();
           await waitFor(async () => (await storage.relay.depth(bobId)).depth === 0);

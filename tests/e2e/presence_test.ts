@@ -1,0 +1,143 @@
+/**
+ * Presence reaches a device's channel peers: PRESENCE `{channel, peer, state}` when it comes
+ * online, changes its state, joins a channel (the newcomer learns who is online) and goes
+ * offline — live only, on one node and across two nodes sharing storage.
+ *
+ * Runs on the embedded defaults always, and on Postgres + Redis when the environment names them.
+ */
+import assert from "node:assert/strict";
+import { type Frame, FrameType } from "../../protocol/frame.ts";
+import { clientOptions, TestClient } from "../server/helpers/client.ts";
+import {
+  LogCapture,
+  openTestStorage,
+  realServices,
+  startServer,
+  storageKinds,
+  testConfig,
+  uid,
+  waitFor,
+} from "../server/helpers/server.ts";
+
+type PresenceJson = { channel?: number; peer?: string; state?: string; candidate?: string };
+
+const presenceOf = (f: Frame) => f.json as PresenceJson;
+
+/** Waits for (and removes) the PRESENCE about `peer` on `channel`; returns its state. */
+async function nextPresence(client: TestClient, channel: number, peer: string): Promise<string> {
+  const frame = await client.next((f) =>
+    f.type === FrameType.Presence && f.channel === channel && presenceOf(f).peer === peer &&
+    presenceOf(f).state !== undefined
+  );
+  assert.equal(presenceOf(frame).channel, channel);
+  return presenceOf(frame).state!;
+}
+
+/** PRESENCE frames about `peer` still unread. */
+function pendingAbout(client: TestClient, peer: string): PresenceJson[] {
+  return client.received.filter((f) => f.type === FrameType.Presence)
+    .map(presenceOf).filter((p) => p.peer === peer);
+}
+
+for (const kind of storageKinds()) {
+  const label = kind === "real" ? "Postgres + Redis" : "PGlite + memory";
+
+  Deno.test({
+    name: `presence reaches channel peers, on one node and across nodes (${label})`,
+    sanitizeResources: true,
+    sanitizeOps: true,
+  }, async (t) => {
+    const logs = new LogCapture().start();
+    const { storage, close } = await openTestStorage(kind);
+    const config = testConfig();
+    const config2 = testConfig();
+    config2.crypto = config.crypto;
+    const node1 = await startServer(config, { storage });
+    const node2 = await startServer(config2, { storage });
+    const clients: TestClient[] = [];
+    const connect = async (on: 1 | 2, id: string) => {
+      const c = await TestClient.connect(
+        on === 1 ? clientOptions(node1, config, id) : clientOptions(node2, config2, id),
+      );
+      clients.push(c);
+      return c;
+    };
+    const aId = uid("pr-alice");
+    const bId = uid("pr-bob");
+    const cId = uid("pr-carol");
+    const ch = 4100 + Math.floor(Math.random() * 1000);
+    const ch2 = ch + 1000;
+    try {
+      let a!: TestClient;
+
+      await t.step("a peer coming online is announced to the channel", async () => {
+        a = await connect(1, aId);
+        assert.equal((await a.join(ch, [aId, bId])).type, FrameType.Ack);
+        const b = await connect(1, bId);
+        assert.equal(await nextPresence(a, ch, bId), "online");
+
+        // Joining tells the newcomer who is online; the others were told already.
+        assert.equal((await b.join(ch, [aId, bId])).type, FrameType.Ack);
+        assert.equal(await nextPresence(b, ch, aId), "online");
+
+        // A new state reaches the peer; the same state again (a refresh) sends nothing.
+        b.control(FrameType.Presence, 0, { state: "away" });
+        assert.equal(await nextPresence(a, ch, bId), "away");
+        b.control(FrameType.Presence, 0, { state: "away" });
+        b.msg(ch, "after the refresh");
+        await a.nextOfType(FrameType.Msg);
+        assert.deepEqual(pendingAbout(a, bId), []); // no repeated online or away
+        assert.equal((await storage.ephemeral.getPresence(bId))?.state, "online");
+
+        b.control(FrameType.Presence, 0, { state: "busy" });
+        assert.equal(await nextPresence(a, ch, bId), "busy");
+
+        // The connection ends: the peer goes offline.
+        await b.close();
+        assert.equal(await nextPresence(a, ch, bId), "offline");
+        await waitFor(async () => (await storage.ephemeral.getPresence(bId))?.state === "offline");
+      });
+
+      await t.step("presence of a device on another node reaches the peer", async () => {
+        assert.equal((await a.join(ch2, [aId, cId])).type, FrameType.Ack);
+        // The route reaches node 2 over the bus.
+        await waitFor(() => node2.node.router.channels.get(ch2)?.members.has(cId) === true);
+        const c = await connect(2, cId);
+        assert.equal(await nextPresence(a, ch2, cId), "online");
+        assert.equal((await c.join(ch2, [aId, cId])).type, FrameType.Ack);
+        // Alice is on node 1: the newcomer learns it from her presence record.
+        assert.equal(await nextPresence(c, ch2, aId), "online");
+        c.control(FrameType.Presence, 0, { state: "away" });
+        assert.equal(await nextPresence(a, ch2, cId), "away");
+        a.control(FrameType.Presence, 0, { state: "busy" });
+        assert.equal(await nextPresence(c, ch2, aId), "busy");
+        await c.close();
+        assert.equal(await nextPresence(a, ch2, cId), "offline");
+      });
+
+      await t.step("a graceful stop tells the peers on other nodes", async () => {
+        const c = await connect(2, cId);
+        assert.equal(await nextPresence(a, ch2, cId), "online");
+        await node2.stop();
+        await c.ended();
+        assert.equal(await nextPresence(a, ch2, cId), "offline");
+        // Presence is never queued: nothing waits for the offline device.
+        assert.equal((await storage.relay.depth(cId)).depth, 0);
+      });
+    } finally {
+      for (const c of clients) await c.close();
+      await node2.stop();
+      await node1.stop();
+      await close();
+      logs.stop();
+    }
+  });
+}
+
+if (realServices() === null) {
+  Deno.test({
+    name: "presence reaches channel peers, on one node and across nodes (Postgres + Redis)",
+    ignore: true,
+    fn() {},
+  });
+}
