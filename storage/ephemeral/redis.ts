@@ -62,6 +62,8 @@ interface ParsedUrl {
   display: string;
   /** Strings that must never appear in a message (the password, raw and decoded). */
   secrets: string[];
+  /** The database index (0 when the URL names none). */
+  db: number;
 }
 
 function parseRedisUrl(url: string): ParsedUrl {
@@ -90,7 +92,11 @@ function parseRedisUrl(url: string): ParsedUrl {
     } catch { /* the raw form is enough */ }
   }
   const port = u.port || "6379";
-  return { display: `${u.protocol}//${u.hostname}:${port}/${db || "0"}`, secrets };
+  return {
+    display: `${u.protocol}//${u.hostname}:${port}/${db || "0"}`,
+    secrets,
+    db: Number(db || "0"),
+  };
 }
 
 /** One ioredis connection plus what we learnt about its health. */
@@ -195,6 +201,8 @@ export class RedisEphemeralStore implements EphemeralStore {
   readonly #url: string;
   readonly #parsed: ParsedUrl;
   readonly #prefix: string;
+  /** Prefix of pub/sub channels: see the constructor. */
+  readonly #channelPrefix: string;
   readonly #name: string;
   readonly #warn: (message: string) => void;
   readonly #cmd: Link;
@@ -212,6 +220,11 @@ export class RedisEphemeralStore implements EphemeralStore {
     this.#url = url;
     this.#parsed = parsed;
     this.#prefix = options.keyPrefix ?? "";
+    // Keys live in the URL's database, but pub/sub channels are global to the Redis server:
+    // deployments (or test runs) on different databases of one server would hear each other's
+    // route changes, nudges and revocations. Channels outside database 0 carry its index
+    // (database 0 keeps the plain names, so nodes of earlier releases still share its bus).
+    this.#channelPrefix = this.#prefix + (parsed.db === 0 ? "" : `db${parsed.db}:`);
     this.#name = options.connectionName ?? "commucat";
     this.#warn = options.warn ?? defaultWarn;
     this.#cmd = new Link(url, `${this.#name}:cmd`, this.#redact, this.#warn);
@@ -320,12 +333,15 @@ export class RedisEphemeralStore implements EphemeralStore {
     checkMessage(message);
     // Buffer.from copies: the caller may reuse its buffer as soon as this returns.
     const bytes = Buffer.from(message);
-    await this.#command("publish", (c) => c.publish(this.#prefix + channel, bytes));
+    await this.#command("publish", (c) => c.publish(this.#channelPrefix + channel, bytes));
   }
 
   async publishControl(event: ControlEvent): Promise<void> {
     const bytes = Buffer.from(encodeControl(event));
-    await this.#command("publish control", (c) => c.publish(this.#prefix + CONTROL_CHANNEL, bytes));
+    await this.#command(
+      "publish control",
+      (c) => c.publish(this.#channelPrefix + CONTROL_CHANNEL, bytes),
+    );
   }
 
   subscribeControl(onEvent: (event: ControlEvent) => void): Promise<() => Promise<void>> {
@@ -341,7 +357,7 @@ export class RedisEphemeralStore implements EphemeralStore {
   ): Promise<() => Promise<void>> {
     checkChannel(channel);
     if (this.#closed) throw new RedisFailure("redis failure: the ephemeral store is closed");
-    const full = this.#prefix + channel;
+    const full = this.#channelPrefix + channel;
     const handler: Handler = (m) => onMessage(m);
     let set = this.#handlers.get(full);
     if (set === undefined) this.#handlers.set(full, set = new Set());

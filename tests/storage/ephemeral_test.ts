@@ -217,3 +217,40 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "redis: stores on different databases of one server never hear each other's bus",
+  ignore: REDIS_URL === null,
+  fn: async () => {
+    // Pub/sub is global to a Redis server; keys are per database. Same key prefix on purpose.
+    const keyPrefix = `${RUN}databases:`;
+    const here = new URL(REDIS_URL!);
+    const db = Number(here.pathname.replace(/^\//, "") || "0");
+    const there = new URL(REDIS_URL!);
+    there.pathname = `/${db === 15 ? 14 : db + 1}`;
+    const a = await RedisEphemeralStore.open(here.href, { keyPrefix, warn: () => {} });
+    const a2 = await RedisEphemeralStore.open(here.href, { keyPrefix, warn: () => {} });
+    const b = await RedisEphemeralStore.open(there.href, { keyPrefix, warn: () => {} });
+    try {
+      const onA2: number[] = [];
+      const onB: number[] = [];
+      const offA2 = await a2.subscribe("bus", (m) => onA2.push(m[0]));
+      const offB = await b.subscribe("bus", (m) => onB.push(m[0]));
+      const controlB: string[] = [];
+      const offControl = await b.subscribeControl((e) => controlB.push(e.kind));
+      await a.publish("bus", Uint8Array.of(1));
+      await a.publishControl({ kind: "device-revoked", deviceId: "d" });
+      await b.publish("bus", Uint8Array.of(2));
+      await waitFor(() => onA2.length === 1 && onB.length === 1, "each database's own message");
+      // A round trip on b's subscriber connection: anything from a would have arrived by now.
+      await b.publish("bus", Uint8Array.of(3));
+      await waitFor(() => onB.length === 2, "b's second message");
+      assert.deepEqual(onA2, [1]);
+      assert.deepEqual(onB, [2, 3]);
+      assert.deepEqual(controlB, []);
+      await Promise.all([offA2(), offB(), offControl()]);
+    } finally {
+      await Promise.all([a.close(), a2.close(), b.close()]);
+    }
+  },
+});
