@@ -724,8 +724,10 @@ export class Connection {
     try {
       if (wasOpen && this.sessionId) {
         metrics.connectionClosed();
-        await this.#requeueUnacked();
+        const requeued = await this.#requeueUnacked();
         await this.node.detach(this);
+        // The device may already hold a newer session whose replay found nothing: wake it.
+        if (requeued) this.node.wakeHolder(this.deviceId);
         this.log.info("connection closed");
       }
     } catch (err) {
@@ -735,8 +737,11 @@ export class Connection {
     }
   }
 
-  /** Frames handed over but not acknowledged go back to the queue (at-least-once). */
-  async #requeueUnacked(): Promise<void> {
+  /**
+   * Frames handed over but not acknowledged go back to the queue (at-least-once). True when
+   * anything went back.
+   */
+  async #requeueUnacked(): Promise<boolean> {
     const { storage, config, metrics } = this.node.ctx;
     await this.#ackChain;
     await this.#markChain;
@@ -766,7 +771,9 @@ export class Connection {
       : 0;
     if (live.length > 0 || released > 0 || claimed > 0) {
       this.log.info("unacknowledged frames requeued", { live: live.length, released });
+      return true;
     }
+    return false;
   }
 }
 

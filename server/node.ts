@@ -448,7 +448,12 @@ export class RelayNode {
   /** Writes the envelope durably, then wakes whichever session holds the device. */
   async #enqueueOffline(member: string, item: RoutedItem): Promise<void> {
     await this.#batcher.add(member, item);
-    const nudge = this.#nudgeHolder(member).finally(() => this.#nudging.delete(nudge));
+    this.wakeHolder(member);
+  }
+
+  /** Envelopes for a device were queued (or a closed session put its frames back): wake its holder. */
+  wakeHolder(deviceId: string): void {
+    const nudge = this.#nudgeHolder(deviceId).finally(() => this.#nudging.delete(nudge));
     this.#nudging.add(nudge);
   }
 

@@ -164,6 +164,58 @@ for (const kind of storageKinds()) {
       logs.stop();
     }
   });
+
+  Deno.test({
+    name: `frames an old session put back reach the device's newer session elsewhere (${label})`,
+    sanitizeResources: true,
+    sanitizeOps: true,
+  }, async () => {
+    const logs = new LogCapture().start();
+    const { storage, close } = await openTestStorage(kind);
+    const config = testConfig();
+    const configB = testConfig();
+    configB.crypto = config.crypto;
+    const nodeA = await startServer(config, { storage });
+    const nodeB = await startServer(configB, { storage });
+    const clients: TestClient[] = [];
+    try {
+      const aliceId = uid("rq-alice");
+      const bobId = uid("rq-bob");
+      const bobKeys = generateKeypair();
+      const alice = await TestClient.connect(clientOptions(nodeA, config, aliceId));
+      clients.push(alice);
+      const oldBob = await TestClient.connect(
+        clientOptions(nodeA, config, bobId, { keypair: bobKeys, autoAck: false }),
+      );
+      clients.push(oldBob);
+      assert.equal((await alice.join(63, [bobId])).type, FrameType.Ack);
+      assert.equal((await oldBob.join(63, [aliceId])).type, FrameType.Ack);
+
+      // The old session gets the frame live and never acknowledges it.
+      const seq = alice.msg(63, "handed over, never acknowledged");
+      assert.equal((await alice.reply(seq)).type, FrameType.Ack);
+      assert.equal(text(await oldBob.nextOfType(FrameType.Msg)), "handed over, never acknowledged");
+
+      // Bob comes back on node B while the old session still holds the frame: the new session's
+      // replay finds an empty queue.
+      const newBob = await TestClient.connect(
+        clientOptions(nodeB, configB, bobId, { keypair: bobKeys }),
+      );
+      clients.push(newBob);
+      assert.equal((await storage.relay.depth(bobId)).depth, 0);
+
+      // The old session ends and puts the frame back; its node wakes the newer session.
+      await oldBob.close();
+      const again = await newBob.nextOfType(FrameType.Msg, 10_000);
+      assert.equal(text(again), "handed over, never acknowledged");
+    } finally {
+      for (const c of clients) await c.close();
+      await nodeA.stop();
+      await nodeB.stop();
+      await close();
+      logs.stop();
+    }
+  });
 }
 
 if (realServices() === null) {
@@ -171,6 +223,7 @@ if (realServices() === null) {
     const name of [
       "a frame for a device on a node that died is not lost (Postgres + Redis)",
       "a reader that stops reading is disconnected and loses nothing (Postgres + Redis)",
+      "frames an old session put back reach the device's newer session elsewhere (Postgres + Redis)",
     ]
   ) {
     Deno.test({ name, ignore: true, fn() {} });
