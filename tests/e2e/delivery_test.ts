@@ -18,6 +18,7 @@ import {
   testConfig,
   uid,
   waitFor,
+  withSharedNodes,
 } from "../server/helpers/server.ts";
 
 const text = (f: Frame) => new TextDecoder().decode(f.payload);
@@ -29,21 +30,13 @@ for (const kind of storageKinds()) {
     name: `a frame for a device on a node that died is not lost (${label})`,
     sanitizeResources: true,
     sanitizeOps: true,
-  }, async () => {
-    const logs = new LogCapture().start();
-    const { storage, close } = await openTestStorage(kind);
-    const config = testConfig();
-    const configB = testConfig();
-    configB.crypto = config.crypto;
-    const nodeA = await startServer(config, { storage });
-    const nodeB = await startServer(configB, { storage });
-    const clients: TestClient[] = [];
-    try {
+  }, () =>
+    withSharedNodes(kind, 2, async ({ nodes, storage, track }) => {
+      const [{ server: nodeA, config }, { server: nodeB, config: configB }] = nodes;
       const aliceId = uid("dn-alice");
       const bobId = uid("dn-bob");
       const bobKeys = generateKeypair();
-      const alice = await TestClient.connect(clientOptions(nodeA, config, aliceId));
-      clients.push(alice);
+      const alice = track(await TestClient.connect(clientOptions(nodeA, config, aliceId)));
       assert.equal((await alice.join(61, [bobId])).type, FrameType.Ack);
 
       // The state a crashed node leaves: bob's route still names it (until presence_ttl), and
@@ -64,10 +57,11 @@ for (const kind of storageKinds()) {
       assert.equal((await storage.relay.depth(bobId)).depth, 2);
 
       // Bob comes back on a live node (either works: both replay the shared queue).
-      const bob = await TestClient.connect(
-        clientOptions(nodeB, configB, bobId, { keypair: bobKeys }),
+      const bob = track(
+        await TestClient.connect(
+          clientOptions(nodeB, configB, bobId, { keypair: bobKeys }),
+        ),
       );
-      clients.push(bob);
       const first = await bob.nextOfType(FrameType.Msg);
       const second = await bob.nextOfType(FrameType.Msg);
       assert.deepEqual([text(first), text(second)], [
@@ -82,14 +76,7 @@ for (const kind of storageKinds()) {
       assert.equal(text(await bob.nextOfType(FrameType.Msg)), "live across nodes");
       await waitFor(async () => (await storage.relay.depth(bobId)).depth === 0);
       assert.ok(nodeB.metricsSnapshot().busMessages > 0);
-    } finally {
-      for (const c of clients) await c.close();
-      await nodeA.stop();
-      await nodeB.stop();
-      await close();
-      logs.stop();
-    }
-  });
+    }));
 
   Deno.test({
     name: `a reader that stops reading is disconnected and loses nothing (${label})`,
@@ -169,25 +156,18 @@ for (const kind of storageKinds()) {
     name: `frames an old session put back reach the device's newer session elsewhere (${label})`,
     sanitizeResources: true,
     sanitizeOps: true,
-  }, async () => {
-    const logs = new LogCapture().start();
-    const { storage, close } = await openTestStorage(kind);
-    const config = testConfig();
-    const configB = testConfig();
-    configB.crypto = config.crypto;
-    const nodeA = await startServer(config, { storage });
-    const nodeB = await startServer(configB, { storage });
-    const clients: TestClient[] = [];
-    try {
+  }, () =>
+    withSharedNodes(kind, 2, async ({ nodes, storage, track }) => {
+      const [{ server: nodeA, config }, { server: nodeB, config: configB }] = nodes;
       const aliceId = uid("rq-alice");
       const bobId = uid("rq-bob");
       const bobKeys = generateKeypair();
-      const alice = await TestClient.connect(clientOptions(nodeA, config, aliceId));
-      clients.push(alice);
-      const oldBob = await TestClient.connect(
-        clientOptions(nodeA, config, bobId, { keypair: bobKeys, autoAck: false }),
+      const alice = track(await TestClient.connect(clientOptions(nodeA, config, aliceId)));
+      const oldBob = track(
+        await TestClient.connect(
+          clientOptions(nodeA, config, bobId, { keypair: bobKeys, autoAck: false }),
+        ),
       );
-      clients.push(oldBob);
       assert.equal((await alice.join(63, [bobId])).type, FrameType.Ack);
       assert.equal((await oldBob.join(63, [aliceId])).type, FrameType.Ack);
 
@@ -198,24 +178,18 @@ for (const kind of storageKinds()) {
 
       // Bob comes back on node B while the old session still holds the frame: the new session's
       // replay finds an empty queue.
-      const newBob = await TestClient.connect(
-        clientOptions(nodeB, configB, bobId, { keypair: bobKeys }),
+      const newBob = track(
+        await TestClient.connect(
+          clientOptions(nodeB, configB, bobId, { keypair: bobKeys }),
+        ),
       );
-      clients.push(newBob);
       assert.equal((await storage.relay.depth(bobId)).depth, 0);
 
       // The old session ends and puts the frame back; its node wakes the newer session.
       await oldBob.close();
       const again = await newBob.nextOfType(FrameType.Msg, 10_000);
       assert.equal(text(again), "handed over, never acknowledged");
-    } finally {
-      for (const c of clients) await c.close();
-      await nodeA.stop();
-      await nodeB.stop();
-      await close();
-      logs.stop();
-    }
-  });
+    }));
 }
 
 if (realServices() === null) {

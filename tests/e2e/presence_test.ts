@@ -9,14 +9,11 @@ import assert from "node:assert/strict";
 import { type Frame, FrameType } from "../../protocol/frame.ts";
 import { clientOptions, TestClient } from "../server/helpers/client.ts";
 import {
-  LogCapture,
-  openTestStorage,
   realServices,
-  startServer,
   storageKinds,
-  testConfig,
   uid,
   waitFor,
+  withSharedNodes,
 } from "../server/helpers/server.ts";
 
 type PresenceJson = { channel?: number; peer?: string; state?: string; candidate?: string };
@@ -46,28 +43,20 @@ for (const kind of storageKinds()) {
     name: `presence reaches channel peers, on one node and across nodes (${label})`,
     sanitizeResources: true,
     sanitizeOps: true,
-  }, async (t) => {
-    const logs = new LogCapture().start();
-    const { storage, close } = await openTestStorage(kind);
-    const config = testConfig();
-    const config2 = testConfig();
-    config2.crypto = config.crypto;
-    const node1 = await startServer(config, { storage });
-    const node2 = await startServer(config2, { storage });
-    const clients: TestClient[] = [];
-    const connect = async (on: 1 | 2, id: string) => {
-      const c = await TestClient.connect(
-        on === 1 ? clientOptions(node1, config, id) : clientOptions(node2, config2, id),
-      );
-      clients.push(c);
-      return c;
-    };
-    const aId = uid("pr-alice");
-    const bId = uid("pr-bob");
-    const cId = uid("pr-carol");
-    const ch = 4100 + Math.floor(Math.random() * 1000);
-    const ch2 = ch + 1000;
-    try {
+  }, (t) =>
+    withSharedNodes(kind, 2, async ({ nodes, storage, track }) => {
+      const [{ server: node1, config }, { server: node2, config: config2 }] = nodes;
+      const connect = async (on: 1 | 2, id: string) =>
+        track(
+          await TestClient.connect(
+            on === 1 ? clientOptions(node1, config, id) : clientOptions(node2, config2, id),
+          ),
+        );
+      const aId = uid("pr-alice");
+      const bId = uid("pr-bob");
+      const cId = uid("pr-carol");
+      const ch = 4100 + Math.floor(Math.random() * 1000);
+      const ch2 = ch + 1000;
       let a!: TestClient;
 
       await t.step("a peer coming online is announced to the channel", async () => {
@@ -124,14 +113,7 @@ for (const kind of storageKinds()) {
         // Presence is never queued: nothing waits for the offline device.
         assert.equal((await storage.relay.depth(cId)).depth, 0);
       });
-    } finally {
-      for (const c of clients) await c.close();
-      await node2.stop();
-      await node1.stop();
-      await close();
-      logs.stop();
-    }
-  });
+    }));
 }
 
 if (realServices() === null) {

@@ -47,6 +47,19 @@ function pair(): { a: TestDomain; b: TestDomain; close: () => Promise<void> } {
   return { a, b, close: async () => void await Promise.all([a.close(), b.close()]) };
 }
 
+/** Takes b.test's listener down, then queues one MSG from a's alice for bob@b.test. */
+async function sendWhileDown(a: TestDomain, b: TestDomain, text: string): Promise<void> {
+  await b.server!.shutdown();
+  b.server = null;
+  await a.fed.send({
+    channel: 1,
+    sequence: 1,
+    frame: msg(text),
+    sender: "alice",
+    target: "bob@b.test",
+  });
+}
+
 /**
  * A third domain, c.test, that knows a.test statically while a.test has it in its database as
  * pending; then one MSG from a's alice queued for carol@c.test.
@@ -182,15 +195,7 @@ Deno.test("a frame sent from a.test arrives on b.test with its sender and bytes"
 Deno.test("a peer that is down is retried with backoff and gets the event when it comes up", async () => {
   const { a, b, close } = pair();
   try {
-    await b.server!.shutdown();
-    b.server = null;
-    await a.fed.send({
-      channel: 1,
-      sequence: 1,
-      frame: msg("later"),
-      sender: "alice",
-      target: "bob@b.test",
-    });
+    await sendWhileDown(a, b, "later");
     assert.equal(await a.fed.deliverDue(), 1);
     const entry = a.outbox.entries[0];
     assert.equal(entry.attempts, 1);
@@ -212,15 +217,7 @@ Deno.test("a peer that is down is retried with backoff and gets the event when i
 Deno.test("an event retried hours later is re-stamped and still passes the skew check", async () => {
   const { a, b, close } = pair();
   try {
-    await b.server!.shutdown();
-    b.server = null;
-    await a.fed.send({
-      channel: 1,
-      sequence: 1,
-      frame: msg("old"),
-      sender: "alice",
-      target: "bob@b.test",
-    });
+    await sendWhileDown(a, b, "old");
     await a.fed.deliverDue();
     b.listen(Number(new URL(a.outbox.entries[0].endpoint).port));
     // Both clocks move on together: the queued event is three hours old.

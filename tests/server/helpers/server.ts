@@ -136,3 +136,45 @@ export async function waitFor(
     await new Promise((r) => setTimeout(r, 25));
   }
 }
+
+/** A node of {@link withSharedNodes}: its handle and the config it was started with. */
+export interface TestNode {
+  server: ServerHandle;
+  config: Config;
+}
+
+/**
+ * Runs `body` against `count` nodes sharing one storage and one server key (as nodes of one
+ * deployment do), with log capture; every node, tracked client, the storage and the capture are
+ * closed afterwards, whatever `body` did.
+ */
+export async function withSharedNodes(
+  kind: StorageKind,
+  count: number,
+  body: (ctx: {
+    nodes: TestNode[];
+    storage: Storage;
+    logs: LogCapture;
+    /** Registers a client to be closed at the end; returns it. */
+    track: <C extends { close(): Promise<void> }>(client: C) => C;
+  }) => Promise<void>,
+  overrides: Parameters<typeof testConfig>[0] = {},
+): Promise<void> {
+  const logs = new LogCapture().start();
+  const { storage, close } = await openTestStorage(kind);
+  const nodes: TestNode[] = [];
+  const clients: { close(): Promise<void> }[] = [];
+  try {
+    for (let i = 0; i < count; i++) {
+      const config = testConfig(overrides);
+      if (nodes.length > 0) config.crypto = nodes[0].config.crypto;
+      nodes.push({ server: await startServer(config, { storage }), config });
+    }
+    await body({ nodes, storage, logs, track: (c) => (clients.push(c), c) });
+  } finally {
+    for (const c of clients) await c.close();
+    for (const node of nodes.reverse()) await node.server.stop();
+    await close();
+    logs.stop();
+  }
+}
