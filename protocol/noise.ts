@@ -4,7 +4,10 @@
  *
  * Primitives come from `protocol/crypto.ts` (library backends only). CommuCat uses XK and IK
  * (ccp1.md §3); the other interactive fundamental patterns are here because the state machine is
- * generic and the shared test vectors cover NN, NK, KK and XX too.
+ * generic and the shared test vectors cover NN, NK, KK and XX too. The one-way patterns N, K and
+ * X (spec §7.4) seal a single message to a recipient's static key: the client's sealed envelopes
+ * wrap content keys with X, and `rotate_key` proves a new device key with an X message
+ * ({@link writeOneWayX} / {@link readOneWayX}).
  *
  * @module
  */
@@ -322,8 +325,14 @@ export interface PatternDefinition {
   readonly messages: readonly (readonly Token[])[];
 }
 
-/** The interactive fundamental patterns of spec §7.4/7.5. */
+/**
+ * The one-way patterns of spec §7.4 (one message, initiator → responder; the responder's static
+ * key is known in advance) and the interactive fundamental patterns of spec §7.5.
+ */
 export const PATTERNS = {
+  N: { preInitiator: [], preResponder: ["s"], messages: [["e", "es"]] },
+  K: { preInitiator: ["s"], preResponder: ["s"], messages: [["e", "es", "ss"]] },
+  X: { preInitiator: [], preResponder: ["s"], messages: [["e", "es", "s", "ss"]] },
   NN: { preInitiator: [], preResponder: [], messages: [["e"], ["e", "ee"]] },
   NK: { preInitiator: [], preResponder: ["s"], messages: [["e", "es"], ["e", "ee"]] },
   NX: { preInitiator: [], preResponder: [], messages: [["e"], ["e", "ee", "s", "es"]] },
@@ -364,6 +373,9 @@ export const PATTERNS = {
 
 /** Names of the supported handshake patterns. */
 export type PatternName = keyof typeof PATTERNS;
+
+/** The one-way patterns: after the handshake only the initiator sends. */
+export const ONE_WAY_PATTERNS: ReadonlySet<PatternName> = new Set(["N", "K", "X"]);
 
 /** A local key: raw bytes, or a backend key from `backend.x25519.fromPrivate` (no re-import). */
 export type LocalKey = Keypair | DhKey;
@@ -681,11 +693,12 @@ export class HandshakeState {
     shared.fill(0);
   }
 
-  /**
-   * The transport CipherStates from this side's point of view. Only once, after the last
-   * handshake message.
-   */
-  split(): { send: CipherState; recv: CipherState } {
+  /** True for N, K and X: one handshake message, then a one-way stream initiator → responder. */
+  get oneWay(): boolean {
+    return ONE_WAY_PATTERNS.has(this.pattern);
+  }
+
+  #splitStates(): [CipherState, CipherState] {
     if (this.#failed) throw new NoiseError("state", "handshake failed; split refused");
     if (!this.isComplete()) {
       throw new NoiseError(
@@ -695,10 +708,104 @@ export class HandshakeState {
     }
     if (this.#split) throw new NoiseError("state", "split already called");
     this.#split = true;
-    const [c1, c2] = this.#ss.split();
+    const states = this.#ss.split();
     this.#e = null;
+    return states;
+  }
+
+  /**
+   * The transport CipherStates from this side's point of view. Only once, after the last
+   * handshake message, and only for interactive patterns (one-way ones use {@link splitOneWay}).
+   */
+  split(): { send: CipherState; recv: CipherState } {
+    if (this.oneWay) {
+      throw new NoiseError(
+        "state",
+        `pattern ${this.pattern} is one-way: use splitOneWay() (the responder never sends)`,
+      );
+    }
+    const [c1, c2] = this.#splitStates();
     return this.initiator ? { send: c1, recv: c2 } : { send: c2, recv: c1 };
   }
+
+  /**
+   * The one transport CipherState of a one-way pattern (spec §7.4): the initiator's sending
+   * state, or the responder's receiving state (the first CipherState of the split; the second
+   * is wiped). Only once, after the handshake message.
+   */
+  splitOneWay(): CipherState {
+    if (!this.oneWay) {
+      throw new NoiseError(
+        "state",
+        `pattern ${this.pattern} is interactive: use split()`,
+      );
+    }
+    const [c1, c2] = this.#splitStates();
+    c2.destroy();
+    return c1;
+  }
+}
+
+/** What {@link readOneWayX} learned from an X message. */
+export interface OneWayXResult {
+  /** The sender's static public key, authenticated by the message (the `ss` token). */
+  senderStatic: Uint8Array;
+  /** The decrypted payload. */
+  payload: Uint8Array;
+  /** The handshake hash after the message (binds prologue, keys and payload). */
+  handshakeHash: Uint8Array;
+}
+
+/**
+ * Writes one `Noise_X_25519_ChaChaPoly_BLAKE2s` message from `sender` (a static key pair) to the
+ * recipient's static public key, binding `prologue` and carrying `payload` encrypted. The
+ * message is 96 + payload length + 16 bytes: e ‖ ENC(s) ‖ ENC(payload). Only the holder of the
+ * recipient's private key can read it, and reading it proves the sender held `sender`'s private
+ * key (no forward secrecy for the sender's key: X is a static-key seal).
+ *
+ * `e` fixes the ephemeral key (deterministic tests only).
+ */
+export function writeOneWayX(options: {
+  sender: LocalKey;
+  recipient: Uint8Array;
+  prologue: Uint8Array;
+  payload: Uint8Array;
+  e?: LocalKey;
+  backend?: CryptoBackend;
+}): Uint8Array {
+  const hs = new HandshakeState({
+    pattern: "X",
+    initiator: true,
+    prologue: options.prologue,
+    s: options.sender,
+    rs: options.recipient,
+    e: options.e,
+    backend: options.backend,
+  });
+  return hs.writeMessage(options.payload);
+}
+
+/**
+ * Reads one `Noise_X_25519_ChaChaPoly_BLAKE2s` message addressed to `recipient` (its static key
+ * pair) with the same `prologue` the sender used. Throws {@link NoiseError}: "length" when
+ * truncated, "decrypt" when altered, addressed to another key or bound to another prologue,
+ * "key" when the message carries a low-order point.
+ */
+export function readOneWayX(options: {
+  recipient: LocalKey;
+  prologue: Uint8Array;
+  message: Uint8Array;
+  backend?: CryptoBackend;
+}): OneWayXResult {
+  const hs = new HandshakeState({
+    pattern: "X",
+    initiator: false,
+    prologue: options.prologue,
+    s: options.recipient,
+    backend: options.backend,
+  });
+  const payload = hs.readMessage(options.message);
+  return { senderStatic: hs.remoteStatic!, payload, handshakeHash: hs.getHandshakeHash() };
 }
 
 function checkPublic(key: Uint8Array, what: string): Uint8Array {

@@ -6,6 +6,7 @@ import {
   MAX_MESSAGE_LENGTH,
   MAX_PLAINTEXT_LENGTH,
   NoiseError,
+  ONE_WAY_PATTERNS,
   type PatternName,
   PATTERNS,
 } from "../../protocol/noise.ts";
@@ -106,8 +107,15 @@ for (const pattern of Object.keys(PATTERNS) as PatternName[]) {
     const p = pair(pattern);
     complete(p);
     assert.deepEqual(p.init.getHandshakeHash(), p.resp.getHandshakeHash());
-    const a = p.init.split(), b = p.resp.split();
     const m = te.encode("hello");
+    if (ONE_WAY_PATTERNS.has(pattern)) {
+      assert.throws(() => p.init.split(), isNoiseError("state", /one-way/));
+      const send = p.init.splitOneWay(), recv = p.resp.splitOneWay();
+      assert.deepEqual(recv.decrypt(send.encrypt(m)), m);
+      return;
+    }
+    assert.throws(() => p.init.splitOneWay(), isNoiseError("state", /interactive/));
+    const a = p.init.split(), b = p.resp.split();
     assert.deepEqual(b.recv.decrypt(a.send.encrypt(m)), m);
     assert.deepEqual(a.recv.decrypt(b.send.encrypt(m)), m);
   });
