@@ -443,6 +443,29 @@ export interface Route {
   sessionId: string;
 }
 
+/**
+ * A leaky bucket (GCRA): up to `burst` units at once, one unit drains every `intervalMs`
+ * (so a steady `1000 / intervalMs` units per second).
+ */
+export interface RateRule {
+  burst: number;
+  intervalMs: number;
+}
+
+/** What a rate check answered: allowed, or how long until the units would be. */
+export interface RateVerdict {
+  allowed: boolean;
+  /** Milliseconds until the same request would be allowed (0 when allowed). */
+  retryAfterMs: number;
+}
+
+/** One entry of an event stream (the bus's second chance). */
+export interface StreamEvent {
+  /** Stream position, increasing within a stream (`<ms>-<n>`). */
+  id: string;
+  message: Uint8Array;
+}
+
 /** Redis or in-memory; nothing durable lives here. Failures throw RedisFailure. */
 export interface EphemeralStore {
   readonly kind: "redis" | "memory";
@@ -463,6 +486,18 @@ export interface EphemeralStore {
   ): Promise<() => Promise<void>>;
   publishControl(event: ControlEvent): Promise<void>;
   subscribeControl(onEvent: (event: ControlEvent) => void): Promise<() => Promise<void>>;
+  /**
+   * Takes `cost` units from the bucket named `key` (shared by every store on the same Redis
+   * or hub). Cost 0 only checks whether one unit would be allowed now and changes nothing; a
+   * cost above the burst takes the whole burst.
+   */
+  consumeRate(key: string, rule: RateRule, cost: number): Promise<RateVerdict>;
+  /** Appends to an event stream that keeps about its last `maxLength` entries; returns the id. */
+  appendEvent(stream: string, message: Uint8Array, maxLength: number): Promise<string>;
+  /** Up to `count` entries after position `after` ("0" for the oldest kept), oldest first. */
+  readEvents(stream: string, after: string, count: number): Promise<StreamEvent[]>;
+  /** The position of the newest entry ("0" when the stream is empty or gone). */
+  lastEventId(stream: string): Promise<string>;
   ping(): Promise<void>;
   close(): Promise<void>;
 }

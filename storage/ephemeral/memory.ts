@@ -5,24 +5,40 @@
  * bus messages are delivered asynchronously (microtasks, FIFO) like Redis pub/sub would.
  */
 import { RedisFailure } from "../errors.ts";
-import type { ControlEvent, EphemeralStore, Presence, Route } from "../types.ts";
+import type {
+  ControlEvent,
+  EphemeralStore,
+  Presence,
+  RateRule,
+  RateVerdict,
+  Route,
+  StreamEvent,
+} from "../types.ts";
 import {
   checkChannel,
   checkDeviceId,
   checkMessage,
   checkPresence,
+  checkRate,
+  checkRateKey,
   checkRoute,
+  checkStream,
+  checkStreamId,
+  compareStreamIds,
   CONTROL_CHANNEL,
   controlHandler,
   defaultWarn,
   deliver,
   encodeControl,
   type EphemeralOptions,
+  gcra,
   interruptKey,
   parsePresence,
   parseRoute,
   presenceKey,
+  rateKey,
   routeKey,
+  streamKey,
   ttlSeconds,
 } from "./shared.ts";
 
@@ -36,6 +52,7 @@ type Handler = (message: Uint8Array) => void;
 export class MemoryHub {
   readonly #keys = new Map<string, { value: string; expiresAt: number }>();
   readonly #channels = new Map<string, Set<Handler>>();
+  readonly #streams = new Map<string, { entries: StreamEvent[]; lastMs: number; seq: number }>();
   #writesSinceSweep = 0;
 
   get(key: string, now = Date.now()): string | null {
@@ -75,6 +92,48 @@ export class MemoryHub {
   size(): number {
     this.sweep();
     return this.#keys.size;
+  }
+
+  /** XADD with MAXLEN: ids are `<ms>-<n>`, increasing even if the clock steps back. */
+  append(stream: string, message: Uint8Array, maxLength: number): string {
+    let s = this.#streams.get(stream);
+    if (s === undefined) this.#streams.set(stream, s = { entries: [], lastMs: 0, seq: 0 });
+    const now = Date.now();
+    if (now > s.lastMs) {
+      s.lastMs = now;
+      s.seq = 0;
+    } else {
+      s.seq++;
+    }
+    const id = `${s.lastMs}-${s.seq}`;
+    s.entries.push({ id, message: message.slice() });
+    if (s.entries.length > maxLength) s.entries.splice(0, s.entries.length - maxLength);
+    return id;
+  }
+
+  /** XRANGE (after, +] COUNT count. */
+  read(stream: string, after: string, count: number): StreamEvent[] {
+    const s = this.#streams.get(stream);
+    if (s === undefined) return [];
+    const out: StreamEvent[] = [];
+    for (const entry of s.entries) {
+      if (out.length >= count) break;
+      if (compareStreamIds(entry.id, after) > 0) {
+        out.push({ id: entry.id, message: entry.message.slice() });
+      }
+    }
+    return out;
+  }
+
+  lastId(stream: string): string {
+    const entries = this.#streams.get(stream)?.entries;
+    return entries && entries.length > 0 ? entries[entries.length - 1].id : "0";
+  }
+
+  /** Forget every key and stream, as a restarted Redis without persistence would (tests). */
+  flush(): void {
+    this.#keys.clear();
+    this.#streams.clear();
   }
 
   addHandler(channel: string, handler: Handler): void {
@@ -215,6 +274,42 @@ export class MemoryEphemeralStore implements EphemeralStore {
 
   subscribeControl(onEvent: (event: ControlEvent) => void): Promise<() => Promise<void>> {
     return this.subscribe(CONTROL_CHANNEL, controlHandler(onEvent, this.#warn));
+  }
+
+  consumeRate(key: string, rule: RateRule, cost: number): Promise<RateVerdict> {
+    return this.#run(() => {
+      checkRateKey(key);
+      const units = checkRate(rule, cost);
+      const full = rateKey(this.#prefix, key);
+      const now = Date.now();
+      const stored = this.#hub.get(full, now);
+      const step = gcra(stored === null ? null : Number(stored), now, rule, units);
+      if (step.tat !== null) this.#hub.set(full, String(step.tat), (step.tat - now) / 1000);
+      return step.verdict;
+    });
+  }
+
+  appendEvent(stream: string, message: Uint8Array, maxLength: number): Promise<string> {
+    return this.#run(() => {
+      checkStream(stream, maxLength);
+      checkMessage(message);
+      return this.#hub.append(streamKey(this.#prefix, stream), message, maxLength);
+    });
+  }
+
+  readEvents(stream: string, after: string, count: number): Promise<StreamEvent[]> {
+    return this.#run(() => {
+      checkStream(stream, count);
+      checkStreamId(after);
+      return this.#hub.read(streamKey(this.#prefix, stream), after, count);
+    });
+  }
+
+  lastEventId(stream: string): Promise<string> {
+    return this.#run(() => {
+      checkStream(stream);
+      return this.#hub.lastId(streamKey(this.#prefix, stream));
+    });
   }
 
   ping(): Promise<void> {

@@ -11,13 +11,25 @@
 import { Redis, type RedisOptions } from "ioredis";
 import { Buffer } from "node:buffer";
 import { InvalidValue, RedisFailure } from "../errors.ts";
-import type { ControlEvent, EphemeralStore, Presence, Route } from "../types.ts";
+import type {
+  ControlEvent,
+  EphemeralStore,
+  Presence,
+  RateRule,
+  RateVerdict,
+  Route,
+  StreamEvent,
+} from "../types.ts";
 import {
   checkChannel,
   checkDeviceId,
   checkMessage,
   checkPresence,
+  checkRate,
+  checkRateKey,
   checkRoute,
+  checkStream,
+  checkStreamId,
   CONTROL_CHANNEL,
   controlHandler,
   defaultWarn,
@@ -28,7 +40,9 @@ import {
   parsePresence,
   parseRoute,
   presenceKey,
+  rateKey,
   routeKey,
+  streamKey,
   ttlSeconds,
 } from "./shared.ts";
 
@@ -36,6 +50,8 @@ import {
 export const CONNECT_TIMEOUT_MS = 2000;
 /** How long one command may wait for its reply. */
 export const COMMAND_TIMEOUT_MS = 2000;
+/** An event stream nobody appended to for this long is dropped by Redis (readers start over). */
+export const STREAM_IDLE_MS = 3_600_000;
 /** Upper bound of the pause between reconnection attempts. */
 const MAX_RECONNECT_DELAY_MS = 2000;
 
@@ -48,6 +64,28 @@ if ok and type(route) == 'table' and route.sessionId == ARGV[1] then
   return redis.call('DEL', KEYS[1])
 end
 return 0`;
+
+/**
+ * One GCRA step on Redis's clock (the arithmetic of gcra() in shared.ts), atomic per key.
+ * KEYS[1] the bucket; ARGV interval ms, burst, cost (0: check only). Returns {allowed, retry ms}.
+ */
+const RATE_LUA = `
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+if tat < now then tat = now end
+local units = cost
+if units == 0 then units = 1 end
+local nxt = tat + units * interval
+local allow_at = nxt - burst * interval
+if allow_at > now then return {0, math.ceil(allow_at - now)} end
+if cost > 0 then
+  redis.call('SET', KEYS[1], string.format('%.3f', nxt), 'PX', math.max(1, math.ceil(nxt - now)))
+end
+return {1, 0}`;
 
 type Handler = (message: Uint8Array) => void;
 
@@ -445,6 +483,61 @@ export class RedisEphemeralStore implements EphemeralStore {
         if (link.ready) link.client.disconnect(true);
       }
     }).catch(() => {});
+  }
+
+  async consumeRate(key: string, rule: RateRule, cost: number): Promise<RateVerdict> {
+    checkRateKey(key);
+    const units = checkRate(rule, cost);
+    const full = rateKey(this.#prefix, key);
+    const reply = await this.#command(
+      "rate limit",
+      (c) => c.eval(RATE_LUA, 1, full, rule.intervalMs, rule.burst, units) as Promise<number[]>,
+    );
+    return { allowed: Number(reply[0]) === 1, retryAfterMs: Number(reply[1]) };
+  }
+
+  async appendEvent(stream: string, message: Uint8Array, maxLength: number): Promise<string> {
+    checkStream(stream, maxLength);
+    checkMessage(message);
+    const key = streamKey(this.#prefix, stream);
+    const bytes = Buffer.from(message);
+    const id = await this.#command("append event", async (c) => {
+      const replies = await c.multi()
+        .xadd(key, "MAXLEN", "~", String(maxLength), "*", "m", bytes)
+        .pexpire(key, STREAM_IDLE_MS)
+        .exec();
+      const failed = replies?.find(([err]) => err !== null);
+      if (!replies || failed) throw failed?.[0] ?? new Error("transaction aborted");
+      return replies[0][1];
+    });
+    return String(id);
+  }
+
+  async readEvents(stream: string, after: string, count: number): Promise<StreamEvent[]> {
+    checkStream(stream, count);
+    checkStreamId(after);
+    const key = streamKey(this.#prefix, stream);
+    const rows = await this.#command(
+      "read events",
+      (c) => c.xrangeBuffer(key, `(${after}`, "+", "COUNT", count),
+    );
+    const out: StreamEvent[] = [];
+    for (const [id, fields] of rows) {
+      const at = fields.findIndex((f, i) => i % 2 === 0 && f.toString() === "m");
+      if (at < 0) continue;
+      out.push({ id: id.toString(), message: new Uint8Array(fields[at + 1]) });
+    }
+    return out;
+  }
+
+  async lastEventId(stream: string): Promise<string> {
+    checkStream(stream);
+    const key = streamKey(this.#prefix, stream);
+    const rows = await this.#command(
+      "last event",
+      (c) => c.xrevrange(key, "+", "-", "COUNT", 1),
+    );
+    return rows.length > 0 ? rows[0][0] : "0";
   }
 
   async ping(): Promise<void> {

@@ -3,7 +3,7 @@
  * checks, and the parsing of values read back (presence, route, control events).
  */
 import { InvalidValue } from "../errors.ts";
-import type { ControlEvent, PeerStatus, Presence, Route } from "../types.ts";
+import type { ControlEvent, PeerStatus, Presence, RateRule, RateVerdict, Route } from "../types.ts";
 
 /** The bus channel that carries control events between nodes (before any key prefix). */
 export const CONTROL_CHANNEL = "commucat:control";
@@ -20,6 +20,77 @@ export interface EphemeralOptions {
 export const presenceKey = (prefix: string, deviceId: string) => `${prefix}presence:${deviceId}`;
 export const routeKey = (prefix: string, deviceId: string) => `${prefix}route:${deviceId}`;
 export const interruptKey = (prefix: string, deviceId: string) => `${prefix}interrupt:${deviceId}`;
+export const rateKey = (prefix: string, key: string) => `${prefix}rate:${key}`;
+export const streamKey = (prefix: string, stream: string) => `${prefix}stream:${stream}`;
+
+/** Refuse a rate key that is not a short non-empty string. */
+export function checkRateKey(key: unknown): asserts key is string {
+  if (typeof key !== "string" || key.length === 0 || key.length > 1024) {
+    throw new InvalidValue("rate key", key, "a non-empty string of at most 1024 characters");
+  }
+}
+
+/** Refuse a rule or cost the bucket arithmetic cannot use. */
+export function checkRate(rule: RateRule, cost: unknown): number {
+  if (!Number.isInteger(rule?.burst) || rule.burst < 1 || rule.burst > 2 ** 40) {
+    throw new InvalidValue("rate burst", rule?.burst, "an integer ≥ 1");
+  }
+  if (
+    typeof rule.intervalMs !== "number" || !Number.isFinite(rule.intervalMs) ||
+    rule.intervalMs <= 0 || rule.intervalMs > 2 ** 40
+  ) {
+    throw new InvalidValue("rate interval", rule.intervalMs, "a positive number of milliseconds");
+  }
+  if (typeof cost !== "number" || !Number.isFinite(cost) || cost < 0) {
+    throw new InvalidValue("rate cost", cost, "a number ≥ 0");
+  }
+  return Math.min(cost, rule.burst);
+}
+
+/**
+ * One GCRA step. `tat` is the bucket's theoretical arrival time (ms, null when unknown or
+ * expired); returns the verdict and the new tat to store (null: store nothing). The Redis
+ * store runs the same arithmetic in Lua (RATE_LUA in redis.ts).
+ */
+export function gcra(
+  tat: number | null,
+  now: number,
+  rule: RateRule,
+  cost: number,
+): { verdict: RateVerdict; tat: number | null } {
+  const base = tat === null || tat < now ? now : tat;
+  const next = base + (cost === 0 ? 1 : cost) * rule.intervalMs;
+  const allowAt = next - rule.burst * rule.intervalMs;
+  if (allowAt > now) {
+    return { verdict: { allowed: false, retryAfterMs: Math.ceil(allowAt - now) }, tat: null };
+  }
+  return { verdict: { allowed: true, retryAfterMs: 0 }, tat: cost === 0 ? null : next };
+}
+
+/** Refuse a stream name or length bound that is not usable. */
+export function checkStream(stream: unknown, maxLength?: unknown): asserts stream is string {
+  checkChannel(stream);
+  if (maxLength !== undefined && (!Number.isInteger(maxLength) || (maxLength as number) < 1)) {
+    throw new InvalidValue("stream length", maxLength, "an integer ≥ 1");
+  }
+}
+
+/** Refuse a stream position that is not `<ms>` or `<ms>-<n>`. */
+export function checkStreamId(id: unknown): asserts id is string {
+  if (typeof id !== "string" || !/^\d{1,20}(-\d{1,20})?$/.test(id)) {
+    throw new InvalidValue("stream position", id, 'a stream id such as "0" or "1700000000000-0"');
+  }
+}
+
+/** Compares two stream ids (`<ms>-<n>`, a missing `-n` counting as 0). */
+export function compareStreamIds(a: string, b: string): number {
+  const [am, an = "0"] = a.split("-");
+  const [bm, bn = "0"] = b.split("-");
+  const ms = BigInt(am) - BigInt(bm);
+  if (ms !== 0n) return ms < 0n ? -1 : 1;
+  const n = BigInt(an) - BigInt(bn);
+  return n === 0n ? 0 : n < 0n ? -1 : 1;
+}
 
 /** Refuse an empty or non-string device id, naming the value. */
 export function checkDeviceId(deviceId: unknown): asserts deviceId is string {

@@ -328,4 +328,64 @@ export function registerEphemeralContract(
       await off();
     });
   });
+
+  test("rate buckets: a burst, then one unit per interval; cost 0 only checks", (h) =>
+    withStores(h, 2, async (a, b) => {
+      const rule = { burst: 3, intervalMs: 400 };
+      for (let i = 0; i < 3; i++) {
+        assert.deepEqual(await a.consumeRate("pair:x", rule, 1), {
+          allowed: true,
+          retryAfterMs: 0,
+        });
+      }
+      // The other store shares the bucket (what makes a limit hold across nodes).
+      const refused = await b.consumeRate("pair:x", rule, 1);
+      assert.equal(refused.allowed, false);
+      assert.ok(refused.retryAfterMs > 0 && refused.retryAfterMs <= 400, `${refused.retryAfterMs}`);
+      const check = await b.consumeRate("pair:x", rule, 0);
+      assert.equal(check.allowed, false);
+      // Another key is untouched; a cost above the burst takes the whole burst.
+      assert.equal((await a.consumeRate("pair:y", rule, 10)).allowed, true);
+      assert.equal((await a.consumeRate("pair:y", rule, 1)).allowed, false);
+      // A check on a fresh key allows and takes nothing.
+      assert.equal((await a.consumeRate("pair:z", rule, 0)).allowed, true);
+      for (let i = 0; i < 3; i++) {
+        assert.equal((await a.consumeRate("pair:z", rule, 1)).allowed, true);
+      }
+      await sleep(refused.retryAfterMs + 50);
+      assert.equal((await b.consumeRate("pair:x", rule, 1)).allowed, true);
+      assert.equal((await b.consumeRate("pair:x", rule, 1)).allowed, false);
+      await assert.rejects(a.consumeRate("", rule, 1), InvalidValue);
+      await assert.rejects(a.consumeRate("k", { burst: 0, intervalMs: 1 }, 1), InvalidValue);
+      await assert.rejects(a.consumeRate("k", rule, -1), InvalidValue);
+    }));
+
+  test("event streams: appended entries read back in order after a position, bounded", (h) =>
+    withStores(h, 2, async (a, b) => {
+      assert.equal(await a.lastEventId("ev"), "0");
+      assert.deepEqual(await a.readEvents("ev", "0", 10), []);
+      const ids: string[] = [];
+      for (let i = 0; i < 5; i++) ids.push(await a.appendEvent("ev", Uint8Array.of(i, 0xff), 1000));
+      const sorted = [...ids].sort((x, y) => {
+        const [xm, xn] = x.split("-").map(BigInt);
+        const [ym, yn] = y.split("-").map(BigInt);
+        return xm === ym ? Number(xn - yn) : Number(xm - ym);
+      });
+      assert.deepEqual(ids, sorted);
+      assert.equal(new Set(ids).size, 5);
+      assert.equal(await b.lastEventId("ev"), ids[4]);
+      const all = await b.readEvents("ev", "0", 10);
+      assert.deepEqual(all.map((e) => e.id), ids);
+      assert.deepEqual(all.map((e) => [...e.message]), [0, 1, 2, 3, 4].map((i) => [i, 0xff]));
+      const after = await b.readEvents("ev", ids[1], 2);
+      assert.deepEqual(after.map((e) => e.message[0]), [2, 3]);
+      assert.deepEqual(await b.readEvents("ev", ids[4], 10), []);
+      // Bounded: an exact bound in memory, about the bound in Redis (MAXLEN ~).
+      for (let i = 0; i < 300; i++) await a.appendEvent("ev-bounded", Uint8Array.of(i & 0xff), 50);
+      const kept = await a.readEvents("ev-bounded", "0", 1000);
+      assert.ok(kept.length >= 50 && kept.length < 300, `${kept.length} kept`);
+      assert.equal(kept[kept.length - 1].message[0], 299 & 0xff);
+      await assert.rejects(a.readEvents("ev", "not-an-id", 1), InvalidValue);
+      await assert.rejects(a.appendEvent("ev", Uint8Array.of(1), 0), InvalidValue);
+    }));
 }
