@@ -4,6 +4,7 @@
  * becomes a `UsageError`, which the entry point turns into exit code 2 and a one-line hint.
  */
 import { parseArgs } from "node:util";
+import { parseKeyText } from "../protocol/ids.ts";
 
 /** A mistake in how the command was typed (exit code 2). */
 export class UsageError extends Error {
@@ -131,18 +132,16 @@ export function intValue(
   );
 }
 
-/** Parses 64 hex characters into a 32-byte key. */
+/** Parses a 32-byte key: 64 hex characters, or base64 (the key rule of protocol/ids.ts). */
 export function hexKey(what: string, value: string, usage: string): Uint8Array {
-  const clean = value.trim().toLowerCase();
-  if (!/^[0-9a-f]{64}$/.test(clean)) {
+  const key = parseKeyText(value);
+  if (key === null) {
     throw new UsageError(
-      `invalid ${what} ${JSON.stringify(value)}: expected 64 hex characters (32 bytes)`,
+      `invalid ${what} ${JSON.stringify(value)}: expected 64 hex characters (32 bytes) or base64`,
       usage,
     );
   }
-  const out = new Uint8Array(32);
-  for (let i = 0; i < 32; i++) out[i] = parseInt(clean.slice(i * 2, i * 2 + 2), 16);
-  return out;
+  return key;
 }
 
 /** The flags every paged listing takes: --search, --limit, --cursor and --format. */

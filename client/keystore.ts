@@ -11,7 +11,7 @@
  */
 
 import { dirname, join } from "node:path";
-import { isValidId } from "../protocol/control.ts";
+import { ID_RULE, isId } from "../protocol/ids.ts";
 import { bytesEqual, generateKeypair, type Keypair, publicKeyOf } from "../protocol/crypto.ts";
 import { bytesToHex, hexToBytes, isHex } from "../protocol/hex.ts";
 
@@ -65,11 +65,8 @@ export async function loadOrCreateIdentity(
   file: string,
   deviceId?: string,
 ): Promise<DeviceIdentity> {
-  if (deviceId !== undefined && !isValidId(deviceId)) {
-    throw new KeystoreError(
-      `device id ${JSON.stringify(deviceId)} must be 1–128 characters: a letter or digit, ` +
-        "then letters, digits or . _ : @ + -",
-    );
+  if (deviceId !== undefined && !isId(deviceId)) {
+    throw new KeystoreError(`device id ${JSON.stringify(deviceId)} must be ${ID_RULE}`);
   }
   let text: string | null = null;
   try {
@@ -134,7 +131,7 @@ export function parseIdentity(text: string, file: string): DeviceIdentity {
   if (typeof data !== "object" || data === null || Array.isArray(data)) {
     throw new KeystoreError(`key file ${file} must hold a JSON object`);
   }
-  if (!isValidId(data.device_id)) {
+  if (!isId(data.device_id)) {
     throw new KeystoreError(`key file ${file}: device_id is missing or not a valid device id`);
   }
   if (!isHex(data.private_key, 32)) {

@@ -23,7 +23,6 @@
 import type { HelloUser, UserInfo } from "../protocol/control.ts";
 import {
   type HandshakePattern,
-  isValidId,
   parsePresence,
   SUPPORTED_PROTOCOL_VERSIONS,
 } from "../protocol/control.ts";
@@ -36,6 +35,7 @@ import {
   FrameType,
 } from "../protocol/frame.ts";
 import { hexToBytes, isHex } from "../protocol/hex.ts";
+import { ID_RULE, isId } from "../protocol/ids.ts";
 import { MAX_U32 } from "../protocol/varint.ts";
 import { CommuCatError, connectionClosed, toCommuCatError } from "./errors.ts";
 import { FrameReader, FrameWriter } from "./framing.ts";
@@ -845,10 +845,9 @@ function normalise(options: ConnectOptions): Settings {
   if (typeof options !== "object" || options === null) {
     throw new TypeError("connect: options must be an object");
   }
-  if (!isValidId(options.deviceId)) {
+  if (!isId(options.deviceId)) {
     throw new TypeError(
-      `connect: deviceId ${JSON.stringify(options.deviceId)} must be 1–128 characters: ` +
-        "a letter or digit, then letters, digits or . _ : @ + -",
+      `connect: deviceId ${JSON.stringify(options.deviceId)} must be ${ID_RULE}`,
     );
   }
   const kp = options.keypair;

@@ -3,6 +3,7 @@
  * returns a message naming the field and what was expected, never throws.
  */
 import type { DeviceStatus, PeerStatus } from "../storage/types.ts";
+import { parseKeyText, toDomain } from "../protocol/ids.ts";
 
 export const DEVICE_STATUSES: DeviceStatus[] = ["pending", "active", "revoked"];
 export const PEER_STATUSES: PeerStatus[] = ["active", "pending", "blocked"];
@@ -64,8 +65,6 @@ export function timeInputValue(d: Date | null): string {
   return d ? d.toISOString().slice(0, 16) : "";
 }
 
-const DOMAIN = /^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$/;
-
 export interface PeerForm {
   domain: string;
   endpoint: string;
@@ -80,32 +79,14 @@ export interface ParsedPeer {
   status: PeerStatus;
 }
 
-/** Decodes a 32-byte key given as 64 hex digits or base64 / base64url. */
-export function parseKey(text: string): Uint8Array | null {
-  const t = text.trim();
-  if (/^[0-9a-fA-F]{64}$/.test(t)) {
-    return Uint8Array.from(t.match(/../g)!.map((b) => parseInt(b, 16)));
-  }
-  if (/^[A-Za-z0-9+/_-]{43}=?$/.test(t)) {
-    try {
-      const b64 = t.replace(/-/g, "+").replace(/_/g, "/").replace(/=?$/, "=");
-      const bytes = Uint8Array.from(atob(b64), (ch) => ch.charCodeAt(0));
-      return bytes.length === 32 ? bytes : null;
-    } catch {
-      return null;
-    }
-  }
-  return null;
-}
-
 /** Validates the add-peer form; returns the peer or a message per field. */
 export function parsePeerForm(
   form: PeerForm,
   staticDomains: Set<string>,
 ): { peer: ParsedPeer | null; errors: Partial<Record<keyof PeerForm, string>> } {
   const errors: Partial<Record<keyof PeerForm, string>> = {};
-  const domain = form.domain.trim().toLowerCase();
-  if (!DOMAIN.test(domain)) {
+  const domain = toDomain(form.domain.trim()) ?? "";
+  if (!domain) {
     errors.domain = "Domain must be a DNS name like chat.example.org";
   } else if (staticDomains.has(domain)) {
     errors.domain = "This domain is a static peer from the config; change it there";
@@ -119,7 +100,7 @@ export function parsePeerForm(
   } catch {
     errors.endpoint = "Endpoint must be a full URL like https://chat.example.org/federation";
   }
-  const key = parseKey(form.publicKey);
+  const key = parseKeyText(form.publicKey);
   if (!key) errors.publicKey = "Public key must be 32 bytes as 64 hex digits or base64";
   const status = form.status || "pending";
   if (!(PEER_STATUSES as string[]).includes(status)) {

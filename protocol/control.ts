@@ -14,6 +14,7 @@
 import { type Problem, ProtocolError } from "./errors.ts";
 import { type Frame, FRAME_TYPE_NAMES, FrameType } from "./frame.ts";
 import { isHex } from "./hex.ts";
+import { HANDLE_RULE, ID_RULE, isHandle, isId, MAX_HANDLE_LENGTH, MAX_ID_LENGTH } from "./ids.ts";
 import { MAX_U32 } from "./varint.ts";
 
 export type { Problem } from "./errors.ts";
@@ -30,23 +31,10 @@ export type HandshakePattern = "XK" | "IK";
 /** Protocol versions this implementation speaks (ccp1.md §3). */
 export const SUPPORTED_PROTOCOL_VERSIONS: readonly number[] = Object.freeze([1, 2]);
 
-/** Longest device id, group id, session id or user id. */
-export const MAX_ID_LENGTH = 128;
 /** Longest Noise handshake message (Noise caps messages at 65535 octets). */
 export const MAX_HANDSHAKE_OCTETS = 65535;
 /** Most members a JOIN or GROUP_CREATE may list. */
 export const MAX_MEMBERS = 1024;
-
-/**
- * Device, group, session and user ids: 1–128 characters, starting with a letter or digit,
- * then letters, digits and `. _ : @ + -` (`@` for federated `device@domain`).
- */
-export const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}$/;
-
-/** True when `value` is a well-formed id (see {@link ID_PATTERN}). */
-export function isValidId(value: unknown): value is string {
-  return typeof value === "string" && ID_PATTERN.test(value);
-}
 
 /** Optional profile fields a client may send in HELLO. */
 export interface HelloUser {
@@ -211,12 +199,19 @@ class Reader {
 
   id(obj: Obj, key: string, path = key): string {
     const value = this.get(obj, key);
-    if (!isValidId(value)) this.fail(path, idExpectation);
+    if (!isId(value)) this.fail(path, idExpectation);
     return value;
   }
 
   optionalId(obj: Obj, key: string): string | undefined {
     return this.absent(obj, key) ? undefined : this.id(obj, key);
+  }
+
+  optionalHandle(obj: Obj, key: string, path = key): string | undefined {
+    if (this.absent(obj, key)) return undefined;
+    const value = this.get(obj, key);
+    if (!isHandle(value)) this.fail(path, `a handle of ${HANDLE_RULE}`);
+    return value;
   }
 
   u32(obj: Obj, key: string): number {
@@ -269,7 +264,7 @@ class Reader {
     if (value.length === 0 && !allowEmpty) this.fail(key, "at least one device id");
     const seen = new Set<string>();
     value.forEach((member, i) => {
-      if (!isValidId(member)) this.fail(`${key}[${i}]`, idExpectation);
+      if (!isId(member)) this.fail(`${key}[${i}]`, idExpectation);
       seen.add(member);
     });
     return [...seen];
@@ -289,9 +284,7 @@ class Reader {
   }
 }
 
-const idExpectation =
-  "an id of 1-128 letters, digits or . _ : @ + - starting with a letter or digit";
-const MAX_HANDLE_LENGTH = 64;
+const idExpectation = `an id of ${ID_RULE}`;
 const MAX_DISPLAY_NAME = 256;
 const MAX_URL_LENGTH = 2048;
 const MAX_CAPABILITIES = 64;
@@ -328,8 +321,8 @@ export function parseHello(value: unknown, options: ParseOptions = {}): Hello {
   if (!r.absent(obj, "user")) {
     const user = r.object(r.get(obj, "user"), "user");
     const parsed: HelloUser = {};
-    const id = r.optionalString(user, "id", MAX_ID_LENGTH, "user.id");
-    const handle = r.optionalString(user, "handle", MAX_HANDLE_LENGTH, "user.handle");
+    const id = r.absent(user, "id") ? undefined : r.id(user, "id", "user.id");
+    const handle = r.optionalHandle(user, "handle", "user.handle");
     const name = r.optionalString(user, "display_name", MAX_DISPLAY_NAME, "user.display_name");
     const avatar = r.optionalString(user, "avatar_url", MAX_URL_LENGTH, "user.avatar_url");
     if (id !== undefined) parsed.id = id;
@@ -462,7 +455,7 @@ export function parseGroupCreate(value: unknown, options: ParseOptions = {}): Gr
     // Object.fromEntries defines own properties, so even a hostile key cannot reach a
     // prototype; ids are validated first anyway, and `__proto__` is not a valid id.
     create.roles = Object.fromEntries(entries.map((device) => {
-      if (!isValidId(device)) r.fail(`roles[${JSON.stringify(device)}]`, idExpectation);
+      if (!isId(device)) r.fail(`roles[${JSON.stringify(device)}]`, idExpectation);
       const role = roles[device];
       if (typeof role !== "string") r.fail(`roles.${device}`, "a role string");
       return [device, role === "admin" ? "admin" : "member"] as const;

@@ -7,6 +7,7 @@
 export * from "./errors.ts";
 export * from "./varint.ts";
 export * from "./hex.ts";
+export * from "./ids.ts";
 export * from "./frame.ts";
 export * from "./control.ts";
 export * from "./noise.ts";

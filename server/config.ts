@@ -11,6 +11,7 @@ import { ed25519, x25519 } from "@noble/curves/ed25519.js";
 import { blake3 } from "@noble/hashes/blake3.js";
 import { bytesToHex, hexToBytes, randomBytes } from "@noble/hashes/utils.js";
 import { isAbsolute, join, resolve } from "node:path";
+import { toDomain } from "../protocol/ids.ts";
 import type { Config, LedgerMode, StaticPeer } from "./config_types.ts";
 
 export type { Config, LedgerMode, StaticPeer } from "./config_types.ts";
@@ -631,16 +632,16 @@ function isIpv4(text: string): boolean {
   return parts.length === 4 && parts.every((p) => /^\d{1,3}$/.test(p) && Number(p) <= 255);
 }
 
+/** A host name: the domain grammar of protocol/ids.ts in either case. */
 function isHostname(text: string): boolean {
-  return text.length <= 253 &&
-    /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/i.test(text);
+  return toDomain(text) !== null;
 }
 
 function parseDomain(value: unknown): string {
   const expected = 'a domain name such as "chat.example.org"';
-  const text = parseNonEmptyString(value, expected).toLowerCase();
-  if (!isHostname(text)) throw new Expected(expected);
-  return text;
+  const domain = toDomain(parseNonEmptyString(value, expected));
+  if (domain === null) throw new Expected(expected);
+  return domain;
 }
 
 function parseHex(value: unknown, expected: string): Uint8Array {

@@ -28,6 +28,7 @@ export {
   migrationStatus,
 } from "./migrate.ts";
 export { type StaticPeer } from "./repos/federation.ts";
+export { type NonconformingId, nonconformingIds } from "./repos/id_check.ts";
 export { DEFAULT_LIMIT, MAX_LIMIT } from "./pagination.ts";
 
 /** `StorageOptions` plus what only some callers need. */

@@ -13,6 +13,7 @@ import {
   type Db,
   type EphemeralStore,
   migrationStatus,
+  nonconformingIds,
   redactDsn,
   RedisFailure,
   StorageFailure,
@@ -34,6 +35,8 @@ export const diagnoseCommand: Command = {
   config        the configuration loads (commucat.toml and COMMUCAT_* variables)
   database      Postgres (or the embedded database) answers
   migrations    none pending, and the recorded checksums match the files
+  identifiers   every stored user id, handle, device id and group id follows the rules of
+                docs/PROTOCOL.md (older releases stored some, like ".alice", that no client can use)
   ephemeral     Redis (or the in-memory store) answers
   db-probe      an audit entry is written and read back (action "diagnose.probe")
   ephemeral-probe  a short-lived route key is written, read back and removed
@@ -101,6 +104,20 @@ Example:
           : "";
         return `${status.applied.length} applied${extra}`;
       });
+      if (schemaReady) {
+        await attempt("identifiers", async () => {
+          const bad = await nonconformingIds(db, 5);
+          if (bad.total > 0) {
+            const shown = bad.items.map((b) => `${b.kind} ${JSON.stringify(b.value)}`).join(", ");
+            throw new StorageFailure(
+              `${bad.total} stored identifier${bad.total === 1 ? "" : "s"} break the rules ` +
+                `(${shown}${bad.total > bad.items.length ? ", …" : ""}): no client can use ` +
+                "them; revoke or delete them (docs/PROTOCOL.md, Identifiers)",
+            );
+          }
+          return "every stored id and handle follows the rules";
+        });
+      }
     } else {
       report("migrations", { ok: false, reason: "skipped: the database is not reachable" });
     }

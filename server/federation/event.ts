@@ -13,7 +13,7 @@ import { isHex } from "../../protocol/hex.ts";
 import { MAX_U32 } from "../../protocol/varint.ts";
 import { type Frame, FRAME_TYPE_NAMES, FrameDecoder, FrameType } from "../../protocol/frame.ts";
 import { CodecError } from "../../protocol/errors.ts";
-import { isDomain } from "./peers.ts";
+import { EVENT_ID_PATTERN, isDomain } from "../../protocol/ids.ts";
 
 /**
  * Largest encoded CCP-1 frame carried over federation: 1 MiB. Frames are hex inside JSON
@@ -122,7 +122,7 @@ export function parseSignedEventBody(value: unknown): SignedEventBody {
   const body = record(value, "", ["event", "signature"], ["digest"]);
   const ev = record(body.event, "event", ["event_id", "origin", "scope", "created_at", "payload"]);
   const eventId = text(ev.event_id, "event.event_id", 128);
-  if (!/^[A-Za-z0-9._:-]+$/.test(eventId)) {
+  if (!EVENT_ID_PATTERN.test(eventId)) {
     throw new EventShapeError("event.event_id", "expected letters, digits and . _ : - only");
   }
   const origin = text(ev.origin, "event.origin", 253);

@@ -9,33 +9,12 @@ import type { Logger } from "../log.ts";
 import { TransitionNotAllowed } from "../../storage/errors.ts";
 import type { FederationPeer, PeerRepo } from "../../storage/types.ts";
 import { FederationRefused, FederationTitles } from "./errors.ts";
+import { isDomain, parseMember } from "../../protocol/ids.ts";
 
 /** The path of the inbound route; a peer endpoint given as a bare base URL gets it appended. */
 export const INBOUND_PATH = "/federation/events";
 
-const DOMAIN_RE =
-  /^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/;
-
-/** True when `value` is a lower-case DNS name (what federation compares domains as). */
-export function isDomain(value: unknown): value is string {
-  return typeof value === "string" && DOMAIN_RE.test(value);
-}
-
-/** A member address split at its last `@`: `device@domain`, or a bare device id. */
-export interface MemberAddress {
-  device: string;
-  /** Lower-cased domain, or null for a bare device id. */
-  domain: string | null;
-}
-
-/** Splits a member; `device@` and `@domain` are not addresses (null). */
-export function parseMember(member: string): MemberAddress | null {
-  if (typeof member !== "string" || member.length === 0) return null;
-  const at = member.lastIndexOf("@");
-  if (at < 0) return { device: member, domain: null };
-  if (at === 0 || at === member.length - 1) return null;
-  return { device: member.slice(0, at), domain: member.slice(at + 1).toLowerCase() };
-}
+export { isDomain, type MemberAddress, parseMember } from "../../protocol/ids.ts";
 
 /** The remote domain of `member`, or null when it is local (bare or ours) or malformed. */
 export function remoteDomainOf(member: string, ownDomain: string): string | null {

@@ -197,7 +197,7 @@ export class PgDeviceRepo implements DeviceRepo {
     input: { id: string; userId: string; publicKey: Uint8Array; status: "active" | "pending" },
     actor: string,
   ): Promise<Change> {
-    const id = v.id("device id", input.id);
+    const id = v.newId("device id", input.id);
     const userId = v.id("user id", input.userId);
     const key = v.key32("public key", input.publicKey);
     if (input.status !== "active" && input.status !== "pending") {
@@ -289,7 +289,7 @@ export class PgDeviceRepo implements DeviceRepo {
     user: HelloUser;
     autoApprove: boolean;
   }): Promise<HandshakeRegistration> {
-    const id = v.id("device id", input.deviceId);
+    const id = v.newId("device id", input.deviceId);
     const key = v.key32("client static key", input.publicKey);
     if (typeof input.user !== "object" || input.user === null) {
       throw new InvalidValue("user", input.user, "an object with an id or a handle");

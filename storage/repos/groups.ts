@@ -99,7 +99,7 @@ export class PgGroupRepo implements GroupRepo {
     input: { id?: string; ownerDeviceId: string; relay: boolean },
     actor: string,
   ): Promise<Group> {
-    const id = input.id === undefined ? crypto.randomUUID() : v.id("group id", input.id);
+    const id = input.id === undefined ? crypto.randomUUID() : v.newId("group id", input.id);
     const owner = v.id("owner device id", input.ownerDeviceId);
     if (typeof input.relay !== "boolean") {
       throw new InvalidValue("relay", input.relay, "true or false");

@@ -40,7 +40,7 @@ export class PgSessionRepo implements SessionRepo {
   constructor(private readonly db: Db) {}
 
   async record(s: Omit<SessionRecord, "createdAt">): Promise<SessionRecord> {
-    const sessionId = v.id("session id", s.sessionId);
+    const sessionId = v.newId("session id", s.sessionId);
     if (s.pattern !== "XK" && s.pattern !== "IK") {
       throw new InvalidValue("pattern", s.pattern, "XK or IK");
     }

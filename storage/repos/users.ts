@@ -19,7 +19,7 @@ export interface NewUser {
 /** Validate a new user's fields; returns them normalised (absent → null, id generated). */
 export function validateNewUser(input: NewUser): Required<NewUser> {
   return {
-    id: input.id === undefined ? crypto.randomUUID() : v.id("user id", input.id),
+    id: input.id === undefined ? crypto.randomUUID() : v.newId("user id", input.id),
     handle: v.handle(input.handle),
     displayName: v.optionalText("display name", input.displayName, DISPLAY_NAME_MAX) ?? null,
     avatarUrl: v.optionalText("avatar url", input.avatarUrl, AVATAR_URL_MAX) ?? null,
@@ -74,7 +74,7 @@ export class PgUserRepo implements UserRepo {
   }
 
   getByHandle(handle: string): Promise<User | null> {
-    return userByHandle(this.db, v.handle(handle));
+    return userByHandle(this.db, v.storedHandle(handle));
   }
 
   /** Change display name and/or avatar (undefined = unchanged, null = cleared). */

@@ -5,26 +5,44 @@
  */
 import { InvalidValue } from "../errors.ts";
 import type { DeviceStatus, GroupRole, PeerStatus } from "../types.ts";
+import {
+  DOMAIN_RULE,
+  HANDLE_RULE,
+  ID_RULE,
+  isChannelId,
+  isHandle,
+  isId,
+  isStoredId,
+  KEY_LENGTH,
+  STORED_HANDLE_PATTERN,
+  toDomain,
+} from "../../protocol/ids.ts";
 
-const ID_RE = /^[A-Za-z0-9._:@-]{1,128}$/;
-const HANDLE_RE = /^[\p{L}\p{N}._-]{1,64}$/u;
-const LABEL = "[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?";
-const DOMAIN_RE = new RegExp(`^${LABEL}(?:\\.${LABEL})*$`);
-
-export const ID_RULE = "1 to 128 characters of A-Z a-z 0-9 . _ : @ -";
-
-/** A device, user, session or group identifier. */
+/**
+ * An id that names a row: the id grammar of protocol/ids.ts, or an id stored before that rule
+ * (such as `.alice`), so such a row can still be found, revoked and deleted.
+ */
 export function id(field: string, value: unknown): string {
-  if (typeof value !== "string" || !ID_RE.test(value)) {
-    throw new InvalidValue(field, value, ID_RULE);
-  }
+  if (!isStoredId(value)) throw new InvalidValue(field, value, ID_RULE);
   return value;
 }
 
-/** A user handle: 1..64 letters, digits, '.', '_' or '-' (any script). */
+/** The id of a row being created: the id grammar only (see protocol/ids.ts). */
+export function newId(field: string, value: unknown): string {
+  if (!isId(value)) throw new InvalidValue(field, value, ID_RULE);
+  return value;
+}
+
+/** A handle being stored (protocol/ids.ts). */
 export function handle(value: unknown): string {
-  if (typeof value !== "string" || !HANDLE_RE.test(value)) {
-    throw new InvalidValue("handle", value, "1 to 64 letters, digits, '.', '_' or '-'");
+  if (!isHandle(value)) throw new InvalidValue("handle", value, HANDLE_RULE);
+  return value;
+}
+
+/** A handle to look up: the handle grammar, or one stored before it (such as `.alice`). */
+export function storedHandle(value: unknown): string {
+  if (typeof value !== "string" || !STORED_HANDLE_PATTERN.test(value)) {
+    throw new InvalidValue("handle", value, HANDLE_RULE);
   }
   return value;
 }
@@ -55,7 +73,7 @@ export function actor(value: unknown): string {
 
 /** A 32-byte public key. */
 export function key32(field: string, value: unknown): Uint8Array {
-  if (!(value instanceof Uint8Array) || value.length !== 32) {
+  if (!(value instanceof Uint8Array) || value.length !== KEY_LENGTH) {
     const shown = value instanceof Uint8Array ? `${value.length} bytes` : value;
     throw new InvalidValue(field, shown, "a 32-byte key");
   }
@@ -79,10 +97,8 @@ export function peerStatus(value: unknown): PeerStatus {
 
 /** A federation domain: a DNS name, compared in lower case. */
 export function domain(value: unknown): string {
-  const lowered = typeof value === "string" ? value.toLowerCase() : value;
-  if (typeof lowered !== "string" || lowered.length > 253 || !DOMAIN_RE.test(lowered)) {
-    throw new InvalidValue("domain", value, "a DNS name such as chat.example.org");
-  }
+  const lowered = toDomain(value);
+  if (lowered === null) throw new InvalidValue("domain", value, DOMAIN_RULE);
   return lowered;
 }
 
@@ -101,7 +117,7 @@ export function endpoint(value: unknown): string {
 
 /** An unsigned 32-bit integer (channel ids, sequences). */
 export function u32(field: string, value: unknown): number {
-  if (typeof value !== "number" || !Number.isInteger(value) || value < 0 || value > 0xffffffff) {
+  if (!isChannelId(value)) {
     throw new InvalidValue(field, value, "an integer from 0 to 4294967295");
   }
   return value;

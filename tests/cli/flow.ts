@@ -293,6 +293,7 @@ export async function operatorFlow(t: Deno.TestContext, target: FlowTarget): Pro
         "config",
         "database",
         "migrations",
+        "identifiers",
         "ephemeral",
         "db-probe",
         "ephemeral-probe",

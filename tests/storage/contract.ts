@@ -12,6 +12,7 @@ import {
   migrate,
   MIGRATIONS_DIR,
   migrationStatus,
+  nonconformingIds,
   NotFound,
   type Storage,
   StorageError,
@@ -1203,6 +1204,77 @@ const cases: Case[] = [
     );
     assert.equal(Number(tables.rows[0].n), HOSTILE.length + 1);
     assert.ok(await s.devices.get(d.id));
+  }],
+
+  ["ids: the grammar of protocol/ids.ts; legacy ids stay reachable and are listed", async (
+    s,
+    db,
+    u,
+  ) => {
+    // `+` is part of the id grammar: the codec accepts alice+phone, so storage must too.
+    const user = await s.users.create({ handle: `${u}-plus`, id: `${u}+user` });
+    const { device: plus } = await s.devices.register(
+      { id: `${u}-alice+phone`, userId: user.id, publicKey: key(3), status: "active" },
+      "test",
+    );
+    assert.equal((await s.devices.get(`${u}-alice+phone`))?.id, plus.id);
+    const hs = await s.devices.resolveForHandshake({
+      deviceId: `${u}-bob+tablet`,
+      publicKey: key(4),
+      user: { handle: `${u}-bob` },
+      autoApprove: true,
+    });
+    assert.equal(hs.device.id, `${u}-bob+tablet`);
+    // A leading dot (or any non-alphanumeric first character) is refused for new rows.
+    for (const bad of [`.${u}`, `-${u}`, `_${u}`, `:${u}`, `@${u}`]) {
+      await assert.rejects(s.users.create({ handle: `${u}-h`, id: bad }), isA(InvalidValue, bad));
+      await assert.rejects(
+        s.devices.register({ id: bad, userId: user.id, publicKey: key(5), status: "active" }, "t"),
+        isA(InvalidValue, "device id"),
+      );
+      await assert.rejects(
+        s.groups.create({ id: bad, ownerDeviceId: plus.id, relay: true }, "t"),
+        isA(InvalidValue, "group id"),
+      );
+    }
+    await assert.rejects(s.users.create({ handle: `.${u}` }), isA(InvalidValue, "handle"));
+    await assert.rejects(s.users.create({ handle: `${u}+x` }), isA(InvalidValue, "handle"));
+
+    // Rows stored under the earlier, looser rule: found, revoked and listed by the check.
+    const legacyUser = `.${u}-user`;
+    const legacyDevice = `.${u}-dev`;
+    await db.query(`INSERT INTO app_user (user_id, handle) VALUES ($1, $2)`, [
+      legacyUser,
+      `_${u}-legacy`,
+    ]);
+    await db.query(
+      `INSERT INTO user_device (device_id, user_id, public_key, status) VALUES ($1, $2, $3, 'active')`,
+      [legacyDevice, legacyUser, key(6)],
+    );
+    try {
+      assert.equal((await s.users.get(legacyUser))?.id, legacyUser);
+      assert.equal((await s.users.getByHandle(`_${u}-legacy`))?.id, legacyUser);
+      assert.equal((await s.devices.revoke(legacyDevice, "test")).device.status, "revoked");
+      const found = await nonconformingIds(db, 500);
+      for (
+        const [kind, value] of [
+          ["user id", legacyUser],
+          ["handle", `_${u}-legacy`],
+          ["device id", legacyDevice],
+        ]
+      ) {
+        assert.ok(
+          found.items.some((b) => b.kind === kind && b.value === value),
+          `${kind} ${value} listed`,
+        );
+      }
+      assert.ok(!found.items.some((b) => b.value.includes(`${u}-alice+phone`)));
+      assert.ok(found.total >= 3);
+    } finally {
+      await db.query(`DELETE FROM device_key_event WHERE device_id = $1`, [legacyDevice]);
+      await db.query(`DELETE FROM user_device WHERE device_id = $1`, [legacyDevice]);
+      await db.query(`DELETE FROM app_user WHERE user_id = $1`, [legacyUser]);
+    }
   }],
 
   ["migrations: up to date, idempotent, changed checksum refused", async (_s, db) => {
