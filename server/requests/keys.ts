@@ -1,0 +1,145 @@
+/**
+ * Server request `keys`: the key directory. An authenticated device asks for the current
+ * public keys of devices it names, or of every member of a group it belongs to, so it can seal
+ * envelopes for them (docs/CLIENT.md "Sealed envelopes").
+ *
+ * Request: `{"op": "keys", "devices": ["bob-phone", …], "group": "team"}` (either or both).
+ * Answer (the ACK's fields):
+ *
+ * ```json
+ * {"op": "keys",
+ *  "devices": [{"device": "bob-phone", "user": "u-…", "status": "active",
+ *               "public_key": "<64 hex>", "key_change_pending": false,
+ *               "events": [{"kind": "registered", "at": "2026-…Z", "public_key": "<64 hex>"},
+ *                          {"kind": "rotated", "at": "…", "public_key": "…"}],
+ *               "events_truncated": false}],
+ *  "not_found": ["nobody"],
+ *  "remote": ["carol@other.example"]}
+ * ```
+ *
+ * `public_key` is the device's current key: the approved one for an active or revoked device,
+ * the requested one for a pending device (status says which; clients seal only to `active`).
+ * `events` is the device's key-event history, oldest first, the last {@link MAX_KEY_EVENTS}.
+ * Only public keys leave the server: the directory never had a private key.
+ *
+ * Who may ask: any authenticated device, for any device id of this server it names (a phone
+ * book: keys are public, and a sender must be able to find a recipient's key before they
+ * share a conversation); a `group` lookup only for a member of that group. A device of another
+ * domain (`device@domain`) is listed under `remote`: federated lookups are not answered yet.
+ *
+ * Limits: at most {@link MAX_KEYS_DEVICES} named devices and {@link MAX_KEYS_GROUP_MEMBERS}
+ * group members per request; more is refused (413), never truncated silently.
+ *
+ * @module
+ */
+import { isValidId } from "../../protocol/control.ts";
+import { bytesToHex } from "../../protocol/hex.ts";
+import type { DeviceKeyEvent } from "../../storage/types.ts";
+import { refused, Titles } from "../errors.ts";
+import { localDeviceId, remoteDomainOf } from "../federation.ts";
+import type { RequestContext } from "./types.ts";
+
+/** Most device ids one `keys` request may name. */
+export const MAX_KEYS_DEVICES = 64;
+/** Most group members one `keys` request answers for. */
+export const MAX_KEYS_GROUP_MEMBERS = 1024;
+/** How many of a device's key events (the newest) an answer carries. */
+export const MAX_KEY_EVENTS = 32;
+
+const INVALID = "Invalid Control Payload";
+
+/** One device of the answer. */
+export interface KeyEntry {
+  device: string;
+  user: string;
+  status: string;
+  public_key: string;
+  key_change_pending: boolean;
+  events: { kind: string; at: string; public_key: string }[];
+  events_truncated: boolean;
+}
+
+/** Handles `{"op": "keys", ...}`. */
+export async function keysRequest(
+  ctx: RequestContext,
+  request: Record<string, unknown>,
+): Promise<Record<string, unknown>> {
+  const named = request.devices;
+  const group = request.group;
+  if (named === undefined && group === undefined) {
+    throw refused(INVALID, 400, 'keys: give "devices" (an array of device ids) or "group"');
+  }
+  const ids: string[] = [];
+  if (named !== undefined) {
+    if (!Array.isArray(named)) throw refused(INVALID, 400, 'keys: "devices" must be an array');
+    if (named.length > MAX_KEYS_DEVICES) {
+      throw refused(
+        "Payload Too Large",
+        413,
+        `keys: ${named.length} devices named; at most ${MAX_KEYS_DEVICES} per request`,
+      );
+    }
+    for (const d of named) {
+      if (!isValidId(d)) {
+        throw refused(INVALID, 400, `keys: ${JSON.stringify(d)} is not a device id`);
+      }
+      ids.push(d);
+    }
+  }
+  if (group !== undefined) {
+    if (!isValidId(group)) throw refused(INVALID, 400, 'keys: "group" must be a group id');
+    const role = await ctx.storage.groups.role(group, ctx.deviceId);
+    if (role === null) {
+      // The same answer whether the group exists or not: membership is not disclosed.
+      throw refused(Titles.notMember, 403, `keys: not a member of group ${group}`);
+    }
+    const roster = await ctx.storage.groups.roster(group);
+    if (roster.length > MAX_KEYS_GROUP_MEMBERS) {
+      throw refused(
+        "Payload Too Large",
+        413,
+        `keys: group ${group} has ${roster.length} members; at most ${MAX_KEYS_GROUP_MEMBERS}`,
+      );
+    }
+    for (const m of roster) ids.push(m.deviceId);
+  }
+  const devices: KeyEntry[] = [];
+  const notFound: string[] = [];
+  const remote: string[] = [];
+  const domain = ctx.config.server.domain;
+  for (const requested of new Set(ids)) {
+    if (remoteDomainOf(requested, domain) !== null) {
+      remote.push(requested);
+      continue;
+    }
+    const id = localDeviceId(requested, domain);
+    const device = await ctx.storage.devices.get(id);
+    if (!device) {
+      notFound.push(requested);
+      continue;
+    }
+    const page = await ctx.storage.keyEvents.list({ deviceId: id, limit: MAX_KEY_EVENTS + 1 });
+    const newest = page.items.slice(0, MAX_KEY_EVENTS);
+    devices.push({
+      device: requested,
+      user: device.userId,
+      status: device.status,
+      public_key: bytesToHex(device.publicKey),
+      key_change_pending: device.pendingPublicKey !== null,
+      events: newest.reverse().map(eventEntry),
+      events_truncated: page.items.length > MAX_KEY_EVENTS || page.nextCursor !== null,
+    });
+  }
+  ctx.log.debug("keys lookup", {
+    device: ctx.deviceId,
+    asked: ids.length,
+    found: devices.length,
+    not_found: notFound.length,
+    remote: remote.length,
+  });
+  return { op: "keys", devices, not_found: notFound, remote };
+}
+
+function eventEntry(e: DeviceKeyEvent): { kind: string; at: string; public_key: string } {
+  return { kind: e.kind, at: e.recordedAt.toISOString(), public_key: bytesToHex(e.publicKey) };
+}
