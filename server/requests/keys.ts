@@ -32,7 +32,7 @@
  *
  * @module
  */
-import { isValidId } from "../../protocol/control.ts";
+import { isStoredId } from "../../protocol/ids.ts";
 import { bytesToHex } from "../../protocol/hex.ts";
 import type { DeviceKeyEvent } from "../../storage/types.ts";
 import { refused, Titles } from "../errors.ts";
@@ -80,14 +80,14 @@ export async function keysRequest(
       );
     }
     for (const d of named) {
-      if (!isValidId(d)) {
+      if (!isStoredId(d)) {
         throw refused(INVALID, 400, `keys: ${JSON.stringify(d)} is not a device id`);
       }
       ids.push(d);
     }
   }
   if (group !== undefined) {
-    if (!isValidId(group)) throw refused(INVALID, 400, 'keys: "group" must be a group id');
+    if (!isStoredId(group)) throw refused(INVALID, 400, 'keys: "group" must be a group id');
     const role = await ctx.storage.groups.role(group, ctx.deviceId);
     if (role === null) {
       // The same answer whether the group exists or not: membership is not disclosed.
