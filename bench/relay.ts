@@ -7,6 +7,7 @@
  *   inbox_offset growth, then the drain on reconnect, with enqueue and drain rates.
  * Resident memory per idle connection is bench/memory.ts (a server in its own process).
  */
+import { concatChunks } from "../protocol/bytes.ts";
 import { encodeFrame, type Frame, FrameDecoder, FrameType } from "../protocol/frame.ts";
 import { setLogLevel } from "../server/log.ts";
 import { type ServerHandle, startServer } from "../server/server.ts";
@@ -126,7 +127,7 @@ async function forwarderCeiling(): Promise<Omit<Figures, "cpuPerFrame">> {
       );
     }
     if (batch.length > 0) {
-      const bytes = concat(batch);
+      const bytes = concatChunks(batch);
       let off = 0;
       while (off < bytes.length) off += await a.write(bytes.subarray(off));
     }
@@ -143,16 +144,6 @@ async function forwarderCeiling(): Promise<Omit<Figures, "cpuPerFrame">> {
   fromA.close(); // the listener closed when the accept loop broke out
   latencies.sort();
   return { rate: FRAMES / seconds, p50: percentile(latencies, 50), p99: percentile(latencies, 99) };
-}
-
-function concat(chunks: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
-  let off = 0;
-  for (const c of chunks) {
-    out.set(c, off);
-    off += c.length;
-  }
-  return out;
 }
 
 /**
@@ -231,7 +222,7 @@ async function relayRun(
       );
       sent++;
     }
-    if (batch.length > 0) alice.send(concat(batch));
+    if (batch.length > 0) alice.send(concatChunks(batch));
     if (sent - acked >= WINDOW || sent === FRAMES) {
       await windowOpen.promise;
       windowOpen = Promise.withResolvers<void>();

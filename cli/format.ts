@@ -3,6 +3,7 @@
  * clients (handles, display names), so every text cell has its control characters escaped
  * before it reaches the terminal; JSON output escapes them by itself.
  */
+import { bytesToHex } from "@noble/hashes/utils.js";
 
 /** Escapes C0/C1 control characters and backslashes so stored text cannot drive the terminal. */
 export function safeText(value: string): string {
@@ -17,11 +18,7 @@ export function safeText(value: string): string {
 }
 
 /** Lowercase hex of bytes. */
-export function hex(bytes: Uint8Array): string {
-  let out = "";
-  for (const b of bytes) out += b.toString(16).padStart(2, "0");
-  return out;
-}
+export const hex: (bytes: Uint8Array) => string = bytesToHex;
 
 /** A cell value as text: dates RFC 3339, null as "-". */
 export function cell(value: unknown): string {

@@ -12,6 +12,7 @@
  *
  * @module
  */
+import { bytesToHex } from "../protocol/hex.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
@@ -39,11 +40,7 @@ export type Envelope = TextEnvelope | ReceiptEnvelope;
 
 /** A fresh message id (16 hex characters). */
 export function messageId(): string {
-  return Array.from(
-    crypto.getRandomValues(new Uint8Array(8)),
-    (b) => b.toString(16).padStart(2, "0"),
-  )
-    .join("");
+  return bytesToHex(crypto.getRandomValues(new Uint8Array(8)));
 }
 
 /** Encodes an envelope as MSG payload bytes. */
@@ -60,9 +57,7 @@ export function decodeEnvelope(payload: Uint8Array): Envelope | { raw: string } 
   try {
     text = decoder.decode(payload);
   } catch {
-    const hex = Array.from(payload.subarray(0, 32), (b) => b.toString(16).padStart(2, "0")).join(
-      "",
-    );
+    const hex = bytesToHex(payload.subarray(0, 32));
     return { raw: `<${payload.length} bytes: ${hex}${payload.length > 32 ? "…" : ""}>` };
   }
   try {

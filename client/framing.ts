@@ -6,6 +6,7 @@
  * @module
  */
 
+import { concatBytes, concatChunks } from "../protocol/bytes.ts";
 import { decodeFrame, type Frame, FrameDecoder, FrameType } from "../protocol/frame.ts";
 import type { CipherState } from "../protocol/noise.ts";
 import { SecureStreamReader, SecureStreamWriter } from "../protocol/secure_stream.ts";
@@ -50,7 +51,7 @@ export class FrameReader {
       }
       const chunk = await this.#read();
       if (chunk === null) return null;
-      this.#raw = concat([this.#raw, chunk]);
+      this.#raw = concatBytes(this.#raw, chunk);
     }
   }
 
@@ -123,7 +124,7 @@ export class FrameReader {
   #plaintextError(): Frame | null {
     if (this.#probe === null) return null;
     try {
-      const decoded = decodeFrame(concat(this.#probe));
+      const decoded = decodeFrame(concatChunks(this.#probe));
       if (decoded !== null && decoded.frame.type === FrameType.Error) return decoded.frame;
     } catch {
       // Not a frame either: report the decrypt failure.
@@ -185,7 +186,7 @@ export class FrameWriter {
   async #drain(): Promise<void> {
     try {
       while (this.#queue.length > 0 && !this.#failed) {
-        const batch = this.#queue.length === 1 ? this.#queue[0] : concat(this.#queue);
+        const batch = this.#queue.length === 1 ? this.#queue[0] : concatChunks(this.#queue);
         this.#queue = [];
         this.#queuedBytes = 0;
         const wire = this.#secure === null ? batch : this.#secure.seal(batch);
@@ -200,17 +201,4 @@ export class FrameWriter {
       this.#running = null;
     }
   }
-}
-
-/** Concatenates byte arrays into one fresh array. */
-export function concat(parts: Uint8Array[]): Uint8Array {
-  let total = 0;
-  for (const p of parts) total += p.length;
-  const out = new Uint8Array(total);
-  let offset = 0;
-  for (const p of parts) {
-    out.set(p, offset);
-    offset += p.length;
-  }
-  return out;
 }

@@ -7,6 +7,8 @@
  * @module
  */
 
+import { isLoopbackHost } from "../protocol/net.ts";
+
 /** How the client reaches the server. */
 export type TransportKind = "tcp" | "tls" | "http";
 
@@ -49,11 +51,7 @@ export interface TransportOptions {
 
 const READ_BUFFER_BYTES = 64 * 1024;
 
-/** True when `host` names the loopback interface. */
-export function isLoopbackHost(host: string): boolean {
-  const h = host.replace(/^\[|\]$/g, "").toLowerCase();
-  return h === "localhost" || h === "::1" || h.startsWith("127.") || h === "::ffff:127.0.0.1";
-}
+export { isLoopbackHost };
 
 /** Opens a transport as described by `options`. */
 export async function openTransport(options: TransportOptions): Promise<Transport> {

@@ -2,24 +2,11 @@
  * The admin token: constant-time comparison, and what happens when none is configured
  * (the console then refuses every address but loopback and makes a start-up token).
  */
-import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+import { randomBytes } from "node:crypto";
+import { isLoopbackHost } from "../protocol/net.ts";
 
-/** Per-process key so both sides are hashed to equal-length digests before comparing. */
-const compareKey = randomBytes(32);
-
-/** True when `given` equals `expected`, in time that does not depend on where they differ. */
-export function tokenMatches(given: string, expected: string): boolean {
-  const a = createHmac("sha256", compareKey).update(given).digest();
-  const b = createHmac("sha256", compareKey).update(expected).digest();
-  return timingSafeEqual(a, b);
-}
-
-/** True for addresses that only this machine can reach. */
-export function isLoopback(hostname: string): boolean {
-  const h = hostname.trim().toLowerCase().replace(/^\[|\]$/g, "");
-  return h === "localhost" || h === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h) ||
-    h === "::ffff:127.0.0.1";
-}
+/** The one constant-time secret comparison (protocol/crypto.ts). */
+export { tokenMatches } from "../protocol/crypto.ts";
 
 /** The console cannot start with this configuration; the message says what to change. */
 export class ConsoleConfigError extends Error {
@@ -31,7 +18,7 @@ export class ConsoleConfigError extends Error {
 
 /** Refuses a non-loopback console bind when no admin token is configured. */
 export function checkBindAllowed(hostname: string, token: string | null): void {
-  if (token === null && !isLoopback(hostname)) {
+  if (token === null && !isLoopbackHost(hostname)) {
     throw new ConsoleConfigError(
       `the admin console refuses to listen on ${hostname} without an admin token: ` +
         `set [admin] token in commucat.toml (or COMMUCAT_ADMIN_TOKEN), ` +

@@ -630,8 +630,25 @@ export function publicKeyOf(
   return backend.publicKeyOf(privateKey);
 }
 
-/** Constant-time equality of two byte arrays (false when lengths differ). */
+/**
+ * Constant-time equality of two byte arrays (false when lengths differ): the one comparison
+ * for keys, digests and MACs, on `node:crypto.timingSafeEqual`.
+ */
 export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;
   return nodeCrypto.timingSafeEqual(a, b);
+}
+
+/** Per-process key: both sides of {@link tokenMatches} are hashed to equal-length digests. */
+const TOKEN_COMPARE_KEY = nodeCrypto.randomBytes(32);
+
+/**
+ * True when a presented secret (bearer token, admin token) equals the expected one, in time
+ * that depends neither on where they differ nor on their lengths: both are HMAC'd under a
+ * per-process key and the digests compared with {@link bytesEqual}.
+ */
+export function tokenMatches(presented: string, expected: string): boolean {
+  const digest = (text: string) =>
+    nodeCrypto.createHmac("sha256", TOKEN_COMPARE_KEY).update(text, "utf8").digest();
+  return bytesEqual(digest(presented), digest(expected));
 }

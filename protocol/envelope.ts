@@ -16,7 +16,8 @@
  * @module
  */
 import { ed25519 } from "@noble/curves/ed25519.js";
-import { type CryptoBackend, DHLEN, TAGLEN } from "./crypto.ts";
+import { concatBytes } from "./bytes.ts";
+import { bytesEqual, type CryptoBackend, DHLEN, TAGLEN } from "./crypto.ts";
 import { defaultBackend } from "./crypto.ts";
 import { type LocalKey, NoiseError, readOneWayX, writeOneWayX } from "./noise.ts";
 import { decodeVarint, encodeVarint, varintLength } from "./varint.ts";
@@ -398,12 +399,7 @@ function envelopeDigest(
 
 /** A wrap's Noise prologue: label ‖ envelope digest ‖ recipient id (UTF-8). */
 function wrapPrologue(digest: Uint8Array, recipient: string): Uint8Array {
-  const id = encoder.encode(recipient);
-  const out = new Uint8Array(WRAP_LABEL.length + digest.length + id.length);
-  out.set(WRAP_LABEL);
-  out.set(digest, WRAP_LABEL.length);
-  out.set(id, WRAP_LABEL.length + digest.length);
-  return out;
+  return concatBytes(WRAP_LABEL, digest, encoder.encode(recipient));
 }
 
 /** A recipient device: its id and its static public key (validated by the caller's trust store). */
@@ -619,7 +615,7 @@ export function openEnvelope(
   if (contentKey.length !== CONTENT_KEY_LENGTH) {
     throw new EnvelopeError("malformed", "wrapped content key has the wrong length");
   }
-  if (options.senderKey !== undefined && !equalBytes(senderKey, options.senderKey)) {
+  if (options.senderKey !== undefined && !bytesEqual(senderKey, options.senderKey)) {
     contentKey.fill(0);
     throw new EnvelopeError(
       "tampered",
@@ -649,14 +645,6 @@ export function openEnvelope(
 /** A short human description of a conversation, for messages. */
 export function describeConversation(c: Conversation): string {
   return c.kind === "group" ? `group ${c.groupId}` : `members {${c.members.join(", ")}}`;
-}
-
-// Public values only (keys, not secrets): a plain comparison is enough, but keep it branch-free.
-function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  let acc = 0;
-  for (let i = 0; i < a.length; i++) acc |= a[i] ^ b[i];
-  return acc === 0;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import { blake3 } from "@noble/hashes/blake3.js";
 import { bytesToHex, hexToBytes, randomBytes } from "@noble/hashes/utils.js";
 import { isAbsolute, join, resolve } from "node:path";
 import { toDomain } from "../protocol/ids.ts";
+import { isLoopbackHost } from "../protocol/net.ts";
 import type { Config, LedgerMode, StaticPeer } from "./config_types.ts";
 
 export type { Config, LedgerMode, StaticPeer } from "./config_types.ts";
@@ -724,8 +725,6 @@ function parseToken(value: unknown): string {
   return text;
 }
 
-const LOOPBACK = /^(localhost|127(?:\.\d{1,3}){3}|\[::1\])$/i;
-
 function parsePeer(
   domain: unknown,
   endpoint: unknown,
@@ -752,7 +751,7 @@ function parsePeer(
       `${label}: endpoint must be an https:// URL, got ${describeValue(endpoint)}`,
     );
   }
-  if (url.protocol === "http:" && !LOOPBACK.test(url.hostname)) {
+  if (url.protocol === "http:" && !isLoopbackHost(url.hostname)) {
     throw new Invalid(
       `${label}: endpoint must use https:// (http:// is allowed only for loopback hosts), got ` +
         describeValue(endpoint),

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { timingSafeEqual } from "node:crypto";
+import { tokenMatches } from "../protocol/crypto.ts";
 import type { RelayNode } from "./node.ts";
 import { formatAddr, HttpStreamTransport } from "./transport.ts";
 
@@ -21,17 +21,6 @@ export function problemResponse(
     JSON.stringify({ type: "about:blank", title, status, detail, ...extra }),
     { status, headers: { "content-type": "application/problem+json", ...headers } },
   );
-}
-
-/** Constant-time comparison of a presented bearer token with the configured one. */
-export function tokenMatches(presented: string, expected: string): boolean {
-  const a = new TextEncoder().encode(presented);
-  const b = new TextEncoder().encode(expected);
-  // Compare equal-length buffers so the time does not depend on where they differ;
-  // the length check comes after, folded into the result.
-  const padded = new Uint8Array(b.length);
-  padded.set(a.subarray(0, b.length));
-  return timingSafeEqual(padded, b) && a.length === b.length;
 }
 
 /** Builds the request handler of the HTTP listener. */

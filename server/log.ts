@@ -6,6 +6,7 @@
  * masked, and errors are reduced to `{name, message}` so stack traces and causes that might carry
  * secrets never reach the log.
  */
+import { bytesToHex } from "@noble/hashes/utils.js";
 
 export type LogLevel = "debug" | "info" | "warn" | "error";
 
@@ -79,12 +80,6 @@ export function redactUrlPassword(value: string): string {
   return value.replace(/^([a-z][a-z0-9+.-]*:\/\/[^:@/\s]*:)[^@/\s]*@/i, `$1${REDACTED}@`);
 }
 
-function hex(bytes: Uint8Array): string {
-  let out = "";
-  for (const b of bytes) out += b.toString(16).padStart(2, "0");
-  return out;
-}
-
 /** Turns a value into something JSON can carry, redacting secrets on the way. */
 function sanitize(value: unknown, depth: number, seen: WeakSet<object>): unknown {
   if (value === null || value === undefined) return value ?? null;
@@ -108,7 +103,7 @@ function sanitize(value: unknown, depth: number, seen: WeakSet<object>): unknown
     return Number.isNaN(value.getTime()) ? "Invalid Date" : value.toISOString();
   }
   if (value instanceof Uint8Array) {
-    return value.length <= MAX_HEX_BYTES ? hex(value) : `<${value.length} bytes>`;
+    return value.length <= MAX_HEX_BYTES ? bytesToHex(value) : `<${value.length} bytes>`;
   }
   if (value instanceof ArrayBuffer) return `<${value.byteLength} bytes>`;
   const obj = value as object;

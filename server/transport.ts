@@ -6,6 +6,8 @@
  * @module
  */
 
+import { isLoopbackHost } from "../protocol/net.ts";
+
 /** A duplex byte stream to one client. */
 export interface Transport {
   /** "tcp", "tls" or "http" (the /connect stream). */
@@ -27,13 +29,7 @@ export interface Transport {
 const READ_SIZE = 64 * 1024;
 const IDLE_READ_SIZE = 2 * 1024;
 
-/** True for 127.0.0.0/8, ::1 and the IPv4-mapped loopback. */
-export function isLoopbackHost(hostname: string): boolean {
-  const host = hostname.replace(/^\[|\]$/g, "").toLowerCase();
-  if (host === "::1" || host === "localhost") return true;
-  const v4 = host.startsWith("::ffff:") ? host.slice(7) : host;
-  return /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(v4);
-}
+export { isLoopbackHost };
 
 /** Formats a Deno network address as `host:port` (IPv6 in brackets). */
 export function formatAddr(addr: Deno.Addr): string {

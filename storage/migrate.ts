@@ -9,6 +9,7 @@
  */
 import type { Db, Queryable } from "./db.ts";
 import { StorageFailure } from "./errors.ts";
+import { bytesToHex } from "@noble/hashes/utils.js";
 
 /** Where the SQL files live, resolved relative to this module (works from any cwd). */
 export const MIGRATIONS_DIR = new URL("../migrations/", import.meta.url);
@@ -48,7 +49,7 @@ export interface MigrationStatus {
 
 async function sha256Hex(text: string): Promise<string> {
   const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
-  return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+  return bytesToHex(new Uint8Array(digest));
 }
 
 /** Read the migration files (`NNN_name.sql`) in name order. */

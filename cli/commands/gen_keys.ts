@@ -2,7 +2,7 @@
 import { parseCommand, stringFlag } from "../args.ts";
 import type { Command } from "../command.ts";
 import { federationPublicKey, generateKeys } from "../../server/config.ts";
-import { hexToBytes } from "@noble/hashes/utils.js";
+import { bytesToHex, hexToBytes } from "@noble/hashes/utils.js";
 
 const usage = "gen-keys [--prologue TEXT]";
 
@@ -24,7 +24,7 @@ Example:
     const prologue = stringFlag(args, "prologue") ?? "commucat";
     const keys = generateKeys();
     const fedPublic = federationPublicKey(hexToBytes(keys.federationSeed));
-    const hex = Array.from(fedPublic, (b) => b.toString(16).padStart(2, "0")).join("");
+    const hex = bytesToHex(fedPublic);
     ctx.out(
       [
         "[crypto]",

@@ -1,11 +1,9 @@
 /** Plain-text formatting shared by pages and exports. */
+import { bytesToHex } from "@noble/hashes/utils.js";
 
 /** Bytes as lower-case hex. */
 export function hex(bytes: Uint8Array | null | undefined): string {
-  if (!bytes) return "";
-  let out = "";
-  for (const b of bytes) out += b.toString(16).padStart(2, "0");
-  return out;
+  return bytes ? bytesToHex(bytes) : "";
 }
 
 /** A key shortened for tables: first and last 8 hex digits. */

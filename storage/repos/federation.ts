@@ -17,6 +17,7 @@ import type {
 } from "../types.ts";
 import { translate } from "./rows.ts";
 import * as v from "./validate.ts";
+import { bytesToHex } from "@noble/hashes/utils.js";
 
 export interface StaticPeer {
   domain: string;
@@ -73,8 +74,12 @@ function fromConfig(p: StaticPeer): FederationPeer {
 /** What the audit log records about a peer (the key as hex, not bytes). */
 function auditView(p: FederationPeer | null): unknown {
   if (!p) return null;
-  const hex = Array.from(p.publicKey, (b) => b.toString(16).padStart(2, "0")).join("");
-  return { domain: p.domain, endpoint: p.endpoint, public_key: hex, status: p.status };
+  return {
+    domain: p.domain,
+    endpoint: p.endpoint,
+    public_key: bytesToHex(p.publicKey),
+    status: p.status,
+  };
 }
 
 /** The audit target of a peer: `peer:<domain>`, like the CLI's `device:<id>`, `user:<id>`. */

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { concatChunks } from "../../protocol/bytes.ts";
 import { FrameReader, FrameWriter } from "../../client/framing.ts";
 import type { Transport } from "../../client/transport.ts";
 import { encodeControl, encodeFrame, FrameType } from "../../protocol/frame.ts";
@@ -22,13 +23,6 @@ class ScriptedTransport implements Transport {
   close(): void {}
 }
 
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) out.set(p, (o += p.length) - p.length);
-  return out;
-}
-
 /** Splits bytes at pseudo-random points (deterministic). */
 function split(bytes: Uint8Array, seed: number): Uint8Array[] {
   const out: Uint8Array[] = [];
@@ -48,7 +42,7 @@ const key = new Uint8Array(32).fill(7);
 Deno.test("FrameReader hands the bytes after the last handshake frame to the secure stream", async () => {
   const auth = encodeControl(FrameType.Auth, 0, 1, { handshake: "00" });
   const sealed = new SecureStreamWriter(new CipherState(key)).seal(
-    concat([
+    concatChunks([
       encodeControl(FrameType.Ack, 0, 2, { handshake: "ok" }),
       encodeFrame({
         type: FrameType.Msg,
@@ -60,7 +54,9 @@ Deno.test("FrameReader hands the bytes after the last handshake frame to the sec
   );
   for (const seed of [1, 2, 3, 4, 5]) {
     // AUTH and the start of the secure stream share chunks, split anywhere.
-    const reader = new FrameReader(new ScriptedTransport(split(concat([auth, sealed]), seed)));
+    const reader = new FrameReader(
+      new ScriptedTransport(split(concatChunks([auth, sealed]), seed)),
+    );
     const first = await reader.nextHandshakeFrame();
     assert.equal(first?.type, FrameType.Auth);
     reader.startStream(new CipherState(key));
@@ -91,7 +87,7 @@ Deno.test("FrameReader v1: frames split at every odd boundary come out whole", a
       sequence: i + 1,
       payload: new Uint8Array(i * 37).fill(i),
     }));
-  const reader = new FrameReader(new ScriptedTransport(split(concat(frames), 9)));
+  const reader = new FrameReader(new ScriptedTransport(split(concatChunks(frames), 9)));
   reader.startStream(null);
   for (let i = 0; i < 20; i++) {
     const f = await reader.next();
@@ -110,7 +106,7 @@ Deno.test("FrameWriter coalesces frames queued in one tick into one write", asyn
   for (const f of frames) writer.enqueue(f);
   await writer.flushed();
   assert.equal(transport.writes.length, 1);
-  assert.deepEqual(transport.writes[0], concat(frames));
+  assert.deepEqual(transport.writes[0], concatChunks(frames));
   writer.enqueue(frames[0]);
   await writer.flushed();
   assert.equal(transport.writes.length, 2);

@@ -3,6 +3,7 @@
  * for the console: keyset pages (cursor = last item's position key), status transitions that
  * refuse with the typed errors, key events, audit entries and a recorded control bus.
  */
+import { bytesToHex } from "@noble/hashes/utils.js";
 import { Conflict, NotFound, StorageFailure, TransitionNotAllowed } from "../../storage/errors.ts";
 import type {
   AuditEntry,
@@ -88,7 +89,7 @@ export function fakeStorage(clock: () => number = Date.now): FakeStorage {
   const peerAudit = (p: FederationPeer) => ({
     domain: p.domain,
     endpoint: p.endpoint,
-    public_key: Array.from(p.publicKey, (b) => b.toString(16).padStart(2, "0")).join(""),
+    public_key: bytesToHex(p.publicKey),
     status: p.status,
   });
   const recordAudit = (

@@ -6,6 +6,8 @@
  * Seeded, so a failure names the case that reproduces it.
  */
 import assert from "node:assert/strict";
+import { bytesToHex } from "@noble/hashes/utils.js";
+import { concatChunks } from "../../protocol/bytes.ts";
 import {
   CODEC_ERROR_STATUS,
   CODEC_ERROR_TITLES,
@@ -71,16 +73,6 @@ function pick<T>(rand: () => number, list: readonly T[]): T {
   return list[Math.floor(rand() * list.length)];
 }
 
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let offset = 0;
-  for (const p of parts) {
-    out.set(p, offset);
-    offset += p.length;
-  }
-  return out;
-}
-
 function randomBytes(rand: () => number, length: number): Uint8Array {
   return Uint8Array.from({ length }, () => Math.floor(rand() * 256));
 }
@@ -89,7 +81,7 @@ function randomBytes(rand: () => number, length: number): Uint8Array {
 function makeInput(rand: () => number, seeds: Uint8Array[]): Uint8Array {
   if (rand() < 0.2) return randomBytes(rand, Math.floor(rand() * 48));
   const frames = Array.from({ length: 1 + Math.floor(rand() * 3) }, () => pick(rand, seeds));
-  let input = concat(frames);
+  let input = concatChunks(frames);
   const mutations = 1 + Math.floor(rand() * 3);
   for (let m = 0; m < mutations; m++) {
     const kind = Math.floor(rand() * 6);
@@ -108,7 +100,7 @@ function makeInput(rand: () => number, seeds: Uint8Array[]): Uint8Array {
       const other = pick(rand, seeds);
       const cutA = Math.floor(rand() * (input.length + 1));
       const cutB = Math.floor(rand() * (other.length + 1));
-      input = concat([input.subarray(0, cutA), other.subarray(cutB)]);
+      input = concatChunks([input.subarray(0, cutA), other.subarray(cutB)]);
     } else if (kind === 4) { // insert hostile varints (long, huge, overflowing)
       const hostile = pick(rand, [
         Uint8Array.from([0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00]),
@@ -118,9 +110,9 @@ function makeInput(rand: () => number, seeds: Uint8Array[]): Uint8Array {
         encodeVarint(Math.floor(rand() * 2 ** 40)),
       ]);
       const at = Math.floor(rand() * (input.length + 1));
-      input = concat([input.subarray(0, at), hostile, input.subarray(at)]);
+      input = concatChunks([input.subarray(0, at), hostile, input.subarray(at)]);
     } else { // append random garbage
-      input = concat([input, randomBytes(rand, Math.floor(rand() * 16))]);
+      input = concatChunks([input, randomBytes(rand, Math.floor(rand() * 16))]);
     }
   }
   return input;
@@ -186,7 +178,7 @@ Deno.test(`fuzz: ${CASES} hostile buffers in random chunks give frames, null or 
       outcome = run(input, () => 1 + Math.floor(rand() * maxChunk));
       whole = run(input, () => input.length);
     } catch (error) {
-      throw new Error(`case ${i} (seed ${SEED}) input ${hex(input)}: ${error}`);
+      throw new Error(`case ${i} (seed ${SEED}) input ${bytesToHex(input)}: ${error}`);
     }
     // Chunking must not change what the stream means.
     assert.equal(outcome.error, whole.error, `case ${i}: error differs by chunking`);
@@ -221,7 +213,3 @@ Deno.test("fuzz: bytes 0x00..0xff after each valid prefix never escape the codec
     }
   }
 });
-
-function hex(bytes: Uint8Array): string {
-  return [...bytes].map((b) => b.toString(16).padStart(2, "0")).join("");
-}

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { bytesToHex } from "@noble/hashes/utils.js";
 import { blake3 } from "@noble/hashes/blake3.js";
 import { ed25519 } from "@noble/curves/ed25519.js";
 import {
@@ -15,10 +16,6 @@ import {
 import { nobleBackend, nodeBackend } from "../../protocol/crypto.ts";
 
 const te = new TextEncoder();
-
-function hex(bytes: Uint8Array): string {
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
-}
 
 function sampleEvent(): FederationEvent {
   return {
@@ -89,7 +86,7 @@ Deno.test("digest = BLAKE3(event_id ‖ origin ‖ scope ‖ i64le(ns) ‖ sorte
       ...te.encode(json),
     ]),
   );
-  assert.equal(hex(eventDigest(event)), hex(expected));
+  assert.equal(bytesToHex(eventDigest(event)), bytesToHex(expected));
 });
 
 Deno.test("canonical JSON: key order does not matter, nested objects sorted, strings escaped", () => {

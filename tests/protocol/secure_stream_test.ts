@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { concatChunks } from "../../protocol/bytes.ts";
 import { CipherState, HandshakeState, NoiseError } from "../../protocol/noise.ts";
 import {
   MAX_CHUNK_PLAINTEXT,
@@ -7,16 +8,6 @@ import {
   SecureStreamWriter,
 } from "../../protocol/secure_stream.ts";
 import { defaultBackend } from "../../protocol/crypto.ts";
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
-}
 
 function random(n: number): Uint8Array {
   const out = new Uint8Array(n);
@@ -90,10 +81,10 @@ Deno.test("round trip at many sizes, both directions", () => {
     const lengths = chunkLengths(sealed);
     assert.equal(lengths.length, Math.ceil(size / MAX_CHUNK_PLAINTEXT));
     assert.ok(lengths.every((l) => l >= 17 && l <= 65535));
-    assert.deepEqual(concat(reader.push(sealed)), pt, `size ${size}`);
+    assert.deepEqual(concatChunks(reader.push(sealed)), pt, `size ${size}`);
     assert.equal(reader.buffered, 0);
     const reply = random(size % 5000 + 1);
-    assert.deepEqual(concat(back.reader.push(back.writer.seal(reply))), reply);
+    assert.deepEqual(concatChunks(back.reader.push(back.writer.seal(reply))), reply);
   }
 });
 
@@ -102,7 +93,10 @@ Deno.test("empty plaintext seals to nothing and uses no nonce", () => {
   assert.equal(writer.seal(new Uint8Array(0)).length, 0);
   assert.deepEqual(reader.push(new Uint8Array(0)), []);
   // The next real chunk still decrypts, so no nonce was consumed.
-  assert.deepEqual(concat(reader.push(writer.seal(new Uint8Array([7])))), new Uint8Array([7]));
+  assert.deepEqual(
+    concatChunks(reader.push(writer.seal(new Uint8Array([7])))),
+    new Uint8Array([7]),
+  );
 });
 
 Deno.test("chunks split at every offset decrypt the same", () => {
@@ -114,7 +108,7 @@ Deno.test("chunks split at every offset decrypt the same", () => {
   for (let cut = 0; cut <= sealed.length; cut++) {
     const { reader } = keyed(key);
     const out = [...reader.push(sealed.subarray(0, cut)), ...reader.push(sealed.subarray(cut))];
-    assert.deepEqual(concat(out), pt, `cut at ${cut}`);
+    assert.deepEqual(concatChunks(out), pt, `cut at ${cut}`);
   }
   // Three-way splits around every chunk boundary.
   for (let a = 0; a <= sealed.length; a += 7) {
@@ -125,14 +119,14 @@ Deno.test("chunks split at every offset decrypt the same", () => {
         ...reader.push(sealed.subarray(a, b)),
         ...reader.push(sealed.subarray(b)),
       ];
-      assert.deepEqual(concat(out), pt, `cuts at ${a}, ${b}`);
+      assert.deepEqual(concatChunks(out), pt, `cuts at ${a}, ${b}`);
     }
   }
   // And byte by byte.
   const { reader } = keyed(key);
   const out: Uint8Array[] = [];
   for (let i = 0; i < sealed.length; i++) out.push(...reader.push(sealed.subarray(i, i + 1)));
-  assert.deepEqual(concat(out), pt);
+  assert.deepEqual(concatChunks(out), pt);
 });
 
 Deno.test("the reader copies partial input: reusing the read buffer is safe", () => {
@@ -147,7 +141,7 @@ Deno.test("the reader copies partial input: reusing the read buffer is safe", ()
     out.push(...reader.push(buf.subarray(0, n)));
     buf.fill(0xee);
   }
-  assert.deepEqual(concat(out), pt);
+  assert.deepEqual(concatChunks(out), pt);
 });
 
 Deno.test("a tampered chunk is fatal", () => {
@@ -181,7 +175,7 @@ Deno.test("replayed and reordered chunks are fatal", () => {
     const c0 = writer.seal(random(10));
     const c1 = writer.seal(random(10));
     assert.throws(
-      () => reader.push(concat([c1, c0])),
+      () => reader.push(concatChunks([c1, c0])),
       (e) => e instanceof NoiseError && e.code === "decrypt",
     );
   }

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { x25519 } from "@noble/curves/ed25519.js";
-import { bytesToHex } from "@noble/hashes/utils.js";
+import { bytesToHex, hexToBytes } from "@noble/hashes/utils.js";
 import {
   CONFIG_KEYS,
   ConfigError,
@@ -561,7 +561,7 @@ Deno.test("generateKeys returns a matching pair and a 32-byte seed", () => {
   assert.equal(
     keys.noisePublic,
     bytesToHex(
-      x25519.getPublicKey(Uint8Array.from(keys.noisePrivate.match(/../g)!, (h) => parseInt(h, 16))),
+      x25519.getPublicKey(hexToBytes(keys.noisePrivate)),
     ),
   );
   assert.match(keys.federationSeed, /^[0-9a-f]{64}$/);

@@ -158,7 +158,7 @@ Deno.test("COMMUCAT_LOG_LEVEL=debug turns debug lines on in a new process", asyn
     `log.debug("dbg", { token: "t" }); log.info("inf");`;
   const run = async (level: string) => {
     const { stdout, success } = await new Deno.Command(Deno.execPath(), {
-      args: ["eval", "--no-config", script],
+      args: ["eval", "--config", new URL("../../deno.json", import.meta.url).pathname, script],
       env: { COMMUCAT_LOG_LEVEL: level, NO_COLOR: "1" },
       stdout: "piped",
       stderr: "inherit",

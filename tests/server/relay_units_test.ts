@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { ChannelTable, parseRouteChange } from "../../server/channels.ts";
 import { decodeBusPacket, encodeBusPacket } from "../../server/node.ts";
-import { tokenMatches } from "../../server/http.ts";
+import { tokenMatches } from "../../protocol/crypto.ts";
 import { formatAddr, isLoopbackHost } from "../../server/transport.ts";
 import { localDeviceId, remoteDomainOf } from "../../server/federation.ts";
 import { ServerHandshake } from "../../server/handshake.ts";

@@ -4,6 +4,7 @@
  * (claim a wrong key, send raw bytes).
  */
 import assert from "node:assert/strict";
+import { concatChunks } from "../../../protocol/bytes.ts";
 import {
   encodeControl,
   encodeFrame,
@@ -329,7 +330,7 @@ export class TestClient {
 
   #switch(): void {
     const buffered = this.#decoder.buffered;
-    const all = concat(this.#chunks ?? []);
+    const all = concatChunks(this.#chunks ?? []);
     const rest = all.subarray(all.length - buffered);
     this.#chunks = null;
     this.#decoder = new FrameDecoder();
@@ -390,16 +391,6 @@ export class TestClient {
     this.#waiters = [];
     for (const w of waiters) w();
   }
-}
-
-function concat(chunks: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(chunks.reduce((n, c) => n + c.length, 0));
-  let off = 0;
-  for (const c of chunks) {
-    out.set(c, off);
-    off += c.length;
-  }
-  return out;
 }
 
 /** Rejects when `promise` takes longer than `ms` (and always clears its timer). */
