@@ -668,11 +668,12 @@ export class ReplayWindow {
   /**
    * Checks `counter` without recording it: throws EnvelopeError("replayed") for a counter seen
    * before or older than the window. Returns how many counters were skipped (a gap: envelopes
-   * not seen, or still to come out of order), 0 when it follows on.
+   * not seen, or still to come out of order), 0 when it follows on or is the first one seen.
    */
   check(counter: bigint): number {
     if (counter <= 0n) throw new EnvelopeError("malformed", "counter must be ≥ 1");
     if (counter > this.highest) {
+      if (this.highest === 0n) return 0; // the first counter seen: nothing to compare with
       const gap = counter - this.highest - 1n;
       return gap > 0xffff_ffffn ? 0xffff_ffff : Number(gap);
     }
