@@ -14,6 +14,7 @@ import { dirname, join } from "node:path";
 import { ID_RULE, isId } from "../protocol/ids.ts";
 import { bytesEqual, generateKeypair, type Keypair, publicKeyOf } from "../protocol/crypto.ts";
 import { bytesToHex, hexToBytes, isHex } from "../protocol/hex.ts";
+import { TrustStore } from "./trust.ts";
 
 /** A device identity as stored. */
 export interface DeviceIdentity {
@@ -162,5 +163,49 @@ async function tightenMode(file: string): Promise<void> {
     if (info.mode !== null && (info.mode & 0o077) !== 0) await Deno.chmod(file, 0o600);
   } catch {
     // Not POSIX, or not ours to change: the key still works.
+  }
+}
+
+/** The trust store file that goes with a key file: `<name>.trust.json` next to it. */
+export function trustFileFor(keyFile: string): string {
+  return keyFile.endsWith(".json") ? `${keyFile.slice(0, -5)}.trust.json` : `${keyFile}.trust.json`;
+}
+
+/**
+ * Opens the end-to-end trust store kept in `file` (pinned keys, verifications, counters and
+ * replay windows; see client/trust.ts), or a new empty one when the file does not exist. Every
+ * change is written back atomically (a temporary file renamed over it, mode 0600). A damaged
+ * file is refused (KeystoreError), never overwritten.
+ */
+export async function openTrustStore(file: string): Promise<TrustStore> {
+  const persist = async (text: string) => {
+    const tmp = `${file}.${crypto.randomUUID().slice(0, 8)}.tmp`;
+    try {
+      await Deno.mkdir(dirname(file), { recursive: true, mode: 0o700 });
+      await Deno.writeTextFile(tmp, text + "\n", { mode: 0o600 });
+      await Deno.rename(tmp, file);
+    } catch (error) {
+      await Deno.remove(tmp).catch(() => {});
+      throw new KeystoreError(`cannot write trust store ${file}: ${(error as Error).message}`, {
+        cause: error,
+      });
+    }
+  };
+  let text: string;
+  try {
+    text = await Deno.readTextFile(file);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return new TrustStore({ persist });
+    throw new KeystoreError(`cannot read trust store ${file}: ${(error as Error).message}`, {
+      cause: error,
+    });
+  }
+  try {
+    return TrustStore.fromJSON(text, { persist });
+  } catch (error) {
+    throw new KeystoreError(
+      `trust store ${file} is damaged (${(error as Error).message}); it was left untouched`,
+      { cause: error },
+    );
   }
 }

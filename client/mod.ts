@@ -20,6 +20,18 @@ export {
   type ReconnectPolicy,
 } from "./sdk.ts";
 export { CommuCatError, type ErrorSource } from "./errors.ts";
+export {
+  type DirectoryEntry,
+  E2E,
+  E2EError,
+  type E2EErrorCode,
+  type E2EEvents,
+  type E2EOptions,
+  type SealedAck,
+  type SealedFields,
+} from "./e2e.ts";
+export { type PeerRecord, safetyNumber, TrustStore } from "./trust.ts";
+export { type Conversation, EnvelopeError, type EnvelopeErrorCode } from "../protocol/envelope.ts";
 export { directChannelId, groupChannelId } from "./channels.ts";
 export {
   defaultKeyFile,
@@ -27,5 +39,7 @@ export {
   KeystoreError,
   loadOrCreateIdentity,
   newDeviceId,
+  openTrustStore,
+  trustFileFor,
 } from "./keystore.ts";
 export { isLoopbackHost, type TransportKind } from "./transport.ts";

@@ -38,6 +38,7 @@ import { hexToBytes, isHex } from "../protocol/hex.ts";
 import { ID_RULE, isId } from "../protocol/ids.ts";
 import { MAX_U32 } from "../protocol/varint.ts";
 import { CommuCatError, connectionClosed, toCommuCatError } from "./errors.ts";
+import { E2E, E2EError, type E2EOptions, type SealedAck, type SealedFields } from "./e2e.ts";
 import { FrameReader, FrameWriter } from "./framing.ts";
 import { type HandshakeResult, runHandshake } from "./handshake.ts";
 import { isLoopbackHost, openTransport, type Transport, type TransportKind } from "./transport.ts";
@@ -98,13 +99,21 @@ export interface ConnectOptions {
   reconnect?: boolean | ReconnectPolicy;
   /** Interval of keepalive PRESENCE frames (default 20 000 ms; 0 disables). */
   keepaliveMs?: number;
+  /**
+   * End-to-end encryption (client/e2e.ts): `true` or options enable `sendSealed` and the sealed
+   * fields of received messages, and ask for the server's `sender` capability.
+   */
+  e2e?: boolean | E2EOptions;
 }
 
 /** Frame kinds delivered to {@link Client.messages}. */
 export type InboundKind = "MSG" | "TYPING" | "KEY_UPDATE" | "GROUP_EVENT" | "PRESENCE";
 
-/** One frame delivered by the server. */
-export interface InboundMessage {
+/**
+ * One frame delivered by the server. With end-to-end encryption enabled, MSG frames also carry
+ * the sealed fields (`sealed`, `plaintext`, `sender`, `verified`, `e2eError`, …).
+ */
+export interface InboundMessage extends Partial<SealedFields> {
   /** Frame type code. */
   type: FrameType;
   /** Frame type name, e.g. "MSG". */
@@ -269,10 +278,26 @@ export class Client {
   /** Settles when the client is closed for good: null after `close()`, else the reason. */
   readonly closed: Promise<CommuCatError | null>;
 
+  /** End-to-end encryption, when enabled (ConnectOptions.e2e). */
+  readonly e2e: E2E | null;
+
   /** Use {@link connect}. */
   constructor(settings: Settings) {
     this.#settings = settings;
     this.closed = new Promise((resolve) => (this.#closedResolve = resolve));
+    const e2e = settings.options.e2e;
+    this.e2e = e2e
+      ? new E2E(
+        {
+          deviceId: settings.options.deviceId,
+          sendRaw: (channel, payload) => this.send(channel, payload),
+          serverRequest: (op, fields) => this.serverRequest(op, fields),
+          conversationOf: (channel) => this.conversationOf(channel),
+        },
+        settings.options.keypair,
+        e2e === true ? {} : e2e,
+      )
+      : null;
   }
 
   /** This device's id. */
@@ -353,6 +378,37 @@ export class Client {
   /** Sends a MSG (opaque bytes, or a string sent as UTF-8). Resolves once the server ACKs. */
   send(channel: number, payload: Uint8Array | string): Promise<AckResult> {
     return this.#requestOpaque(FrameType.Msg, channel, payload);
+  }
+
+  /**
+   * Seals `body` for every other member device of the conversation joined on `channel` and
+   * sends it (see client/e2e.ts). Needs `e2e` in the connect options; rejects with a typed
+   * E2EError ("not-joined", "unknown-key", "key-changed", …) before sending anything.
+   */
+  sendSealed(channel: number, body: Uint8Array | string): Promise<SealedAck> {
+    if (!this.e2e) {
+      return Promise.reject(
+        new E2EError("disabled", "end-to-end encryption is not enabled (connect with e2e)"),
+      );
+    }
+    return this.e2e.sendSealed(channel, body);
+  }
+
+  /**
+   * A server request (KEY_UPDATE on channel 0 with `{"op": op, ...fields}`): resolves with the
+   * server's ACK fields, rejects with its non-fatal ERROR.
+   */
+  serverRequest(op: string, fields: Record<string, unknown> = {}): Promise<AckResult> {
+    return this.#requestOpaque(FrameType.KeyUpdate, 0, JSON.stringify({ ...fields, op }));
+  }
+
+  /** The members (and group) this client joined `channel` with, or undefined. */
+  conversationOf(channel: number): { members: string[]; groupId?: string } | undefined {
+    const j = this.#joined.get(channel);
+    if (!j) return undefined;
+    return j.groupId === undefined
+      ? { members: [...j.members] }
+      : { members: [...j.members], groupId: j.groupId };
   }
 
   /** Sends a KEY_UPDATE (opaque bytes) to the channel's other members. */
@@ -506,6 +562,9 @@ export class Client {
         if (message === null) {
           this.#settlers.delete(settle);
           return { done: true, value: undefined };
+        }
+        if (this.e2e && message.kind === "MSG") {
+          Object.assign(message, await this.e2e.open(message));
         }
         last = message;
         return { done: false, value: message };
@@ -898,7 +957,9 @@ function normalise(options: ConnectOptions): Settings {
     versions: [...versions],
     serverKey,
     prologue: options.prologue ?? "commucat",
-    capabilities: options.capabilities ?? [],
+    capabilities: options.e2e
+      ? [...new Set([...(options.capabilities ?? []), "sender"])]
+      : options.capabilities ?? [],
     handshakeTimeoutMs: positive("handshakeTimeoutMs", options.handshakeTimeoutMs, 10_000),
     ackTimeoutMs: positive("ackTimeoutMs", options.ackTimeoutMs, 30_000, true),
     autoAck: options.autoAck ?? true,

@@ -338,3 +338,24 @@ Deno.test("the trust store survives a restart: pins, verification, counters and 
   assert.equal(f.gap, 0);
   assert.throws(() => TrustStore.fromJSON('{"version":2}'), TypeError);
 });
+
+Deno.test("openTrustStore: a file next to the key, written atomically with mode 0600; a damaged one is refused", async () => {
+  const { openTrustStore, trustFileFor, KeystoreError } = await import("../../client/keystore.ts");
+  const dir = await Deno.makeTempDir({ prefix: "commucat-trust-" });
+  try {
+    const file = trustFileFor(`${dir}/alice.json`);
+    assert.equal(file, `${dir}/alice.trust.json`);
+    const store = await openTrustStore(file);
+    store.observe("bob", generateKeypair().publicKey);
+    store.setVerified("bob", true);
+    await store.save();
+    assert.equal((await Deno.stat(file)).mode! & 0o777, 0o600);
+    const again = await openTrustStore(file);
+    assert.equal(again.get("bob")!.verified, true);
+    await Deno.writeTextFile(file, "{not json");
+    await assert.rejects(openTrustStore(file), KeystoreError);
+    assert.equal(await Deno.readTextFile(file), "{not json", "left untouched");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
