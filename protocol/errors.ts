@@ -57,6 +57,8 @@ export interface Problem {
   detail: string;
   fatal: boolean;
   sequence?: number;
+  /** With status 429 (rate limited) or 503: whole seconds to wait before trying again. */
+  retry_after?: number;
 }
 
 /** Options for {@link ProtocolError}. */
@@ -65,6 +67,8 @@ export interface ProtocolErrorOptions {
   fatal?: boolean;
   /** The underlying cause, kept for logs (never sent to the peer). */
   cause?: unknown;
+  /** Seconds the peer should wait before trying again (sent as `retry_after`). */
+  retryAfter?: number;
 }
 
 /**
@@ -82,6 +86,8 @@ export class ProtocolError extends Error {
   readonly fatal: boolean;
   /** Human-readable explanation naming what was wrong. */
   readonly detail: string;
+  /** Seconds to wait before trying again, when the refusal says so. */
+  readonly retryAfter: number | undefined;
 
   /** Creates an error; `fatal` defaults to true. */
   constructor(title: string, status: number, detail: string, options: ProtocolErrorOptions = {}) {
@@ -94,6 +100,7 @@ export class ProtocolError extends Error {
     this.status = status;
     this.detail = detail;
     this.fatal = options.fatal ?? true;
+    this.retryAfter = options.retryAfter;
   }
 
   /**
@@ -109,6 +116,7 @@ export class ProtocolError extends Error {
       fatal: this.fatal,
     };
     if (sequence !== undefined) problem.sequence = sequence;
+    if (this.retryAfter !== undefined) problem.retry_after = this.retryAfter;
     return problem;
   }
 }

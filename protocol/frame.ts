@@ -377,6 +377,19 @@ export class FrameDecoder {
     this.#maxFrameLength = max;
   }
 
+  /** The largest frame body accepted (a lower limit than the protocol's, e.g. during a handshake). */
+  get maxFrameLength(): number {
+    return this.#maxFrameLength;
+  }
+
+  /** Changes the limit for frames not yet started (1..16 MiB), e.g. once a peer authenticated. */
+  set maxFrameLength(max: number) {
+    if (!Number.isInteger(max) || max < 1 || max > MAX_FRAME_LEN) {
+      throw new RangeError(`maxFrameLength must be an integer in 1..${MAX_FRAME_LEN}`);
+    }
+    this.#maxFrameLength = max;
+  }
+
   /** Octets received and not yet returned as part of a frame. */
   get buffered(): number {
     return this.#available + this.#lenOctets;

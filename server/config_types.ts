@@ -67,6 +67,36 @@ export interface Config {
     outboundQueueBytes: number;
     /** Maximum unacknowledged frames per connection (replay window). */
     maxInflight: number;
+    /** Handshakes one client address may start per minute (all nodes together) (default 300). */
+    handshakesPerMinute: number;
+    /** New users and devices one client address may register per hour (default 20). */
+    registrationsPerHour: number;
+    /** Frames one device may send per second (default 20000). */
+    framesPerSecond: number;
+    /** Bytes one device may send per second (32 MiB) (default 33554432). */
+    bytesPerSecond: number;
+    /** Messages one device may send to one recipient at once (leaky bucket size) (default 60). */
+    messagesBurst: number;
+    /** Messages per minute that bucket drains (1 per second) (default 60). */
+    messagesPerMinute: number;
+    /** JOINs one device may send per minute (default 60). */
+    joinsPerMinute: number;
+    /** Wrong console tokens one address may try per hour (the right token always works) (default 20). */
+    signInFailuresPerHour: number;
+    /** Connections one address may hold open before their handshake completed (per node) (default 64). */
+    unauthenticatedPerAddress: number;
+    /** Connections a node holds open before their handshake completed (default 2048). */
+    unauthenticatedTotal: number;
+    /** Resident bytes above which a node refuses new connections (2 GiB) (default 2147483648). */
+    memoryBudget: number;
+    /** HTTP connections one address may hold open (per node) (default 256). */
+    httpConnectionsPerAddress: number;
+    /** HTTP connections a node holds open (default 8192). */
+    httpConnectionsTotal: number;
+    /** Seconds an HTTP client has to send its request headers (default 10). */
+    httpHeaderTimeout: number;
+    /** Seconds an HTTP request body may stay silent (federation: to arrive in full) (default 30). */
+    httpBodyTimeout: number;
   };
   admin: {
     token: string | null;

@@ -12,6 +12,7 @@ import {
   type Frame,
   FrameDecoder,
   FrameType,
+  MAX_FRAME_LEN,
 } from "../protocol/frame.ts";
 import { CodecError, ProtocolError } from "../protocol/errors.ts";
 import { SecureStreamReader, SecureStreamWriter } from "../protocol/secure_stream.ts";
@@ -25,6 +26,12 @@ import { OutboundBuffer } from "./outbound.ts";
 import type { Transport } from "./transport.ts";
 import type { Logger } from "./log.ts";
 import type { RelayNode } from "./node.ts";
+import {
+  AdmissionTitles,
+  HANDSHAKE_BYTE_BUDGET,
+  HANDSHAKE_FRAME_LIMIT,
+  hostOf,
+} from "./admission.ts";
 
 /** A frame being routed: what a recipient gets, before its own sequence is assigned. */
 export interface RoutedItem {
@@ -111,7 +118,12 @@ export class Connection {
 
   /** The handshake in progress; dropped once it completed (its Noise state is not needed). */
   #handshake: ServerHandshake | null;
-  #decoder = new FrameDecoder();
+  /** Before the handshake completed: frames of at most HANDSHAKE_FRAME_LIMIT (admission.ts). */
+  #decoder = new FrameDecoder({ maxFrameLength: HANDSHAKE_FRAME_LIMIT });
+  /** Octets received while in the handshake (bounded by HANDSHAKE_BYTE_BUDGET). */
+  #handshakeBytes = 0;
+  /** Releases this connection's place among the unauthenticated ones (admission.ts). */
+  #admitted: (() => void) | null = null;
   /** Bytes pushed to the decoder during the handshake (to hand the rest to the v2 stream). */
   #handshakeChunks: Uint8Array[] | null = [];
   #secureReader: SecureStreamReader | null = null;
@@ -181,6 +193,14 @@ export class Connection {
   async run(): Promise<void> {
     const { metrics } = this.node.ctx;
     metrics.handshakeStarted();
+    const admitted = this.node.ctx.admission.admit(hostOf(this.transport.remoteAddr));
+    if ("refusal" in admitted) {
+      metrics.connectionRefused(admitted.reason);
+      await this.fail(admitted.refusal);
+      await this.#teardown();
+      return;
+    }
+    this.#admitted = admitted.release;
     try {
       while (this.state === "handshake" || this.state === "open") {
         const chunk = await this.transport.read();
@@ -221,6 +241,16 @@ export class Connection {
     if (this.#secureReader) {
       for (const piece of this.#secureReader.push(chunk)) this.#decoder.push(piece);
       return;
+    }
+    if (this.state === "handshake") {
+      this.#handshakeBytes += chunk.length;
+      if (this.#handshakeBytes > HANDSHAKE_BYTE_BUDGET) {
+        throw fatal(
+          AdmissionTitles.handshakeTooLarge,
+          413,
+          `more than ${HANDSHAKE_BYTE_BUDGET} octets sent before the handshake completed`,
+        );
+      }
     }
     this.#handshakeChunks?.push(chunk);
     this.#decoder.push(chunk);
@@ -273,6 +303,11 @@ export class Connection {
     } catch (err) {
       this.pattern = handshake.pattern;
       const ciphers = handshake.ciphers;
+      if (err instanceof ProtocolError && !err.fatal && !ciphers) {
+        // A refusal the client may retry on this connection (e.g. a rate-limited HELLO).
+        await this.fail(err, frame.sequence);
+        return;
+      }
       if (ciphers && handshake.version === 2 && !this.#secureWriter) {
         // The client reads the secure stream once Noise completed: refuse inside it.
         await this.drained();
@@ -354,6 +389,10 @@ export class Connection {
     ctx.metrics.handshakeEnded(result.pattern, "ok");
     this.#handshakeCounted = true;
     this.state = "open";
+    this.#admitted?.();
+    this.#admitted = null;
+    // Authenticated: the protocol's frame limit from here on (v2 uses a fresh decoder).
+    this.#decoder.maxFrameLength = MAX_FRAME_LEN;
     this.sendControl(FrameType.Ack, 0, {
       handshake: "ok",
       session: this.sessionId,
@@ -718,6 +757,8 @@ export class Connection {
       metrics.handshakeEnded(this.pattern ?? "unknown", "abandoned");
       this.#handshakeCounted = true;
     }
+    this.#admitted?.();
+    this.#admitted = null;
     this.state = "closed";
     this.transport.close();
     this.#wakeWindow();

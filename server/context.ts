@@ -9,6 +9,8 @@ import type { Logger } from "./log.ts";
 import type { RelayMetrics } from "./metrics.ts";
 import type { Storage } from "../storage/types.ts";
 import type { Ledger } from "../storage/ledger.ts";
+import type { Limits } from "./limits.ts";
+import type { Admission } from "./admission.ts";
 
 export interface NodeContext {
   readonly config: Config;
@@ -17,6 +19,10 @@ export interface NodeContext {
   readonly log: Logger;
   readonly ledger: Ledger;
   readonly nodeId: string;
+  /** Rate limits (server/limits.ts). */
+  readonly limits: Limits;
+  /** Caps on connections in their handshake and the memory budget (server/admission.ts). */
+  readonly admission: Admission;
 }
 
 /** Bus channel on which a node receives frames for the devices it holds. */

@@ -21,6 +21,8 @@ import { StorageError } from "../storage/errors.ts";
 import type { HandshakeRegistration, User } from "../storage/types.ts";
 import type { NodeContext } from "./context.ts";
 import { fatal, Titles } from "./errors.ts";
+import { hostOf } from "./admission.ts";
+import { rateLimited } from "./limits.ts";
 
 /** What the transport tells the handshake about the connection. */
 export interface PeerInfo {
@@ -119,6 +121,10 @@ export class ServerHandshake {
 
   async #onHello(frame: Frame): Promise<HandshakeStep> {
     const hello = parseHello(frame.json);
+    // Handshakes per client address (server/limits.ts): refused before any key work is done.
+    const host = hostOf(this.peer.remoteAddr);
+    const allowed = await this.ctx.limits.consume("handshake", host);
+    if (!allowed.ok) throw rateLimited("handshake", allowed, `too many handshakes from ${host}`);
     this.#hello = hello;
     const version = negotiateVersion(hello.supported_versions, this.#allowedVersions());
     if (version === null) {
@@ -260,6 +266,23 @@ export class ServerHandshake {
     const { storage, config, ledger } = this.ctx;
     const log = this.ctx.log;
     let reg: HandshakeRegistration;
+    // New users and devices per client address: checked before, counted after a registration
+    // (only a device that does not exist yet is refused while the address is over its limit).
+    const host = hostOf(this.peer.remoteAddr);
+    const room = await this.ctx.limits.check("registration", host);
+    if (!room.ok) {
+      let known;
+      try {
+        known = await storage.devices.get(hello.device_id);
+      } catch (err) {
+        storageProblem(err);
+      }
+      if (known === null) {
+        throw rateLimited("registration", room, `too many new devices from ${host}`, {
+          fatal: true,
+        });
+      }
+    }
     try {
       reg = await storage.devices.resolveForHandshake({
         deviceId: hello.device_id,
@@ -276,6 +299,7 @@ export class ServerHandshake {
       storageProblem(err);
     }
     const event = "event" in reg ? reg.event : null;
+    if (event?.kind === "registered") await this.ctx.limits.consume("registration", host);
     if (event) {
       const fields = {
         device_id: event.deviceId,

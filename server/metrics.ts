@@ -130,6 +130,9 @@ export class RelayMetrics {
   readonly busMessages: Counter<"direction">;
   readonly errors: Counter<"title">;
   readonly routingLatency: FrameHistogram;
+  readonly rateLimitedTotal: Counter<"kind">;
+  readonly connectionsRefused: Counter<"reason">;
+  readonly degraded: Counter<"part">;
 
   // Plain numbers mirror the counters so the snapshot costs nothing.
   #connections = 0;
@@ -220,6 +223,24 @@ export class RelayMetrics {
       labelNames: ["title"],
       registers,
     });
+    this.rateLimitedTotal = new Counter({
+      name: "commucat_rate_limited_total",
+      help: "Requests refused by a rate limit ([limits]), by kind",
+      labelNames: ["kind"],
+      registers,
+    });
+    this.connectionsRefused = new Counter({
+      name: "commucat_connections_refused_total",
+      help: "New connections refused (handshake caps, memory budget, HTTP caps), by reason",
+      labelNames: ["reason"],
+      registers,
+    });
+    this.degraded = new Counter({
+      name: "commucat_degraded_total",
+      help: "Frames answered with a non-fatal 503 because a storage part failed, by part",
+      labelNames: ["part"],
+      registers,
+    });
     this.routingLatency = new FrameHistogram(
       "commucat_routing_latency_seconds",
       "Time from receiving a routed frame to handing every copy over",
@@ -292,6 +313,18 @@ export class RelayMetrics {
   error(title: string): void {
     this.#errors++;
     this.errors.inc({ title });
+  }
+  /** A rate limit refused something. */
+  rateLimited(kind: string): void {
+    this.rateLimitedTotal.inc({ kind });
+  }
+  /** A new connection was refused before its handshake. */
+  connectionRefused(reason: string): void {
+    this.connectionsRefused.inc({ reason });
+  }
+  /** A frame got a non-fatal 503 because `part` (postgres, redis) failed. */
+  degradedFrame(part: string): void {
+    this.degraded.inc({ part });
   }
   /** Routing latency of `frames` frames (default one) handed over after `seconds`. */
   routed(seconds: number, frames = 1): void {

@@ -16,6 +16,8 @@ import type { NodeContext } from "./context.ts";
 import { openStorage } from "../storage/mod.ts";
 import type { Storage } from "../storage/types.ts";
 import { createLedger } from "../storage/ledger.ts";
+import { Limits } from "./limits.ts";
+import { Admission } from "./admission.ts";
 
 export interface ServerOptions {
   /** Use this storage instead of opening one (it is then not closed on stop). */
@@ -62,7 +64,12 @@ export async function startServer(
   });
   const ledger = createLedger({ mode: config.ledger.mode, target: config.ledger.target }, log);
   const metrics = new RelayMetrics(nodeId);
-  const ctx: NodeContext = { config, storage, metrics, log, ledger, nodeId };
+  const limits = new Limits(storage.ephemeral, config.limits, {
+    limited: (kind) => metrics.rateLimited(kind),
+    warn: (message, fields) => log.warn(message, fields),
+  });
+  const admission = new Admission(config.limits);
+  const ctx: NodeContext = { config, storage, metrics, log, ledger, nodeId, limits, admission };
   const node = new RelayNode(ctx, { federation: options.federation });
   let tcpListener: Deno.Listener | null = null;
   let httpServer: Deno.HttpServer | null = null;

@@ -46,7 +46,8 @@ export class ConnTransport implements Transport {
   readonly remoteAddr: string;
   readonly isLoopback: boolean;
   #closed = false;
-  #readSize = IDLE_READ_SIZE;
+  /** The large read buffer, kept while traffic is heavy (its contents are copied out). */
+  #large: Uint8Array | null = null;
 
   constructor(private readonly conn: Deno.Conn, readonly isTls: boolean) {
     this.kind = isTls ? "tls" : "tcp";
@@ -65,8 +66,10 @@ export class ConnTransport implements Transport {
   async read(): Promise<Uint8Array | null> {
     if (this.#closed) return null;
     // An idle connection parks a small buffer in its pending read; a read that fills it
-    // switches to large buffers until traffic calms down (memory per idle connection).
-    const buf = new Uint8Array(this.#readSize);
+    // switches to one large buffer until traffic calms down (memory per idle connection). What
+    // is returned is always a fresh buffer of exactly the bytes read: the decoder keeps views
+    // into it (payloads in flight until their ACK), so a small frame never pins a large buffer.
+    const buf = this.#large ?? new Uint8Array(IDLE_READ_SIZE);
     let n: number | null;
     try {
       n = await this.conn.read(buf);
@@ -75,13 +78,12 @@ export class ConnTransport implements Transport {
       throw err;
     }
     if (n === null) return null;
-    this.#readSize = n === buf.length
-      ? READ_SIZE
-      : n < IDLE_READ_SIZE
-      ? IDLE_READ_SIZE
-      : this.#readSize;
-    // A fresh buffer per read: the decoder keeps views into it.
-    return n === buf.length ? buf : buf.subarray(0, n);
+    if (buf === this.#large) {
+      if (n < IDLE_READ_SIZE) this.#large = null;
+      return buf.slice(0, n);
+    }
+    if (n === buf.length) this.#large = new Uint8Array(READ_SIZE);
+    return n === buf.length ? buf : buf.slice(0, n);
   }
 
   async write(bytes: Uint8Array): Promise<void> {

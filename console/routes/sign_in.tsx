@@ -91,7 +91,11 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
     const address = clientAddress(c);
     const form = await c.req.parseBody();
     const next = safeNext(typeof form.next === "string" ? form.next : null);
-    const wait = deps.limiter.waitFor(address);
+    const given = typeof form.token === "string" ? form.token : "";
+    const right = deps.signInToken !== null && tokenMatches(given, deps.signInToken);
+    // Only wrong tokens are limited: the right one always works, so nobody sharing an
+    // operator's address can lock the operator out.
+    const wait = right ? 0 : deps.limiter.waitFor(address);
     if (wait > 0) {
       const seconds = Math.ceil(wait / 1000);
       c.header("Retry-After", String(seconds));
@@ -103,8 +107,7 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
         next,
       );
     }
-    const given = typeof form.token === "string" ? form.token : "";
-    if (deps.signInToken === null || !tokenMatches(given, deps.signInToken)) {
+    if (!right) {
       const imposed = deps.limiter.fail(address);
       deps.log.warn("console: wrong admin token", { address });
       const error = imposed > 0
@@ -112,7 +115,7 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
         : "That token is not right.";
       return page(c, 401, error, null, next);
     }
-    deps.limiter.succeed(address);
+    // A success does not clear the address's failures: they age out on their own.
     // A new session id on sign-in, so a planted pre-sign-in cookie is worth nothing.
     const old = c.get("session");
     if (old) deps.sessions.destroy(old.id);

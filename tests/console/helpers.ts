@@ -3,6 +3,7 @@ import type { Config } from "../../server/config_types.ts";
 import { buildConsole, type ConsoleApp } from "../../console/server.ts";
 import type { ConsoleContext } from "../../console/context.ts";
 import { type FakeStorage, fakeStorage } from "./fake_storage.ts";
+import { OPEN_LIMITS } from "../server/helpers/server.ts";
 
 export const ADMIN_TOKEN = "test-admin-token-0123456789";
 
@@ -44,6 +45,7 @@ export function testConfig(patch: {
       outboundQueueFrames: 1024,
       outboundQueueBytes: 1 << 20,
       maxInflight: 128,
+      ...OPEN_LIMITS,
     },
     admin: { token: ADMIN_TOKEN, ...patch.admin },
   };

@@ -13,6 +13,25 @@ import {
   OTHER_VARIABLES,
 } from "../../server/config.ts";
 
+/** Rate limits and caps left at their defaults by the file test. */
+const DEFAULTS_OF_NEW = {
+  handshakesPerMinute: 300,
+  registrationsPerHour: 20,
+  framesPerSecond: 20000,
+  bytesPerSecond: 32 * 1024 * 1024,
+  messagesBurst: 60,
+  messagesPerMinute: 60,
+  joinsPerMinute: 60,
+  signInFailuresPerHour: 20,
+  unauthenticatedPerAddress: 64,
+  unauthenticatedTotal: 2048,
+  memoryBudget: 2 * 1024 * 1024 * 1024,
+  httpConnectionsPerAddress: 256,
+  httpConnectionsTotal: 8192,
+  httpHeaderTimeout: 10,
+  httpBodyTimeout: 30,
+};
+
 const REPO = new URL("../../", import.meta.url).pathname;
 const PRIV = "000102030405060708090a0b0c0d0e0f000102030405060708090a0b0c0d0e0f";
 const PUB = bytesToHex(x25519.getPublicKey(Uint8Array.from({ length: 32 }, (_, i) => i % 16)));
@@ -74,6 +93,21 @@ Deno.test("defaults apply with no file and no environment", async () => {
       outboundQueueFrames: 4096,
       outboundQueueBytes: 8 * 1024 * 1024,
       maxInflight: 1024,
+      handshakesPerMinute: 300,
+      registrationsPerHour: 20,
+      framesPerSecond: 20000,
+      bytesPerSecond: 32 * 1024 * 1024,
+      messagesBurst: 60,
+      messagesPerMinute: 60,
+      joinsPerMinute: 60,
+      signInFailuresPerHour: 20,
+      unauthenticatedPerAddress: 64,
+      unauthenticatedTotal: 2048,
+      memoryBudget: 2 * 1024 * 1024 * 1024,
+      httpConnectionsPerAddress: 256,
+      httpConnectionsTotal: 8192,
+      httpHeaderTimeout: 10,
+      httpBodyTimeout: 30,
     });
     assert.equal(config.admin.token, null);
     // Configured keys are used, nothing is written.
@@ -142,12 +176,13 @@ token = "s3cret-token-value"
     assert.equal(bytesToHex(config.crypto.noisePublic), PUB);
     assert.equal(config.crypto.prologue, "custom");
     assert.deepEqual(config.ledger, { mode: "file", target: join(dir, "audit/ledger.jsonl") });
-    assert.deepEqual(config.limits, {
+    assert.deepEqual({ ...config.limits, ...DEFAULTS_OF_NEW }, {
       presenceTtl: 30,
       relayTtl: 86400,
       outboundQueueFrames: 100,
       outboundQueueBytes: 65536,
       maxInflight: 16,
+      ...DEFAULTS_OF_NEW,
     });
     assert.equal(config.admin.token, "s3cret-token-value");
   });

@@ -15,6 +15,9 @@ import { createLedger } from "../../storage/ledger.ts";
 import type { NodeContext } from "../../server/context.ts";
 import type { Storage } from "../../storage/types.ts";
 import { testConfig } from "./helpers/server.ts";
+import { Limits } from "../../server/limits.ts";
+import { Admission } from "../../server/admission.ts";
+import { MemoryEphemeralStore } from "../../storage/ephemeral/mod.ts";
 
 Deno.test("channel table: set, group membership changes, delete, and changes from the bus", () => {
   const table = new ChannelTable();
@@ -112,6 +115,8 @@ function bareContext(allowPlaintextV1 = false): NodeContext {
     log,
     ledger: createLedger({ mode: "null", target: null }),
     nodeId: "n",
+    limits: new Limits(new MemoryEphemeralStore(), config.limits),
+    admission: new Admission(config.limits),
   };
 }
 

@@ -19,6 +19,28 @@ export function realServices(): { dsn: string; redis: string } | null {
   return dsn && redis ? { dsn, redis } : null;
 }
 
+/**
+ * Rate limits and caps far above what any test does, so suites that open many connections from
+ * loopback (and share one Redis) are never limited; tests of the limits set their own.
+ */
+export const OPEN_LIMITS = {
+  handshakesPerMinute: 1_000_000,
+  registrationsPerHour: 1_000_000,
+  framesPerSecond: 100_000_000,
+  bytesPerSecond: 17_179_869_184,
+  messagesBurst: 1_000_000,
+  messagesPerMinute: 60_000_000,
+  joinsPerMinute: 1_000_000,
+  signInFailuresPerHour: 1_000_000,
+  unauthenticatedPerAddress: 1_000_000,
+  unauthenticatedTotal: 10_000_000,
+  memoryBudget: 1_125_899_906_842_624,
+  httpConnectionsPerAddress: 10_000_000,
+  httpConnectionsTotal: 10_000_000,
+  httpHeaderTimeout: 10,
+  httpBodyTimeout: 30,
+} satisfies Partial<Config["limits"]>;
+
 /** A complete config for tests: loopback, port 0, fresh Noise keys, short timeouts. */
 export function testConfig(overrides: {
   server?: Partial<Config["server"]>;
@@ -59,6 +81,7 @@ export function testConfig(overrides: {
       outboundQueueFrames: 4096,
       outboundQueueBytes: 8 * 1024 * 1024,
       maxInflight: 512,
+      ...OPEN_LIMITS,
       ...overrides.limits,
     },
     admin: { token: null, ...overrides.admin },
