@@ -4,6 +4,7 @@
  */
 import { run as codec } from "./codec.ts";
 import { run as noise } from "./noise.ts";
+import { run as envelope } from "./envelope.ts";
 import { run as storage } from "./storage.ts";
 import { run as relay } from "./relay.ts";
 import { run as handshake_tcp } from "./handshake_tcp.ts";
@@ -12,6 +13,7 @@ import { run as memory } from "./memory.ts";
 const benches: Record<string, () => Promise<void>> = {
   codec,
   noise,
+  envelope,
   storage,
   relay,
   handshake_tcp,

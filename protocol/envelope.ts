@@ -21,6 +21,7 @@ import { bytesEqual, type CryptoBackend, DHLEN, TAGLEN } from "./crypto.ts";
 import { defaultBackend } from "./crypto.ts";
 import { type LocalKey, NoiseError, readOneWayX, writeOneWayX } from "./noise.ts";
 import { decodeVarint, encodeVarint, varintLength } from "./varint.ts";
+import { bytesToHex } from "./hex.ts";
 
 /** The envelope format this module writes and reads. */
 export const ENVELOPE_VERSION = 1;
@@ -137,6 +138,19 @@ export function assertValidPublicKey(key: Uint8Array, what = "public key"): void
   if (!(key instanceof Uint8Array) || key.length !== DHLEN) {
     throw new EnvelopeError("bad-key", `${what} must be a ${DHLEN}-byte X25519 public key`);
   }
+  const id = bytesToHex(key);
+  if (VALID_KEYS.has(id)) return;
+  checkPoint(key, what);
+  // Public keys only: remembering that a point is valid leaks nothing.
+  if (VALID_KEYS.size >= VALID_KEY_CACHE) VALID_KEYS.delete(VALID_KEYS.values().next().value!);
+  VALID_KEYS.add(id);
+}
+
+/** How many validated public keys are remembered (the curve check costs a square root). */
+const VALID_KEY_CACHE = 4096;
+const VALID_KEYS = new Set<string>();
+
+function checkPoint(key: Uint8Array, what: string): void {
   if (key[31] & 0x80) {
     throw new EnvelopeError("bad-key", `${what} has its top bit set (not canonical)`);
   }
