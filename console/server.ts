@@ -58,6 +58,7 @@ export function buildConsole(ctx: ConsoleContext): ConsoleApp {
   routes.users.register(app, deps);
   routes.groups.register(app, deps);
   routes.peers.register(app, deps);
+  routes.keyEventArchive.register(app, deps);
   routes.keyEvents.register(app, deps);
   routes.audit.register(app, deps);
 

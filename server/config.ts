@@ -13,7 +13,7 @@ import { bytesToHex, hexToBytes, randomBytes } from "@noble/hashes/utils.js";
 import { isAbsolute, join, resolve } from "node:path";
 import { toDomain } from "../protocol/ids.ts";
 import { isLoopbackHost } from "../protocol/net.ts";
-import type { Config, LedgerMode, StaticPeer } from "./config_types.ts";
+import type { Config, LedgerMode, RetentionConfig, StaticPeer } from "./config_types.ts";
 
 export type { Config, LedgerMode, StaticPeer } from "./config_types.ts";
 
@@ -307,6 +307,57 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
     "seconds an HTTP request body may stay silent (federation: to arrive in full)",
   ),
   k(
+    "retention",
+    "key_events_days",
+    "COMMUCAT_RETENTION_KEY_EVENTS_DAYS",
+    "365",
+    "days a device key event stays in the database before it is archived and deleted (0: keep)",
+  ),
+  k(
+    "retention",
+    "archive",
+    "COMMUCAT_RETENTION_ARCHIVE",
+    "(data_dir/archive)",
+    "where archived key events go: a directory, or s3://bucket[/prefix]",
+  ),
+  k(
+    "retention",
+    "s3_endpoint",
+    "COMMUCAT_RETENTION_S3_ENDPOINT",
+    "(none)",
+    "S3-compatible service URL (https://; http:// only for loopback); required with s3://",
+  ),
+  k("retention", "s3_region", "COMMUCAT_RETENTION_S3_REGION", "us-east-1", "S3 signing region"),
+  k(
+    "retention",
+    "s3_access_key_id",
+    "COMMUCAT_RETENTION_S3_ACCESS_KEY_ID",
+    "(none)",
+    "S3 access key id; required with s3://",
+  ),
+  k(
+    "retention",
+    "s3_secret_access_key",
+    "COMMUCAT_RETENTION_S3_SECRET_ACCESS_KEY",
+    "(none)",
+    "S3 secret access key; required with s3://",
+    true,
+  ),
+  k(
+    "retention",
+    "interval",
+    "COMMUCAT_RETENTION_INTERVAL",
+    "3600",
+    "seconds between retention passes (one node at a time)",
+  ),
+  k(
+    "retention",
+    "chunk_events",
+    "COMMUCAT_RETENTION_CHUNK_EVENTS",
+    "10000",
+    "key events per archive chunk (1..100000)",
+  ),
+  k(
     "admin",
     "token",
     "COMMUCAT_ADMIN_TOKEN",
@@ -562,6 +613,7 @@ export async function loadConfig(options: LoadConfigOptions = {}): Promise<Confi
   };
 
   const admin = { token: get("admin", "token", parseToken, null as string | null) };
+  const retention = readRetention(get, where, problems, server.dataDir, path);
 
   if (problems.length > 0) throw new ConfigError(problems);
 
@@ -580,6 +632,7 @@ export async function loadConfig(options: LoadConfigOptions = {}): Promise<Confi
     federation: { peers },
     ledger: { mode: ledgerMode, target: ledgerTarget },
     limits,
+    retention,
     admin,
   };
 }
@@ -1112,4 +1165,116 @@ async function writeKeyFile(file: string, data: KeyFile, replace: boolean): Prom
   } finally {
     await Deno.remove(temp).catch(() => {});
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// [retention]
+
+type Getter = <T>(section: string, key: string, parse: (v: unknown) => T, fallback: T) => T;
+
+/** `[retention]`: the archive target (directory or S3) and the job's knobs. */
+function readRetention(
+  get: Getter,
+  where: (section: string, key: string) => string | undefined,
+  problems: string[],
+  dataDir: string,
+  path: (v: unknown) => string,
+): RetentionConfig {
+  const keyEventsDays = get(
+    "retention",
+    "key_events_days",
+    (v) => parseInteger(v, 0, 36_500, "a whole number of days (0..36500; 0 keeps events)"),
+    365,
+  );
+  const interval = get(
+    "retention",
+    "interval",
+    (v) => parseInteger(v, 1, 604_800, "a positive integer number of seconds (1..604800)"),
+    3600,
+  );
+  const chunkEvents = get(
+    "retention",
+    "chunk_events",
+    (v) => parseInteger(v, 1, 100_000, "a positive integer number of events (1..100000)"),
+    10_000,
+  );
+  const archiveText = get(
+    "retention",
+    "archive",
+    (v) => parseNonEmptyString(v, "a directory path or s3://bucket[/prefix]"),
+    null as string | null,
+  );
+  const fallback: RetentionConfig["archive"] = { kind: "dir", path: join(dataDir, "archive") };
+  if (archiveText === null || !archiveText.startsWith("s3://")) {
+    const archive = archiveText === null
+      ? fallback
+      : { kind: "dir" as const, path: path(archiveText) };
+    return { keyEventsDays, interval, chunkEvents, archive };
+  }
+  const m = /^s3:\/\/([a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:\/(.*))?$/.exec(archiveText);
+  const prefix = (m?.[2] ?? "").replace(/^\/+|\/+$/g, "");
+  if (!m || (prefix !== "" && !/^[A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*$/.test(prefix))) {
+    problems.push(
+      `invalid ${where("retention", "archive")}: expected s3://bucket[/prefix] with a bucket ` +
+        "of 3-63 lowercase letters, digits, dots or hyphens and a prefix of A-Z a-z 0-9 . _ - /",
+    );
+    return { keyEventsDays, interval, chunkEvents, archive: fallback };
+  }
+  const endpoint = get("retention", "s3_endpoint", (v) => {
+    const url = parseUrl(v, ["https:", "http:"], "an https:// URL");
+    if (url.protocol === "http:" && !isLoopbackHost(url.hostname)) {
+      throw new Expected("an https:// URL (http:// is allowed only for loopback hosts)", false);
+    }
+    return url.origin + url.pathname.replace(/\/+$/, "");
+  }, null as string | null);
+  const region = get(
+    "retention",
+    "s3_region",
+    (v) => parseNonEmptyString(v, "a region name such as us-east-1"),
+    "us-east-1",
+  );
+  const accessKeyId = get(
+    "retention",
+    "s3_access_key_id",
+    (v) => parseNonEmptyString(v, "an access key id"),
+    null as string | null,
+  );
+  const secretAccessKey = get(
+    "retention",
+    "s3_secret_access_key",
+    (v) => parseNonEmptyString(v, "a secret access key"),
+    null as string | null,
+  );
+  const missing = [
+    endpoint === null && !where("retention", "s3_endpoint") ? "s3_endpoint" : null,
+    accessKeyId === null && !where("retention", "s3_access_key_id") ? "s3_access_key_id" : null,
+    secretAccessKey === null && !where("retention", "s3_secret_access_key")
+      ? "s3_secret_access_key"
+      : null,
+  ].filter((x) => x !== null);
+  if (missing.length > 0) {
+    problems.push(
+      `[retention] archive is an S3 bucket (${where("retention", "archive")}) but ` +
+        `${missing.map((k) => `[retention] ${k}`).join(", ")} ${
+          missing.length === 1 ? "is" : "are"
+        } not set`,
+    );
+  }
+  if (endpoint === null || accessKeyId === null || secretAccessKey === null) {
+    return { keyEventsDays, interval, chunkEvents, archive: fallback };
+  }
+  return {
+    keyEventsDays,
+    interval,
+    chunkEvents,
+    archive: {
+      kind: "s3",
+      bucket: m[1],
+      prefix: prefix === "" ? "" : `${prefix}/`,
+      endpoint,
+      region,
+      accessKeyId,
+      secretAccessKey,
+    },
+  };
 }

@@ -1,4 +1,17 @@
 /** The typed, validated CommuCat configuration (see server/config.ts for loading). */
+import type { ArchiveTargetConfig } from "../storage/archive/targets.ts";
+
+/** `[retention]`: how long key events stay in the database and where they are archived. */
+export interface RetentionConfig {
+  /** Days a key event stays before it is archived and deleted; 0 keeps events forever. */
+  keyEventsDays: number;
+  /** The archive target: a directory (default data_dir/archive) or an S3-compatible bucket. */
+  archive: ArchiveTargetConfig;
+  /** Seconds between retention passes. */
+  interval: number;
+  /** Key events per archive chunk. */
+  chunkEvents: number;
+}
 
 /** A federation peer trusted by configuration. */
 export interface StaticPeer {
@@ -98,6 +111,7 @@ export interface Config {
     /** Seconds an HTTP request body may stay silent (federation: to arrive in full) (default 30). */
     httpBodyTimeout: number;
   };
+  retention: RetentionConfig;
   admin: {
     token: string | null;
   };

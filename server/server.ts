@@ -18,6 +18,7 @@ import type { Storage } from "../storage/types.ts";
 import { createLedger } from "../storage/ledger.ts";
 import { Limits } from "./limits.ts";
 import { Admission } from "./admission.ts";
+import { startRetentionJob } from "./retention.ts";
 
 export interface ServerOptions {
   /** Use this storage instead of opening one (it is then not closed on stop). */
@@ -76,6 +77,7 @@ export async function startServer(
   try {
     await ledger.ready();
     await node.start();
+    const stopRetention = startRetentionJob(config, storage, log);
     const tls = config.server.tlsCert !== null && config.server.tlsKey !== null;
     const cert = tls ? await Deno.readTextFile(config.server.tlsCert!) : undefined;
     const key = tls ? await Deno.readTextFile(config.server.tlsKey!) : undefined;
@@ -146,6 +148,7 @@ export async function startServer(
             // already closed
           }
           // Clients, then the federation worker, then inbound requests; storage closes last.
+          await stopRetention();
           await node.stop();
           await httpServer?.shutdown();
           await node.idle();

@@ -12,6 +12,7 @@ import { PgOutboxRepo, PgPeerRepo, type StaticPeer } from "./repos/federation.ts
 import { PgGroupRepo } from "./repos/groups.ts";
 import { PgIdempotencyRepo } from "./repos/idempotency.ts";
 import { PgKeyEventRepo } from "./repos/key_events.ts";
+import { PgKeyEventArchiveRepo } from "./repos/key_event_archive.ts";
 import { PgOffsetRepo, PgRelayRepo } from "./repos/relay.ts";
 import { PgSessionRepo } from "./repos/sessions.ts";
 import { PgUserRepo } from "./repos/users.ts";
@@ -73,6 +74,7 @@ export function buildStorage(
     users: new PgUserRepo(db),
     devices: new PgDeviceRepo(db),
     keyEvents: new PgKeyEventRepo(db),
+    keyEventArchive: new PgKeyEventArchiveRepo(db),
     sessions: new PgSessionRepo(db),
     relay: new PgRelayRepo(db),
     offsets: new PgOffsetRepo(db),

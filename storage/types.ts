@@ -279,6 +279,70 @@ export interface KeyEventRepo {
   export(deviceId: string | null, from?: Date, to?: Date): Promise<DeviceKeyEvent[]>;
 }
 
+/**
+ * One key event as an archive line (JSON Lines): the row's columns with the public key in hex
+ * and the time in UTC with microseconds, so a restore puts back exactly what was archived.
+ */
+export interface ArchivedKeyEvent {
+  event_id: string;
+  device_id: string;
+  kind: KeyEventKind;
+  public_key: string;
+  actor: string;
+  recorded_at: string;
+}
+
+/** One archived chunk as the database indexes it (the manifest holds the same fields). */
+export interface ArchiveChunkRecord {
+  /** The target's identity (directory path or s3://bucket/prefix at endpoint), no secrets. */
+  target: string;
+  seq: number;
+  /** Object name inside the target, e.g. key-events/0000000001.jsonl. */
+  object: string;
+  /** recorded_at of the first and last event in the chunk. */
+  firstAt: string;
+  lastAt: string;
+  events: number;
+  /** SHA-256 of the chunk's bytes, hex. */
+  sha256: string;
+  /** SHA-256(previous chain ‖ sha256), hex: the hash chain's value after this chunk. */
+  chain: string;
+  archivedAt: Date;
+}
+
+/** The archive's bookkeeping in the database (storage/archive/ does the moving). */
+export interface KeyEventArchiveRepo {
+  /**
+   * Runs `fn` holding the retention job's advisory lock on its own connection, or returns
+   * `{ locked: false }` at once when another process holds it.
+   */
+  withJobLock<T>(fn: () => Promise<T>): Promise<{ locked: true; value: T } | { locked: false }>;
+  /** Up to `limit` events recorded before `cutoff` (never restored ones), oldest first. */
+  due(cutoff: Date, limit: number): Promise<ArchivedKeyEvent[]>;
+  /**
+   * Records an archived chunk and deletes exactly its events, in one transaction. Returns how
+   * many rows were deleted.
+   */
+  commitChunk(
+    chunk: Omit<ArchiveChunkRecord, "archivedAt">,
+    eventIds: string[],
+    devices: Map<string, number>,
+  ): Promise<number>;
+  /** Deletes restored events whose restore is older than `cutoff` (they are archived already). */
+  purgeRestored(cutoff: Date): Promise<number>;
+  /** Indexed chunks, newest first, optionally of one target only. */
+  chunks(filter?: { target?: string; limit?: number }): Promise<ArchiveChunkRecord[]>;
+  /** The chunks holding events of one device, oldest first. */
+  chunksForDevice(deviceId: string, limit?: number): Promise<ArchiveChunkRecord[]>;
+  /**
+   * Puts archived events back (marked restored). Events already present, or of devices that no
+   * longer exist, are skipped and counted.
+   */
+  restore(
+    events: ArchivedKeyEvent[],
+  ): Promise<{ restored: number; present: number; unknownDevice: number }>;
+}
+
 export interface SessionRepo {
   record(s: Omit<SessionRecord, "createdAt">): Promise<SessionRecord>;
   listRecent(page: PageRequest): Promise<Page<SessionRecord>>;
@@ -513,6 +577,7 @@ export interface Storage {
   users: UserRepo;
   devices: DeviceRepo;
   keyEvents: KeyEventRepo;
+  keyEventArchive: KeyEventArchiveRepo;
   sessions: SessionRepo;
   relay: RelayRepo;
   offsets: OffsetRepo;

@@ -3,6 +3,12 @@ import { oneOf, parseCommand, stringFlag, UsageError } from "../args.ts";
 import type { Command } from "../command.ts";
 import { csvLine, hex, table, toJson } from "../format.ts";
 import { type DeviceKeyEvent, NotFound } from "../../storage/mod.ts";
+import {
+  ARCHIVE_SUBCOMMANDS,
+  archiveHelp,
+  archiveUsage,
+  runArchiveSubcommand,
+} from "./key_events_archive.ts";
 
 const usage = "key-events <device_id> [--format text|json|csv] [--from TIME] [--to TIME]";
 
@@ -27,15 +33,21 @@ const row = (e: DeviceKeyEvent) => [e.recordedAt, e.kind, e.eventId, hex(e.publi
 export const keyEventsCommand: Command = {
   name: "key-events",
   summary: "show or export a device's key events",
-  usage,
+  usage: `${usage}\n${archiveUsage}`,
   help: `Prints every key event of a device (registered, approved, rotated, revoked, …), oldest
 first: time, kind, event id, public key and who caused it. --format json or csv exports them
 (for reports, or to compare with the ledger); --from/--to limit the time range [from, to).
 Large exports report progress on stderr.
 
 Example:
-  deno task cli key-events laptop-01 --format csv > laptop-01-keys.csv`,
+  deno task cli key-events laptop-01 --format csv > laptop-01-keys.csv
+
+${archiveHelp}
+A device whose id is one of these words is shown with "key-events -- <id>".`,
   async run(argv, ctx) {
+    if ((ARCHIVE_SUBCOMMANDS as readonly string[]).includes(argv[0])) {
+      return await runArchiveSubcommand(argv, ctx);
+    }
     const args = parseCommand(argv, {
       usage,
       positionals: ["device_id"],

@@ -102,6 +102,8 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
         />
         <p>
           <a href={href("/key-events", { device: id })}>All key events of this device</a>
+          {" · "}
+          <a href={href("/key-events/archive", { device: id })}>Its archived history</a>
         </p>
       </section>,
       <section aria-labelledby="sessions-title">

@@ -69,6 +69,8 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
           <a class="button small" href={href("/key-events/export.csv", params)} download>CSV</a>
           {" "}
           <a class="button small" href={href("/key-events/export.json", params)} download>JSON</a>
+          {" · "}
+          <a href={href("/key-events/archive", { device: f.device })}>Archived key events</a>
         </p>
       ),
       page && page.items.length > 0 && (

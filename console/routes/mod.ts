@@ -8,6 +8,7 @@ export * as deviceDetail from "./device_detail.tsx";
 export * as users from "./users.tsx";
 export * as groups from "./groups.tsx";
 export * as peers from "./peers.tsx";
+export * as keyEventArchive from "./key_event_archive.tsx";
 export * as keyEvents from "./key_events.tsx";
 export * as audit from "./audit.tsx";
 export * as staticFiles from "./static.ts";

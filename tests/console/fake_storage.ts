@@ -319,6 +319,15 @@ export function fakeStorage(clock: () => number = Date.now): FakeStorage {
           );
         },
       },
+      keyEventArchive: {
+        withJobLock: () => Promise.resolve({ locked: false as const }),
+        due: () => Promise.resolve([]),
+        commitChunk: () => Promise.reject(new Error("the fake storage archives nothing")),
+        purgeRestored: () => Promise.resolve(0),
+        chunks: () => (guard(), Promise.resolve([])),
+        chunksForDevice: () => (guard(), Promise.resolve([])),
+        restore: () => Promise.reject(new Error("the fake storage restores nothing")),
+      },
       sessions: {
         record(s) {
           const r = { ...s, createdAt: now() };

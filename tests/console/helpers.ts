@@ -47,6 +47,12 @@ export function testConfig(patch: {
       maxInflight: 128,
       ...OPEN_LIMITS,
     },
+    retention: {
+      keyEventsDays: 0,
+      interval: 3600,
+      chunkEvents: 10_000,
+      archive: { kind: "dir", path: "./data-unused/archive" },
+    },
     admin: { token: ADMIN_TOKEN, ...patch.admin },
   };
 }

@@ -84,6 +84,12 @@ export function testConfig(overrides: {
       ...OPEN_LIMITS,
       ...overrides.limits,
     },
+    retention: {
+      keyEventsDays: 0,
+      interval: 3600,
+      chunkEvents: 10_000,
+      archive: { kind: "dir", path: "./data-unused/archive" },
+    },
     admin: { token: null, ...overrides.admin },
   };
 }
