@@ -74,10 +74,11 @@ export async function startServer(
   const node = new RelayNode(ctx, { federation: options.federation });
   let tcpListener: Deno.Listener | null = null;
   let httpServer: Deno.HttpServer | null = null;
+  let stopRetention = () => Promise.resolve();
   try {
     await ledger.ready();
     await node.start();
-    const stopRetention = startRetentionJob(config, storage, log);
+    stopRetention = startRetentionJob(config, storage, log);
     const tls = config.server.tlsCert !== null && config.server.tlsKey !== null;
     const cert = tls ? await Deno.readTextFile(config.server.tlsCert!) : undefined;
     const key = tls ? await Deno.readTextFile(config.server.tlsKey!) : undefined;
@@ -165,6 +166,7 @@ export async function startServer(
     } catch {
       // not open
     }
+    await stopRetention().catch(() => {});
     await node.stop().catch(() => {});
     await httpServer?.shutdown().catch(() => {});
     await ledger.close().catch(() => {});
