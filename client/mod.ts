@@ -1,10 +1,11 @@
 /**
- * The CommuCat client SDK: connect a device to a relay server (TCP, TLS or HTTP `/connect`;
- * Noise XK or IK; protocol v1 or v2), join channels, send and receive frames.
- * See docs/CLIENT.md.
+ * The CommuCat client SDK for Deno: connect a device to a relay server (TCP, TLS, HTTP
+ * `/connect` or WebSocket; Noise XK or IK; protocol v1 or v2), join channels, send and receive
+ * frames. See docs/CLIENT.md; the browser entry is client/browser.ts.
  *
  * @module
  */
+import "./transport_deno.ts";
 
 export {
   type AckResult,
@@ -42,4 +43,10 @@ export {
   openTrustStore,
   trustFileFor,
 } from "./keystore.ts";
-export { isLoopbackHost, type TransportKind } from "./transport.ts";
+export {
+  isLoopbackHost,
+  type Transport,
+  type TransportKind,
+  type TransportOptions,
+  websocketUrl,
+} from "./transport.ts";

@@ -1,6 +1,7 @@
 /**
- * The CommuCat client SDK: connect a device to a relay server over TCP, TLS or HTTP
- * `/connect`, authenticate with Noise XK or IK, and exchange CCP-1 frames.
+ * The CommuCat client SDK: connect a device to a relay server over TCP, TLS, HTTP `/connect`
+ * or a WebSocket, authenticate with Noise XK or IK, and exchange CCP-1 frames. This core
+ * imports nothing platform-specific and runs unchanged in Deno and in browsers.
  *
  * ```ts
  * const client = await connect({ deviceId, keypair, serverKey, host: "127.0.0.1", port: 9443 });
@@ -41,7 +42,13 @@ import { CommuCatError, connectionClosed, toCommuCatError } from "./errors.ts";
 import { E2E, E2EError, type E2EOptions, type SealedAck, type SealedFields } from "./e2e.ts";
 import { FrameReader, FrameWriter } from "./framing.ts";
 import { type HandshakeResult, runHandshake } from "./handshake.ts";
-import { isLoopbackHost, openTransport, type Transport, type TransportKind } from "./transport.ts";
+import {
+  isLoopbackHost,
+  openTransport,
+  type Transport,
+  type TransportKind,
+  websocketUrl,
+} from "./transport.ts";
 
 export { CommuCatError } from "./errors.ts";
 export type { HandshakePattern, HelloUser, Keypair, UserInfo };
@@ -58,13 +65,16 @@ export interface ReconnectPolicy {
 
 /** Everything {@link connect} needs. */
 export interface ConnectOptions {
-  /** "tcp" (default), "tls", or "http" (`POST /connect`). */
+  /** "tcp" (default), "tls", "http" (`POST /connect`) or "ws" (`/connect` as a WebSocket). */
   transport?: TransportKind;
   /** Server host for tcp/tls (default 127.0.0.1). */
   host?: string;
   /** Server port for tcp/tls: the server's `tcp_bind` (default 9443). */
   port?: number;
-  /** For http: the `/connect` URL on the server's `bind` listener. */
+  /**
+   * For http and ws: the `/connect` URL on the server's `bind` listener (ws: a browser page
+   * defaults to its own origin's `/connect`).
+   */
   url?: string;
   /** PEM certificates to trust (a self-signed server certificate). */
   caCerts?: string[];
@@ -922,7 +932,7 @@ function normalise(options: ConnectOptions): Settings {
     throw new TypeError(`connect: pattern must be "XK" or "IK", got ${JSON.stringify(pattern)}`);
   }
   const kind = options.transport ?? "tcp";
-  const tls = kind === "tls" ||
+  let tls = kind === "tls" ||
     (kind === "http" && (options.url ?? "").toLowerCase().startsWith("https:"));
   let host = options.host ?? "127.0.0.1";
   if (kind === "http" && options.url) {
@@ -931,6 +941,11 @@ function normalise(options: ConnectOptions): Settings {
     } catch {
       throw new TypeError(`connect: url ${JSON.stringify(options.url)} is not a valid URL`);
     }
+  }
+  if (kind === "ws") {
+    const url = websocketUrl(options);
+    tls = url.protocol === "wss:";
+    host = url.hostname;
   }
   const versions = options.versions ?? (tls || isLoopbackHost(host) ? [1, 2] : [2]);
   if (

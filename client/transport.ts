@@ -1,22 +1,28 @@
 /**
- * Byte transports the client SDK speaks CCP-1 over: plain TCP, TLS, and the HTTP
- * `POST /connect` duplex stream (HTTP/2 under TLS, HTTP/1.1 chunked in the clear).
+ * The byte transports the client SDK speaks CCP-1 over, behind one interface: plain TCP, TLS
+ * and the HTTP `POST /connect` duplex stream (Deno only: client/transport_deno.ts), and the
+ * WebSocket upgrade of `/connect` (Deno and browsers: client/transport_ws.ts).
  *
  * A transport only moves bytes; framing, the handshake and the v2 secure stream live above it.
+ * This module imports nothing platform-specific: the SDK core built on it runs unchanged in
+ * Deno and in a browser.
  *
  * @module
  */
+import { openWebSocketTransport } from "./transport_ws.ts";
+
+export { websocketUrl } from "./transport_ws.ts";
 
 import { isLoopbackHost } from "../protocol/net.ts";
 
 /** How the client reaches the server. */
-export type TransportKind = "tcp" | "tls" | "http";
+export type TransportKind = "tcp" | "tls" | "http" | "ws";
 
 /** A connected, full-duplex byte stream. */
 export interface Transport {
   /** Which kind of transport this is. */
   readonly kind: TransportKind;
-  /** True when the bytes travel inside TLS (tls, https). */
+  /** True when the bytes travel inside TLS (tls, https, wss). */
   readonly tls: boolean;
   /** True when the peer is on the loopback interface. */
   readonly loopback: boolean;
@@ -39,96 +45,58 @@ export interface TransportOptions {
   /** Port, for tcp and tls (default 9443, the server's `tcp_bind`). */
   port?: number;
   /**
-   * For http: the URL of the server's `bind` listener, e.g. `https://localhost:8443/connect`
-   * (a URL without a path gets `/connect`). Default `http://<host>:<port ?? 8443>/connect`.
+   * For http and ws: the URL of the server's `bind` listener, e.g.
+   * `https://localhost:8443/connect` or `wss://localhost:8443/connect` (a URL without a path
+   * gets `/connect`; for ws an http(s) URL is taken as its ws(s) twin). Default
+   * `http://<host>:<port ?? 8443>/connect`, and in a browser page the page's own origin.
    */
   url?: string;
-  /** PEM certificates to trust in addition to the system roots (self-signed servers). */
+  /** PEM certificates to trust in addition to the system roots (Deno: tls, http, ws). */
   caCerts?: string[];
   /** Server name for TLS certificate checks when `host` is an address (tls only). */
   serverName?: string;
 }
 
-const READ_BUFFER_BYTES = 64 * 1024;
+/** Opens a transport of one kind; a platform registers the kinds it can open. */
+export type TransportOpener = (options: TransportOptions) => Promise<Transport>;
 
 export { isLoopbackHost };
 
+let platformOpener: TransportOpener | null = null;
+
+/**
+ * Registers the opener for the kinds only a platform provides (tcp, tls, http);
+ * client/transport_deno.ts calls it when imported.
+ */
+export function registerPlatformTransports(opener: TransportOpener): void {
+  platformOpener = opener;
+}
+
+/** The module holding the Deno transports; a variable so browser bundles leave it out. */
+const DENO_TRANSPORTS = "./transport_deno.ts";
+
 /** Opens a transport as described by `options`. */
 export async function openTransport(options: TransportOptions): Promise<Transport> {
-  switch (options.transport) {
-    case "tcp": {
-      const hostname = options.host ?? "127.0.0.1";
-      const conn = await Deno.connect({ hostname, port: options.port ?? 9443 });
-      conn.setNoDelay(true);
-      return new ConnTransport("tcp", conn, false, isLoopbackHost(hostname));
-    }
-    case "tls": {
-      const hostname = options.host ?? "127.0.0.1";
-      const conn = await Deno.connectTls({
-        hostname: options.serverName ?? hostname,
-        port: options.port ?? 9443,
-        caCerts: options.caCerts,
-      });
-      await conn.handshake();
-      return new ConnTransport("tls", conn, true, isLoopbackHost(hostname));
-    }
-    case "http":
-      return openHttpTransport(options);
-    default:
-      throw new TypeError(
-        `transport must be "tcp", "tls" or "http", got ${JSON.stringify(options.transport)}`,
-      );
+  const kind = options.transport;
+  if (kind === "ws") return await openWebSocketTransport(options);
+  if (kind !== "tcp" && kind !== "tls" && kind !== "http") {
+    throw new TypeError(
+      `transport must be "tcp", "tls", "http" or "ws", got ${JSON.stringify(kind)}`,
+    );
   }
+  if (platformOpener === null && "Deno" in globalThis) {
+    // Programs that import client/sdk.ts directly (rather than client/mod.ts) still get them.
+    await import(DENO_TRANSPORTS);
+  }
+  if (platformOpener === null) {
+    throw new TypeError(
+      `transport "${kind}" needs Deno (raw sockets or a duplex fetch); in a browser use "ws"`,
+    );
+  }
+  return await platformOpener(options);
 }
 
-/** A `Deno.Conn` (TCP or TLS) as a transport. */
-class ConnTransport implements Transport {
-  #conn: Deno.Conn;
-  #closed = false;
-
-  constructor(
-    readonly kind: TransportKind,
-    conn: Deno.Conn,
-    readonly tls: boolean,
-    readonly loopback: boolean,
-  ) {
-    this.#conn = conn;
-  }
-
-  async read(): Promise<Uint8Array | null> {
-    if (this.#closed) return null;
-    // A fresh buffer per read: the frame decoder keeps references to pushed chunks.
-    const buffer = new Uint8Array(READ_BUFFER_BYTES);
-    let n: number | null;
-    try {
-      n = await this.#conn.read(buffer);
-    } catch (error) {
-      if (this.#closed) return null;
-      throw error;
-    }
-    if (n === null) return null;
-    return n === buffer.length ? buffer : buffer.slice(0, n);
-  }
-
-  async write(bytes: Uint8Array): Promise<void> {
-    let offset = 0;
-    while (offset < bytes.length) {
-      offset += await this.#conn.write(bytes.subarray(offset));
-    }
-  }
-
-  close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    try {
-      this.#conn.close();
-    } catch {
-      // Already closed by the peer.
-    }
-  }
-}
-
-/** Builds the `/connect` URL from the options. */
+/** Builds the `/connect` URL from the options (http: or https:). */
 export function connectUrl(options: TransportOptions): URL {
   const raw = options.url ??
     `http://${options.host ?? "127.0.0.1"}:${options.port ?? 8443}/connect`;
@@ -143,106 +111,4 @@ export function connectUrl(options: TransportOptions): URL {
   }
   if (url.pathname === "/" || url.pathname === "") url.pathname = "/connect";
   return url;
-}
-
-/**
- * `POST /connect`: the request body is a stream we write into, the response body the
- * stream we read. The request starts at once and is not awaited here, so a server that
- * answers only after the first bytes (HELLO) cannot deadlock the client.
- */
-function openHttpTransport(options: TransportOptions): Transport {
-  const url = connectUrl(options);
-  const client = options.caCerts?.length
-    ? Deno.createHttpClient({ caCerts: options.caCerts })
-    : undefined;
-  const abort = new AbortController();
-  let controller!: ReadableStreamDefaultController<Uint8Array>;
-  const body = new ReadableStream<Uint8Array>({
-    start(c) {
-      controller = c;
-    },
-  });
-  const response = fetch(url, {
-    method: "POST",
-    body,
-    // Deno's fetch is full duplex over h2 and HTTP/1.1 chunked despite the name.
-    duplex: "half",
-    headers: { "content-type": "application/octet-stream" },
-    signal: abort.signal,
-    client,
-  } as RequestInit);
-  return new HttpTransport(
-    url,
-    response,
-    controller,
-    abort,
-    client,
-    isLoopbackHost(url.hostname),
-  );
-}
-
-class HttpTransport implements Transport {
-  readonly kind = "http" as const;
-  readonly tls: boolean;
-  #reader: Promise<ReadableStreamDefaultReader<Uint8Array>>;
-  #controller: ReadableStreamDefaultController<Uint8Array>;
-  #abort: AbortController;
-  #client: Deno.HttpClient | undefined;
-  #closed = false;
-
-  constructor(
-    url: URL,
-    response: Promise<Response>,
-    controller: ReadableStreamDefaultController<Uint8Array>,
-    abort: AbortController,
-    client: Deno.HttpClient | undefined,
-    readonly loopback: boolean,
-  ) {
-    this.tls = url.protocol === "https:";
-    this.#controller = controller;
-    this.#abort = abort;
-    this.#client = client;
-    this.#reader = response.then(async (res) => {
-      if (!res.ok || res.body === null) {
-        const text = await res.text().catch(() => "");
-        throw new Error(`POST ${url.pathname} answered ${res.status}: ${text.slice(0, 200)}`);
-      }
-      return res.body.getReader();
-    });
-    // Keep an early rejection from going unhandled when nobody reads yet.
-    this.#reader.catch(() => {});
-  }
-
-  async read(): Promise<Uint8Array | null> {
-    if (this.#closed) return null;
-    try {
-      const reader = await this.#reader;
-      const { value, done } = await reader.read();
-      if (done) return null;
-      return value;
-    } catch (error) {
-      if (this.#closed) return null;
-      throw error;
-    }
-  }
-
-  write(bytes: Uint8Array): Promise<void> {
-    if (this.#closed) return Promise.reject(new Error("transport is closed"));
-    // The body stream owns the chunk from here on: hand it a copy the caller cannot mutate.
-    this.#controller.enqueue(bytes.slice());
-    return Promise.resolve();
-  }
-
-  close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    try {
-      this.#controller.close();
-    } catch {
-      // Stream already errored or closed.
-    }
-    this.#abort.abort();
-    this.#reader.then((r) => r.cancel().catch(() => {}), () => {});
-    this.#client?.close();
-  }
 }

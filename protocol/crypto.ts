@@ -12,13 +12,29 @@
  *
  * @module
  */
-import * as nodeCrypto from "node:crypto";
-import { Buffer } from "node:buffer";
+import type * as NodeCrypto from "node:crypto";
+import type * as NodeBufferModule from "node:buffer";
 import { ed25519, x25519 } from "@noble/curves/ed25519.js";
 import { chacha20poly1305 } from "@noble/ciphers/chacha.js";
 import { blake2s } from "@noble/hashes/blake2.js";
 import { blake3 } from "@noble/hashes/blake3.js";
 import { hmac as nobleHmac } from "@noble/hashes/hmac.js";
+import { equalBytes } from "@noble/ciphers/utils.js";
+import { hexToBytes } from "./hex.ts";
+
+/**
+ * `node:crypto` where the runtime has it (Deno, Node), looked up at run time rather than
+ * imported so this module also loads in a browser, where every primitive comes from noble.
+ */
+const builtin = (id: string) =>
+  (globalThis as { process?: { getBuiltinModule?: (id: string) => unknown } }).process
+    ?.getBuiltinModule?.(id);
+const nodeCrypto = builtin("node:crypto") as typeof NodeCrypto;
+const Buffer = (builtin("node:buffer") as typeof NodeBufferModule | undefined)
+  ?.Buffer as typeof NodeBufferModule.Buffer;
+
+/** True when `node:crypto` is present (Deno, Node) and the native backends can be used. */
+export const hasNodeCrypto: boolean = nodeCrypto !== undefined;
 
 /** An X25519 (or Ed25519) key pair as raw 32-byte keys. */
 export type Keypair = { privateKey: Uint8Array; publicKey: Uint8Array };
@@ -294,19 +310,19 @@ export const nobleEd25519: Ed25519Impl = {
 
 // ASN.1 prefixes that turn a raw 32-byte key into PKCS#8 / SPKI DER; importing DER is the
 // fastest way to get a KeyObject from raw bytes here (faster than JWK, measured).
-const X25519_PKCS8 = Buffer.from("302e020100300506032b656e04220420", "hex");
-const X25519_SPKI = Buffer.from("302a300506032b656e032100", "hex");
-const ED25519_PKCS8 = Buffer.from("302e020100300506032b657004220420", "hex");
-const ED25519_SPKI = Buffer.from("302a300506032b6570032100", "hex");
+const X25519_PKCS8 = hexToBytes("302e020100300506032b656e04220420");
+const X25519_SPKI = hexToBytes("302a300506032b656e032100");
+const ED25519_PKCS8 = hexToBytes("302e020100300506032b657004220420");
+const ED25519_SPKI = hexToBytes("302a300506032b6570032100");
 
-function der(prefix: Buffer, key: Uint8Array): Buffer {
+function der(prefix: Uint8Array, key: Uint8Array): NodeBufferModule.Buffer {
   const out = Buffer.allocUnsafe(prefix.length + key.length);
-  prefix.copy(out, 0);
+  out.set(prefix, 0);
   out.set(key, prefix.length);
   return out;
 }
 
-function x25519Public(publicKey: Uint8Array): nodeCrypto.KeyObject {
+function x25519Public(publicKey: Uint8Array): NodeCrypto.KeyObject {
   checkLength(publicKey, DHLEN, "X25519 public key");
   return nodeCrypto.createPublicKey({
     key: der(X25519_SPKI, publicKey),
@@ -317,8 +333,8 @@ function x25519Public(publicKey: Uint8Array): nodeCrypto.KeyObject {
 
 class NodeDhKey implements DhKey {
   readonly publicKey: Uint8Array;
-  readonly handle: nodeCrypto.KeyObject;
-  constructor(handle: nodeCrypto.KeyObject, publicKey: Uint8Array) {
+  readonly handle: NodeCrypto.KeyObject;
+  constructor(handle: NodeCrypto.KeyObject, publicKey: Uint8Array) {
     this.handle = handle;
     this.publicKey = publicKey;
   }
@@ -328,7 +344,7 @@ class NodeDhKey implements DhKey {
   }
 }
 
-function nodePublicOf(key: nodeCrypto.KeyObject): Uint8Array {
+function nodePublicOf(key: NodeCrypto.KeyObject): Uint8Array {
   const spki = nodeCrypto.createPublicKey(key).export({ format: "der", type: "spki" });
   return plain(spki.subarray(spki.length - DHLEN));
 }
@@ -356,13 +372,13 @@ export const nodeX25519: X25519Impl = {
     const handle = key instanceof NodeDhKey
       ? key.handle
       : (nodeX25519.fromPrivate(key.privateKey(), key.publicKey) as NodeDhKey).handle;
-    let pub: nodeCrypto.KeyObject;
+    let pub: NodeCrypto.KeyObject;
     if (remote instanceof RemoteKey) {
       // Import once per remote key: a responder uses the initiator's e (and, for IK, s) twice.
       if (!(remote.prepared instanceof nodeCrypto.KeyObject)) {
         remote.prepared = x25519Public(remote.publicKey);
       }
-      pub = remote.prepared as nodeCrypto.KeyObject;
+      pub = remote.prepared as NodeCrypto.KeyObject;
     } else {
       pub = x25519Public(remote);
     }
@@ -440,8 +456,8 @@ class NodeBlake2sForNoble {
   readonly blockLen = 64;
   readonly outputLen = HASHLEN;
   readonly canXOF = false;
-  h: nodeCrypto.Hash;
-  constructor(h?: nodeCrypto.Hash) {
+  h: NodeCrypto.Hash;
+  constructor(h?: NodeCrypto.Hash) {
     this.h = h ?? nodeCrypto.createHash("blake2s256");
   }
   update(data: Uint8Array): this {
@@ -576,13 +592,15 @@ export const nodeBackend: CryptoBackend = makeBackend("node", {
  * for Noise's HKDF (node's own HMAC object costs more per call on 32-byte inputs, and noble's
  * JavaScript BLAKE2s is slower than the native one). `bench/noise.ts` compares the choices.
  */
-export const defaultBackend: CryptoBackend = makeBackend("mixed", {
-  x25519: nodeX25519,
-  aead: nodeAead,
-  blake2s: nodeBlake2s,
-  hmacBlake2s: nobleHmacNodeBlake2s,
-  ed25519: nodeEd25519,
-});
+export const defaultBackend: CryptoBackend = hasNodeCrypto
+  ? makeBackend("mixed", {
+    x25519: nodeX25519,
+    aead: nodeAead,
+    blake2s: nodeBlake2s,
+    hmacBlake2s: nobleHmacNodeBlake2s,
+    ed25519: nodeEd25519,
+  })
+  : nobleBackend;
 
 /**
  * Noise's HKDF (spec §4.3) over HMAC-BLAKE2s: returns 2 or 3 outputs of HASHLEN bytes.
@@ -636,7 +654,7 @@ export function publicKeyOf(
  */
 export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;
-  return nodeCrypto.timingSafeEqual(a, b);
+  return nodeCrypto ? nodeCrypto.timingSafeEqual(a, b) : equalBytes(a, b);
 }
 
 /** Per-process key: both sides of {@link tokenMatches} are hashed to equal-length digests. */

@@ -112,6 +112,13 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
     "allow protocol v1 (no tunnel encryption) without TLS from non-loopback peers",
   ),
   k(
+    "server",
+    "allowed_origins",
+    "COMMUCAT_ALLOWED_ORIGINS",
+    "(same origin only)",
+    'origins whose pages may open /connect as a WebSocket: array or "a,b"; "*" allows any',
+  ),
+  k(
     "storage",
     "postgres_dsn",
     "COMMUCAT_PG_DSN",
@@ -487,6 +494,7 @@ export async function loadConfig(options: LoadConfigOptions = {}): Promise<Confi
     dataDir: get("server", "data_dir", path, resolve(cwd, "data")),
     handshakeTimeout: get("server", "handshake_timeout", seconds(600), 10),
     allowPlaintextV1: get("server", "allow_plaintext_v1", parseBoolean, false),
+    allowedOrigins: get("server", "allowed_origins", parseOrigins, [] as string[]),
   };
   if ((server.tlsCert === null) !== (server.tlsKey === null)) {
     const [set, missing] = server.tlsCert ? ["tls_cert", "tls_key"] : ["tls_key", "tls_cert"];
@@ -979,6 +987,35 @@ function parsePeer(
     );
   }
   return { domain: peerDomain, endpoint: (endpoint as string).trim(), publicKey: key };
+}
+
+/** Origins as an array of strings or "a,b": each `scheme://host[:port]` of http(s), or "*". */
+function parseOrigins(value: unknown): string[] {
+  const items = typeof value === "string"
+    ? value.split(",").map((o) => o.trim()).filter((o) => o !== "")
+    : value;
+  if (!Array.isArray(items)) {
+    throw new Expected('an array of origins like "https://chat.example.org", or "*"');
+  }
+  return items.map((item, i) => {
+    if (item === "*") return item;
+    let url: URL | null = null;
+    try {
+      url = typeof item === "string" ? new URL(item) : null;
+    } catch {
+      url = null;
+    }
+    if (
+      url === null || (url.protocol !== "http:" && url.protocol !== "https:") ||
+      url.pathname !== "/" || url.search !== "" || url.hash !== "" || url.username !== ""
+    ) {
+      throw new Invalid(
+        `origin ${i + 1}: expected scheme://host[:port] (http or https, no path), got ` +
+          JSON.stringify(item),
+      );
+    }
+    return url.origin;
+  });
 }
 
 /** Peers as an array of tables {domain, endpoint, public_key}, or "domain,endpoint,hexkey;…". */

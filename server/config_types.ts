@@ -46,6 +46,8 @@ export interface Config {
     handshakeTimeout: number;
     /** Allow protocol v1 (no tunnel encryption) on non-TLS connections that are not loopback. */
     allowPlaintextV1: boolean;
+    /** Origins (besides the listener's own) whose pages may open /connect as a WebSocket. */
+    allowedOrigins: string[];
   };
   storage: {
     postgresDsn: string | null;

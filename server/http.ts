@@ -1,6 +1,6 @@
 /**
  * The HTTP listener (`[server] bind`): `POST /connect` (CCP-1 over a duplex HTTP/1.1 or HTTP/2
- * stream), `GET /healthz`, `GET /readyz`, `GET /metrics` (ccp1.md §8), and federation's
+ * stream), `GET /connect` upgraded to a WebSocket (server/websocket.ts), `GET /healthz`, `GET /readyz`, `GET /metrics` (ccp1.md §8), and federation's
  * `POST /federation/events` (ccp1.md §7).
  *
  * @module
@@ -8,6 +8,7 @@
 import { tokenMatches } from "../protocol/crypto.ts";
 import type { RelayNode } from "./node.ts";
 import { formatAddr, HttpStreamTransport } from "./transport.ts";
+import { isWebSocketUpgrade, upgradeToWebSocket } from "./websocket.ts";
 
 /** An RFC 9457 problem response. */
 export function problemResponse(
@@ -73,6 +74,9 @@ export function httpHandler(
         });
       }
       case "/connect": {
+        if (isWebSocketUpgrade(request)) {
+          return upgradeToWebSocket(node, request, info, isTls, problemResponse);
+        }
         if (request.method !== "POST") return methodNotAllowed("POST");
         const addr = info.remoteAddr as Deno.NetAddr;
         const transport = new HttpStreamTransport(request, formatAddr(addr), addr.hostname, isTls);

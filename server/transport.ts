@@ -1,7 +1,8 @@
 /**
- * One byte-stream interface for every way a client reaches the relay: raw TCP, TLS, and the
- * `POST /connect` HTTP stream (HTTP/1.1 chunked or HTTP/2). The connection code above it never
- * knows which one it is talking to.
+ * One byte-stream interface for every way a client reaches the relay: raw TCP, TLS, the
+ * `POST /connect` HTTP stream (HTTP/1.1 chunked or HTTP/2) and the WebSocket upgrade of
+ * `/connect` (server/ws_transport.ts). The connection code above it never knows which one it
+ * is talking to.
  *
  * @module
  */
@@ -10,8 +11,8 @@ import { isLoopbackHost } from "../protocol/net.ts";
 
 /** A duplex byte stream to one client. */
 export interface Transport {
-  /** "tcp", "tls" or "http" (the /connect stream). */
-  readonly kind: "tcp" | "tls" | "http";
+  /** "tcp", "tls", "http" (the /connect stream) or "ws" (the /connect WebSocket). */
+  readonly kind: "tcp" | "tls" | "http" | "ws";
   /** `host:port` of the peer as observed by this node. */
   readonly remoteAddr: string;
   /** True when the bytes travel inside TLS (a TLS listener or HTTPS). */

@@ -27,6 +27,7 @@ export function testConfig(patch: {
       dataDir: "./data",
       handshakeTimeout: 10,
       allowPlaintextV1: false,
+      allowedOrigins: [],
       ...patch.server,
     },
     storage: { postgresDsn: null, redisUrl: null },

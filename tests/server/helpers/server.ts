@@ -63,6 +63,7 @@ export function testConfig(overrides: {
       dataDir: "./data-unused",
       handshakeTimeout: 10,
       allowPlaintextV1: false,
+      allowedOrigins: [],
       ...overrides.server,
     },
     storage: { postgresDsn: null, redisUrl: null, ...overrides.storage },
