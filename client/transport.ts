@@ -9,11 +9,10 @@
  *
  * @module
  */
+import { isLoopbackHost } from "../protocol/net.ts";
 import { openWebSocketTransport } from "./transport_ws.ts";
 
 export { websocketUrl } from "./transport_ws.ts";
-
-import { isLoopbackHost } from "../protocol/net.ts";
 
 /** How the client reaches the server. */
 export type TransportKind = "tcp" | "tls" | "http" | "ws";

@@ -658,7 +658,7 @@ export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
 }
 
 /** Per-process key: both sides of {@link tokenMatches} are hashed to equal-length digests. */
-const TOKEN_COMPARE_KEY = nodeCrypto.randomBytes(32);
+const TOKEN_COMPARE_KEY = globalThis.crypto.getRandomValues(new Uint8Array(32));
 
 /**
  * True when a presented secret (bearer token, admin token) equals the expected one, in time

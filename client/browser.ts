@@ -1,0 +1,41 @@
+/// <reference lib="dom" />
+/**
+ * The CommuCat client SDK for browsers: the same core as client/mod.ts (connect, channels,
+ * sealed messages, trust), over the WebSocket transport, with the device key kept in
+ * IndexedDB (client/browser_keystore.ts). Bundled into web/static/commucat.js by web/build.ts.
+ *
+ * ```ts
+ * import { connect, openBrowserIdentity } from "/chat/static/commucat.js";
+ * const me = await openBrowserIdentity();
+ * const client = await connect({ transport: "ws", deviceId: me.deviceId, keypair: me.keypair, serverKey });
+ * ```
+ *
+ * @module
+ */
+export {
+  type AckResult,
+  type Client,
+  type ClientEvents,
+  connect,
+  type ConnectOptions,
+  type CreateGroupOptions,
+  type InboundKind,
+  type InboundMessage,
+  type JoinOptions,
+  parseServerKey,
+  type ReconnectPolicy,
+} from "./sdk.ts";
+export { CommuCatError, type ErrorSource } from "./errors.ts";
+export {
+  type DirectoryEntry,
+  E2E,
+  E2EError,
+  type E2EErrorCode,
+  type E2EEvents,
+  type E2EOptions,
+  type SealedAck,
+  type SealedFields,
+} from "./e2e.ts";
+export { type PeerRecord, safetyNumber, TrustStore } from "./trust.ts";
+export { directChannelId, groupChannelId } from "./channels.ts";
+export { isLoopbackHost, type Transport, type TransportKind, websocketUrl } from "./transport.ts";
