@@ -4,12 +4,13 @@
  * becomes a `UsageError`, which the entry point turns into exit code 2 and a one-line hint.
  */
 import { parseArgs } from "node:util";
+import { ProblemError } from "../protocol/errors.ts";
 import { parseKeyText } from "../protocol/ids.ts";
 
 /** A mistake in how the command was typed (exit code 2). */
-export class UsageError extends Error {
+export class UsageError extends ProblemError {
   constructor(message: string, readonly usage: string) {
-    super(message);
+    super("Usage Error", 400, message, { fatal: true });
     this.name = "UsageError";
   }
 }

@@ -4,6 +4,7 @@
  * `gen-keys` and `--help` never touch a database) and closed once by the entry point.
  */
 import { userInfo } from "node:os";
+import { ProblemError } from "../protocol/errors.ts";
 import { type Config, loadConfig } from "../server/config.ts";
 import { log, setLogSink } from "../server/log.ts";
 import { createLedger, type Ledger } from "../storage/ledger.ts";
@@ -18,9 +19,9 @@ import {
 } from "../storage/mod.ts";
 
 /** A failure the CLI explains itself (exit code 1); no troubleshooting hint is added. */
-export class CliFailure extends Error {
+export class CliFailure extends ProblemError {
   constructor(message: string) {
-    super(message);
+    super("Command Failed", 400, message, { fatal: true });
     this.name = "CliFailure";
   }
 }

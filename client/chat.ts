@@ -17,6 +17,7 @@
 import { parseArgs } from "node:util";
 import { join } from "node:path";
 import { isHex } from "../protocol/hex.ts";
+import { ProblemError } from "../protocol/errors.ts";
 import { directChannelId, groupChannelId } from "./channels.ts";
 import { decodeEnvelope, encodeEnvelope, messageId, type TextEnvelope } from "./chat_envelope.ts";
 import { CommuCatError } from "./errors.ts";
@@ -84,7 +85,11 @@ interface ChatFlags {
   displayName?: string;
 }
 
-class UsageError extends Error {}
+class UsageError extends ProblemError {
+  constructor(message: string) {
+    super("Usage Error", 400, message, { fatal: true });
+  }
+}
 
 /** Parses argv; throws UsageError naming the bad flag. */
 export function parseChatArgs(argv: string[]): ChatFlags | "help" {

@@ -11,6 +11,7 @@
  */
 
 import { dirname, join } from "node:path";
+import { ProblemError } from "../protocol/errors.ts";
 import { ID_RULE, isId } from "../protocol/ids.ts";
 import { bytesEqual, generateKeypair, type Keypair, publicKeyOf } from "../protocol/crypto.ts";
 import { bytesToHex, hexToBytes, isHex } from "../protocol/hex.ts";
@@ -28,9 +29,9 @@ export interface DeviceIdentity {
 }
 
 /** Thrown when the key file cannot be used; the message names the file and the problem. */
-export class KeystoreError extends Error {
+export class KeystoreError extends ProblemError {
   constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
+    super("Key File Error", 400, message, { fatal: true, cause: options?.cause });
     this.name = "KeystoreError";
   }
 }

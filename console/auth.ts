@@ -4,14 +4,15 @@
  */
 import { randomBytes } from "node:crypto";
 import { isLoopbackHost } from "../protocol/net.ts";
+import { ProblemError } from "../protocol/errors.ts";
 
 /** The one constant-time secret comparison (protocol/crypto.ts). */
 export { tokenMatches } from "../protocol/crypto.ts";
 
 /** The console cannot start with this configuration; the message says what to change. */
-export class ConsoleConfigError extends Error {
+export class ConsoleConfigError extends ProblemError {
   constructor(message: string) {
-    super(message);
+    super("Invalid Configuration", 500, message, { fatal: true });
     this.name = "ConsoleConfigError";
   }
 }

@@ -21,6 +21,7 @@ import { blake3 } from "@noble/hashes/blake3.js";
 import { hmac as nobleHmac } from "@noble/hashes/hmac.js";
 import { equalBytes } from "@noble/ciphers/utils.js";
 import { hexToBytes } from "./hex.ts";
+import { ProblemError } from "./errors.ts";
 
 /**
  * `node:crypto` where the runtime has it (Deno, Node), looked up at run time rather than
@@ -47,17 +48,17 @@ export const HASHLEN = 32;
 export const TAGLEN = 16;
 
 /** Raised when an AEAD ciphertext does not authenticate. */
-export class DecryptError extends Error {
+export class DecryptError extends ProblemError {
   constructor(message = "decryption failed: ciphertext or associated data was altered") {
-    super(message);
+    super("Decrypt Failed", 400, message, { fatal: true });
     this.name = "DecryptError";
   }
 }
 
 /** Raised when a DH input is invalid (wrong length, or a low-order point giving zero). */
-export class InvalidKeyError extends Error {
+export class InvalidKeyError extends ProblemError {
   constructor(message: string) {
-    super(message);
+    super("Invalid Key", 400, message);
     this.name = "InvalidKeyError";
   }
 }

@@ -18,6 +18,7 @@
 import { ed25519 } from "@noble/curves/ed25519.js";
 import { concatBytes } from "./bytes.ts";
 import { bytesEqual, type CryptoBackend, DHLEN, TAGLEN } from "./crypto.ts";
+import { ProblemError } from "./errors.ts";
 import { defaultBackend } from "./crypto.ts";
 import { type LocalKey, NoiseError, readOneWayX, writeOneWayX } from "./noise.ts";
 import { decodeVarint, encodeVarint, varintLength } from "./varint.ts";
@@ -61,10 +62,10 @@ export type EnvelopeErrorCode =
   | "bad-key"; // a public key that is not a valid X25519 point (off the curve, low order)
 
 /** Every refusal of this module; `code` says which rule was broken. */
-export class EnvelopeError extends Error {
+export class EnvelopeError extends ProblemError {
   readonly code: EnvelopeErrorCode;
   constructor(code: EnvelopeErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
+    super("Envelope Refused", 400, message, { cause: options?.cause });
     this.name = "EnvelopeError";
     this.code = code;
   }

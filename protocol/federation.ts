@@ -12,6 +12,7 @@
  * @module
  */
 import { blake3Hash, type CryptoBackend, defaultBackend } from "./crypto.ts";
+import { ProblemError } from "./errors.ts";
 
 /** The relayed frame inside a federation event. */
 export interface FederationPayload {
@@ -42,9 +43,9 @@ export interface FederationKeypair {
 }
 
 /** Raised for an event that cannot be digested (bad timestamp, non-JSON payload value). */
-export class FederationError extends Error {
+export class FederationError extends ProblemError {
   constructor(message: string) {
-    super(message);
+    super("Invalid Event", 400, message);
     this.name = "FederationError";
   }
 }

@@ -11,6 +11,7 @@
  *
  * @module
  */
+import { ProblemError } from "./errors.ts";
 import {
   type CryptoBackend,
   DecryptError,
@@ -45,10 +46,10 @@ export type NoiseErrorCode =
   | "pattern"; // unknown handshake pattern
 
 /** Every failure of this module. After one from a handshake, that handshake is unusable. */
-export class NoiseError extends Error {
+export class NoiseError extends ProblemError {
   readonly code: NoiseErrorCode;
   constructor(code: NoiseErrorCode, message: string, options?: { cause?: unknown }) {
-    super(message, options);
+    super("Noise Failure", 400, message, { fatal: true, cause: options?.cause });
     this.name = "NoiseError";
     this.code = code;
   }

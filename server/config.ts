@@ -11,6 +11,7 @@ import { ed25519, x25519 } from "@noble/curves/ed25519.js";
 import { blake3 } from "@noble/hashes/blake3.js";
 import { bytesToHex, hexToBytes, randomBytes } from "@noble/hashes/utils.js";
 import { isAbsolute, join, resolve } from "node:path";
+import { ProblemError } from "../protocol/errors.ts";
 import { toDomain } from "../protocol/ids.ts";
 import { isLoopbackHost } from "../protocol/net.ts";
 import type { Config, LedgerMode, RetentionConfig, StaticPeer } from "./config_types.ts";
@@ -18,14 +19,17 @@ import type { Config, LedgerMode, RetentionConfig, StaticPeer } from "./config_t
 export type { Config, LedgerMode, StaticPeer } from "./config_types.ts";
 
 /** A configuration that cannot be used; `problems` lists each wrong value on its own. */
-export class ConfigError extends Error {
+export class ConfigError extends ProblemError {
   readonly problems: string[];
   constructor(problems: string | string[]) {
     const list = typeof problems === "string" ? [problems] : problems;
     super(
+      "Invalid Configuration",
+      500,
       list.length === 1
         ? list[0]
         : `${list.length} configuration problems:\n  ${list.join("\n  ")}`,
+      { fatal: true },
     );
     this.name = "ConfigError";
     this.problems = list;

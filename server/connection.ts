@@ -21,7 +21,7 @@ import type { UserInfo } from "../protocol/control.ts";
 import { MAX_U32 } from "../protocol/varint.ts";
 import type { RelayEnvelope } from "../storage/types.ts";
 import { type HandshakeResult, ServerHandshake } from "./handshake.ts";
-import { fatal, Titles } from "./errors.ts";
+import { fatal, refusalFor, Titles } from "./errors.ts";
 import { OutboundBuffer } from "./outbound.ts";
 import type { Transport } from "./transport.ts";
 import type { Logger } from "./log.ts";
@@ -373,8 +373,8 @@ export class Connection {
     if (failure !== null) {
       ctx.metrics.handshakeEnded(result.pattern, "storage failure");
       this.#handshakeCounted = true;
-      const e = failure as { title?: string; status?: number; message?: string };
-      throw fatal(e.title ?? Titles.unavailable, e.status ?? 503, e.message ?? String(failure));
+      const why = failure instanceof Error ? failure.message : String(failure);
+      throw refusalFor(failure, { fatal: true }) ?? fatal(Titles.unavailable, 503, why);
     }
     if (this.state !== "handshake") return; // closed meanwhile (replaced, shutdown, timeout)
     ctx.ledger.record("session", {

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { ProtocolError } from "../protocol/errors.ts";
+import { ProblemError, ProtocolError } from "../protocol/errors.ts";
 
 /** A fatal error: the ERROR frame is flushed, then the connection closes. */
 export function fatal(title: string, status: number, detail: string): ProtocolError {
@@ -14,6 +14,21 @@ export function fatal(title: string, status: number, detail: string): ProtocolEr
 /** A non-fatal error: the connection stays open. */
 export function refused(title: string, status: number, detail: string): ProtocolError {
   return new ProtocolError(title, status, detail, { fatal: false });
+}
+
+/**
+ * The protocol refusal a storage error (or any other layer's {@link ProblemError}) becomes:
+ * its title, status and detail (after `context: ` when given), fatal as the caller says. Null
+ * for anything else — a ProtocolError already is a refusal, and an unknown error is the
+ * caller's to report (usually as 503 "Service Unavailable").
+ */
+export function refusalFor(
+  err: unknown,
+  options: { fatal: boolean; context?: string },
+): ProtocolError | null {
+  if (!(err instanceof ProblemError) || err instanceof ProtocolError) return null;
+  const detail = options.context ? `${options.context}: ${err.detail}` : err.detail;
+  return new ProtocolError(err.title, err.status, detail, { fatal: options.fatal, cause: err });
 }
 
 /** Titles used by the relay beyond the codec's nine. */

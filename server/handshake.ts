@@ -17,10 +17,9 @@ import {
 import { bytesToHex, hexToBytes } from "../protocol/hex.ts";
 import { bytesEqual } from "../protocol/crypto.ts";
 import { type CipherState, HandshakeState } from "../protocol/noise.ts";
-import { StorageError } from "../storage/errors.ts";
 import type { HandshakeRegistration, User } from "../storage/types.ts";
 import type { NodeContext } from "./context.ts";
-import { fatal, Titles } from "./errors.ts";
+import { fatal, refusalFor, Titles } from "./errors.ts";
 import { hostOf } from "./admission.ts";
 import { rateLimited } from "./limits.ts";
 
@@ -63,8 +62,7 @@ export function userInfo(user: User): UserInfo {
 
 /** Turns a storage failure during the handshake into a fatal ERROR that names it. */
 function storageProblem(err: unknown): never {
-  if (err instanceof StorageError) throw fatal(err.title, err.status, err.message);
-  throw err;
+  throw refusalFor(err, { fatal: true }) ?? err;
 }
 
 /** One connection's handshake, driven frame by frame. */

@@ -6,23 +6,10 @@
  * @module
  */
 import { tokenMatches } from "../protocol/crypto.ts";
+import { problemResponse } from "../protocol/errors.ts";
 import type { RelayNode } from "./node.ts";
 import { formatAddr, HttpStreamTransport } from "./transport.ts";
 import { isWebSocketUpgrade, upgradeToWebSocket } from "./websocket.ts";
-
-/** An RFC 9457 problem response. */
-export function problemResponse(
-  status: number,
-  title: string,
-  detail: string,
-  extra: Record<string, unknown> = {},
-  headers: Record<string, string> = {},
-): Response {
-  return new Response(
-    JSON.stringify({ type: "about:blank", title, status, detail, ...extra }),
-    { status, headers: { "content-type": "application/problem+json", ...headers } },
-  );
-}
 
 /** Builds the request handler of the HTTP listener. */
 export function httpHandler(

@@ -19,11 +19,10 @@ import {
 } from "../protocol/control.ts";
 import { ProtocolError } from "../protocol/errors.ts";
 import { MAX_U32 } from "../protocol/varint.ts";
-import { StorageError } from "../storage/errors.ts";
 import type { GroupRole } from "../storage/types.ts";
 import { type ChannelRoute, ChannelTable } from "./channels.ts";
 import type { Connection, RoutedItem } from "./connection.ts";
-import { fatal, refused, Titles } from "./errors.ts";
+import { fatal, refusalFor, refused, Titles } from "./errors.ts";
 import type { RelayNode } from "./node.ts";
 import { getLogLevel } from "./log.ts";
 
@@ -37,10 +36,7 @@ export const MAX_ACKS_PER_FRAME = 4096;
 
 /** Turns a storage failure into a non-fatal ERROR that names it. */
 function storageRefusal(err: unknown): never {
-  if (err instanceof StorageError) {
-    throw new ProtocolError(err.title, err.status, err.message, { fatal: false });
-  }
-  throw err;
+  throw refusalFor(err, { fatal: false }) ?? err;
 }
 
 export class Router {
@@ -162,9 +158,8 @@ export class Router {
           // Refusals (e.g. federation's "federation peer not allowed") reach the sender as is.
           const problem = err instanceof ProtocolError && !err.fatal
             ? err
-            : err instanceof StorageError
-            ? refused(err.title, err.status, `frame not delivered: ${err.message}`)
-            : refused(Titles.unavailable, 503, "frame not delivered; send it again");
+            : refusalFor(err, { fatal: false, context: "frame not delivered" }) ??
+              refused(Titles.unavailable, 503, "frame not delivered; send it again");
           conn.fail(problem, frame.sequence);
         },
       );

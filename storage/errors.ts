@@ -1,52 +1,53 @@
-/** Typed storage errors; each maps to an RFC 9457 problem (title + status). */
-export class StorageError extends Error {
-  constructor(
-    readonly title: string,
-    readonly status: number,
-    message: string,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-    this.name = new.target.name;
+/**
+ * Typed storage errors: each is a {@link ProblemError} (Title Case `title`, `status`, and a
+ * `detail` that is also its `message`), so the relay, the console and the CLI report them the
+ * same way (server/errors.ts `refusalFor` turns one into a protocol refusal).
+ */
+import { ProblemError } from "../protocol/errors.ts";
+
+/** The base of every storage error. Not fatal by itself: the caller decides. */
+export class StorageError extends ProblemError {
+  constructor(title: string, status: number, detail: string, options?: { cause?: unknown }) {
+    super(title, status, detail, { cause: options?.cause });
   }
 }
 
 /** Postgres (or the embedded database) failed: check the DSN, role rights and migrations. */
 export class StorageFailure extends StorageError {
   constructor(message: string, options?: { cause?: unknown }) {
-    super("storage failure", 503, message, options);
+    super("Storage Failure", 503, message, options);
   }
 }
 
 /** Redis failed: check reachability, ACL and the DB index. */
 export class RedisFailure extends StorageError {
   constructor(message: string, options?: { cause?: unknown }) {
-    super("redis failure", 503, message, options);
+    super("Redis Failure", 503, message, options);
   }
 }
 
 export class NotFound extends StorageError {
   constructor(what: string, id: string) {
-    super("not found", 404, `${what} ${JSON.stringify(id)} not found`);
+    super("Not Found", 404, `${what} ${JSON.stringify(id)} not found`);
   }
 }
 
 /** A value that is not acceptable; the message names the field and the value. */
 export class InvalidValue extends StorageError {
   constructor(readonly field: string, readonly value: unknown, expected: string) {
-    super("invalid value", 400, `invalid ${field} ${JSON.stringify(value)}: expected ${expected}`);
+    super("Invalid Value", 400, `invalid ${field} ${JSON.stringify(value)}: expected ${expected}`);
   }
 }
 
 export class TransitionNotAllowed extends StorageError {
   constructor(what: string, from: string, to: string) {
-    super("transition not allowed", 409, `${what} cannot go from ${from} to ${to}`);
+    super("Transition Not Allowed", 409, `${what} cannot go from ${from} to ${to}`);
   }
 }
 
 export class Conflict extends StorageError {
   constructor(message: string) {
-    super("conflict", 409, message);
+    super("Conflict", 409, message);
   }
 }
 

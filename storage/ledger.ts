@@ -11,6 +11,7 @@
 import { blake3 } from "@noble/hashes/blake3.js";
 import { bytesToHex } from "@noble/hashes/utils.js";
 import { dirname } from "node:path";
+import { ProblemError } from "../protocol/errors.ts";
 
 export type LedgerMode = "null" | "debug" | "file";
 
@@ -53,9 +54,9 @@ export interface LedgerOptions {
 }
 
 /** A ledger that cannot be created or written; the message says what and where. */
-export class LedgerError extends Error {
+export class LedgerError extends ProblemError {
   constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
+    super("Ledger Failure", 503, message, { cause: options?.cause });
     this.name = "LedgerError";
   }
 }

@@ -6,15 +6,16 @@
  */
 import type { Context } from "hono";
 import { HTTPException } from "hono/http-exception";
+import { ProblemError } from "../../protocol/errors.ts";
 import { StorageError, troubleshootingHint } from "../../storage/errors.ts";
 import type { AppEnv, ConsoleDeps } from "../context.ts";
 import { renderPage } from "../render.tsx";
 import { ErrorBox } from "../components/flash.tsx";
 
 /** A request the console cannot serve, with a message for the operator. */
-export class PageError extends Error {
-  constructor(readonly status: number, readonly title: string, message: string) {
-    super(message);
+export class PageError extends ProblemError {
+  constructor(status: number, title: string, detail: string) {
+    super(title, status, detail);
     this.name = "PageError";
   }
 }

@@ -1,7 +1,7 @@
 /**
  * Federation's problems: one typed error for refusals on the relay side (the server turns it
- * into a non-fatal ERROR frame for the sender) and RFC 9457 problem responses for the inbound
- * HTTP endpoint.
+ * into a non-fatal ERROR frame for the sender); the inbound HTTP endpoint answers the same
+ * titles with `problemResponse` (protocol/errors.ts).
  *
  * @module
  */
@@ -35,29 +35,4 @@ export class FederationRefused extends ProtocolError {
     super(title, status, detail, { fatal: false, cause: options.cause });
     this.name = "FederationRefused";
   }
-}
-
-/** An RFC 9457 problem document as the inbound endpoint answers it. */
-export interface HttpProblem {
-  type: "about:blank";
-  title: string;
-  status: number;
-  detail: string;
-  /** The offending field of the event, when one field was wrong. */
-  field?: string;
-}
-
-/** A problem response (`application/problem+json`). */
-export function problemResponse(
-  status: number,
-  title: string,
-  detail: string,
-  extra: { field?: string; headers?: Record<string, string> } = {},
-): Response {
-  const body: HttpProblem = { type: "about:blank", title, status, detail };
-  if (extra.field !== undefined) body.field = extra.field;
-  return new Response(JSON.stringify(body), {
-    status,
-    headers: { "content-type": "application/problem+json", ...extra.headers },
-  });
 }

@@ -12,7 +12,7 @@ import type { FederationEvent } from "../../protocol/federation.ts";
 import { isHex } from "../../protocol/hex.ts";
 import { MAX_U32 } from "../../protocol/varint.ts";
 import { type Frame, FRAME_TYPE_NAMES, FrameDecoder, FrameType } from "../../protocol/frame.ts";
-import { CodecError } from "../../protocol/errors.ts";
+import { CodecError, ProblemError } from "../../protocol/errors.ts";
 import { EVENT_ID_PATTERN, isDomain } from "../../protocol/ids.ts";
 
 /**
@@ -44,9 +44,9 @@ export interface SignedEventBody {
 }
 
 /** A body that failed validation; `field` is the dotted path of what was wrong. */
-export class EventShapeError extends Error {
+export class EventShapeError extends ProblemError {
   constructor(readonly field: string, detail: string) {
-    super(`${field}: ${detail}`);
+    super("Invalid Event", 400, `${field}: ${detail}`);
     this.name = "EventShapeError";
   }
 }

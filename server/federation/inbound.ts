@@ -20,7 +20,8 @@ import type { Logger } from "../log.ts";
 import { eventDigest, rfc3339ToNanos, verifyEvent } from "../../protocol/federation.ts";
 import { bytesToHex, hexToBytes } from "../../protocol/hex.ts";
 import type { PeerRepo } from "../../storage/types.ts";
-import { FederationRefused, FederationTitles as T, problemResponse } from "./errors.ts";
+import { ProblemError, problemResponse } from "../../protocol/errors.ts";
+import { FederationRefused, FederationTitles as T } from "./errors.ts";
 import {
   decodeFederatedFrame,
   EventShapeError,
@@ -98,9 +99,8 @@ export function inboundHandler(
         503,
         T.deliveryFailed,
         "the event could not be processed; retry later",
-        {
-          headers: { "retry-after": "5" },
-        },
+        {},
+        { "retry-after": "5" },
       );
     }
   };
@@ -119,13 +119,14 @@ export function inboundHandler(
         remote_addr: remoteAddr,
         event_id: extra.event_id,
       });
-      return problemResponse(status, title, detail, extra);
+      const body = extra.field === undefined ? {} : { field: extra.field };
+      return problemResponse(status, title, detail, body, extra.headers);
     };
 
     if (request.method !== "POST") {
       await request.body?.cancel().catch(() => {});
-      return problemResponse(405, T.methodNotAllowed, "federation events are POSTed", {
-        headers: { allow: "POST" },
+      return problemResponse(405, T.methodNotAllowed, "federation events are POSTed", {}, {
+        allow: "POST",
       });
     }
     const type = (request.headers.get("content-type") ?? "").split(";")[0].trim().toLowerCase();
@@ -263,15 +264,9 @@ export function inboundHandler(
     } catch (err) {
       // Not delivered: forget the id so the sender's retry is accepted.
       await o.replay.release(event.origin, eventId).catch(() => {});
-      const status = (err as { status?: unknown }).status;
-      const title = (err as { title?: unknown }).title;
-      if (
-        typeof status === "number" && status >= 400 && status < 500 && typeof title === "string"
-      ) {
-        const detail = (err as { detail?: unknown }).detail;
-        return refuse(status, title, typeof detail === "string" ? detail : (err as Error).message, {
-          event_id: eventId,
-        });
+      // A refusal (an unknown device, a revoked one) passes through with its own problem.
+      if (err instanceof ProblemError && err.status >= 400 && err.status < 500) {
+        return refuse(err.status, err.title, err.detail, { event_id: eventId });
       }
       o.log.error("federation delivery to local device failed", {
         event_id: eventId,
@@ -282,9 +277,8 @@ export function inboundHandler(
         503,
         T.deliveryFailed,
         "the event could not be delivered; retry later",
-        {
-          headers: { "retry-after": "5" },
-        },
+        {},
+        { "retry-after": "5" },
       );
     }
 

@@ -12,6 +12,7 @@
  *
  * @module
  */
+import { ProblemError } from "../../protocol/errors.ts";
 
 /** How far `created_at` may be from the receiver's clock: 5 minutes. */
 export const CLOCK_SKEW_MS = 5 * 60 * 1000;
@@ -32,9 +33,13 @@ export interface ReplayGuard {
 }
 
 /** The guard cannot record another id without forgetting one still inside the window. */
-export class ReplayGuardFull extends Error {
+export class ReplayGuardFull extends ProblemError {
   constructor(capacity: number) {
-    super(`replay guard holds ${capacity} event ids that are all inside the replay window`);
+    super(
+      "Federation Busy",
+      503,
+      `replay guard holds ${capacity} event ids that are all inside the replay window`,
+    );
     this.name = "ReplayGuardFull";
   }
 }

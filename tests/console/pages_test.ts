@@ -284,7 +284,7 @@ Deno.test("storage failures show a friendly page with the troubleshooting hint",
   const res = await c.get("/devices");
   assert.equal(res.status, 503);
   const html = await res.text();
-  assert.match(html, /storage failure:/);
+  assert.match(html, /Storage Failure:/);
   assert.match(html, /check the DSN, the role's rights and migrations/);
   h.storage.failWith = null;
   const missing = await c.get("/devices/nope");

@@ -7,6 +7,7 @@ import {
   toRfc3339,
 } from "../../protocol/federation.ts";
 import { bytesToHex } from "../../protocol/hex.ts";
+import { NotFound } from "../../storage/errors.ts";
 import {
   FederationRefused,
   inboundUrl,
@@ -546,11 +547,12 @@ Deno.test("inbound: a failed local delivery answers 503 and the retry is accepte
   assert.equal(res.status, 202);
   await res.body?.cancel();
   // A refusal with a status (e.g. an unknown device) passes through.
-  b.deliverLocal = () =>
-    Promise.reject(Object.assign(new Error("no such device"), { status: 404, title: "not found" }));
+  b.deliverLocal = () => Promise.reject(new NotFound("device", "bob"));
   res = await b.fed.handleInbound(post(signedBody(a.seed)));
   assert.equal(res.status, 404);
-  assert.equal((await problem(res)).detail, "no such device");
+  const notFound = await problem(res);
+  assert.equal(notFound.title, "Not Found");
+  assert.equal(notFound.detail, 'device "bob" not found');
   await b.close();
 });
 

@@ -1389,7 +1389,7 @@ const cases: Case[] = [
       assert.fail("should throw");
     } catch (err) {
       assert.ok(err instanceof StorageError);
-      assert.equal(err.title, "invalid value");
+      assert.equal(err.title, "Invalid Value");
       assert.equal(err.status, 400);
     }
   }],

@@ -15,7 +15,7 @@ Deno.test("redactDsn drops the password and the query string", () => {
 Deno.test("an unreachable Postgres is a StorageFailure that never shows the password", async () => {
   await assert.rejects(openPostgres("postgres://app:hunter2@127.0.0.1:1/commucat"), (err) => {
     assert.ok(err instanceof StorageFailure);
-    assert.equal(err.title, "storage failure");
+    assert.equal(err.title, "Storage Failure");
     assert.match(err.message, /cannot connect to postgres at postgres:\/\/app@127\.0\.0\.1:1/);
     assert.ok(!err.message.includes("hunter2"), err.message);
     return true;

@@ -100,7 +100,7 @@ Deno.test("redis: unreachable Redis fails every call promptly with RedisFailure"
   for (const [name, call] of calls) {
     await assert.rejects(call(), (err: unknown) => {
       assert.ok(err instanceof RedisFailure, `${name}: ${err}`);
-      assert.equal(err.title, "redis failure");
+      assert.equal(err.title, "Redis Failure");
       assert.match(err.message, /^redis failure: .*127\.0\.0\.1:1/, name);
       assert.match(err.message, /ECONNREFUSED/, name);
       assert.doesNotMatch(err.message, /topsecret/, name);
