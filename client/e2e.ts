@@ -31,6 +31,7 @@ import {
   type DhKey,
   type Keypair,
 } from "../protocol/crypto.ts";
+import { ProblemError } from "../protocol/errors.ts";
 import { importStaticKey } from "../protocol/noise.ts";
 import { bytesToHex, hexToBytes, isHex } from "../protocol/hex.ts";
 import { type Observation, type PeerRecord, safetyNumber, TrustStore } from "./trust.ts";
@@ -44,12 +45,12 @@ export type E2EErrorCode =
   | "disabled"; // end-to-end encryption is not enabled on this client
 
 /** The typed failure of sealing or opening. Never carries plaintext or key material. */
-export class E2EError extends Error {
+export class E2EError extends ProblemError {
   readonly code: E2EErrorCode;
   /** The device the failure is about, when there is one. */
   readonly device: string | undefined;
   constructor(code: E2EErrorCode, message: string, options?: { device?: string; cause?: unknown }) {
-    super(message, { cause: options?.cause });
+    super("Encryption Failure", 400, message, { cause: options?.cause });
     this.name = "E2EError";
     this.code = code;
     this.device = options?.device;

@@ -38,6 +38,7 @@ import { CliFailure } from "../../cli/context.ts";
 import { UsageError } from "../../cli/args.ts";
 import { KeystoreError } from "../../client/keystore.ts";
 import { CommuCatError } from "../../client/errors.ts";
+import { E2EError } from "../../client/e2e.ts";
 
 const TITLE_CASE = /^[A-Z][A-Za-z0-9]*(?: [A-Z][A-Za-z0-9]*)*$/;
 
@@ -68,6 +69,7 @@ Deno.test("errors: every layer's error is a ProblemError with a Title Case title
     [new UsageError("bad flag", "usage"), 400, true],
     [new KeystoreError("bad file"), 400, true],
     [new CommuCatError("Connection Closed", 503, "gone"), 503, true],
+    [new E2EError("unknown-key", "no key for bob", { device: "bob" }), 400, false],
   ];
   for (const [err, status, fatal] of all) {
     assert.ok(err instanceof ProblemError, err.name);
@@ -78,6 +80,10 @@ Deno.test("errors: every layer's error is a ProblemError with a Title Case title
     assert.ok(err.detail.length > 0, err.name);
     assert.equal(err.name, err.constructor.name);
   }
+  // Federation's titles are the wire's (ccp1.md §7: "federation peer not allowed"), kept as is.
+  const refused = new FederationRefused("federation peer not allowed", 403, "blocked");
+  assert.ok(refused instanceof ProblemError && refused instanceof ProtocolError);
+  assert.equal(refused.fatal, false);
   // Messages stay what operators read: the detail (ProtocolError adds its title).
   assert.equal(new NotFound("device", "bob").message, 'device "bob" not found');
   assert.equal(new NotFound("device", "bob").detail, 'device "bob" not found');
