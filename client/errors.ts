@@ -26,12 +26,31 @@ export class CommuCatError extends ProtocolError {
     title: string,
     status: number,
     detail: string,
-    options: { fatal?: boolean; sequence?: number; source?: ErrorSource; cause?: unknown } = {},
+    options: {
+      fatal?: boolean;
+      sequence?: number;
+      source?: ErrorSource;
+      cause?: unknown;
+      retryAfter?: number;
+    } = {},
   ) {
-    super(title, status, detail, { fatal: options.fatal ?? true, cause: options.cause });
+    super(title, status, detail, {
+      fatal: options.fatal ?? true,
+      cause: options.cause,
+      retryAfter: options.retryAfter,
+    });
     this.name = "CommuCatError";
     this.sequence = options.sequence;
     this.source = options.source ?? "client";
+  }
+
+  /**
+   * True when sending the same thing again later may succeed: 429 (rate limited; wait
+   * `retryAfter` seconds) and 503 (a server part such as Postgres or Redis failed, or the
+   * connection closed).
+   */
+  get retryable(): boolean {
+    return this.status === 429 || this.status === 503;
   }
 
   /**
@@ -54,7 +73,15 @@ export class CommuCatError extends ProtocolError {
     // A problem that does not say otherwise is treated as fatal: the safe reading.
     const fatal = typeof v.fatal === "boolean" ? v.fatal : true;
     const sequence = typeof v.sequence === "number" ? v.sequence : undefined;
-    return new CommuCatError(title, status, detail, { fatal, sequence, source: "server" });
+    const retryAfter = typeof v.retry_after === "number" && v.retry_after >= 0
+      ? v.retry_after
+      : undefined;
+    return new CommuCatError(title, status, detail, {
+      fatal,
+      sequence,
+      source: "server",
+      retryAfter,
+    });
   }
 }
 

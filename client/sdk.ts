@@ -843,7 +843,7 @@ export class Client {
 
   async #autoReconnect(reason: CommuCatError): Promise<void> {
     const policy = this.#settings.reconnect!;
-    let delay = policy.initialDelayMs;
+    let delay = Math.max(policy.initialDelayMs, (reason.retryAfter ?? 0) * 1000);
     let last = reason;
     for (let attempt = 1; attempt <= policy.maxAttempts && !this.#closed; attempt++) {
       // Jitter keeps a crowd of clients from reconnecting in lockstep after a restart.
@@ -863,6 +863,8 @@ export class Client {
         if (last.source === "server" && FINAL_STATUSES.has(last.status)) break;
       }
       delay = Math.min(delay * 2, policy.maxDelayMs);
+      // A refusal that says when to come back (429/503 retry_after) is not retried sooner.
+      if (last.retryAfter !== undefined) delay = Math.max(delay, last.retryAfter * 1000);
     }
     if (!this.#closed && !this.connected) this.#finish(last);
   }

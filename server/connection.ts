@@ -26,6 +26,7 @@ import { OutboundBuffer } from "./outbound.ts";
 import type { Transport } from "./transport.ts";
 import type { Logger } from "./log.ts";
 import type { RelayNode } from "./node.ts";
+import { rateLimited } from "./limits.ts";
 import {
   AdmissionTitles,
   HANDSHAKE_BYTE_BUDGET,
@@ -288,10 +289,35 @@ export class Connection {
   }
 
   #currentSequence: number | undefined;
+  /** This device's frame and byte buckets on this node ([limits] frames/bytes_per_second). */
+  #frameTat = 0;
+  #byteTat = 0;
+
+  /** True (and a non-fatal 429 sent) when `frame` is over the device's frame or byte rate. */
+  #overRate(frame: Frame): boolean {
+    const { frames, bytes } = this.node.ctx.limits.rules;
+    const now = this.lastInbound;
+    const frameNext = Math.max(this.#frameTat, now) + frames.intervalMs;
+    const cost = Math.min(frame.payload.length, bytes.burst);
+    const byteNext = Math.max(this.#byteTat, now) + cost * bytes.intervalMs;
+    const frameWait = frameNext - frames.burst * frames.intervalMs - now;
+    const byteWait = byteNext - bytes.burst * bytes.intervalMs - now;
+    if (frameWait <= 0 && byteWait <= 0) {
+      this.#frameTat = frameNext;
+      this.#byteTat = byteNext;
+      return false;
+    }
+    const kind = frameWait > 0 ? "frames" : "bytes";
+    const verdict = { retryAfter: Math.max(1, Math.ceil(Math.max(frameWait, byteWait) / 1000)) };
+    this.node.ctx.limits.refused(kind, this.deviceId, verdict.retryAfter);
+    this.fail(rateLimited(kind, verdict, `device ${this.deviceId} sends too fast`), frame.sequence);
+    return true;
+  }
 
   #onFrame(frame: Frame): Promise<void> | void {
     this.#currentSequence = frame.sequence;
     if (this.state === "handshake") return this.#onHandshakeFrame(frame);
+    if (frame.type !== FrameType.Ack && this.#overRate(frame)) return;
     return this.node.router.handle(this, frame);
   }
 

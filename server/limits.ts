@@ -126,7 +126,7 @@ export class Limits {
       }
       return this.consumeLocal(kind, key, cost);
     }
-    if (!verdict.ok) this.#refused(kind, key, verdict.retryAfter);
+    if (!verdict.ok) this.refused(kind, key, verdict.retryAfter);
     return verdict;
   }
 
@@ -145,7 +145,7 @@ export class Limits {
     const step = gcra(stored === undefined ? null : stored, now, rule, units);
     if (!step.verdict.allowed) {
       const retryAfter = seconds(step.verdict.retryAfterMs);
-      this.#refused(kind, key, retryAfter);
+      this.refused(kind, key, retryAfter);
       return { ok: false, retryAfter };
     }
     if (step.tat !== null) {
@@ -164,7 +164,8 @@ export class Limits {
     }
   }
 
-  #refused(kind: LimitKind, key: string, retryAfter: number): void {
+  /** Records a refusal decided elsewhere (e.g. a connection's own frame buckets). */
+  refused(kind: LimitKind, key: string, retryAfter: number): void {
     this.hooks.limited?.(kind);
     const name = `${kind}:${key}`;
     const now = Date.now();

@@ -9,6 +9,7 @@ import { encodeControlPayload, FrameType } from "../protocol/frame.ts";
 import type { ControlEvent, Presence } from "../storage/types.ts";
 import { parseRouteChange, type RouteChange } from "./channels.ts";
 import { Connection, encodeItem, itemFromEncoded, type RoutedItem } from "./connection.ts";
+import { Reconciler, ROUTE_STREAM_LENGTH } from "./reconcile.ts";
 import { nodeChannel, type NodeContext, ROUTES_CHANNEL } from "./context.ts";
 import { fatal, Titles } from "./errors.ts";
 import { type FederationOptions, FederationRouter, localDeviceId } from "./federation.ts";
@@ -148,6 +149,7 @@ export class RelayNode {
   readonly #announcing = new Set<Promise<void>>();
   #unsubscribe: (() => Promise<void>)[] = [];
   #timers: ReturnType<typeof setInterval>[] = [];
+  #reconciler: Reconciler | null = null;
   #stopping = false;
 
   constructor(readonly ctx: NodeContext, options: { federation?: FederationOptions } = {}) {
@@ -177,6 +179,24 @@ export class RelayNode {
     this.#every(sweepMs, () => this.#sweep());
     this.#every(Math.max(1, config.limits.presenceTtl / 3) * 1000, () => this.#refresh());
     this.#every(Math.min(60, Math.max(1, config.limits.relayTtl)) * 1000, () => this.#purge());
+    // The bus's second chance (server/reconcile.ts): lost nudges, revocations, route changes.
+    this.#reconciler = new Reconciler(this.ctx, {
+      sessions: () =>
+        [...this.#local.values()].filter((c) => c.state === "open").map((c) => ({
+          deviceId: c.deviceId,
+          sessionId: c.sessionId,
+          openedAt: c.openedAt,
+        })),
+      wake: (deviceId) => this.localConnection(deviceId)?.startReplay(),
+      cut: (deviceId, title, status, detail) => {
+        for (const c of this.#all) {
+          if (c.deviceId === deviceId) c.fail(fatal(title, status, detail));
+        }
+      },
+      control: (event) => this.#onControl(event),
+      routeChange: (message) => this.#onRouteChange(message),
+    });
+    await this.#reconciler.start();
     this.federation.start();
   }
 
@@ -555,6 +575,9 @@ export class RelayNode {
     this.ctx.storage.ephemeral.publish(ROUTES_CHANNEL, message).catch((err) => {
       this.ctx.log.warn("route change not shared with other nodes", { error: err });
     });
+    // Kept in the route stream too, for nodes that miss the message (server/reconcile.ts).
+    this.ctx.storage.ephemeral.appendEvent(ROUTES_CHANNEL, message, ROUTE_STREAM_LENGTH)
+      .catch(() => {});
   }
 
   #onRouteChange(bytes: Uint8Array): void {
@@ -675,6 +698,7 @@ export class RelayNode {
     this.#stopping = true;
     for (const id of this.#timers) clearInterval(id);
     this.#timers = [];
+    this.#reconciler?.stop();
     await this.federation.stop();
     this.ctx.log.info("shutting down: telling connections to reconnect", {
       connections: this.#all.size,

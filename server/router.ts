@@ -19,12 +19,14 @@ import {
 } from "../protocol/control.ts";
 import { ProtocolError } from "../protocol/errors.ts";
 import { MAX_U32 } from "../protocol/varint.ts";
+import { RedisFailure, StorageError } from "../storage/errors.ts";
 import type { GroupRole } from "../storage/types.ts";
 import { type ChannelRoute, ChannelTable } from "./channels.ts";
 import type { Connection, RoutedItem } from "./connection.ts";
 import { fatal, refusalFor, refused, Titles } from "./errors.ts";
 import type { RelayNode } from "./node.ts";
 import { getLogLevel } from "./log.ts";
+import { rateLimited } from "./limits.ts";
 
 const NON_FATAL = { fatal: false } as const;
 const infoEnabled = () => {
@@ -95,6 +97,21 @@ export class Router {
   #reject(conn: Connection, frame: Frame, err: unknown): Promise<void> | void {
     if (err instanceof ProtocolError && !err.fatal) {
       conn.fail(err, frame.sequence);
+      return;
+    }
+    // Degrade, don't drop: a storage part that failed while handling a frame (Redis during
+    // PRESENCE or JOIN, Postgres during a group change) answers a non-fatal 503 naming the part;
+    // the connection stays and the client may send the frame again.
+    if (err instanceof StorageError && err.status >= 500) {
+      const part = err instanceof RedisFailure ? "redis" : "postgres";
+      this.node.ctx.metrics.degradedFrame(part);
+      conn.fail(
+        new ProtocolError(Titles.unavailable, 503, `${part}: ${err.message}`, {
+          fatal: false,
+          retryAfter: 1,
+        }),
+        frame.sequence,
+      );
       return;
     }
     throw err;
@@ -225,6 +242,8 @@ export class Router {
 
   async #onJoin(conn: Connection, frame: Frame): Promise<void> {
     const join = parseJoin(frame.json, NON_FATAL);
+    const joins = await this.node.ctx.limits.consume("join", conn.deviceId);
+    if (!joins.ok) throw rateLimited("join", joins, `too many JOINs from ${conn.deviceId}`);
     const { log } = this.node.ctx;
     const existing = this.channels.get(frame.channel);
     let members: Set<string>;

@@ -248,6 +248,8 @@ export interface DeviceRepo {
     autoApprove: boolean;
   }): Promise<HandshakeRegistration>;
   touch(id: string): Promise<void>;
+  /** Which of these devices are revoked (reconciliation: cut sessions a lost event missed). */
+  revokedAmong(ids: string[]): Promise<string[]>;
   /** Newest first, keyset-paginated; every given filter applies (they are ANDed). */
   list(filter: DeviceListFilter & PageRequest): Promise<Page<DeviceWithUser>>;
   countByStatus(): Promise<Record<DeviceStatus, number>>;
@@ -396,6 +398,8 @@ export interface RelayRepo {
   purgeExpired(now?: Date): Promise<number>;
   depth(deviceId: string): Promise<{ depth: number; oldest: Date | null }>;
   totalDepth(): Promise<number>;
+  /** Which of these devices have unclaimed, unexpired envelopes waiting (reconciliation). */
+  waiting(deviceIds: string[]): Promise<string[]>;
 }
 
 export interface OffsetRepo {
@@ -542,12 +546,16 @@ export interface EphemeralStore {
   /** Set a short-lived interrupt key that ends a device's connections on every node. */
   setInterrupt(deviceId: string, reason: string, ttlSeconds: number): Promise<void>;
   getInterrupt(deviceId: string): Promise<string | null>;
+  /** The interrupt reasons of several devices at once (null where none is set). */
+  getInterrupts(deviceIds: string[]): Promise<(string | null)[]>;
   publish(channel: string, message: Uint8Array): Promise<void>;
   /** Subscribe to a bus channel; returns an unsubscribe function. */
   subscribe(
     channel: string,
     onMessage: (message: Uint8Array) => void,
   ): Promise<() => Promise<void>>;
+  /** Publishes a control event and appends it to the control stream (CONTROL_STREAM_LENGTH
+   * entries kept), so a node that missed the message finds it there. */
   publishControl(event: ControlEvent): Promise<void>;
   subscribeControl(onEvent: (event: ControlEvent) => void): Promise<() => Promise<void>>;
   /**

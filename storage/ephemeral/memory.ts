@@ -26,6 +26,7 @@ import {
   checkStreamId,
   compareStreamIds,
   CONTROL_CHANNEL,
+  CONTROL_STREAM_LENGTH,
   controlHandler,
   defaultWarn,
   deliver,
@@ -232,6 +233,13 @@ export class MemoryEphemeralStore implements EphemeralStore {
     });
   }
 
+  getInterrupts(deviceIds: string[]): Promise<(string | null)[]> {
+    return this.#run(() => {
+      for (const id of deviceIds) checkDeviceId(id);
+      return deviceIds.map((id) => this.#hub.get(interruptKey(this.#prefix, id)));
+    });
+  }
+
   getInterrupt(deviceId: string): Promise<string | null> {
     return this.#run(() => {
       checkDeviceId(deviceId);
@@ -268,7 +276,9 @@ export class MemoryEphemeralStore implements EphemeralStore {
 
   publishControl(event: ControlEvent): Promise<void> {
     return this.#run(() => {
-      this.#hub.publish(this.#prefix + CONTROL_CHANNEL, encodeControl(event), this.#warn);
+      const bytes = encodeControl(event);
+      this.#hub.append(streamKey(this.#prefix, CONTROL_CHANNEL), bytes, CONTROL_STREAM_LENGTH);
+      this.#hub.publish(this.#prefix + CONTROL_CHANNEL, bytes, this.#warn);
     });
   }
 

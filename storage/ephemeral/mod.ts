@@ -7,7 +7,12 @@ import { MemoryEphemeralStore, MemoryHub } from "./memory.ts";
 import { RedisEphemeralStore } from "./redis.ts";
 import type { EphemeralOptions } from "./shared.ts";
 
-export { CONTROL_CHANNEL, type EphemeralOptions } from "./shared.ts";
+export {
+  CONTROL_CHANNEL,
+  CONTROL_STREAM_LENGTH,
+  decodeControl,
+  type EphemeralOptions,
+} from "./shared.ts";
 export { MemoryEphemeralStore, MemoryHub } from "./memory.ts";
 export { COMMAND_TIMEOUT_MS, CONNECT_TIMEOUT_MS, RedisEphemeralStore } from "./redis.ts";
 

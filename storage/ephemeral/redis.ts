@@ -31,6 +31,7 @@ import {
   checkStream,
   checkStreamId,
   CONTROL_CHANNEL,
+  CONTROL_STREAM_LENGTH,
   controlHandler,
   defaultWarn,
   deliver,
@@ -361,6 +362,13 @@ export class RedisEphemeralStore implements EphemeralStore {
     await this.#command("set interrupt", (c) => c.set(key, String(reason), "EX", ex));
   }
 
+  async getInterrupts(deviceIds: string[]): Promise<(string | null)[]> {
+    for (const id of deviceIds) checkDeviceId(id);
+    if (deviceIds.length === 0) return [];
+    const keys = deviceIds.map((id) => interruptKey(this.#prefix, id));
+    return await this.#command("get interrupts", (c) => c.mget(...keys));
+  }
+
   async getInterrupt(deviceId: string): Promise<string | null> {
     checkDeviceId(deviceId);
     return await this.#command("get interrupt", (c) => c.get(interruptKey(this.#prefix, deviceId)));
@@ -376,10 +384,16 @@ export class RedisEphemeralStore implements EphemeralStore {
 
   async publishControl(event: ControlEvent): Promise<void> {
     const bytes = Buffer.from(encodeControl(event));
-    await this.#command(
-      "publish control",
-      (c) => c.publish(this.#channelPrefix + CONTROL_CHANNEL, bytes),
-    );
+    const stream = streamKey(this.#prefix, CONTROL_CHANNEL);
+    await this.#command("publish control", async (c) => {
+      const replies = await c.multi()
+        .xadd(stream, "MAXLEN", "~", String(CONTROL_STREAM_LENGTH), "*", "m", bytes)
+        .pexpire(stream, STREAM_IDLE_MS)
+        .publish(this.#channelPrefix + CONTROL_CHANNEL, bytes)
+        .exec();
+      const failed = replies?.find(([err]) => err !== null);
+      if (!replies || failed) throw failed?.[0] ?? new Error("transaction aborted");
+    });
   }
 
   subscribeControl(onEvent: (event: ControlEvent) => void): Promise<() => Promise<void>> {

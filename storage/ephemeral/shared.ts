@@ -7,6 +7,8 @@ import type { ControlEvent, PeerStatus, Presence, RateRule, RateVerdict, Route }
 
 /** The bus channel that carries control events between nodes (before any key prefix). */
 export const CONTROL_CHANNEL = "commucat:control";
+/** Control events the control stream (named like the channel) keeps. */
+export const CONTROL_STREAM_LENGTH = 10_000;
 
 /** Options shared by both implementations. */
 export interface EphemeralOptions {
@@ -202,6 +204,15 @@ export function encodeControl(event: ControlEvent): Uint8Array {
     throw new InvalidValue("control event", event, "a known kind with its fields");
   }
   return new TextEncoder().encode(JSON.stringify(clean));
+}
+
+/** A control event read back from the bus or the control stream, or null when malformed. */
+export function decodeControl(message: Uint8Array): ControlEvent | null {
+  try {
+    return toControlEvent(JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(message)));
+  } catch {
+    return null;
+  }
 }
 
 /** Wrap a control handler as a bus handler: malformed messages are dropped with a warning. */

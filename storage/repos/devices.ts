@@ -363,6 +363,17 @@ export class PgDeviceRepo implements DeviceRepo {
   }
 
   /** Record that the device was just seen (connected). */
+  async revokedAmong(ids: string[]): Promise<string[]> {
+    if (!Array.isArray(ids)) throw new InvalidValue("device ids", ids, "an array of device ids");
+    if (ids.length === 0) return [];
+    const res = await this.db.query<{ device_id: string }>(
+      `SELECT device_id FROM user_device WHERE device_id = ANY($1::text[]) AND status = 'revoked'`,
+      [ids.map((d) => v.id("device id", d))],
+      { name: "commucat_devices_revoked_among" },
+    );
+    return res.rows.map((r) => r.device_id);
+  }
+
   async touch(id: string): Promise<void> {
     await this.db.query(`UPDATE user_device SET last_seen_at = now() WHERE device_id = $1`, [
       v.id("device id", id),

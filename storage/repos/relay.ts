@@ -300,6 +300,21 @@ export class PgRelayRepo implements RelayRepo {
     return { depth: Number(res.rows[0].n), oldest: res.rows[0].oldest };
   }
 
+  async waiting(deviceIds: string[]): Promise<string[]> {
+    if (!Array.isArray(deviceIds)) {
+      throw new InvalidValue("device ids", deviceIds, "an array of device ids");
+    }
+    if (deviceIds.length === 0) return [];
+    const ids = deviceIds.map((d) => v.id("device id", d));
+    const res = await this.db.query<{ device_id: string }>(
+      `SELECT DISTINCT device_id FROM relay_queue
+       WHERE device_id = ANY($1::text[]) AND claimed_by IS NULL AND expires_at > now()`,
+      [ids],
+      { name: "commucat_relay_waiting" },
+    );
+    return res.rows.map((r) => r.device_id);
+  }
+
   async totalDepth(): Promise<number> {
     const res = await this.db.query<{ n: string }>(`SELECT count(*) AS n FROM relay_queue`);
     return Number(res.rows[0].n);

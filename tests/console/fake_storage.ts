@@ -275,6 +275,10 @@ export function fakeStorage(clock: () => number = Date.now): FakeStorage {
           mustDevice(id).lastSeenAt = now();
           return Promise.resolve();
         },
+        revokedAmong(ids) {
+          guard();
+          return Promise.resolve(ids.filter((id) => devices.get(id)?.status === "revoked"));
+        },
         list(filter) {
           guard();
           const all = [...devices.values()]
@@ -347,6 +351,10 @@ export function fakeStorage(clock: () => number = Date.now): FakeStorage {
           return Promise.resolve({ depth: mine.length, oldest: mine[0]?.enqueuedAt ?? null });
         },
         totalDepth: () => (guard(), Promise.resolve(envelopes.length)),
+        waiting: (
+          ids,
+        ) => (guard(),
+          Promise.resolve(ids.filter((id) => envelopes.some((e) => e.deviceId === id)))),
         enqueue: notInFake,
         claim: notInFake,
         markSent: notInFake,

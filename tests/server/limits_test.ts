@@ -288,3 +288,55 @@ Deno.test("a node over its memory budget refuses new connections with a clear 50
     logs.stop();
   }
 });
+
+Deno.test("frames per device and JOINs per device are refused with non-fatal 429s", async () => {
+  const logs = new LogCapture().start();
+  const { storage, close } = await openTestStorage("embedded");
+  const config = testConfig({ limits: { framesPerSecond: 6, joinsPerMinute: 2 } });
+  const server = await startServer(config, { storage });
+  const clients: TestClient[] = [];
+  try {
+    const a = await TestClient.connect(clientOptions(server, config, uid("fr-a")));
+    clients.push(a);
+    const b = await TestClient.connect(clientOptions(server, config, uid("fr-b")));
+    clients.push(b);
+    // Two JOINs are allowed (each a frame too), the third JOIN is over joins_per_minute.
+    assert.equal((await a.join(9, [b.options.deviceId])).type, FrameType.Ack);
+    assert.equal((await a.join(9, [b.options.deviceId])).type, FrameType.Ack);
+    const j = a.control(FrameType.Join, 9, { members: [b.options.deviceId] });
+    const joinRefusal = await a.reply(j);
+    assert.equal(joinRefusal.type, FrameType.Error);
+    assert.equal((joinRefusal.json as Record<string, unknown>).status, 429);
+    assert.match(String((joinRefusal.json as Record<string, unknown>).detail), /joins_per_minute/);
+    // Three frames used of six: of ten messages sent at once, three pass and seven are refused
+    // (one more passes for each sixth of a second the test took since the JOINs).
+    const seqs = Array.from({ length: 10 }, (_, i) => a.msg(9, `m${i}`));
+    const answers = await Promise.all(seqs.map((s) => a.reply(s)));
+    const acked = answers.filter((f) => f.type === FrameType.Ack).length;
+    const refused = answers.filter((f) => f.type === FrameType.Error);
+    assert.ok(acked >= 3 && acked <= 5, `${acked} acknowledged: the burst left`);
+    assert.equal(refused.length, 10 - acked);
+    for (const r of refused) {
+      const p = r.json as Record<string, unknown>;
+      assert.equal(p.status, 429);
+      assert.equal(p.fatal, false);
+      assert.ok(Number(p.retry_after) >= 1);
+      assert.match(String(p.detail), /frames_per_second/);
+    }
+    const text = await server.metrics.exposition();
+    assert.match(
+      text,
+      new RegExp(`commucat_rate_limited_total\\{kind="frames",node="[^"]+"\\} ${10 - acked}\n`),
+    );
+    assert.match(text, /commucat_rate_limited_total\{kind="join",node="[^"]+"\} 1/);
+    assert.deepEqual(
+      server.node.ctx.limits.recent().map((e) => e.kind).sort(),
+      ["frames", "join"],
+    );
+  } finally {
+    for (const c of clients) await c.close();
+    await server.stop();
+    await close();
+    logs.stop();
+  }
+});

@@ -729,6 +729,42 @@ const cases: Case[] = [
     assert.equal(await s.relay.purgeExpired(new Date(0)), 0);
   }],
 
+  [
+    "relay and devices: which devices have envelopes waiting, which are revoked",
+    async (s, _db, u) => {
+      const [a, b, c] = [`${u}-wa`, `${u}-wb`, `${u}-wc`];
+      await s.relay.enqueue([
+        { deviceId: a, channelId: 1, payload: new Uint8Array([1]) },
+        { deviceId: a, channelId: 1, payload: new Uint8Array([2]) },
+        { deviceId: b, channelId: 1, payload: new Uint8Array([3]) },
+      ], 3600);
+      assert.deepEqual((await s.relay.waiting([a, b, c])).sort(), [a, b].sort());
+      // Claimed envelopes are not waiting: a session is already replaying them.
+      await s.relay.claim(b, `${u}-sess`, 10);
+      assert.deepEqual(await s.relay.waiting([a, b, c]), [a]);
+      assert.deepEqual(await s.relay.waiting([]), []);
+      await assert.rejects(s.relay.waiting(["" as string]), isA(InvalidValue, "device id"));
+
+      await s.users.create({ id: `${u}-ru`, handle: `${u}-ru` });
+      for (const d of ["r1", "r2"]) {
+        await s.devices.register(
+          {
+            id: `${u}-${d}`,
+            userId: `${u}-ru`,
+            publicKey: new Uint8Array(32).fill(7),
+            status: "active",
+          },
+          "t",
+        );
+      }
+      await s.devices.revoke(`${u}-r2`, "t");
+      assert.deepEqual(await s.devices.revokedAmong([`${u}-r1`, `${u}-r2`, `${u}-none`]), [
+        `${u}-r2`,
+      ]);
+      assert.deepEqual(await s.devices.revokedAmong([]), []);
+    },
+  ],
+
   ["offsets: store, read, list", async (s, _db, u) => {
     await s.offsets.store(`${u}-ent`, 3, "42");
     await s.offsets.store(`${u}-ent`, 1, "7");

@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { InvalidValue, RedisFailure } from "../../storage/errors.ts";
-import { CONTROL_CHANNEL } from "../../storage/ephemeral/mod.ts";
+import { CONTROL_CHANNEL, decodeControl } from "../../storage/ephemeral/mod.ts";
 import type { ControlEvent, EphemeralStore, Presence } from "../../storage/types.ts";
 
 export interface EphemeralHarness {
@@ -387,5 +387,20 @@ export function registerEphemeralContract(
       assert.equal(kept[kept.length - 1].message[0], 299 & 0xff);
       await assert.rejects(a.readEvents("ev", "not-an-id", 1), InvalidValue);
       await assert.rejects(a.appendEvent("ev", Uint8Array.of(1), 0), InvalidValue);
+    }));
+
+  test("control events are also kept in the control stream; interrupts read in bulk", (h) =>
+    withStores(h, 2, async (a, b) => {
+      const before = await b.lastEventId(CONTROL_CHANNEL);
+      await a.publishControl({ kind: "device-revoked", deviceId: "dev-lost" });
+      await a.publishControl({ kind: "member-removed", groupId: "g", deviceId: "dev-lost" });
+      const kept = await b.readEvents(CONTROL_CHANNEL, before, 10);
+      assert.deepEqual(kept.map((e) => decodeControl(e.message)), [
+        { kind: "device-revoked", deviceId: "dev-lost" },
+        { kind: "member-removed", groupId: "g", deviceId: "dev-lost" },
+      ]);
+      await a.setInterrupt("dev-i1", "revoked", 30);
+      assert.deepEqual(await b.getInterrupts(["dev-i1", "dev-i2"]), ["revoked", null]);
+      assert.deepEqual(await b.getInterrupts([]), []);
     }));
 }
