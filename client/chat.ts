@@ -23,6 +23,7 @@ import { decodeEnvelope, encodeEnvelope, messageId, type TextEnvelope } from "./
 import { CommuCatError } from "./errors.ts";
 import { defaultKeyFile, KeystoreError, loadOrCreateIdentity } from "./keystore.ts";
 import { type Client, connect, type ConnectOptions, type InboundMessage } from "./sdk.ts";
+import "./transport_deno.ts";
 import type { TransportKind } from "./transport.ts";
 
 const USAGE = `usage: deno task client [flags]
@@ -35,9 +36,9 @@ const USAGE = `usage: deno task client [flags]
   --channel N          use channel N with --members (instead of --peer / --group)
 
   --server HOST:PORT   server address (default 127.0.0.1:9443, the server's tcp_bind;
-                       127.0.0.1:8443, its bind, with --transport http)
-  --transport KIND     tcp (default), tls or http (POST /connect)
-  --url URL            full /connect URL for --transport http
+                       127.0.0.1:8443, its bind, with --transport http or ws)
+  --transport KIND     tcp (default), tls, http (POST /connect) or ws (WebSocket /connect)
+  --url URL            full /connect URL for --transport http or ws
   --ca-cert FILE       PEM certificate to trust (self-signed server)
   --server-key HEX|FILE  the server's Noise static public key (printed on start), or a file
                        holding it (hex, or the server's data_dir/keys.json)
@@ -128,10 +129,11 @@ export function parseChatArgs(argv: string[]): ChatFlags | "help" {
   const v = parsed.values;
   if (v.help) return "help";
   const transport = (v.transport ?? "tcp") as TransportKind;
-  if (!["tcp", "tls", "http"].includes(transport)) {
-    throw new UsageError(`--transport must be tcp, tls or http, got ${v.transport}`);
+  if (!["tcp", "tls", "http", "ws"].includes(transport)) {
+    throw new UsageError(`--transport must be tcp, tls, http or ws, got ${v.transport}`);
   }
-  const defaultServer = transport === "http" ? "127.0.0.1:8443" : "127.0.0.1:9443";
+  const onBind = transport === "http" || transport === "ws";
+  const defaultServer = onBind ? "127.0.0.1:8443" : "127.0.0.1:9443";
   const server = v.server ?? defaultServer;
   const match = /^(\[[^\]]+\]|[^:]+):(\d{1,5})$/.exec(server);
   if (!match || Number(match[2]) < 1 || Number(match[2]) > 65535) {
@@ -267,7 +269,7 @@ export async function runChat(argv: string[], io: ChatIo): Promise<number> {
       transport: flags.transport,
       host: flags.host,
       port: flags.port,
-      url: flags.transport === "http"
+      url: flags.transport === "http" || flags.transport === "ws"
         ? flags.url ??
           `${flags.caCert ? "https" : "http"}://${hostForUrl(flags.host)}:${flags.port}/connect`
         : undefined,

@@ -1,6 +1,7 @@
 /**
  * The HTTP listener (`[server] bind`): `POST /connect` (CCP-1 over a duplex HTTP/1.1 or HTTP/2
- * stream), `GET /connect` upgraded to a WebSocket (server/websocket.ts), `GET /healthz`, `GET /readyz`, `GET /metrics` (ccp1.md §8), and federation's
+ * stream), `GET /connect` upgraded to a WebSocket (server/websocket.ts), the web chat at `/chat/`
+ * (web/mod.ts), `GET /healthz`, `GET /readyz`, `GET /metrics` (ccp1.md §8), and federation's
  * `POST /federation/events` (ccp1.md §7).
  *
  * @module
@@ -10,6 +11,7 @@ import { problemResponse } from "../protocol/errors.ts";
 import type { RelayNode } from "./node.ts";
 import { formatAddr, HttpStreamTransport } from "./transport.ts";
 import { isWebSocketUpgrade, upgradeToWebSocket } from "./websocket.ts";
+import { chatResponse, isChatPath } from "../web/mod.ts";
 
 /** Builds the request handler of the HTTP listener. */
 export function httpHandler(
@@ -73,6 +75,15 @@ export function httpHandler(
         return transport.response;
       }
       default:
+        if (isChatPath(url.pathname)) {
+          const { crypto } = config;
+          return chatResponse(request, {
+            serverKey: crypto.noisePublic,
+            domain: config.server.domain,
+            prologue: crypto.prologue,
+            warn: (message, fields) => node.ctx.log.warn(message, fields),
+          }, isTls);
+        }
         if (url.pathname === node.federation.inboundPath) {
           // Federation events from peers: checks and answers of its own (docs/FEDERATION.md).
           return node.federation.handleInbound(

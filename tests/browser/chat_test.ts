@@ -1,0 +1,174 @@
+/**
+ * The web chat in headless Chromium against a real relay in this process: two pages (two
+ * devices in one browser) chat through the server over the WebSocket transport, sealed end to
+ * end; presence changes show; one page closes, the other sends three messages, the first
+ * reopens and shows them in order exactly once, and the sender sees them delivered; an upgrade
+ * from a page of another origin is refused. Reported as ignored when Chromium is missing
+ * (tests/helpers/browser.ts), a failure with COMMUCAT_REQUIRE_BROWSER=1.
+ */
+import assert from "node:assert/strict";
+import type { Page } from "playwright-core";
+import { browserTest, launchChromium } from "../helpers/browser.ts";
+import {
+  LogCapture,
+  openTestStorage,
+  realServices,
+  startServer,
+  testConfig,
+} from "../server/helpers/server.ts";
+import { CHAT_CONTENT_SECURITY_POLICY } from "../../web/mod.ts";
+
+const TIMEOUT = 15_000;
+
+/** Creates a device in a fresh page and waits until it is online; returns its id. */
+async function newDevice(page: Page, base: string, name: string): Promise<string> {
+  await page.goto(`${base}/chat/`);
+  await page.fill("input[name=device-name]", name);
+  await page.click("text=Create");
+  await page.waitForSelector("[data-testid=connection]:has-text('online')", { timeout: TIMEOUT });
+  return (await page.textContent("[data-testid=device-id]"))!.trim();
+}
+
+/** The texts of the other side's lines in the open conversation. */
+async function theirTexts(page: Page): Promise<string[]> {
+  return await page.$$eval("li.theirs [data-testid=text]", (els) => els.map((e) => e.textContent));
+}
+
+browserTest("web chat: two pages, presence, offline queue, foreign origin", async (t) => {
+  const logs = new LogCapture().start();
+  const { storage, close } = await openTestStorage(realServices() ? "real" : "embedded");
+  const config = testConfig();
+  const server = await startServer(config, { storage });
+  const base = `http://127.0.0.1:${server.ports.http}`;
+  const foreign = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    () =>
+      new Response("<!doctype html><title>elsewhere</title>", {
+        headers: { "content-type": "text/html" },
+      }),
+  );
+  const browser = await launchChromium();
+  const problems: string[] = [];
+  try {
+    const context = await browser.newContext();
+    const watch = (page: Page, name: string) => {
+      page.on("pageerror", (err) => problems.push(`${name}: ${err.message}`));
+      page.on("console", (m) => {
+        if (m.type() === "error") problems.push(`${name} console: ${m.text()}`);
+      });
+    };
+    const alicePage = await context.newPage();
+    watch(alicePage, "alice");
+    let bobPage = await context.newPage();
+    watch(bobPage, "bob");
+    let aliceId = "";
+    let bobId = "";
+
+    await t.step("the page is server-rendered with the server key and a strict CSP", async () => {
+      const response = await fetch(`${base}/chat/`);
+      const html = await response.text();
+      assert.equal(response.status, 200);
+      assert.equal(response.headers.get("content-security-policy"), CHAT_CONTENT_SECURITY_POLICY);
+      assert.match(html, /data-island="chat"/);
+      const hex = [...config.crypto.noisePublic].map((b) => b.toString(16).padStart(2, "0"))
+        .join("");
+      assert.ok(html.includes(hex.slice(0, 4) + " " + hex.slice(4, 8)), "fingerprint shown");
+      assert.ok(!/<script>/.test(html), "no inline script");
+      const bundle = await fetch(`${base}/chat/static/chat.js`);
+      assert.equal(bundle.status, 200);
+      await bundle.body?.cancel();
+    });
+
+    await t.step("two pages become two devices and chat", async () => {
+      aliceId = await newDevice(alicePage, base, "alice");
+      bobId = await newDevice(bobPage, base, "bob");
+      assert.notEqual(aliceId, bobId);
+      assert.match(aliceId, /^alice-[0-9a-f]{8}$/);
+      const fingerprint = await alicePage.textContent("[data-testid=device-fingerprint]");
+      assert.match(fingerprint!, /^([0-9a-f]{4} ){15}[0-9a-f]{4}$/);
+
+      await alicePage.fill("input[name=peers]", bobId);
+      await alicePage.click("text=Start chat");
+      await alicePage.fill("input[name=message]", "hello bob");
+      await alicePage.press("input[name=message]", "Enter");
+      await bobPage.waitForSelector("li.theirs:has-text('hello bob')", { timeout: TIMEOUT });
+      // Sealed whenever the server answers the key directory; otherwise the page says so.
+      const sealing = (await alicePage.$("[data-testid=seal-note]")) === null;
+      assert.equal(await alicePage.isChecked("[data-testid=seal]"), sealing);
+      assert.equal((await bobPage.$("li.theirs .sealed")) !== null, sealing);
+      await alicePage.waitForSelector("[data-testid=status][data-status=delivered]", {
+        timeout: TIMEOUT,
+      });
+      await bobPage.fill("input[name=message]", "hi alice");
+      await bobPage.press("input[name=message]", "Enter");
+      await alicePage.waitForSelector("li.theirs:has-text('hi alice')", { timeout: TIMEOUT });
+    });
+
+    await t.step("presence: alice sees bob online, then offline when his page closes", async () => {
+      const bobPresence = `[data-testid="presence-${bobId}"]`;
+      await alicePage.waitForSelector(`${bobPresence}[data-state=online]`, { timeout: TIMEOUT });
+      await bobPage.close();
+      await alicePage.waitForSelector(`${bobPresence}[data-state=offline]`, { timeout: TIMEOUT });
+    });
+
+    await t.step("three messages while bob is away arrive in order, exactly once", async () => {
+      for (const text of ["one", "two", "three"]) {
+        await alicePage.fill("input[name=message]", text);
+        await alicePage.press("input[name=message]", "Enter");
+      }
+      await alicePage.waitForFunction(
+        () =>
+          [...document.querySelectorAll("li.mine [data-testid=status]")]
+            .slice(-3)
+            .every((e) => e.getAttribute("data-status") === "sent"),
+        undefined,
+        { timeout: TIMEOUT },
+      );
+      bobPage = await context.newPage();
+      watch(bobPage, "bob again");
+      await bobPage.goto(`${base}/chat/`);
+      // alice's device is held by her open tab; bob's is free to use.
+      await bobPage.waitForSelector(`[data-testid="use-${bobId}"]`, { timeout: TIMEOUT });
+      assert.equal(await bobPage.$(`[data-testid="use-${aliceId}"]`), null);
+      await bobPage.click(`[data-testid="use-${bobId}"]`);
+      await bobPage.waitForSelector("li.theirs:has-text('three')", { timeout: TIMEOUT });
+      await new Promise((r) => setTimeout(r, 500)); // a duplicate would arrive by now
+      assert.deepEqual(await theirTexts(bobPage), ["hello bob", "one", "two", "three"]);
+      await alicePage.waitForFunction(
+        () =>
+          [...document.querySelectorAll("li.mine [data-testid=status]")]
+            .every((e) => e.getAttribute("data-status") === "delivered"),
+        undefined,
+        { timeout: TIMEOUT },
+      );
+      await alicePage.waitForSelector(`[data-testid="presence-${bobId}"][data-state=online]`, {
+        timeout: TIMEOUT,
+      });
+    });
+
+    await t.step("a page of another origin cannot open /connect", async () => {
+      const evil = await context.newPage();
+      await evil.goto(`http://127.0.0.1:${foreign.addr.port}/`);
+      const outcome = await evil.evaluate((url) =>
+        new Promise<string>((resolve) => {
+          const ws = new WebSocket(url);
+          ws.onopen = () => resolve("open");
+          ws.onclose = (e) => resolve(`closed ${e.code}`);
+        }), `ws://127.0.0.1:${server.ports.http}/connect`);
+      assert.equal(outcome, "closed 1006");
+      const metrics = await server.metrics.exposition();
+      assert.match(metrics, /commucat_websocket_upgrades_total\{result="origin",[^}]*\} 1/);
+      await evil.close();
+    });
+
+    await t.step("no page errors", () => {
+      assert.deepEqual(problems, []);
+    });
+  } finally {
+    await browser.close();
+    await foreign.shutdown();
+    await server.stop();
+    await close();
+    logs.stop();
+  }
+}, { sanitizeOps: false, sanitizeResources: false });
