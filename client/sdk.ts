@@ -468,7 +468,7 @@ export class Client {
     return this.#request(FrameType.GroupCreate, 0, body);
   }
 
-  /** GROUP_INVITE (owner/admin only). Resolves with `{ack, group_id, device}`. */
+  /** GROUP_INVITE (owners and admins; see PROTOCOL.md "Group roles"). Resolves with `{ack, group_id, device, role}`. */
   invite(groupId: string, device: string, role: "member" | "admin" = "member"): Promise<AckResult> {
     return this.#request(FrameType.GroupInvite, 0, { group_id: groupId, device, role });
   }

@@ -57,6 +57,7 @@ export function buildConsole(ctx: ConsoleContext): ConsoleApp {
   routes.deviceDetail.register(app, deps);
   routes.users.register(app, deps);
   routes.groups.register(app, deps);
+  routes.groupRoles.register(app, deps);
   routes.peers.register(app, deps);
   routes.keyEventArchive.register(app, deps);
   routes.keyEvents.register(app, deps);

@@ -19,7 +19,7 @@ import {
 } from "../protocol/control.ts";
 import { ProtocolError } from "../protocol/errors.ts";
 import { MAX_U32 } from "../protocol/varint.ts";
-import { RedisFailure, StorageError } from "../storage/errors.ts";
+import { NotPermitted, RedisFailure, StorageError } from "../storage/errors.ts";
 import type { GroupRole } from "../storage/types.ts";
 import { type ChannelRoute, ChannelTable } from "./channels.ts";
 import type { Connection, RoutedItem } from "./connection.ts";
@@ -414,40 +414,26 @@ export class Router {
   async #onGroupInvite(conn: Connection, frame: Frame): Promise<void> {
     const invite = parseGroupInvite(frame.json, NON_FATAL);
     const { storage, log } = this.node.ctx;
-    let inviterRole: GroupRole | null;
+    let role: GroupRole;
     try {
       const group = await storage.groups.get(invite.group_id);
       if (!group) {
         throw refused(Titles.unknownGroup, 404, `group ${invite.group_id} does not exist`);
       }
-      inviterRole = await storage.groups.role(invite.group_id, conn.deviceId);
-    } catch (err) {
-      if (err instanceof ProtocolError) throw err;
-      storageRefusal(err);
-    }
-    if (inviterRole !== "owner" && inviterRole !== "admin") {
-      log.warn("group invite refused", {
-        device: conn.deviceId,
-        group_id: invite.group_id,
-        role: inviterRole,
-      });
-      throw refused(
-        Titles.notPermitted,
-        403,
-        `only the owner or an admin of group ${invite.group_id} may invite; device ${conn.deviceId} is ${
-          inviterRole ?? "not a member"
-        }`,
-      );
-    }
-    const role: GroupRole = invite.role === "owner" ? "admin" : invite.role;
-    try {
-      await storage.groups.addMember(
+      // The role rules (co-owners, the last owner kept) are storage/group_roles.ts's.
+      const result = await storage.groups.setRole(
         invite.group_id,
         invite.device,
-        role,
+        invite.role,
         `device:${conn.deviceId}`,
+        { by: conn.deviceId },
       );
+      role = result.member.role;
     } catch (err) {
+      if (err instanceof ProtocolError) throw err;
+      if (err instanceof NotPermitted) {
+        log.warn("group invite refused", { device: conn.deviceId, group_id: invite.group_id });
+      }
       storageRefusal(err);
     }
     this.node.changeRoutes({ op: "group-add", groupId: invite.group_id, deviceId: invite.device });
@@ -461,6 +447,7 @@ export class Router {
       ack: frame.sequence,
       group_id: invite.group_id,
       device: invite.device,
+      role,
     });
   }
 }

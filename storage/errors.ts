@@ -45,6 +45,13 @@ export class TransitionNotAllowed extends StorageError {
   }
 }
 
+/** The acting device's role does not allow the change (group role rules). */
+export class NotPermitted extends StorageError {
+  constructor(message: string) {
+    super("Not Permitted", 403, message);
+  }
+}
+
 export class Conflict extends StorageError {
   constructor(message: string) {
     super("Conflict", 409, message);

@@ -146,6 +146,8 @@ export interface MembershipEvent {
   deviceId: string;
   action: "added" | "removed" | "role-changed";
   role: GroupRole | null;
+  /** The role before a role change (null for an addition, and for events before 017). */
+  previousRole: GroupRole | null;
   actor: string;
   recordedAt: Date;
 }
@@ -422,7 +424,40 @@ export interface GroupRepo {
     role: GroupRole,
     actor: string,
   ): Promise<GroupMember>;
-  removeMember(groupId: string, deviceId: string, actor: string): Promise<boolean>;
+  /**
+   * Remove a member; false when it was not one. With `by` (the acting device) the role rules
+   * apply (storage/group_roles.ts); without, an operator acts. The last owner is removed only
+   * when `successor` is named, who becomes an owner in the same transaction (Conflict else).
+   */
+  removeMember(
+    groupId: string,
+    deviceId: string,
+    actor: string,
+    opts?: { by?: string; successor?: string },
+  ): Promise<boolean>;
+  /**
+   * Set a device's role under the role rules (adding it when it is not a member): owners may
+   * grant "owner" (co-owners), an admin's "owner" becomes "admin", the last owner cannot be
+   * demoted. `by` is the acting device; absent, an operator acts. Audited with the old role.
+   */
+  setRole(
+    groupId: string,
+    deviceId: string,
+    role: GroupRole,
+    actor: string,
+    opts?: { by?: string },
+  ): Promise<{ member: GroupMember; previous: GroupRole | null }>;
+  /**
+   * Make `to` an owner and `from` (an owner) an admin — or remove `from` with `leave` — in one
+   * transaction, under the role rules when `by` is given.
+   */
+  transferOwnership(
+    groupId: string,
+    from: string,
+    to: string,
+    actor: string,
+    opts?: { by?: string; leave?: boolean },
+  ): Promise<void>;
   roster(groupId: string): Promise<GroupMember[]>;
   role(groupId: string, deviceId: string): Promise<GroupRole | null>;
   groupsOf(deviceId: string): Promise<GroupMember[]>;

@@ -12,6 +12,7 @@ import { when } from "../components/format.ts";
 import { PageError } from "../middleware/errors.tsx";
 import { parseText } from "../validate.ts";
 import { StorageError } from "../../storage/errors.ts";
+import { rolePath } from "./group_roles.tsx";
 
 const groupPath = (id: string) => `/groups/${encodeURIComponent(id)}`;
 const removePath = (groupId: string, deviceId: string) =>
@@ -97,8 +98,15 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
                 { label: "Joined", cell: (m) => when(m.joinedAt) },
                 {
                   label: "Actions",
-                  cell: (m) =>
-                    m.role === "owner" ? <span class="muted">owner stays</span> : (
+                  cell: (m) => (
+                    <>
+                      <a
+                        class="button small"
+                        href={rolePath(id, m.deviceId)}
+                        aria-label={`Change the role of ${m.deviceId} in ${id}`}
+                      >
+                        Role
+                      </a>{" "}
                       <a
                         class="button small danger"
                         href={removePath(id, m.deviceId)}
@@ -106,7 +114,8 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
                       >
                         Remove
                       </a>
-                    ),
+                    </>
+                  ),
                 },
               ]}
             />
@@ -124,7 +133,10 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
                 { label: "When", cell: (e) => when(e.recordedAt) },
                 { label: "Action", cell: (e) => <Badge value={e.action} /> },
                 { label: "Device", cell: (e) => e.deviceId },
-                { label: "Role", cell: (e) => e.role ?? "—" },
+                {
+                  label: "Role",
+                  cell: (e) => e.previousRole ? `${e.previousRole} → ${e.role}` : e.role ?? "—",
+                },
                 { label: "By", cell: (e) => e.actor },
               ]}
             />

@@ -7,6 +7,7 @@ export * as deviceActions from "./device_actions.tsx";
 export * as deviceDetail from "./device_detail.tsx";
 export * as users from "./users.tsx";
 export * as groups from "./groups.tsx";
+export * as groupRoles from "./group_roles.tsx";
 export * as peers from "./peers.tsx";
 export * as keyEventArchive from "./key_event_archive.tsx";
 export * as keyEvents from "./key_events.tsx";

@@ -3,11 +3,15 @@
  * (`group_membership_event`): every add, removal and role change is recorded in the same
  * transaction as the change itself.
  *
- * Roles: one `owner` per group (set at creation, never granted later: a request for `owner`
- * becomes `admin`), then `admin` and `member`. The owner's row cannot be changed or removed.
+ * Roles: `owner` (one or more: co-owners), `admin` and `member`. `addMember` is the plain
+ * insert GROUP_CREATE uses (a request for `owner` becomes `admin`, an owner's row is left
+ * alone); `setRole`, `removeMember` and `transferOwnership` apply the role rules of
+ * storage/group_roles.ts, so a group never loses its last owner. Every mutation locks the
+ * group row first, so two concurrent changes cannot both remove "the other" owner.
  */
 import type { Db, Queryable } from "../db.ts";
-import { Conflict, InvalidValue, NotFound, TransitionNotAllowed } from "../errors.ts";
+import { Conflict, InvalidValue, NotFound, NotPermitted, TransitionNotAllowed } from "../errors.ts";
+import { type Actor, decideRemoval, decideRole, type Decision } from "../group_roles.ts";
 import { decodeCursor, pageLimit, toPage } from "../pagination.ts";
 import type {
   Group,
@@ -42,6 +46,7 @@ interface EventRow {
   device_id: string;
   action: MembershipEvent["action"];
   role: GroupRole | null;
+  previous_role: GroupRole | null;
   actor: string;
   recorded_at: Date;
 }
@@ -71,6 +76,7 @@ function toEvent(r: EventRow): MembershipEvent {
     deviceId: r.device_id,
     action: r.action,
     role: r.role,
+    previousRole: r.previous_role ?? null,
     actor: r.actor,
     recordedAt: r.recorded_at,
   };
@@ -83,12 +89,110 @@ async function writeEvent(
   action: MembershipEvent["action"],
   role: GroupRole | null,
   actor: string,
+  previousRole: GroupRole | null = null,
 ): Promise<void> {
   await q.query(
-    `INSERT INTO group_membership_event (group_id, device_id, action, role, actor)
-     VALUES ($1, $2, $3, $4, $5)`,
-    [groupId, deviceId, action, role, actor],
+    `INSERT INTO group_membership_event (group_id, device_id, action, role, actor, previous_role)
+     VALUES ($1, $2, $3, $4, $5, $6)`,
+    [groupId, deviceId, action, role, actor, previousRole],
   );
+}
+
+/** Locks the group row; NotFound when there is no such group. Returns its primary owner. */
+async function lockGroup(q: Queryable, groupId: string): Promise<string> {
+  const g = await q.query<{ owner_device: string }>(
+    `SELECT owner_device FROM chat_group WHERE group_id = $1 FOR UPDATE`,
+    [groupId],
+  );
+  if (g.rowCount === 0) throw new NotFound("group", groupId);
+  return g.rows[0].owner_device;
+}
+
+async function roleIn(q: Queryable, groupId: string, deviceId: string): Promise<GroupRole | null> {
+  const r = await q.query<{ role: GroupRole }>(
+    `SELECT role FROM group_member WHERE group_id = $1 AND device_id = $2`,
+    [groupId, deviceId],
+  );
+  return r.rows[0]?.role ?? null;
+}
+
+async function ownerCount(q: Queryable, groupId: string): Promise<number> {
+  const r = await q.query<{ n: string }>(
+    `SELECT count(*) AS n FROM group_member WHERE group_id = $1 AND role = 'owner'`,
+    [groupId],
+  );
+  return Number(r.rows[0].n);
+}
+
+/** The acting side: an operator (no `by`), or the role of the device `by`. */
+async function actingAs(
+  q: Queryable,
+  groupId: string,
+  by: string | undefined,
+): Promise<Actor | null> {
+  return by === undefined ? "operator" : await roleIn(q, groupId, by);
+}
+
+function enforce(d: Decision, groupId: string, deviceId: string): GroupRole {
+  if (d.ok) return d.role;
+  if (d.kind === "last-owner") {
+    throw new Conflict(
+      `device ${JSON.stringify(deviceId)} owns group ${JSON.stringify(groupId)}: ${d.reason}`,
+    );
+  }
+  throw new NotPermitted(`group ${JSON.stringify(groupId)}: ${d.reason}`);
+}
+
+/** When the primary owner stops owning the group, the longest-standing remaining owner takes it. */
+async function settlePrimaryOwner(q: Queryable, groupId: string, primary: string): Promise<void> {
+  if ((await roleIn(q, groupId, primary)) === "owner") return;
+  await q.query(
+    `UPDATE chat_group SET owner_device = o.device_id
+     FROM (SELECT device_id FROM group_member WHERE group_id = $1 AND role = 'owner'
+           ORDER BY joined_at, device_id LIMIT 1) o
+     WHERE chat_group.group_id = $1`,
+    [groupId],
+  );
+}
+
+const MEMBER_RETURNING = "RETURNING group_id, device_id, role, joined_at";
+
+/** Set a role inside a transaction that holds the group lock. */
+async function setRoleTx(
+  q: Queryable,
+  groupId: string,
+  deviceId: string,
+  requested: GroupRole,
+  actor: string,
+  by: string | undefined,
+): Promise<{ member: GroupMember; previous: GroupRole | null }> {
+  const current = await roleIn(q, groupId, deviceId);
+  const role = enforce(
+    decideRole({
+      by: await actingAs(q, groupId, by),
+      current,
+      requested,
+      owners: await ownerCount(q, groupId),
+      self: by === deviceId,
+    }),
+    groupId,
+    deviceId,
+  );
+  if (current === role) {
+    const same = await q.query<MemberRow>(
+      `SELECT group_id, device_id, role, joined_at FROM group_member
+       WHERE group_id = $1 AND device_id = $2`,
+      [groupId, deviceId],
+    );
+    return { member: toMember(same.rows[0]), previous: current };
+  }
+  const res = await q.query<MemberRow>(
+    `INSERT INTO group_member (group_id, device_id, role) VALUES ($1, $2, $3)
+     ON CONFLICT (group_id, device_id) DO UPDATE SET role = EXCLUDED.role ${MEMBER_RETURNING}`,
+    [groupId, deviceId, role],
+  );
+  await writeEvent(q, groupId, deviceId, current ? "role-changed" : "added", role, actor, current);
+  return { member: toMember(res.rows[0]), previous: current };
 }
 
 export class PgGroupRepo implements GroupRepo {
@@ -182,7 +286,15 @@ export class PgGroupRepo implements GroupRepo {
            RETURNING group_id, device_id, role, joined_at`,
           [groupId, deviceId, wanted],
         );
-        await writeEvent(q, groupId, deviceId, existing ? "role-changed" : "added", wanted, actor);
+        await writeEvent(
+          q,
+          groupId,
+          deviceId,
+          existing ? "role-changed" : "added",
+          wanted,
+          actor,
+          existing?.role ?? null,
+        );
         return toMember(res.rows[0]);
       });
     } catch (err) {
@@ -190,33 +302,146 @@ export class PgGroupRepo implements GroupRepo {
     }
   }
 
-  /** Remove a member; false when it was not one. The owner cannot be removed. */
-  async removeMember(groupId: string, deviceId: string, actor: string): Promise<boolean> {
+  /** Remove a member; false when it was not one. See GroupRepo.removeMember for the rules. */
+  async removeMember(
+    groupId: string,
+    deviceId: string,
+    actor: string,
+    opts: { by?: string; successor?: string } = {},
+  ): Promise<boolean> {
     v.id("group id", groupId);
     v.id("device id", deviceId);
     v.actor(actor);
-    return await this.db.transaction(async (q) => {
-      const res = await q.query<{ role: GroupRole }>(
-        `DELETE FROM group_member WHERE group_id = $1 AND device_id = $2 AND role <> 'owner'
-         RETURNING role`,
-        [groupId, deviceId],
-      );
-      if (res.rowCount === 0) {
-        const owner = await q.query(
-          `SELECT 1 FROM group_member WHERE group_id = $1 AND device_id = $2`,
-          [groupId, deviceId],
+    if (opts.by !== undefined) v.id("acting device id", opts.by);
+    if (opts.successor !== undefined) {
+      v.id("successor device id", opts.successor);
+      if (opts.successor === deviceId) {
+        throw new InvalidValue("successor", opts.successor, "a device other than the one leaving");
+      }
+    }
+    try {
+      return await this.db.transaction(async (q) => {
+        let primary: string;
+        try {
+          primary = await lockGroup(q, groupId);
+        } catch (err) {
+          if (err instanceof NotFound) return false;
+          throw err;
+        }
+        const current = await roleIn(q, groupId, deviceId);
+        if (current === null) return false;
+        const owners = await ownerCount(q, groupId);
+        enforce(
+          decideRemoval({
+            by: await actingAs(q, groupId, opts.by),
+            current,
+            owners,
+            self: opts.by === deviceId,
+            successor: opts.successor,
+          }),
+          groupId,
+          deviceId,
         );
-        if (owner.rowCount > 0) {
-          throw new Conflict(
-            `device ${JSON.stringify(deviceId)} owns group ${JSON.stringify(groupId)} ` +
-              `and cannot be removed`,
+        if (current === "owner" && opts.successor !== undefined) {
+          // The successor is made an owner by the leaving owner (who may always do that).
+          await setRoleTx(
+            q,
+            groupId,
+            opts.successor,
+            "owner",
+            actor,
+            opts.by === undefined ? undefined : deviceId,
           );
         }
-        return false;
-      }
-      await writeEvent(q, groupId, deviceId, "removed", res.rows[0].role, actor);
-      return true;
-    });
+        await q.query(`DELETE FROM group_member WHERE group_id = $1 AND device_id = $2`, [
+          groupId,
+          deviceId,
+        ]);
+        await writeEvent(q, groupId, deviceId, "removed", current, actor);
+        if (current === "owner") await settlePrimaryOwner(q, groupId, primary);
+        return true;
+      });
+    } catch (err) {
+      throw translate(err, "group member", deviceId);
+    }
+  }
+
+  /** Set a role under the role rules; see GroupRepo.setRole. */
+  async setRole(
+    groupId: string,
+    deviceId: string,
+    role: GroupRole,
+    actor: string,
+    opts: { by?: string } = {},
+  ): Promise<{ member: GroupMember; previous: GroupRole | null }> {
+    v.id("group id", groupId);
+    v.id("device id", deviceId);
+    v.groupRole(role);
+    v.actor(actor);
+    if (opts.by !== undefined) v.id("acting device id", opts.by);
+    try {
+      return await this.db.transaction(async (q) => {
+        const primary = await lockGroup(q, groupId);
+        const result = await setRoleTx(q, groupId, deviceId, role, actor, opts.by);
+        if (result.previous === "owner") await settlePrimaryOwner(q, groupId, primary);
+        return result;
+      });
+    } catch (err) {
+      throw translate(err, "group member", deviceId);
+    }
+  }
+
+  /** Hand ownership from `from` to `to`; see GroupRepo.transferOwnership. */
+  async transferOwnership(
+    groupId: string,
+    from: string,
+    to: string,
+    actor: string,
+    opts: { by?: string; leave?: boolean } = {},
+  ): Promise<void> {
+    v.id("group id", groupId);
+    v.id("device id", from);
+    v.id("successor device id", to);
+    v.actor(actor);
+    if (opts.by !== undefined) v.id("acting device id", opts.by);
+    if (from === to) throw new InvalidValue("successor", to, "a device other than the owner");
+    try {
+      await this.db.transaction(async (q) => {
+        const primary = await lockGroup(q, groupId);
+        const fromRole = await roleIn(q, groupId, from);
+        if (fromRole !== "owner") {
+          throw new TransitionNotAllowed(
+            `device ${JSON.stringify(from)}`,
+            fromRole ?? "not a member",
+            "former owner",
+          );
+        }
+        await setRoleTx(q, groupId, to, "owner", actor, opts.by);
+        if (opts.leave) {
+          const by = await actingAs(q, groupId, opts.by);
+          enforce(
+            decideRemoval({
+              by,
+              current: "owner",
+              owners: await ownerCount(q, groupId),
+              self: opts.by === from,
+            }),
+            groupId,
+            from,
+          );
+          await q.query(`DELETE FROM group_member WHERE group_id = $1 AND device_id = $2`, [
+            groupId,
+            from,
+          ]);
+          await writeEvent(q, groupId, from, "removed", "owner", actor);
+        } else {
+          await setRoleTx(q, groupId, from, "admin", actor, opts.by);
+        }
+        await settlePrimaryOwner(q, groupId, primary);
+      });
+    } catch (err) {
+      throw translate(err, "group member", to);
+    }
   }
 
   /** Members, owner first, then in the order they joined. */
@@ -252,7 +477,7 @@ export class PgGroupRepo implements GroupRepo {
     const limit = pageLimit(page.limit);
     const after = decodeCursor(page.cursor, ["int"]);
     const res = await this.db.query<EventRow>(
-      `SELECT id, group_id, device_id, action, role, actor, recorded_at
+      `SELECT id, group_id, device_id, action, role, previous_role, actor, recorded_at
        FROM group_membership_event
        WHERE group_id = $1 AND ($2::int8 IS NULL OR id < $2)
        ORDER BY id DESC

@@ -384,6 +384,7 @@ export function fakeStorage(clock: () => number = Date.now): FakeStorage {
             deviceId: g.ownerDeviceId,
             action: "added",
             role: "owner",
+            previousRole: null,
             actor,
             recordedAt: now(),
           });
@@ -413,6 +414,7 @@ export function fakeStorage(clock: () => number = Date.now): FakeStorage {
             deviceId,
             action: "added",
             role: r,
+            previousRole: null,
             actor,
             recordedAt: now(),
           });
@@ -429,11 +431,32 @@ export function fakeStorage(clock: () => number = Date.now): FakeStorage {
             deviceId,
             action: "removed",
             role: null,
+            previousRole: null,
             actor,
             recordedAt: now(),
           });
           return Promise.resolve(true);
         },
+        setRole(groupId, deviceId, role: GroupRole, actor) {
+          guard();
+          const m = members.find((x) => x.groupId === groupId && x.deviceId === deviceId);
+          const previous = m?.role ?? null;
+          const member = m ?? { groupId, deviceId, role, joinedAt: now() };
+          if (!m) members.push(member);
+          member.role = role;
+          membership.push({
+            id: nextId("mem"),
+            groupId,
+            deviceId,
+            action: m ? "role-changed" : "added",
+            role,
+            previousRole: previous,
+            actor,
+            recordedAt: now(),
+          });
+          return Promise.resolve({ member: { ...member }, previous });
+        },
+        transferOwnership: () => Promise.reject(new Error("the fake storage transfers nothing")),
         roster: (id) => (guard(), Promise.resolve(members.filter((m) => m.groupId === id))),
         role: (g, d) => (guard(),
           Promise.resolve(

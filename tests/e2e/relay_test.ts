@@ -259,7 +259,7 @@ for (const kind of storageKinds()) {
         assert.deepEqual((await owner.reply(create)).json, { ack: create, group_id: groupId });
         assert.equal(await storage.groups.role(groupId, owner.options.deviceId), "owner");
         assert.equal(await storage.groups.role(groupId, admin.options.deviceId), "admin");
-        // An admin invites; "owner" is lowered to "admin".
+        // An admin invites; its "owner" is lowered to "admin"; an owner's makes a co-owner.
         const inv = admin.control(FrameType.GroupInvite, 0, {
           group_id: groupId,
           device: plain.options.deviceId,
@@ -269,15 +269,44 @@ for (const kind of storageKinds()) {
           ack: inv,
           group_id: groupId,
           device: plain.options.deviceId,
+          role: "member",
         });
         const lowered = uid("glow");
+        const inv1 = admin.control(FrameType.GroupInvite, 0, {
+          group_id: groupId,
+          device: lowered,
+          role: "owner",
+        });
+        assert.equal(((await admin.reply(inv1)).json as { role: string }).role, "admin");
+        assert.equal(await storage.groups.role(groupId, lowered), "admin");
         const inv2 = owner.control(FrameType.GroupInvite, 0, {
           group_id: groupId,
           device: lowered,
           role: "owner",
         });
-        await owner.reply(inv2);
-        assert.equal(await storage.groups.role(groupId, lowered), "admin");
+        assert.equal(((await owner.reply(inv2)).json as { role: string }).role, "owner");
+        assert.equal(await storage.groups.role(groupId, lowered), "owner");
+        // The original owner gives up ownership (the co-owner remains) ...
+        const giveUp = owner.control(FrameType.GroupInvite, 0, {
+          group_id: groupId,
+          device: owner.options.deviceId,
+          role: "admin",
+        });
+        assert.equal(((await owner.reply(giveUp)).json as { role: string }).role, "admin");
+        // ... and may not take it back, nor demote the last owner (non-fatal refusals).
+        const takeBack = owner.control(FrameType.GroupInvite, 0, {
+          group_id: groupId,
+          device: owner.options.deviceId,
+          role: "owner",
+        });
+        assert.equal(problemOf(await owner.reply(takeBack)).status, 403);
+        const demote = owner.control(FrameType.GroupInvite, 0, {
+          group_id: groupId,
+          device: lowered,
+          role: "member",
+        });
+        assert.equal(problemOf(await owner.reply(demote)).status, 403);
+        assert.equal(await storage.groups.role(groupId, lowered), "owner");
         // A plain member may not invite (non-fatal).
         const bad = plain.control(FrameType.GroupInvite, 0, {
           group_id: groupId,

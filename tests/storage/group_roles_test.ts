@@ -1,0 +1,200 @@
+/**
+ * Co-owners: the role rules as a table (storage/group_roles.ts) and the group repository that
+ * applies them, on PGlite and on Postgres (COMMUCAT_TEST_PG_DSN): promotion to co-owner,
+ * giving up and transferring ownership, the last owner kept, admins kept away from owners,
+ * the audit trail with the previous role, and two concurrent removals of "the other" owner.
+ */
+import assert from "node:assert/strict";
+import { openPglite, openPostgres } from "../../storage/db.ts";
+import { openEphemeral } from "../../storage/ephemeral/mod.ts";
+import { buildStorage, Conflict, migrate, NotPermitted, type Storage } from "../../storage/mod.ts";
+import { type Actor, decideRemoval, decideRole } from "../../storage/group_roles.ts";
+import type { GroupRole } from "../../storage/types.ts";
+import { scratchSchema } from "./pg_scratch.ts";
+
+const dsn = Deno.env.get("COMMUCAT_TEST_PG_DSN") ?? "";
+
+Deno.test("group role rules, as the PROTOCOL.md table states them", () => {
+  const cases: [Actor | null, GroupRole | null, GroupRole, number, boolean, string][] = [
+    // by, current, requested, owners, self → result role or refusal kind
+    ["owner", null, "member", 1, false, "member"],
+    ["owner", null, "owner", 1, false, "owner"],
+    ["owner", "member", "owner", 1, false, "owner"],
+    ["owner", "admin", "owner", 1, false, "owner"],
+    ["admin", null, "admin", 1, false, "admin"],
+    ["admin", "member", "owner", 1, false, "admin"],
+    ["admin", "member", "admin", 1, false, "admin"],
+    ["admin", "owner", "member", 2, false, "not-permitted"],
+    ["member", null, "member", 1, false, "not-permitted"],
+    [null, null, "member", 1, false, "not-permitted"],
+    ["owner", "owner", "admin", 2, false, "admin"],
+    ["owner", "owner", "admin", 1, true, "last-owner"],
+    ["owner", "owner", "member", 2, true, "member"],
+    ["operator", "owner", "admin", 1, false, "last-owner"],
+    ["operator", "member", "owner", 1, false, "owner"],
+    ["member", "member", "admin", 1, true, "not-permitted"],
+    ["admin", "admin", "member", 1, true, "member"],
+  ];
+  for (const [by, current, requested, owners, self, want] of cases) {
+    const d = decideRole({ by, current, requested, owners, self });
+    const got = d.ok ? d.role : d.kind;
+    assert.equal(got, want, JSON.stringify({ by, current, requested, owners, self }));
+  }
+  const removals: [Actor | null, GroupRole, number, boolean, string | null, string][] = [
+    ["owner", "member", 1, false, null, "member"],
+    ["admin", "admin", 1, false, null, "admin"],
+    ["admin", "owner", 2, false, null, "not-permitted"],
+    ["member", "member", 1, false, null, "not-permitted"],
+    ["member", "member", 1, true, null, "member"],
+    ["owner", "owner", 1, true, null, "last-owner"],
+    ["owner", "owner", 1, true, "next", "owner"],
+    ["owner", "owner", 2, true, null, "owner"],
+    ["operator", "owner", 1, false, null, "last-owner"],
+    ["operator", "owner", 1, false, "next", "owner"],
+  ];
+  for (const [by, current, owners, self, successor, want] of removals) {
+    const d = decideRemoval({ by, current, owners, self, successor });
+    assert.equal(d.ok ? d.role : d.kind, want, JSON.stringify({ by, current, owners, self }));
+  }
+});
+
+async function suite(t: Deno.TestContext, s: Storage) {
+  const u = crypto.randomUUID().slice(0, 8);
+  const [own, co, adm, mem, out] = ["own", "co", "adm", "mem", "out"].map((x) => `${u}-${x}`);
+  const g = await s.groups.create({ id: `${u}-g`, ownerDeviceId: own, relay: true }, "t");
+  await s.groups.addMember(g.id, adm, "admin", "t");
+  await s.groups.addMember(g.id, mem, "member", "t");
+
+  await t.step("an owner promotes a member to co-owner; admins cannot", async () => {
+    const lowered = await s.groups.setRole(g.id, co, "owner", `device:${adm}`, { by: adm });
+    assert.equal(lowered.member.role, "admin", "an admin's owner request is lowered");
+    const r = await s.groups.setRole(g.id, co, "owner", `device:${own}`, { by: own });
+    assert.equal(r.member.role, "owner");
+    assert.equal(r.previous, "admin");
+    await assert.rejects(
+      s.groups.setRole(g.id, co, "member", `device:${adm}`, { by: adm }),
+      NotPermitted,
+    );
+    await assert.rejects(
+      s.groups.removeMember(g.id, co, `device:${adm}`, { by: adm }),
+      NotPermitted,
+    );
+    await assert.rejects(
+      s.groups.setRole(g.id, adm, "admin", `device:${mem}`, { by: mem }),
+      (err) => err instanceof NotPermitted && err.status === 403,
+    );
+    await assert.rejects(
+      s.groups.setRole(g.id, out, "member", `device:${out}`, { by: out }),
+      NotPermitted,
+    );
+    const owners = (await s.groups.roster(g.id)).filter((m) => m.role === "owner");
+    assert.deepEqual(owners.map((m) => m.deviceId).sort(), [co, own].sort());
+  });
+
+  await t.step(
+    "an owner gives up ownership while another remains; the last one cannot",
+    async () => {
+      const r = await s.groups.setRole(g.id, own, "admin", `device:${own}`, { by: own });
+      assert.equal(r.member.role, "admin");
+      assert.equal((await s.groups.get(g.id))!.ownerDeviceId, co, "the primary owner moves on");
+      await assert.rejects(
+        s.groups.setRole(g.id, co, "admin", `device:${co}`, { by: co }),
+        (err) => err instanceof Conflict && /last owner/.test(err.message),
+      );
+      await assert.rejects(
+        s.groups.removeMember(g.id, co, `device:${co}`, { by: co }),
+        (err) => err instanceof Conflict && /owns group .*last owner/.test(err.message),
+      );
+      await assert.rejects(s.groups.removeMember(g.id, co, "console:s"), Conflict);
+      assert.equal(await s.groups.role(g.id, co), "owner");
+    },
+  );
+
+  await t.step("the last owner leaves naming a successor; transfer in one step", async () => {
+    assert.equal(
+      await s.groups.removeMember(g.id, co, `device:${co}`, { by: co, successor: mem }),
+      true,
+    );
+    assert.equal(await s.groups.role(g.id, mem), "owner");
+    assert.equal(await s.groups.role(g.id, co), null);
+    assert.equal((await s.groups.get(g.id))!.ownerDeviceId, mem);
+    await s.groups.transferOwnership(g.id, mem, adm, "console:s");
+    assert.equal(await s.groups.role(g.id, adm), "owner");
+    assert.equal(await s.groups.role(g.id, mem), "admin");
+    await s.groups.transferOwnership(g.id, adm, own, `device:${adm}`, { by: adm, leave: true });
+    assert.equal(await s.groups.role(g.id, own), "owner");
+    assert.equal(await s.groups.role(g.id, adm), null);
+    await assert.rejects(
+      s.groups.transferOwnership(g.id, mem, own, `device:${mem}`, { by: mem }),
+      /cannot go from admin/,
+    );
+  });
+
+  await t.step("every role change is in the trail with the role before", async () => {
+    const trail = (await s.groups.auditTrail(g.id, { limit: 100 })).items.reverse();
+    const lines = trail.map((e) =>
+      `${e.deviceId.slice(9)} ${e.action} ${e.previousRole ?? "-"}>${e.role}`
+    );
+    assert.deepEqual(lines, [
+      "own added ->owner",
+      "adm added ->admin",
+      "mem added ->member",
+      "co added ->admin",
+      "co role-changed admin>owner",
+      "own role-changed owner>admin",
+      "mem role-changed member>owner",
+      "co removed ->owner",
+      "adm role-changed admin>owner",
+      "mem role-changed owner>admin",
+      "own role-changed admin>owner",
+      "adm removed ->owner",
+    ]);
+  });
+
+  await t.step("two owners removing each other at once leave one owner", async () => {
+    const h = await s.groups.create({ id: `${u}-h`, ownerDeviceId: own, relay: true }, "t");
+    await s.groups.setRole(h.id, co, "owner", "t", { by: own });
+    const results = await Promise.allSettled([
+      s.groups.removeMember(h.id, co, "t", { by: own }),
+      s.groups.removeMember(h.id, own, "t", { by: co }),
+    ]);
+    assert.equal(results.filter((r) => r.status === "fulfilled").length, 1);
+    const owners = (await s.groups.roster(h.id)).filter((m) => m.role === "owner");
+    assert.equal(owners.length, 1);
+  });
+}
+
+Deno.test({
+  name: "co-owners on pglite",
+  sanitizeResources: false,
+  async fn(t) {
+    const dir = await Deno.makeTempDir({ prefix: "commucat-roles-" });
+    const db = await openPglite(dir);
+    await migrate(db);
+    const s = buildStorage(db, await openEphemeral(null));
+    try {
+      await suite(t, s);
+    } finally {
+      await s.close();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "co-owners on postgres",
+  ignore: dsn === "",
+  sanitizeResources: false,
+  async fn(t) {
+    const scratch = await scratchSchema(dsn);
+    const db = await openPostgres(scratch.dsn);
+    await migrate(db);
+    const s = buildStorage(db, await openEphemeral(null));
+    try {
+      await suite(t, s);
+    } finally {
+      await s.close();
+      await scratch.drop();
+    }
+  },
+});
