@@ -1,76 +1,53 @@
 /**
- * Operator actions. Each one changes storage, tells every node over the ephemeral bus where
- * live state must follow, and writes the operator audit log (actor, action, target, before,
- * after). Pages call these; they never write storage themselves.
+ * Operator actions of the console: thin calls into the one operator-actions module
+ * (admin/local.ts), which writes each change and its audit entry in one transaction and tells
+ * every node. Pages call these; they never write storage themselves.
  */
-import { InvalidValue, NotFound } from "../storage/errors.ts";
-import type { Device, FederationPeer, PeerStatus, Storage } from "../storage/types.ts";
-import { hex } from "./components/format.ts";
+import { bytesToHex } from "../protocol/hex.ts";
+import type { PeerStatus, Storage } from "../storage/types.ts";
+import { LocalAdmin } from "../admin/local.ts";
+import type { DeviceView, PeerView } from "../admin/views.ts";
+
+export { INTERRUPT_TTL_SECONDS } from "../admin/local.ts";
 
 /** The audit identity of a console session: its public label, never its cookie value. */
 export const actorOf = (label: string) => `console:${label}`;
 
-/** How long the interrupt key lives: long enough for every node to notice it. */
-export const INTERRUPT_TTL_SECONDS = 120;
-
-const deviceState = (d: Device) => ({
-  status: d.status,
-  publicKey: hex(d.publicKey),
-  pendingPublicKey: d.pendingPublicKey ? hex(d.pendingPublicKey) : null,
-});
-
-async function mustGetDevice(storage: Storage, id: string): Promise<Device> {
-  const device = await storage.devices.get(id);
-  if (!device) throw new NotFound("device", id);
-  return device;
+/** The operator-actions module acting for a console operator. */
+export function adminFor(
+  storage: Storage,
+  actor: string,
+  staticDomains: Iterable<string> = [],
+): LocalAdmin {
+  // The console runs inside a server process or next to a shared Redis: its bus reaches nodes.
+  return new LocalAdmin({ storage, actor, staticPeerDomains: staticDomains, reachesServers: true });
 }
 
 /** Approves a pending device (or its pending key); its next handshake succeeds. */
-export async function approveDevice(storage: Storage, actor: string, id: string): Promise<Device> {
-  // Snapshot now: a repository may hand back a live object that the change then mutates.
-  const before = deviceState(await mustGetDevice(storage, id));
-  const { device } = await storage.devices.approve(id, actor);
-  await storage.ephemeral.publishControl({ kind: "device-approved", deviceId: id });
-  await storage.audit.append({
-    actor,
-    action: "device.approve",
-    target: `device:${id}`,
-    before,
-    after: deviceState(device),
-  });
-  return device;
+export async function approveDevice(
+  storage: Storage,
+  actor: string,
+  id: string,
+): Promise<DeviceView> {
+  return (await adminFor(storage, actor).approveDevice(id)).device;
 }
 
 /** Rejects a pending device (it becomes revoked) or drops its pending key. */
-export async function rejectDevice(storage: Storage, actor: string, id: string): Promise<Device> {
-  // Snapshot now: a repository may hand back a live object that the change then mutates.
-  const before = deviceState(await mustGetDevice(storage, id));
-  const { device } = await storage.devices.reject(id, actor);
-  await storage.audit.append({
-    actor,
-    action: "device.reject",
-    target: `device:${id}`,
-    before,
-    after: deviceState(device),
-  });
-  return device;
+export async function rejectDevice(
+  storage: Storage,
+  actor: string,
+  id: string,
+): Promise<DeviceView> {
+  return (await adminFor(storage, actor).rejectDevice(id)).device;
 }
 
 /** Revokes a device and ends its live connections on every node. */
-export async function revokeDevice(storage: Storage, actor: string, id: string): Promise<Device> {
-  // Snapshot now: a repository may hand back a live object that the change then mutates.
-  const before = deviceState(await mustGetDevice(storage, id));
-  const { device } = await storage.devices.revoke(id, actor);
-  await storage.ephemeral.setInterrupt(id, "device revoked by operator", INTERRUPT_TTL_SECONDS);
-  await storage.ephemeral.publishControl({ kind: "device-revoked", deviceId: id });
-  await storage.audit.append({
-    actor,
-    action: "device.revoke",
-    target: `device:${id}`,
-    before,
-    after: deviceState(device),
-  });
-  return device;
+export async function revokeDevice(
+  storage: Storage,
+  actor: string,
+  id: string,
+): Promise<DeviceView> {
+  return (await adminFor(storage, actor).revokeDevice(id)).device;
 }
 
 /** Removes a device from a group; every node drops its live route for the group. */
@@ -80,17 +57,7 @@ export async function removeGroupMember(
   groupId: string,
   deviceId: string,
 ): Promise<void> {
-  const role = await storage.groups.role(groupId, deviceId);
-  if (role === null) throw new NotFound(`member of group ${groupId}`, deviceId);
-  await storage.groups.removeMember(groupId, deviceId, actor);
-  await storage.ephemeral.publishControl({ kind: "member-removed", groupId, deviceId });
-  await storage.audit.append({
-    actor,
-    action: "group.remove-member",
-    target: `group:${groupId}`,
-    before: { deviceId, role },
-    after: null,
-  });
+  await adminFor(storage, actor).removeGroupMember(groupId, deviceId);
 }
 
 /** Changes a database peer's status; static peers from the config are read-only. */
@@ -100,14 +67,8 @@ export async function setPeerStatus(
   domain: string,
   status: PeerStatus,
   staticDomains: Set<string>,
-): Promise<FederationPeer> {
-  if (staticDomains.has(domain)) {
-    throw new InvalidValue("peer", domain, "a database peer (peers from the config are read-only)");
-  }
-  // The peer repository writes the audit entry in the same transaction as the change.
-  const peer = await storage.peers.setStatus(domain, status, actor);
-  await storage.ephemeral.publishControl({ kind: "peer-status", domain, status });
-  return peer;
+): Promise<PeerView> {
+  return (await adminFor(storage, actor, staticDomains).setPeerStatus(domain, status)).peer;
 }
 
 /** Adds a dynamic federation peer (input already validated by `parsePeerForm`). */
@@ -115,18 +76,11 @@ export async function addPeer(
   storage: Storage,
   actor: string,
   input: { domain: string; endpoint: string; publicKey: Uint8Array; status: PeerStatus },
-): Promise<FederationPeer> {
-  const found = await storage.peers.get(input.domain);
-  // The peer repository writes the audit entry in the same transaction as the change.
-  const peer = await storage.peers.upsert(input, actor);
-  if (found?.status !== peer.status) {
-    await storage.ephemeral.publishControl({
-      kind: "peer-status",
-      domain: peer.domain,
-      status: peer.status,
-    });
-  }
-  return peer;
+): Promise<PeerView> {
+  return (await adminFor(storage, actor).addPeer({
+    ...input,
+    publicKey: bytesToHex(input.publicKey),
+  })).peer;
 }
 
 /** Records sign-in and sign-out in the audit log too. */

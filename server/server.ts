@@ -19,6 +19,7 @@ import { createLedger } from "../storage/ledger.ts";
 import { Limits } from "./limits.ts";
 import { Admission } from "./admission.ts";
 import { startRetentionJob } from "./retention.ts";
+import { startHeartbeat } from "./heartbeat.ts";
 
 export interface ServerOptions {
   /** Use this storage instead of opening one (it is then not closed on stop). */
@@ -131,6 +132,15 @@ export async function startServer(
       }
     }
 
+    const stopHeartbeat = startHeartbeat(storage.ephemeral, {
+      nodeId,
+      address: `${scheme}://${hostname}:${ports.tcp} http://${httpBind.hostname}:${ports.http}`,
+      reading: () => {
+        const m = metrics.snapshot();
+        return { connections: m.connections, frames: m.framesIn + m.framesOut };
+      },
+    }, { onError: (err) => log.warn("node heartbeat failed", { error: err }) });
+
     let stopped: Promise<void> | null = null;
     return {
       nodeId,
@@ -143,6 +153,7 @@ export async function startServer(
       stop() {
         stopped ??= (async () => {
           log.info("shutting down");
+          stopHeartbeat();
           try {
             tcpListener?.close();
           } catch {

@@ -190,6 +190,10 @@ export interface OutboxBacklog {
   lastError: string | null;
   /** Entries given up with `markDead`. */
   dead: number;
+  /** The soonest next attempt among pending entries (the backoff's next retry), or null. */
+  nextAttemptAt: Date | null;
+  /** The most attempts any pending entry has made (0 when none failed yet). */
+  attempts: number;
 }
 
 export interface AuditEntry {
@@ -211,9 +215,21 @@ export type HandshakeRegistration =
   | { outcome: "pending"; device: Device; user: User; event: DeviceKeyEvent | null }
   | { outcome: "revoked"; device: Device; user: User };
 
+/**
+ * An operator audit entry a repository writes in the same transaction as the change it
+ * records (so the change and its audit row commit or roll back together). The repository
+ * fills in the target and the before/after state; `actor` is the operator.
+ */
+export interface AuditNote {
+  actor: string;
+  action: string;
+}
+
 export interface UserRepo {
+  /** Create a user; with `audit`, the audit entry is written in the same transaction. */
   create(
     input: { handle: string; displayName?: string | null; avatarUrl?: string | null; id?: string },
+    audit?: AuditNote,
   ): Promise<User>;
   get(id: string): Promise<User | null>;
   getByHandle(handle: string): Promise<User | null>;
@@ -229,18 +245,36 @@ export interface DeviceRepo {
   register(
     input: { id: string; userId: string; publicKey: Uint8Array; status: "active" | "pending" },
     actor: string,
+    audit?: AuditNote,
   ): Promise<{ device: Device; event: DeviceKeyEvent }>;
   get(id: string): Promise<Device | null>;
-  /** Approve a pending device or its pending key; writes a key event. */
-  approve(id: string, actor: string): Promise<{ device: Device; event: DeviceKeyEvent }>;
+  /**
+   * Approve a pending device or its pending key; writes a key event. With `audit` (here and
+   * below), an operator audit entry (target `device:<id>`, before/after status and keys) is
+   * written in the same transaction.
+   */
+  approve(
+    id: string,
+    actor: string,
+    audit?: AuditNote,
+  ): Promise<{ device: Device; event: DeviceKeyEvent }>;
   /** Reject a pending device (status becomes revoked) or drop its pending key. */
-  reject(id: string, actor: string): Promise<{ device: Device; event: DeviceKeyEvent }>;
-  revoke(id: string, actor: string): Promise<{ device: Device; event: DeviceKeyEvent }>;
+  reject(
+    id: string,
+    actor: string,
+    audit?: AuditNote,
+  ): Promise<{ device: Device; event: DeviceKeyEvent }>;
+  revoke(
+    id: string,
+    actor: string,
+    audit?: AuditNote,
+  ): Promise<{ device: Device; event: DeviceKeyEvent }>;
   /** Replace an active device's key (auto-approved rotation or operator rotation). */
   rotateKey(
     id: string,
     publicKey: Uint8Array,
     actor: string,
+    audit?: AuditNote,
   ): Promise<{ device: Device; event: DeviceKeyEvent }>;
   /** Resolve a device for a handshake, per ccp1.md §3, atomically. */
   resolveForHandshake(input: {
@@ -398,10 +432,20 @@ export interface RelayRepo {
   requeue(by: { sessionId?: string; deviceId?: string }): Promise<number>;
   /** Delete expired envelopes; returns how many. */
   purgeExpired(now?: Date): Promise<number>;
-  depth(deviceId: string): Promise<{ depth: number; oldest: Date | null }>;
+  depth(deviceId: string): Promise<RelayDepth>;
   totalDepth(): Promise<number>;
   /** Which of these devices have unclaimed, unexpired envelopes waiting (reconciliation). */
   waiting(deviceIds: string[]): Promise<string[]>;
+}
+
+/** A device's relay queue (unexpired envelopes); the breakdown is optional for fakes. */
+export interface RelayDepth {
+  depth: number;
+  oldest: Date | null;
+  /** Handed to a connection (claimed), not yet acknowledged. */
+  inFlight?: number;
+  /** Handed out more than once (attempts > 1). */
+  redelivered?: number;
 }
 
 export interface OffsetRepo {
@@ -428,12 +472,13 @@ export interface GroupRepo {
    * Remove a member; false when it was not one. With `by` (the acting device) the role rules
    * apply (storage/group_roles.ts); without, an operator acts. The last owner is removed only
    * when `successor` is named, who becomes an owner in the same transaction (Conflict else).
+   * With `audit`, the operator audit entry is written in the same transaction.
    */
   removeMember(
     groupId: string,
     deviceId: string,
     actor: string,
-    opts?: { by?: string; successor?: string },
+    opts?: { by?: string; successor?: string; audit?: AuditNote },
   ): Promise<boolean>;
   /**
    * Set a device's role under the role rules (adding it when it is not a member): owners may
@@ -496,6 +541,21 @@ export interface OutboxRepo {
   markDead(id: string, error: string): Promise<OutboxEntry>;
   /** Per peer with undelivered entries: pending (live) count, oldest, last error, dead count. */
   backlog(): Promise<OutboxBacklog[]>;
+  /**
+   * "Retry now": every pending (not delivered, not dead) entry of the peer becomes due at once;
+   * returns how many. The audit entry (`peer.retry-now`) is written in the same transaction.
+   */
+  retryNow(peerDomain: string, actor: string): Promise<number>;
+  /** Dead entries (given up), newest first, of one peer or of all; at most `limit` (1..500). */
+  listDead(filter: { peerDomain?: string; limit?: number }): Promise<OutboxEntry[]>;
+  /** One entry by id, or null. */
+  get(id: string): Promise<OutboxEntry | null>;
+  /**
+   * Replays a dead entry: it is pending again, due now, with its attempts reset. NotFound for
+   * an unknown id, Conflict when it is not dead. Audited (`outbox.replay`) in the same
+   * transaction.
+   */
+  replay(id: string, actor: string): Promise<OutboxEntry>;
 }
 
 /**
@@ -569,6 +629,23 @@ export interface StreamEvent {
   message: Uint8Array;
 }
 
+/**
+ * What a running node publishes about itself every few seconds (`setNodeHeartbeat`); it
+ * expires when the node stops publishing, so the list shows the nodes that are up.
+ */
+export interface NodeHeartbeat {
+  nodeId: string;
+  /** Where it listens (its CCP-1 and HTTP addresses). */
+  address: string;
+  version: string;
+  /** RFC 3339 start time. */
+  startedAt: string;
+  connections: number;
+  framesPerSecond: number;
+  /** RFC 3339 time of this heartbeat. */
+  at: string;
+}
+
 /** Redis or in-memory; nothing durable lives here. Failures throw RedisFailure. */
 export interface EphemeralStore {
   readonly kind: "redis" | "memory";
@@ -605,6 +682,10 @@ export interface EphemeralStore {
   readEvents(stream: string, after: string, count: number): Promise<StreamEvent[]>;
   /** The position of the newest entry ("0" when the stream is empty or gone). */
   lastEventId(stream: string): Promise<string>;
+  /** Publish this node's heartbeat; it lives `ttlSeconds` unless renewed. */
+  setNodeHeartbeat(heartbeat: NodeHeartbeat, ttlSeconds: number): Promise<void>;
+  /** Live heartbeats of every node sharing this store, by node id. */
+  listNodeHeartbeats(): Promise<NodeHeartbeat[]>;
   ping(): Promise<void>;
   close(): Promise<void>;
 }

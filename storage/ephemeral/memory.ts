@@ -8,6 +8,7 @@ import { RedisFailure } from "../errors.ts";
 import type {
   ControlEvent,
   EphemeralStore,
+  NodeHeartbeat,
   Presence,
   RateRule,
   RateVerdict,
@@ -17,6 +18,7 @@ import type {
 import {
   checkChannel,
   checkDeviceId,
+  checkHeartbeat,
   checkMessage,
   checkPresence,
   checkRate,
@@ -34,6 +36,8 @@ import {
   type EphemeralOptions,
   gcra,
   interruptKey,
+  nodeKey,
+  parseHeartbeat,
   parsePresence,
   parseRoute,
   presenceKey,
@@ -87,6 +91,15 @@ export class MemoryHub {
       }
     }
     return dropped;
+  }
+
+  /** The live values of every key that starts with `prefix`. */
+  values(prefix: string, now = Date.now()): string[] {
+    const out: string[] = [];
+    for (const [key, entry] of this.#keys) {
+      if (key.startsWith(prefix) && entry.expiresAt > now) out.push(entry.value);
+    }
+    return out;
   }
 
   /** Number of live keys (for tests and diagnostics). */
@@ -320,6 +333,22 @@ export class MemoryEphemeralStore implements EphemeralStore {
       checkStream(stream);
       return this.#hub.lastId(streamKey(this.#prefix, stream));
     });
+  }
+
+  setNodeHeartbeat(heartbeat: NodeHeartbeat, ttl: number): Promise<void> {
+    return this.#run(() => {
+      const text = checkHeartbeat(heartbeat);
+      this.#hub.set(nodeKey(this.#prefix, heartbeat.nodeId), text, ttlSeconds(ttl));
+    });
+  }
+
+  listNodeHeartbeats(): Promise<NodeHeartbeat[]> {
+    return this.#run(() =>
+      this.#hub.values(nodeKey(this.#prefix, ""))
+        .map(parseHeartbeat)
+        .filter((h): h is NodeHeartbeat => h !== null)
+        .sort((a, b) => a.nodeId.localeCompare(b.nodeId))
+    );
   }
 
   ping(): Promise<void> {

@@ -14,6 +14,7 @@ import { InvalidValue, RedisFailure } from "../errors.ts";
 import type {
   ControlEvent,
   EphemeralStore,
+  NodeHeartbeat,
   Presence,
   RateRule,
   RateVerdict,
@@ -23,6 +24,7 @@ import type {
 import {
   checkChannel,
   checkDeviceId,
+  checkHeartbeat,
   checkMessage,
   checkPresence,
   checkRate,
@@ -38,6 +40,9 @@ import {
   encodeControl,
   type EphemeralOptions,
   interruptKey,
+  nodeKey,
+  nodesKey,
+  parseHeartbeat,
   parsePresence,
   parseRoute,
   presenceKey,
@@ -552,6 +557,32 @@ export class RedisEphemeralStore implements EphemeralStore {
       (c) => c.xrevrange(key, "+", "-", "COUNT", 1),
     );
     return rows.length > 0 ? rows[0][0] : "0";
+  }
+
+  async setNodeHeartbeat(heartbeat: NodeHeartbeat, ttl: number): Promise<void> {
+    const text = checkHeartbeat(heartbeat);
+    const ex = ttlSeconds(ttl);
+    await this.#command("set node heartbeat", (c) =>
+      c.multi()
+        .set(nodeKey(this.#prefix, heartbeat.nodeId), text, "EX", ex)
+        .sadd(nodesKey(this.#prefix), heartbeat.nodeId)
+        .exec());
+  }
+
+  async listNodeHeartbeats(): Promise<NodeHeartbeat[]> {
+    const ids = await this.#command("list nodes", (c) => c.smembers(nodesKey(this.#prefix)));
+    if (ids.length === 0) return [];
+    const texts = await this.#command(
+      "read node heartbeats",
+      (c) => c.mget(...ids.map((id) => nodeKey(this.#prefix, id))),
+    );
+    const stale = ids.filter((_, i) => texts[i] === null);
+    // Nodes that stopped publishing leave the set, so it stays as small as the cluster.
+    if (stale.length > 0) {
+      await this.#command("drop stale nodes", (c) => c.srem(nodesKey(this.#prefix), ...stale));
+    }
+    return texts.map(parseHeartbeat).filter((h): h is NodeHeartbeat => h !== null)
+      .sort((a, b) => a.nodeId.localeCompare(b.nodeId));
   }
 
   async ping(): Promise<void> {

@@ -3,7 +3,15 @@
  * checks, and the parsing of values read back (presence, route, control events).
  */
 import { InvalidValue } from "../errors.ts";
-import type { ControlEvent, PeerStatus, Presence, RateRule, RateVerdict, Route } from "../types.ts";
+import type {
+  ControlEvent,
+  NodeHeartbeat,
+  PeerStatus,
+  Presence,
+  RateRule,
+  RateVerdict,
+  Route,
+} from "../types.ts";
 
 /** The bus channel that carries control events between nodes (before any key prefix). */
 export const CONTROL_CHANNEL = "commucat:control";
@@ -92,6 +100,36 @@ export function compareStreamIds(a: string, b: string): number {
   if (ms !== 0n) return ms < 0n ? -1 : 1;
   const n = BigInt(an) - BigInt(bn);
   return n === 0n ? 0 : n < 0n ? -1 : 1;
+}
+export const nodeKey = (prefix: string, nodeId: string) => `${prefix}node:${nodeId}`;
+/** The set of node ids that have published a heartbeat (stale ones are dropped on read). */
+export const nodesKey = (prefix: string) => `${prefix}nodes`;
+
+/** Checks a heartbeat and returns it as JSON text. */
+export function checkHeartbeat(h: NodeHeartbeat): string {
+  if (typeof h?.nodeId !== "string" || !/^[A-Za-z0-9._:-]{1,128}$/.test(h.nodeId)) {
+    throw new InvalidValue("node id", h?.nodeId, "1..128 letters, digits, '.', '_', ':' or '-'");
+  }
+  return JSON.stringify({
+    nodeId: h.nodeId,
+    address: String(h.address).slice(0, 256),
+    version: String(h.version).slice(0, 64),
+    startedAt: String(h.startedAt),
+    connections: Number(h.connections) || 0,
+    framesPerSecond: Number(h.framesPerSecond) || 0,
+    at: String(h.at),
+  });
+}
+
+/** A stored heartbeat, or null when the text is not one. */
+export function parseHeartbeat(text: string | null): NodeHeartbeat | null {
+  if (text === null) return null;
+  try {
+    const v = JSON.parse(text);
+    return typeof v?.nodeId === "string" ? v as NodeHeartbeat : null;
+  } catch {
+    return null;
+  }
 }
 
 /** Refuse an empty or non-string device id, naming the value. */

@@ -1,5 +1,5 @@
 /** The operator audit log (`operator_audit`): append-only, listed newest first. */
-import type { Db } from "../db.ts";
+import type { Db, Queryable } from "../db.ts";
 import { InvalidValue } from "../errors.ts";
 import { decodeCursor, pageLimit, toPage } from "../pagination.ts";
 import type { AuditEntry, AuditRepo, Page, PageRequest } from "../types.ts";
@@ -42,25 +42,36 @@ function jsonParam(field: string, value: unknown): string | null {
   return json;
 }
 
+/**
+ * Appends an audit entry as part of the caller's query context (a transaction when the entry
+ * must commit or roll back with the change it records).
+ */
+export async function insertAudit(
+  q: Queryable,
+  entry: { actor: string; action: string; target: string; before?: unknown; after?: unknown },
+): Promise<AuditEntry> {
+  const res = await q.query<AuditRow>(
+    `INSERT INTO operator_audit (actor, action, target, before, after)
+     VALUES ($1, $2, $3, $4::jsonb, $5::jsonb)
+     RETURNING id, actor, action, target, before, after, recorded_at`,
+    [
+      v.actor(entry.actor),
+      v.text("action", entry.action, 128, 1),
+      v.text("target", entry.target, 512),
+      jsonParam("before", entry.before),
+      jsonParam("after", entry.after),
+    ],
+  );
+  return toEntry(res.rows[0]);
+}
+
 export class PgAuditRepo implements AuditRepo {
   constructor(private readonly db: Db) {}
 
-  async append(
+  append(
     entry: { actor: string; action: string; target: string; before?: unknown; after?: unknown },
   ): Promise<AuditEntry> {
-    const res = await this.db.query<AuditRow>(
-      `INSERT INTO operator_audit (actor, action, target, before, after)
-       VALUES ($1, $2, $3, $4::jsonb, $5::jsonb)
-       RETURNING id, actor, action, target, before, after, recorded_at`,
-      [
-        v.actor(entry.actor),
-        v.text("action", entry.action, 128, 1),
-        v.text("target", entry.target, 512),
-        jsonParam("before", entry.before),
-        jsonParam("after", entry.after),
-      ],
-    );
-    return toEntry(res.rows[0]);
+    return insertAudit(this.db, entry);
   }
 
   /** Newest first; filters match exactly. */

@@ -13,6 +13,7 @@ import type { Db, Queryable } from "../db.ts";
 import { Conflict, InvalidValue, NotFound, TransitionNotAllowed } from "../errors.ts";
 import { decodeCursor, pageLimit, toPage } from "../pagination.ts";
 import type {
+  AuditNote,
   Device,
   DeviceKeyEvent,
   DeviceListFilter,
@@ -41,6 +42,8 @@ import {
 } from "./rows.ts";
 import { insertUser, userByHandle, userById, validateNewUser } from "./users.ts";
 import * as v from "./validate.ts";
+import { insertAudit } from "./audit.ts";
+import { bytesToHex } from "../../protocol/hex.ts";
 
 type Change = { device: Device; event: DeviceKeyEvent };
 
@@ -176,16 +179,39 @@ async function resolveUser(q: Queryable, hello: HelloUser): Promise<User> {
   throw new Conflict(`handle ${JSON.stringify(fields.handle)} is already taken by another user`);
 }
 
+/** What the operator audit log records about a device (keys as hex). */
+export function auditView(d: Device): Record<string, unknown> {
+  return {
+    status: d.status,
+    publicKey: bytesToHex(d.publicKey),
+    pendingPublicKey: d.pendingPublicKey ? bytesToHex(d.pendingPublicKey) : null,
+  };
+}
+
 export class PgDeviceRepo implements DeviceRepo {
   constructor(private readonly db: Db) {}
 
-  private async change(id: string, fn: (q: Queryable, d: Device) => Promise<Change>) {
+  private async change(
+    id: string,
+    fn: (q: Queryable, d: Device) => Promise<Change>,
+    audit?: AuditNote,
+  ) {
     v.id("device id", id);
     try {
       return await this.db.transaction(async (q) => {
         const device = await lockDevice(q, id);
         if (!device) throw new NotFound("device", id);
-        return await fn(q, device);
+        const before = auditView(device);
+        const change = await fn(q, device);
+        if (audit) {
+          await insertAudit(q, {
+            ...audit,
+            target: `device:${id}`,
+            before,
+            after: auditView(change.device),
+          });
+        }
+        return change;
       });
     } catch (err) {
       throw translate(err, "device", id);
@@ -196,6 +222,7 @@ export class PgDeviceRepo implements DeviceRepo {
   async register(
     input: { id: string; userId: string; publicKey: Uint8Array; status: "active" | "pending" },
     actor: string,
+    audit?: AuditNote,
   ): Promise<Change> {
     const id = v.newId("device id", input.id);
     const userId = v.id("user id", input.userId);
@@ -210,7 +237,16 @@ export class PgDeviceRepo implements DeviceRepo {
         const device = await insertDevice(q, id, userId, key, input.status);
         if (!device) throw new Conflict(`device ${JSON.stringify(id)} already exists`);
         const kind = input.status === "active" ? "registered" : "pending";
-        return { device, event: await writeEvent(q, id, key, kind, actor) };
+        const event = await writeEvent(q, id, key, kind, actor);
+        if (audit) {
+          await insertAudit(q, {
+            ...audit,
+            target: `device:${id}`,
+            before: null,
+            after: auditView(device),
+          });
+        }
+        return { device, event };
       });
     } catch (err) {
       throw translate(err, "device", id);
@@ -226,7 +262,7 @@ export class PgDeviceRepo implements DeviceRepo {
   }
 
   /** pending → active, or an active device's pending key becomes its key. */
-  approve(id: string, actor: string): Promise<Change> {
+  approve(id: string, actor: string, audit?: AuditNote): Promise<Change> {
     v.actor(actor);
     return this.change(id, async (q, d) => {
       if (d.status === "pending") {
@@ -238,11 +274,11 @@ export class PgDeviceRepo implements DeviceRepo {
         return { device, event: await writeEvent(q, id, d.pendingPublicKey, "approved", actor) };
       }
       throw new TransitionNotAllowed(`device ${JSON.stringify(id)}`, d.status, "active");
-    });
+    }, audit);
   }
 
   /** pending → revoked, or an active device's pending key is dropped. */
-  reject(id: string, actor: string): Promise<Change> {
+  reject(id: string, actor: string, audit?: AuditNote): Promise<Change> {
     v.actor(actor);
     return this.change(id, async (q, d) => {
       if (d.status === "pending") {
@@ -254,11 +290,11 @@ export class PgDeviceRepo implements DeviceRepo {
         return { device, event: await writeEvent(q, id, d.pendingPublicKey, "rejected", actor) };
       }
       throw new TransitionNotAllowed(`device ${JSON.stringify(id)}`, d.status, "rejected");
-    });
+    }, audit);
   }
 
   /** pending | active → revoked (final). */
-  revoke(id: string, actor: string): Promise<Change> {
+  revoke(id: string, actor: string, audit?: AuditNote): Promise<Change> {
     v.actor(actor);
     return this.change(id, async (q, d) => {
       if (d.status === "revoked") {
@@ -266,11 +302,11 @@ export class PgDeviceRepo implements DeviceRepo {
       }
       const device = await setDevice(q, id, "revoked", d.publicKey, null);
       return { device, event: await writeEvent(q, id, d.publicKey, "revoked", actor) };
-    });
+    }, audit);
   }
 
   /** Replace an active device's key (drops any pending key); event "rotated". */
-  rotateKey(id: string, publicKey: Uint8Array, actor: string): Promise<Change> {
+  rotateKey(id: string, publicKey: Uint8Array, actor: string, audit?: AuditNote): Promise<Change> {
     const key = v.key32("public key", publicKey);
     v.actor(actor);
     return this.change(id, async (q, d) => {
@@ -279,7 +315,7 @@ export class PgDeviceRepo implements DeviceRepo {
       }
       const device = await setDevice(q, id, "active", key, null);
       return { device, event: await writeEvent(q, id, key, "rotated", actor) };
-    });
+    }, audit);
   }
 
   /** ccp1.md §3, atomically; see docs/STORAGE.md for the full table. */

@@ -18,6 +18,7 @@ import type {
 import { translate } from "./rows.ts";
 import * as v from "./validate.ts";
 import { bytesToHex } from "@noble/hashes/utils.js";
+import { insertAudit } from "./audit.ts";
 
 export interface StaticPeer {
   domain: string;
@@ -367,13 +368,17 @@ export class PgOutboxRepo implements OutboxRepo {
         dead: string;
         oldest: Date | null;
         last_error: string | null;
+        next_attempt_at: Date | null;
+        attempts: number | null;
       }
     >(
       `SELECT peer_domain,
               count(*) FILTER (WHERE dead_at IS NULL) AS pending,
               count(*) FILTER (WHERE dead_at IS NOT NULL) AS dead,
               min(created_at) FILTER (WHERE dead_at IS NULL) AS oldest,
-              (array_agg(last_error ORDER BY last_error_at DESC NULLS LAST))[1] AS last_error
+              (array_agg(last_error ORDER BY last_error_at DESC NULLS LAST))[1] AS last_error,
+              min(next_attempt_at) FILTER (WHERE dead_at IS NULL) AS next_attempt_at,
+              max(attempts) FILTER (WHERE dead_at IS NULL) AS attempts
        FROM federation_outbox WHERE delivered_at IS NULL
        GROUP BY peer_domain ORDER BY peer_domain`,
     );
@@ -383,7 +388,78 @@ export class PgOutboxRepo implements OutboxRepo {
       oldest: r.oldest,
       lastError: r.last_error,
       dead: Number(r.dead),
+      nextAttemptAt: r.next_attempt_at,
+      attempts: Number(r.attempts ?? 0),
     }));
+  }
+
+  async retryNow(peerDomain: string, actor: string): Promise<number> {
+    const domain = v.domain(peerDomain);
+    v.actor(actor);
+    return await this.db.transaction(async (q) => {
+      const res = await q.query(
+        `UPDATE federation_outbox SET next_attempt_at = now()
+         WHERE peer_domain = $1 AND delivered_at IS NULL AND dead_at IS NULL
+           AND next_attempt_at > now()`,
+        [domain],
+      );
+      await insertAudit(q, {
+        actor,
+        action: "peer.retry-now",
+        target: peerTarget(domain),
+        before: null,
+        after: { due_now: res.rowCount },
+      });
+      return res.rowCount;
+    });
+  }
+
+  async listDead(filter: { peerDomain?: string; limit?: number }): Promise<OutboxEntry[]> {
+    const limit = v.int("limit", filter.limit ?? 100, 1, 500);
+    const domain = filter.peerDomain === undefined ? null : v.domain(filter.peerDomain);
+    const res = await this.db.query<OutboxRow>(
+      `SELECT ${OUTBOX_COLUMNS} FROM federation_outbox
+       WHERE dead_at IS NOT NULL AND delivered_at IS NULL
+         AND ($1::text IS NULL OR peer_domain = $1)
+       ORDER BY dead_at DESC, id DESC LIMIT $2`,
+      [domain, limit],
+    );
+    return res.rows.map(toEntry);
+  }
+
+  async get(id: string): Promise<OutboxEntry | null> {
+    const res = await this.db.query<OutboxRow>(
+      `SELECT ${OUTBOX_COLUMNS} FROM federation_outbox WHERE id = $1`,
+      [v.bigId("outbox id", id)],
+    );
+    return res.rows[0] ? toEntry(res.rows[0]) : null;
+  }
+
+  async replay(id: string, actor: string): Promise<OutboxEntry> {
+    v.bigId("outbox id", id);
+    v.actor(actor);
+    return await this.db.transaction(async (q) => {
+      const res = await q.query<OutboxRow>(
+        `UPDATE federation_outbox SET dead_at = NULL, attempts = 0, next_attempt_at = now()
+         WHERE id = $1 AND dead_at IS NOT NULL AND delivered_at IS NULL
+         RETURNING ${OUTBOX_COLUMNS}`,
+        [id],
+      );
+      const entry = res.rows[0];
+      if (!entry) {
+        const exists = await q.query(`SELECT 1 FROM federation_outbox WHERE id = $1`, [id]);
+        if (exists.rowCount === 0) throw new NotFound("outbox entry", id);
+        throw new Conflict(`outbox entry ${id} is not dead; only dead entries are replayed`);
+      }
+      await insertAudit(q, {
+        actor,
+        action: "outbox.replay",
+        target: peerTarget(entry.peer_domain),
+        before: { id, event_id: entry.event_id, last_error: entry.last_error },
+        after: { id, state: "pending" },
+      });
+      return toEntry(entry);
+    });
   }
 }
 

@@ -14,6 +14,7 @@ import { Conflict, InvalidValue, NotFound, NotPermitted, TransitionNotAllowed } 
 import { type Actor, decideRemoval, decideRole, type Decision } from "../group_roles.ts";
 import { decodeCursor, pageLimit, toPage } from "../pagination.ts";
 import type {
+  AuditNote,
   Group,
   GroupMember,
   GroupRepo,
@@ -24,6 +25,7 @@ import type {
 } from "../types.ts";
 import { translate } from "./rows.ts";
 import * as v from "./validate.ts";
+import { insertAudit } from "./audit.ts";
 
 interface GroupRow {
   group_id: string;
@@ -307,7 +309,7 @@ export class PgGroupRepo implements GroupRepo {
     groupId: string,
     deviceId: string,
     actor: string,
-    opts: { by?: string; successor?: string } = {},
+    opts: { by?: string; successor?: string; audit?: AuditNote } = {},
   ): Promise<boolean> {
     v.id("group id", groupId);
     v.id("device id", deviceId);
@@ -359,6 +361,14 @@ export class PgGroupRepo implements GroupRepo {
         ]);
         await writeEvent(q, groupId, deviceId, "removed", current, actor);
         if (current === "owner") await settlePrimaryOwner(q, groupId, primary);
+        if (opts.audit) {
+          await insertAudit(q, {
+            ...opts.audit,
+            target: `group:${groupId}`,
+            before: { deviceId, role: current },
+            after: null,
+          });
+        }
         return true;
       });
     } catch (err) {

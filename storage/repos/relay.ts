@@ -17,6 +17,7 @@ import type {
   ClaimOptions,
   OffsetRepo,
   RelayAck,
+  RelayDepth,
   RelayEnvelope,
   RelayRepo,
 } from "../types.ts";
@@ -291,13 +292,23 @@ export class PgRelayRepo implements RelayRepo {
   }
 
   /** Unexpired envelopes waiting for a device, and when the oldest was enqueued. */
-  async depth(deviceId: string): Promise<{ depth: number; oldest: Date | null }> {
-    const res = await this.db.query<{ n: string; oldest: Date | null }>(
-      `SELECT count(*) AS n, min(enqueued_at) AS oldest FROM relay_queue
-       WHERE device_id = $1 AND expires_at > now()`,
+  async depth(deviceId: string): Promise<RelayDepth> {
+    const res = await this.db.query<
+      { n: string; oldest: Date | null; in_flight: string; redelivered: string }
+    >(
+      `SELECT count(*) AS n, min(enqueued_at) AS oldest,
+              count(*) FILTER (WHERE claimed_by IS NOT NULL) AS in_flight,
+              count(*) FILTER (WHERE attempts > 1) AS redelivered
+       FROM relay_queue WHERE device_id = $1 AND expires_at > now()`,
       [v.id("device id", deviceId)],
     );
-    return { depth: Number(res.rows[0].n), oldest: res.rows[0].oldest };
+    const r = res.rows[0];
+    return {
+      depth: Number(r.n),
+      oldest: r.oldest,
+      inFlight: Number(r.in_flight),
+      redelivered: Number(r.redelivered),
+    };
   }
 
   async waiting(deviceIds: string[]): Promise<string[]> {

@@ -2,9 +2,10 @@
 import type { Db, Queryable } from "../db.ts";
 import { Conflict, NotFound } from "../errors.ts";
 import { decodeCursor, pageLimit, toPage } from "../pagination.ts";
-import type { Page, PageRequest, User, UserRepo } from "../types.ts";
+import type { AuditNote, Page, PageRequest, User, UserRepo } from "../types.ts";
 import { toUser, USER_COLUMNS, type UserRow } from "./rows.ts";
 import * as v from "./validate.ts";
+import { insertAudit } from "./audit.ts";
 
 export const DISPLAY_NAME_MAX = 256;
 export const AVATAR_URL_MAX = 2048;
@@ -59,9 +60,26 @@ export class PgUserRepo implements UserRepo {
   constructor(private readonly db: Db) {}
 
   /** Create a user; a taken handle or id is a Conflict naming it. */
-  async create(input: NewUser): Promise<User> {
+  async create(input: NewUser, audit?: AuditNote): Promise<User> {
     const u = validateNewUser(input);
-    const created = await insertUser(this.db, u);
+    const created = audit
+      ? await this.db.transaction(async (q) => {
+        const user = await insertUser(q, u);
+        if (user) {
+          await insertAudit(q, {
+            ...audit,
+            target: `user:${user.id}`,
+            before: null,
+            after: {
+              handle: user.handle,
+              displayName: user.displayName,
+              avatarUrl: user.avatarUrl,
+            },
+          });
+        }
+        return user;
+      })
+      : await insertUser(this.db, u);
     if (created) return created;
     if (await userByHandle(this.db, u.handle)) {
       throw new Conflict(`handle ${JSON.stringify(u.handle)} is already taken`);

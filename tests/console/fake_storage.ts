@@ -7,6 +7,7 @@ import { bytesToHex } from "@noble/hashes/utils.js";
 import { Conflict, NotFound, StorageFailure, TransitionNotAllowed } from "../../storage/errors.ts";
 import type {
   AuditEntry,
+  AuditNote,
   ControlEvent,
   Device,
   DeviceKeyEvent,
@@ -19,6 +20,7 @@ import type {
   GroupRole,
   KeyEventKind,
   MembershipEvent,
+  NodeHeartbeat,
   OutboxBacklog,
   OutboxEntry,
   Page,
@@ -57,6 +59,15 @@ const notInFake = (): never => {
 };
 
 /** The fake plus hooks tests use. */
+/** What the real device repository records in the audit log about a device. */
+const deviceView = (d: Device) => ({
+  status: d.status,
+  publicKey: Array.from(d.publicKey, (b) => b.toString(16).padStart(2, "0")).join(""),
+  pendingPublicKey: d.pendingPublicKey
+    ? Array.from(d.pendingPublicKey, (b) => b.toString(16).padStart(2, "0")).join("")
+    : null,
+});
+
 export interface FakeStorage extends Storage {
   /** Control events published so far. */
   control: ControlEvent[];
@@ -85,6 +96,7 @@ export function fakeStorage(clock: () => number = Date.now): FakeStorage {
   const peers = new Map<string, FederationPeer>();
   const outbox: OutboxEntry[] = [];
   const audit: AuditEntry[] = [];
+  const heartbeats = new Map<string, NodeHeartbeat>();
   // Like the real peer repository: peer changes are audited in the same step as the change.
   const peerAudit = (p: FederationPeer) => ({
     domain: p.domain,
@@ -92,6 +104,16 @@ export function fakeStorage(clock: () => number = Date.now): FakeStorage {
     public_key: bytesToHex(p.publicKey),
     status: p.status,
   });
+  /** Like the real repositories: an audit note is recorded together with the change. */
+  const noteAudit = (
+    note: AuditNote | undefined,
+    target: string,
+    before: unknown,
+    after: unknown,
+  ) => {
+    if (!note) return;
+    audit.push({ id: nextId("aud"), ...note, target, before, after, recordedAt: now() });
+  };
   const recordAudit = (
     actor: string,
     action: string,
@@ -170,7 +192,7 @@ export function fakeStorage(clock: () => number = Date.now): FakeStorage {
         keyEvent(d, "rotation-pending", "handshake", publicKey);
       },
       users: {
-        create(input) {
+        create(input, note) {
           guard();
           if ([...users.values()].some((u) => u.handle === input.handle)) {
             throw new Conflict(`handle ${input.handle} is taken`);
@@ -184,6 +206,11 @@ export function fakeStorage(clock: () => number = Date.now): FakeStorage {
             updatedAt: now(),
           };
           users.set(u.id, u);
+          noteAudit(note, `user:${u.id}`, null, {
+            handle: u.handle,
+            displayName: u.displayName,
+            avatarUrl: u.avatarUrl,
+          });
           return Promise.resolve(u);
         },
         get: (id) => (guard(), Promise.resolve(users.get(id) ?? null)),
@@ -226,9 +253,10 @@ export function fakeStorage(clock: () => number = Date.now): FakeStorage {
           return Promise.resolve({ device: d, event });
         },
         get: (id) => (guard(), Promise.resolve(devices.get(id) ?? null)),
-        approve(id, actor) {
+        approve(id, actor, note) {
           guard();
           const d = mustDevice(id);
+          const before = deviceView(d);
           if (d.status === "pending") {
             d.status = "active";
           } else if (d.status === "active" && d.pendingPublicKey) {
@@ -236,20 +264,24 @@ export function fakeStorage(clock: () => number = Date.now): FakeStorage {
             d.pendingPublicKey = null;
           } else throw new TransitionNotAllowed(`device ${id}`, d.status, "active");
           d.updatedAt = now();
+          noteAudit(note, `device:${id}`, before, deviceView(d));
           return Promise.resolve({ device: d, event: keyEvent(d, "approved", actor) });
         },
-        reject(id, actor) {
+        reject(id, actor, note) {
           guard();
           const d = mustDevice(id);
+          const before = deviceView(d);
           if (d.status === "pending") d.status = "revoked";
           else if (d.status === "active" && d.pendingPublicKey) d.pendingPublicKey = null;
           else throw new TransitionNotAllowed(`device ${id}`, d.status, "rejected");
           d.updatedAt = now();
+          noteAudit(note, `device:${id}`, before, deviceView(d));
           return Promise.resolve({ device: d, event: keyEvent(d, "rejected", actor) });
         },
-        revoke(id, actor) {
+        revoke(id, actor, note) {
           guard();
           const d = mustDevice(id);
+          const before = deviceView(d);
           if (d.status === "revoked") {
             throw new TransitionNotAllowed(
               `device ${id}`,
@@ -260,12 +292,15 @@ export function fakeStorage(clock: () => number = Date.now): FakeStorage {
           d.status = "revoked";
           d.pendingPublicKey = null;
           d.updatedAt = now();
+          noteAudit(note, `device:${id}`, before, deviceView(d));
           return Promise.resolve({ device: d, event: keyEvent(d, "revoked", actor) });
         },
-        rotateKey(id, publicKey, actor) {
+        rotateKey(id, publicKey, actor, note) {
           guard();
           const d = mustDevice(id);
+          const before = deviceView(d);
           d.publicKey = publicKey;
+          noteAudit(note, `device:${id}`, before, deviceView(d));
           return Promise.resolve({ device: d, event: keyEvent(d, "rotated", actor) });
         },
         resolveForHandshake() {
@@ -420,10 +455,11 @@ export function fakeStorage(clock: () => number = Date.now): FakeStorage {
           });
           return Promise.resolve(m);
         },
-        removeMember(groupId, deviceId, actor) {
+        removeMember(groupId, deviceId, actor, opts) {
           guard();
           const i = members.findIndex((m) => m.groupId === groupId && m.deviceId === deviceId);
           if (i < 0) return Promise.resolve(false);
+          noteAudit(opts?.audit, `group:${groupId}`, { deviceId, role: members[i].role }, null);
           members.splice(i, 1);
           membership.push({
             id: nextId("mem"),
@@ -543,17 +579,66 @@ export function fakeStorage(clock: () => number = Date.now): FakeStorage {
           for (const e of outbox) {
             if (e.deliveredAt) continue;
             const b = by.get(e.peerDomain) ??
-              { peerDomain: e.peerDomain, pending: 0, oldest: null, lastError: null, dead: 0 };
+              {
+                peerDomain: e.peerDomain,
+                pending: 0,
+                oldest: null,
+                lastError: null,
+                dead: 0,
+                nextAttemptAt: null,
+                attempts: 0,
+              };
             if (e.deadAt) {
               b.dead++;
             } else {
               b.pending++;
               if (!b.oldest || e.createdAt < b.oldest) b.oldest = e.createdAt;
+              if (!b.nextAttemptAt || e.nextAttemptAt < b.nextAttemptAt) {
+                b.nextAttemptAt = e.nextAttemptAt;
+              }
+              b.attempts = Math.max(b.attempts, e.attempts);
             }
             if (e.lastError) b.lastError = e.lastError;
             by.set(e.peerDomain, b);
           }
           return Promise.resolve([...by.values()]);
+        },
+        retryNow(domain, actor) {
+          guard();
+          let n = 0;
+          for (const e of outbox) {
+            if (e.peerDomain !== domain || e.deliveredAt || e.deadAt) continue;
+            if (e.nextAttemptAt > now()) {
+              e.nextAttemptAt = now();
+              n++;
+            }
+          }
+          noteAudit({ actor, action: "peer.retry-now" }, `peer:${domain}`, null, { due_now: n });
+          return Promise.resolve(n);
+        },
+        listDead(filter) {
+          guard();
+          return Promise.resolve(
+            outbox.filter((e) =>
+              e.deadAt && !e.deliveredAt &&
+              (filter.peerDomain === undefined || e.peerDomain === filter.peerDomain)
+            ).reverse().slice(0, filter.limit ?? 100),
+          );
+        },
+        get: (id) => (guard(), Promise.resolve(outbox.find((o) => o.id === id) ?? null)),
+        replay(id, actor) {
+          guard();
+          const e = outbox.find((o) => o.id === id);
+          if (!e) throw new NotFound("outbox entry", id);
+          if (!e.deadAt || e.deliveredAt) throw new Conflict(`outbox entry ${id} is not dead`);
+          e.deadAt = null;
+          e.attempts = 0;
+          e.nextAttemptAt = now();
+          noteAudit({ actor, action: "outbox.replay" }, `peer:${e.peerDomain}`, null, {
+            id,
+            state: "pending",
+          });
+          return Promise.resolve(e);
         },
         claimDue: notInFake,
         markDelivered: notInFake,
@@ -596,6 +681,11 @@ export function fakeStorage(clock: () => number = Date.now): FakeStorage {
           control.push(event);
           return Promise.resolve();
         },
+        setNodeHeartbeat(h: NodeHeartbeat) {
+          heartbeats.set(h.nodeId, h);
+          return Promise.resolve();
+        },
+        listNodeHeartbeats: () => Promise.resolve([...heartbeats.values()]),
         ping: () => Promise.resolve(),
         close: () => Promise.resolve(),
       } as unknown as EphemeralStore,

@@ -143,17 +143,63 @@ export class MemoryOutboxRepo implements OutboxRepo {
     for (const e of this.entries) {
       if (e.deliveredAt) continue;
       const b = byPeer.get(e.peerDomain) ??
-        { peerDomain: e.peerDomain, pending: 0, oldest: null, lastError: null, dead: 0 };
+        {
+          peerDomain: e.peerDomain,
+          pending: 0,
+          oldest: null,
+          lastError: null,
+          dead: 0,
+          nextAttemptAt: null,
+          attempts: 0,
+        };
       if (e.deadAt) {
         b.dead++;
       } else {
         b.pending++;
         b.oldest ??= e.createdAt;
+        if (!b.nextAttemptAt || e.nextAttemptAt < b.nextAttemptAt) {
+          b.nextAttemptAt = e.nextAttemptAt;
+        }
+        b.attempts = Math.max(b.attempts, e.attempts);
       }
       b.lastError = e.lastError ?? b.lastError;
       byPeer.set(e.peerDomain, b);
     }
     return Promise.resolve([...byPeer.values()]);
+  }
+  retryNow(peerDomain: string): Promise<number> {
+    let n = 0;
+    for (const e of this.entries) {
+      if (e.peerDomain !== peerDomain || e.deliveredAt || e.deadAt) continue;
+      if (e.nextAttemptAt.getTime() > this.clock.ms) {
+        e.nextAttemptAt = this.clock.now();
+        n++;
+      }
+    }
+    return Promise.resolve(n);
+  }
+  listDead(filter: { peerDomain?: string; limit?: number }): Promise<OutboxEntry[]> {
+    return Promise.resolve(
+      this.entries.filter((e) =>
+        e.deadAt && !e.deliveredAt &&
+        (filter.peerDomain === undefined || e.peerDomain === filter.peerDomain)
+      ).reverse().slice(0, filter.limit ?? 100).map((e) => ({ ...e })),
+    );
+  }
+  get(id: string): Promise<OutboxEntry | null> {
+    const e = this.entries.find((x) => x.id === id);
+    return Promise.resolve(e ? { ...e } : null);
+  }
+  replay(id: string): Promise<OutboxEntry> {
+    const e = this.entries.find((x) => x.id === id);
+    if (!e) return Promise.reject(new NotFound("outbox entry", id));
+    if (!e.deadAt || e.deliveredAt) {
+      return Promise.reject(new Conflict(`outbox entry ${id} is not dead`));
+    }
+    e.deadAt = null;
+    e.attempts = 0;
+    e.nextAttemptAt = this.clock.now();
+    return Promise.resolve({ ...e });
   }
 }
 
