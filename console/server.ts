@@ -13,7 +13,8 @@ import { loadSession } from "./middleware/session.ts";
 import { checkCsrf, requireSignIn } from "./middleware/guard.tsx";
 import { errorPage, PageError } from "./middleware/errors.tsx";
 import * as routes from "./routes/mod.ts";
-import { checkBindAllowed, generateStartupToken, writeStartupToken } from "./auth.ts";
+import { checkBindAllowed, generateStartupToken, tokenMatches, writeStartupToken } from "./auth.ts";
+import { createAdminApi } from "../admin/api.ts";
 
 /** A console app plus what its owner must shut down. */
 export interface ConsoleApp {
@@ -43,6 +44,18 @@ export function buildConsole(ctx: ConsoleContext): ConsoleApp {
     closing: closing.signal,
   };
   const app = new Hono<AppEnv>();
+  // The admin API first: it takes no cookies, so the session and CSRF middleware never see it.
+  app.route(
+    "/api/v1",
+    createAdminApi({
+      storage: ctx.storage,
+      token: () => deps.signInToken,
+      tokenMatches,
+      limiter: deps.limiter,
+      staticPeerDomains: () => ctx.config.federation.peers.map((p) => p.domain),
+      now,
+    }),
+  );
   app.use(securityHeaders(secure));
   app.use(loadSession(deps.sessions, secure));
   app.use(requireSignIn());

@@ -1,7 +1,9 @@
 /**
  * Slows down guessing of the admin token: after a few wrong tokens from one client address,
  * that address must wait before trying again, and the wait doubles with every further failure
- * (capped). Attempts during the wait get 429 without the token being compared at all.
+ * (capped). A wrong token during the wait gets 429 and is not counted again; the right token
+ * always works, so wrong tokens from a shared address can never lock the operator out. Used by
+ * the sign-in page and the admin API alike.
  */
 
 export interface LimiterOptions {
