@@ -8,7 +8,7 @@
 import { generateKeypair } from "../protocol/noise.ts";
 import { bytesToHex, hexToBytes } from "../protocol/hex.ts";
 import type { Ledger } from "../storage/ledger.ts";
-import { Conflict, InvalidValue, NotFound } from "../storage/errors.ts";
+import { Conflict, InvalidValue, NotFound, RedisFailure } from "../storage/errors.ts";
 import type { ControlEvent, DeviceKeyEvent, PeerStatus, Storage, User } from "../storage/types.ts";
 import type {
   AdminOps,
@@ -52,7 +52,7 @@ export interface LocalAdminOptions {
    */
   reachesServers: boolean;
   /** Where operator key changes are also recorded (rotate-keys); none by default. */
-  ledger?: Ledger | null;
+  ledger?: Pick<Ledger, "record"> | null;
 }
 
 const NOT_TOLD = "no [storage] redis_url is configured, so running servers were not told; " +
@@ -63,7 +63,7 @@ export class LocalAdmin implements AdminOps {
   readonly #actor: string;
   readonly #static: Set<string>;
   readonly #reaches: boolean;
-  readonly #ledger: Ledger | null;
+  readonly #ledger: Pick<Ledger, "record"> | null;
 
   constructor(options: LocalAdminOptions) {
     this.#s = options.storage;
@@ -90,9 +90,10 @@ export class LocalAdmin implements AdminOps {
       await this.#s.ephemeral.publishControl(event);
     } catch (err) {
       const why = err instanceof Error ? err.message : String(err);
-      throw new Error(`${done} in the database, but running servers could not be told: ${why}`, {
-        cause: err,
-      });
+      const message = `${done} in the database, but running servers could not be told: ${why}`;
+      throw err instanceof RedisFailure
+        ? new RedisFailure(message, { cause: err })
+        : new Error(message, { cause: err });
     }
     return this.#reaches ? [] : [NOT_TOLD];
   }

@@ -8,6 +8,10 @@ import { ProblemError } from "../protocol/errors.ts";
 import { type Config, loadConfig } from "../server/config.ts";
 import { log, setLogSink } from "../server/log.ts";
 import { createLedger, type Ledger } from "../storage/ledger.ts";
+import type { AdminOps } from "../admin/ops.ts";
+import { LocalAdmin } from "../admin/local.ts";
+import { RemoteAdmin } from "../admin/remote.ts";
+import { isLoopbackHost as isLoopback } from "../protocol/net.ts";
 import { openEphemeral } from "../storage/ephemeral/mod.ts";
 import {
   buildStorage,
@@ -73,8 +77,22 @@ export async function assertEmbeddedFree(dataDir: string): Promise<void> {
   }
 }
 
+/** True when another process (a running server) holds the embedded database. */
+export async function embeddedHeld(dataDir: string): Promise<boolean> {
+  try {
+    await assertEmbeddedFree(dataDir);
+    return false;
+  } catch (err) {
+    if (err instanceof CliFailure) return true;
+    throw err;
+  }
+}
+
 export class CliContext {
   #config: Config | null = null;
+  #admin: AdminOps | null = null;
+  /** `--server URL`: talk to that server's admin API instead of opening storage. */
+  server: string | null = null;
   #db: Db | null = null;
   #storage: Storage | null = null;
   #ledger: Ledger | null = null;
@@ -151,6 +169,67 @@ export class CliContext {
       throw err;
     }
     return this.#storage;
+  }
+
+  /**
+   * The operator actions: against storage when this process can open it, or through a running
+   * server's admin API — with `--server URL`, or when a running server holds the embedded
+   * database (then the console on console_bind, with the start-up token file on loopback or
+   * the admin token).
+   */
+  async admin(): Promise<AdminOps> {
+    if (this.#admin) return this.#admin;
+    const config = await this.config();
+    let baseUrl = this.server;
+    if (baseUrl === null && !config.storage.postgresDsn) {
+      if (await embeddedHeld(config.server.dataDir)) {
+        const bind = config.server.consoleBind;
+        const host = bind.hostname.includes(":") ? `[${bind.hostname}]` : bind.hostname;
+        const scheme = config.server.tlsCert && config.server.tlsKey ? "https" : "http";
+        baseUrl = `${scheme}://${host === "0.0.0.0" ? "127.0.0.1" : host}:${bind.port}`;
+        this.note(
+          `note: a running server holds the embedded database; using its admin API at ${baseUrl}`,
+        );
+      }
+    }
+    if (baseUrl !== null) {
+      this.#admin = new RemoteAdmin({
+        baseUrl,
+        token: await this.#adminToken(config, baseUrl),
+        actor: this.actor,
+      });
+      return this.#admin;
+    }
+    const storage = await this.storage();
+    this.#admin = new LocalAdmin({
+      storage,
+      actor: this.actor,
+      staticPeerDomains: config.federation.peers.map((p) => p.domain),
+      reachesServers: await this.sharesBus(),
+      // Opened only when an action records something (rotate-keys).
+      ledger: { record: async (kind, metadata) => (await this.ledger()).record(kind, metadata) },
+    });
+    return this.#admin;
+  }
+
+  /** The admin token, or the console's start-up token file when the server is on loopback. */
+  async #adminToken(config: Config, baseUrl: string): Promise<string> {
+    if (config.admin.token) return config.admin.token;
+    const file = `${config.server.dataDir.replace(/\/+$/, "") || "."}/console-token`;
+    if (isLoopback(new URL(baseUrl).hostname)) {
+      try {
+        const token = (await Deno.readTextFile(file)).trim();
+        if (token) return token;
+      } catch {
+        // fall through to the explanation
+      }
+    }
+    throw new CliFailure(
+      `no admin token for ${baseUrl}: set [admin] token (or COMMUCAT_ADMIN_TOKEN)` +
+        (isLoopback(new URL(baseUrl).hostname)
+          ? `; the start-up token file ${file} is missing`
+          : ""),
+    );
   }
 
   /** The ledger configured in [ledger]; file mode opens its file now, so a bad path fails. */

@@ -7,6 +7,7 @@ import { UsageError, wantsHelp } from "./args.ts";
 import { type Command, PROGRAM } from "./command.ts";
 import { CliContext, CliFailure } from "./context.ts";
 import { diagnoseCommand } from "./commands/diagnose.ts";
+import { auditCommand, nodesCommand, queueCommand } from "./commands/cluster.ts";
 import {
   approveDeviceCommand,
   devicesCommand,
@@ -39,8 +40,11 @@ export const COMMANDS: readonly Command[] = [
   rejectDeviceCommand,
   revokeDeviceCommand,
   keyEventsCommand,
+  queueCommand,
   peersCommand,
   groupsCommand,
+  nodesCommand,
+  auditCommand,
   diagnoseCommand,
   genKeysCommand,
 ];
@@ -52,7 +56,9 @@ export function globalHelp(): string {
     `usage: ${PROGRAM} <command> [arguments]`,
     "",
     "Operator tool over the same configuration (commucat.toml, COMMUCAT_*) and storage as the",
-    "server. Commands:",
+    "server. When a running server holds the embedded database, or with --server URL before",
+    "the command, it asks that server's admin API instead (same commands, same output).",
+    "Commands:",
     "",
     ...COMMANDS.map((c) => `  ${c.name.padEnd(width)}${c.summary}`),
     "",
@@ -67,6 +73,29 @@ export function commandHelp(command: Command): string {
     `${i === 0 ? "usage: " : "       "}${PROGRAM} ${line}`
   );
   return [...lines, "", command.help].join("\n");
+}
+
+/** Edit distance (Levenshtein) of two short strings. */
+function distance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) {
+      row[j] = Math.min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    prev = row;
+  }
+  return prev[b.length];
+}
+
+/** The command an unknown name was probably meant to be, or null. */
+export function closestCommand(name: string): string | null {
+  let best: { name: string; d: number } | null = null;
+  for (const c of COMMANDS) {
+    const d = c.name.startsWith(name) || name.startsWith(c.name) ? 1 : distance(name, c.name);
+    if (!best || d < best.d) best = { name: c.name, d };
+  }
+  return best && best.d <= Math.max(2, Math.floor(name.length / 3)) ? best.name : null;
 }
 
 function findCommand(name: string): Command | undefined {
@@ -88,6 +117,18 @@ export async function runCli(
   argv: string[],
   env: Record<string, string | undefined> = Deno.env.toObject(),
 ): Promise<number> {
+  let server: string | null = null;
+  if (argv[0] === "--server" || argv[0]?.startsWith("--server=")) {
+    const value = argv[0] === "--server" ? argv[1] : argv[0].slice("--server=".length);
+    if (!value || !/^https?:\/\/[^/\s]+\/?$/.test(value)) {
+      return usageFailure(
+        `--server needs a URL such as http://127.0.0.1:8080, got ${JSON.stringify(value ?? "")}`,
+        `${PROGRAM} --server URL <command> [arguments]`,
+      );
+    }
+    server = value;
+    argv = argv.slice(argv[0] === "--server" ? 2 : 1);
+  }
   const [name, ...rest] = argv;
   if (name === undefined || name === "help" || name === "--help" || name === "-h") {
     const topic = name === "help" && rest[0] !== undefined ? findCommand(rest[0]) : undefined;
@@ -103,8 +144,9 @@ export async function runCli(
   }
   const command = findCommand(name);
   if (!command) {
+    const guess = closestCommand(name);
     return usageFailure(
-      `unknown command ${JSON.stringify(name)}`,
+      `unknown command ${JSON.stringify(name)}${guess ? `; did you mean "${guess}"?` : ""}`,
       `${PROGRAM} <command> [arguments]; run "${PROGRAM} help" for the list`,
     );
   }
@@ -113,6 +155,7 @@ export async function runCli(
     return 0;
   }
   const ctx = new CliContext(env);
+  ctx.server = server;
   try {
     return await command.run(rest, ctx);
   } catch (err) {

@@ -3,16 +3,15 @@ import { formatFlag, LIST_FLAGS, oneOf, pageFlags, parseCommand, stringFlag } fr
 import { printPage } from "../page.ts";
 import type { Command } from "../command.ts";
 import type { CliContext } from "../context.ts";
-import { hex, keyValues } from "../format.ts";
-import { notifyNodes } from "./notify.ts";
-import { type Device, type DeviceStatus, NotFound, type Storage } from "../../storage/mod.ts";
+import { keyValues } from "../format.ts";
+import type { DeviceStatus } from "../../storage/mod.ts";
 
 const STATUSES = ["pending", "active", "revoked"] as const;
 const listUsage =
   "devices [--status pending|active|revoked] [--awaiting] [--user ID] [--search TEXT] " +
   "[--limit N] [--cursor C] [--format text|json]";
 
-const shortKey = (key: Uint8Array | null) => key ? `${hex(key).slice(0, 16)}…` : null;
+const shortKey = (key: string | null) => key ? `${key.slice(0, 16)}…` : null;
 
 export const devicesCommand: Command = {
   name: "devices",
@@ -45,8 +44,8 @@ Examples:
       : oneOf<DeviceStatus>("status", statusText, STATUSES, listUsage);
     const format = formatFlag(args, listUsage);
     const paging = pageFlags(args, listUsage);
-    const storage = await ctx.storage();
-    const page = await storage.devices.list({
+    const admin = await ctx.admin();
+    const page = await admin.devices({
       status,
       awaitingApproval: args.flags.awaiting === true,
       userId: stringFlag(args, "user"),
@@ -71,18 +70,6 @@ Examples:
   },
 };
 
-const deviceState = (d: Device) => ({
-  status: d.status,
-  publicKey: hex(d.publicKey),
-  pendingPublicKey: d.pendingPublicKey ? hex(d.pendingPublicKey) : null,
-});
-
-async function mustGet(storage: Storage, id: string): Promise<Device> {
-  const device = await storage.devices.get(id);
-  if (!device) throw new NotFound("device", id);
-  return device;
-}
-
 type Action = "approve" | "reject" | "revoke";
 
 /** One of the three status commands; they differ in the repo call and who is told. */
@@ -96,36 +83,19 @@ function statusCommand(action: Action, summary: string, help: string): Command {
     help,
     async run(argv: string[], ctx: CliContext) {
       const [id] = parseCommand(argv, { usage, positionals: ["device_id"] }).positionals;
-      const storage = await ctx.storage();
-      const before = await mustGet(storage, id);
-      const { device, event } = await storage.devices[action](id, ctx.actor);
-      await storage.audit.append({
-        actor: ctx.actor,
-        action: `device.${action}`,
-        target: `device:${id}`,
-        before: deviceState(before),
-        after: deviceState(device),
-      });
-      const pastTense = { approve: "approved", reject: "rejected", revoke: "revoked" }[action];
-      if (action === "approve") {
-        await notifyNodes(ctx, storage, `device ${id} is ${pastTense}`, {
-          kind: "device-approved",
-          deviceId: id,
-        });
-      } else if (action === "revoke") {
-        await notifyNodes(
-          ctx,
-          storage,
-          `device ${id} is ${pastTense}`,
-          { kind: "device-revoked", deviceId: id },
-          { deviceId: id, reason: "device revoked by operator" },
-        );
-      }
+      const admin = await ctx.admin();
+      const run = {
+        approve: () => admin.approveDevice(id),
+        reject: () => admin.rejectDevice(id),
+        revoke: () => admin.revokeDevice(id),
+      }[action];
+      const { device, event, notes } = await run();
+      for (const note of notes) ctx.note(`note: ${note}`);
       ctx.out(keyValues([
         ["device_id", device.id],
         ["status", device.status],
-        ["public_key", hex(device.publicKey)],
-        ["pending_public_key", device.pendingPublicKey ? hex(device.pendingPublicKey) : null],
+        ["public_key", device.publicKey],
+        ["pending_public_key", device.pendingPublicKey],
         ["event", event.kind],
       ]));
       return 0;

@@ -10,19 +10,20 @@ import {
 import { printPage } from "../page.ts";
 import type { Command } from "../command.ts";
 import { keyValues, table, toJson } from "../format.ts";
-import { NotFound } from "../../storage/mod.ts";
 
 const listUsage = "groups list [--search TEXT] [--limit N] [--cursor C] [--format text|json]";
 const showUsage = "groups show <group_id> [--format text|json]";
-const usage = [listUsage, showUsage].join("\n");
+const removeUsage = "groups remove-member <group_id> <device_id>";
+const usage = [listUsage, showUsage, removeUsage].join("\n");
 
 export const groupsCommand: Command = {
   name: "groups",
-  summary: "list groups, show a group's roster and membership history",
+  summary: "list groups, show a group's roster and history, remove a member",
   usage,
   help: `list   groups with their owner device, relay flag and member count; --search matches the
        start of group ids; pages of --limit rows (1..500, default 50), next cursor on stderr
 show   one group: its fields, its roster (device, role, joined) and its membership history
+remove-member  removes a device from a group (not its owner); running servers drop its route
 
 Examples:
   deno task cli groups list
@@ -34,7 +35,7 @@ Examples:
         const args = parseCommand(rest, { usage: listUsage, flags: LIST_FLAGS });
         const format = formatFlag(args, listUsage);
         const paging = pageFlags(args, listUsage);
-        const page = await (await ctx.storage()).groups.list({
+        const page = await (await ctx.admin()).groups({
           search: stringFlag(args, "search"),
           ...paging,
         });
@@ -54,13 +55,9 @@ Examples:
         });
         const [id] = args.positionals;
         const format = formatFlag(args, showUsage);
-        const storage = await ctx.storage();
-        const group = await storage.groups.get(id);
-        if (!group) throw new NotFound("group", id);
-        const roster = await storage.groups.roster(id);
-        const trail = await storage.groups.auditTrail(id, { limit: 100 });
+        const { group, roster, history, moreHistory } = await (await ctx.admin()).group(id);
         if (format === "json") {
-          ctx.out(toJson({ group, roster, history: trail.items }));
+          ctx.out(toJson({ group, roster, history }));
           return 0;
         }
         ctx.out(keyValues([
@@ -78,16 +75,27 @@ Examples:
         ctx.out("");
         ctx.out(table(
           ["RECORDED_AT", "ACTION", "DEVICE_ID", "ROLE", "ACTOR"],
-          trail.items.map((e) => [e.recordedAt, e.action, e.deviceId, e.role, e.actor]),
+          history.map((e) => [e.recordedAt, e.action, e.deviceId, e.role, e.actor]),
         ));
-        if (trail.nextCursor) ctx.note("history: only the latest 100 entries are shown");
+        if (moreHistory) ctx.note("history: only the latest 100 entries are shown");
+        return 0;
+      }
+      case "remove-member": {
+        const args = parseCommand(rest, {
+          usage: removeUsage,
+          positionals: ["group_id", "device_id"],
+        });
+        const [groupId, deviceId] = args.positionals;
+        const r = await (await ctx.admin()).removeGroupMember(groupId, deviceId);
+        for (const n of r.notes) ctx.note(`note: ${n}`);
+        ctx.out(keyValues([["group_id", groupId], ["removed", deviceId]]));
         return 0;
       }
       case undefined:
-        throw new UsageError("missing subcommand: list or show", listUsage);
+        throw new UsageError("missing subcommand: list, show or remove-member", listUsage);
       default:
         throw new UsageError(
-          `unknown subcommand ${JSON.stringify(sub)}: expected list or show`,
+          `unknown subcommand ${JSON.stringify(sub)}: expected list, show or remove-member`,
           listUsage,
         );
     }

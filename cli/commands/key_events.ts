@@ -1,8 +1,9 @@
 /** `key-events`: a device's key history, as a table, JSON or CSV (export). */
 import { oneOf, parseCommand, stringFlag, UsageError } from "../args.ts";
 import type { Command } from "../command.ts";
-import { csvLine, hex, table, toJson } from "../format.ts";
-import { type DeviceKeyEvent, NotFound } from "../../storage/mod.ts";
+import { table } from "../format.ts";
+import { CSV_HEADER, csvLine, jsonRow } from "../../admin/export.ts";
+import type { KeyEventView } from "../../admin/views.ts";
 import {
   ARCHIVE_SUBCOMMANDS,
   archiveHelp,
@@ -28,7 +29,7 @@ function parseTime(flag: string, value: string | undefined): Date | undefined {
   return date;
 }
 
-const row = (e: DeviceKeyEvent) => [e.recordedAt, e.kind, e.eventId, hex(e.publicKey), e.actor];
+const row = (e: KeyEventView) => [e.recordedAt, e.kind, e.eventId, e.publicKey, e.actor];
 
 export const keyEventsCommand: Command = {
   name: "key-events",
@@ -62,9 +63,7 @@ A device whose id is one of these words is shown with "key-events -- <id>".`,
     );
     const from = parseTime("from", stringFlag(args, "from"));
     const to = parseTime("to", stringFlag(args, "to"));
-    const storage = await ctx.storage();
-    if (!(await storage.devices.get(deviceId))) throw new NotFound("device", deviceId);
-    const events = await storage.keyEvents.export(deviceId, from, to);
+    const events = await (await ctx.admin()).keyEvents(deviceId, { from, to });
     const progress = (done: number) => {
       if (events.length > PROGRESS_EVERY) ctx.note(`exported ${done}/${events.length} events`);
     };
@@ -89,19 +88,13 @@ A device whose id is one of these words is shown with "key-events -- <id>".`,
       }
     };
     if (format === "csv") {
-      buffered.push(
-        csvLine(["recorded_at", "kind", "event_id", "device_id", "public_key", "actor"]),
-      );
-      for (const [i, e] of events.entries()) {
-        await emit(
-          csvLine([e.recordedAt, e.kind, e.eventId, e.deviceId, e.publicKey, e.actor]),
-          i + 1,
-        );
-      }
+      // The one export format of the console and the API (admin/export.ts).
+      buffered.push(CSV_HEADER);
+      for (const [i, e] of events.entries()) await emit(csvLine(e), i + 1);
     } else {
       buffered.push("[");
       for (const [i, e] of events.entries()) {
-        await emit((i === 0 ? "\n  " : ",\n  ") + toJson(e, 0), i + 1);
+        await emit((i === 0 ? "\n  " : ",\n  ") + jsonRow(e), i + 1);
       }
       buffered.push(events.length === 0 ? "]\n" : "\n]\n");
     }

@@ -1,51 +1,59 @@
-/** `peers list | add | set-status`: federation peers (database rows merged with [federation]). */
-import { formatFlag, hexKey, oneOf, parseCommand, stringFlag, UsageError } from "../args.ts";
+/**
+ * `peers list | add | set-status | retry | dead | replay`: federation peers (database rows
+ * merged with [federation]), their outbox backoff, and dead letters.
+ */
+import { formatFlag, intValue, oneOf, parseCommand, stringFlag, UsageError } from "../args.ts";
 import type { Command } from "../command.ts";
 import { hex, keyValues, table, toJson } from "../format.ts";
-import { notifyNodes } from "./notify.ts";
 import type { CliContext } from "../context.ts";
-import type { FederationPeer, PeerStatus, Storage } from "../../storage/mod.ts";
+import type { PeerStatus } from "../../storage/mod.ts";
+import type { PeerView } from "../../admin/views.ts";
+import { hexKey } from "../args.ts";
 
 const STATUSES = ["active", "pending", "blocked"] as const;
 const listUsage = "peers list [--format text|json]";
 const addUsage = "peers add <domain> <endpoint> <hexkey> [--status active|pending|blocked]";
 const setUsage = "peers set-status <domain> active|pending|blocked";
-const usage = [listUsage, addUsage, setUsage].join("\n");
+const retryUsage = "peers retry <domain>";
+const deadUsage = "peers dead [--peer DOMAIN] [--limit N] [--format text|json]";
+const replayUsage = "peers replay <outbox_id>";
+const usage = [listUsage, addUsage, setUsage, retryUsage, deadUsage, replayUsage].join("\n");
 
-/** Tells running servers a peer's status changed (they apply it at once). */
-function announceStatus(ctx: CliContext, storage: Storage, peer: FederationPeer): Promise<void> {
-  return notifyNodes(ctx, storage, `peer ${peer.domain} is ${peer.status}`, {
-    kind: "peer-status",
-    domain: peer.domain,
-    status: peer.status,
-  });
-}
-
-const peerLines = (p: FederationPeer) =>
+const peerLines = (p: PeerView) =>
   keyValues([
     ["domain", p.domain],
     ["endpoint", p.endpoint],
-    ["public_key", hex(p.publicKey)],
+    ["public_key", p.publicKey],
     ["status", p.status],
     ["source", p.source],
   ]);
 
+const notes = (ctx: CliContext, list: string[]) => {
+  for (const n of list) ctx.note(`note: ${n}`);
+};
+
 export const peersCommand: Command = {
   name: "peers",
-  summary: "list, add and block or unblock federation peers",
+  summary: "federation peers: list, add, block or unblock, retry now, dead letters",
   usage,
   help: `list        every peer: the [federation] peers of the config (source "config", read-only)
-            and the federation_peer rows (source "database")
+            and the federation_peer rows (source "database"), with the outbox backlog:
+            PENDING entries, ATTEMPTS of the most-tried one, NEXT_RETRY, DEAD entries
 add         adds a database peer (new peers start pending unless --status is given), or
             updates the endpoint and key of an existing one; the key is its Ed25519 public
             key, 64 hex characters
 set-status  moves a database peer to active, pending or blocked (allowed transitions only);
             running servers are told at once
+retry       "retry now": the peer's pending outbox entries become due at once
+dead        outbox entries given up (the peer kept refusing them), newest first, with the
+            last error; --format json includes the signed event
+replay      puts a dead entry back in the outbox, due now, attempts reset
 
 Examples:
   deno task cli peers list
   deno task cli peers add chat.example.org https://chat.example.org/federation 3b6a…e1
-  deno task cli peers set-status chat.example.org blocked`,
+  deno task cli peers set-status chat.example.org blocked
+  deno task cli peers retry chat.example.org`,
   async run(argv, ctx) {
     const [sub, ...rest] = argv;
     switch (sub) {
@@ -55,14 +63,36 @@ Examples:
           flags: { format: { type: "string" } },
         });
         const format = formatFlag(args, listUsage);
-        const peers = await (await ctx.storage()).peers.list();
+        const peers = await (await ctx.admin()).peers();
         if (format === "json") {
           ctx.out(toJson(peers));
           return 0;
         }
         ctx.out(table(
-          ["DOMAIN", "STATUS", "SOURCE", "ENDPOINT", "PUBLIC_KEY", "LAST_SEEN"],
-          peers.map((p) => [p.domain, p.status, p.source, p.endpoint, p.publicKey, p.lastSeenAt]),
+          [
+            "DOMAIN",
+            "STATUS",
+            "SOURCE",
+            "ENDPOINT",
+            "PUBLIC_KEY",
+            "LAST_SEEN",
+            "PENDING",
+            "ATTEMPTS",
+            "NEXT_RETRY",
+            "DEAD",
+          ],
+          peers.map((p) => [
+            p.domain,
+            p.status,
+            p.source,
+            p.endpoint,
+            p.publicKey,
+            p.lastSeenAt,
+            p.pending,
+            p.attempts,
+            p.nextRetryAt,
+            p.dead,
+          ]),
         ));
         return 0;
       }
@@ -73,37 +103,83 @@ Examples:
           flags: { status: { type: "string" } },
         });
         const [domain, endpoint, keyText] = args.positionals;
-        const publicKey = hexKey("hexkey", keyText, addUsage);
+        const publicKey = hex(hexKey("hexkey", keyText, addUsage));
         const statusText = stringFlag(args, "status");
         const status = statusText === undefined
           ? undefined
           : oneOf<PeerStatus>("status", statusText, STATUSES, addUsage);
-        const storage = await ctx.storage();
-        const before = await storage.peers.get(domain);
-        // The repository writes the audit entry in the same transaction.
-        const peer = await storage.peers.upsert({ domain, endpoint, publicKey, status }, ctx.actor);
-        if (before && before.status !== peer.status) {
-          await announceStatus(ctx, storage, peer);
-        }
-        ctx.out(peerLines(peer));
+        const r = await (await ctx.admin()).addPeer({ domain, endpoint, publicKey, status });
+        notes(ctx, r.notes);
+        ctx.out(peerLines(r.peer));
         return 0;
       }
       case "set-status": {
         const args = parseCommand(rest, { usage: setUsage, positionals: ["domain", "status"] });
         const [domain, statusText] = args.positionals;
         const status = oneOf<PeerStatus>("status", statusText, STATUSES, setUsage);
-        const storage = await ctx.storage();
-        // The repository checks the transition and writes the audit entry in one transaction.
-        const peer = await storage.peers.setStatus(domain, status, ctx.actor);
-        await announceStatus(ctx, storage, peer);
-        ctx.out(peerLines(peer));
+        const r = await (await ctx.admin()).setPeerStatus(domain, status);
+        notes(ctx, r.notes);
+        ctx.out(peerLines(r.peer));
+        return 0;
+      }
+      case "retry": {
+        const args = parseCommand(rest, { usage: retryUsage, positionals: ["domain"] });
+        const r = await (await ctx.admin()).retryPeer(args.positionals[0]);
+        notes(ctx, r.notes);
+        ctx.out(keyValues([["domain", r.domain], ["due_now", r.dueNow]]));
+        return 0;
+      }
+      case "dead": {
+        const args = parseCommand(rest, {
+          usage: deadUsage,
+          flags: {
+            peer: { type: "string" },
+            limit: { type: "string" },
+            format: { type: "string" },
+          },
+        });
+        const format = formatFlag(args, deadUsage);
+        const limitText = stringFlag(args, "limit");
+        const limit = limitText === undefined
+          ? undefined
+          : intValue("limit", limitText, 1, 500, deadUsage);
+        const entries = await (await ctx.admin()).deadLetters({
+          peerDomain: stringFlag(args, "peer"),
+          limit,
+        });
+        if (format === "json") {
+          ctx.out(toJson(entries));
+          return 0;
+        }
+        ctx.out(table(
+          ["ID", "PEER", "EVENT_ID", "ATTEMPTS", "DEAD_AT", "LAST_ERROR"],
+          entries.map((e) => [e.id, e.peerDomain, e.eventId, e.attempts, e.deadAt, e.lastError]),
+        ));
+        return 0;
+      }
+      case "replay": {
+        const args = parseCommand(rest, { usage: replayUsage, positionals: ["outbox_id"] });
+        const r = await (await ctx.admin()).replayDeadLetter(args.positionals[0]);
+        notes(ctx, r.notes);
+        ctx.out(keyValues([
+          ["id", r.entry.id],
+          ["peer", r.entry.peerDomain],
+          ["event_id", r.entry.eventId],
+          ["state", "pending"],
+          ["next_attempt_at", r.entry.nextAttemptAt],
+        ]));
         return 0;
       }
       case undefined:
-        throw new UsageError("missing subcommand: list, add or set-status", listUsage);
+        throw new UsageError(
+          "missing subcommand: list, add, set-status, retry, dead or replay",
+          listUsage,
+        );
       default:
         throw new UsageError(
-          `unknown subcommand ${JSON.stringify(sub)}: expected list, add or set-status`,
+          `unknown subcommand ${
+            JSON.stringify(sub)
+          }: expected list, add, set-status, retry, dead or replay`,
           listUsage,
         );
     }

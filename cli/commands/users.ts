@@ -22,18 +22,10 @@ Example:
       positionals: ["handle", "display_name?", "avatar_url?"],
     });
     const [handle, displayName, avatarUrl] = args.positionals;
-    const storage = await ctx.storage();
-    const user = await storage.users.create({
+    const user = await (await ctx.admin()).registerUser({
       handle,
       displayName: displayName ?? null,
       avatarUrl: avatarUrl ?? null,
-    });
-    await storage.audit.append({
-      actor: ctx.actor,
-      action: "user.register",
-      target: `user:${user.id}`,
-      before: null,
-      after: { handle: user.handle, displayName: user.displayName, avatarUrl: user.avatarUrl },
     });
     ctx.out(keyValues([
       ["user_id", user.id],
@@ -60,8 +52,7 @@ Example:
     const args = parseCommand(argv, { usage: usersUsage, flags: LIST_FLAGS });
     const format = formatFlag(args, usersUsage);
     const paging = pageFlags(args, usersUsage);
-    const storage = await ctx.storage();
-    const page = await storage.users.list({
+    const page = await (await ctx.admin()).users({
       search: stringFlag(args, "search"),
       ...paging,
     });

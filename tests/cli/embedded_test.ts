@@ -16,6 +16,13 @@ const env = {
   COMMUCAT_LEDGER: "file",
   COMMUCAT_LEDGER_TARGET: ledgerFile,
 };
+async function freePort(): Promise<number> {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
 const openHere = () => openStorage({ postgresDsn: null, redisUrl: null, dataDir, migrate: false });
 
 Deno.test({
@@ -61,17 +68,31 @@ Deno.test({
       try {
         const first = await reader.read();
         assert.equal(first.value?.trim(), "open");
-        for (const args of [["devices"], ["migrate"]]) {
-          const r = await cli(args, env, dir);
-          assert.equal(r.code, 1, show(args, r));
-          assert.ok(
-            r.stderr.includes(
-              `the embedded database in ${dataDir}/pg is in use by a running server; ` +
-                "stop it or configure [storage] postgres_dsn",
-            ),
-            show(args, r),
-          );
-        }
+        const migrate = await cli(["migrate"], env, dir);
+        assert.equal(migrate.code, 1, show(["migrate"], migrate));
+        assert.ok(
+          migrate.stderr.includes(
+            `the embedded database in ${dataDir}/pg is in use by a running server; ` +
+              "stop it or configure [storage] postgres_dsn",
+          ),
+          show(["migrate"], migrate),
+        );
+        // Other commands go to the holder's admin API; this holder serves none.
+        const port = String(await freePort());
+        const devices = await cli(
+          ["devices"],
+          { ...env, COMMUCAT_CONSOLE_BIND: `127.0.0.1:${port}`, COMMUCAT_ADMIN_TOKEN: "t0ken" },
+          dir,
+        );
+        assert.equal(devices.code, 1, show(["devices"], devices));
+        assert.match(
+          devices.stderr,
+          new RegExp(
+            `a running server holds the embedded database; using its admin API at ` +
+              `http://127\\.0\\.0\\.1:${port}`,
+          ),
+        );
+        assert.match(devices.stderr, /admin API at .* cannot be reached/);
         const d = await cli(["diagnose"], env, dir);
         assert.equal(d.code, 1, show(["diagnose"], d));
         assert.match(d.stdout, /^database: +failed: the embedded database in .* is in use/m);

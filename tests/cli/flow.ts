@@ -107,20 +107,22 @@ export async function operatorFlow(t: Deno.TestContext, target: FlowTarget): Pro
     assert.equal(mine.publicKey, second.public_key);
     assert.equal(mine.userHandle, handle);
 
+    // The one export format of the console, the CLI and the API (admin/export.ts).
     const events = json((await run(["key-events", device, "--format", "json"])).stdout);
     assert.deepEqual(events.map((e: { kind: string }) => e.kind), ["registered", "rotated"]);
     assert.deepEqual(
-      events.map((e: { publicKey: string }) => e.publicKey),
+      events.map((e: { public_key: string }) => e.public_key),
       [first.public_key, second.public_key],
     );
     assert.equal(events[0].actor, "cli:cli-test");
+    assert.equal(events[0].device_id, device);
 
     const csv = (await run(["key-events", device, "--format", "csv"])).stdout.trimEnd().split(
       "\r\n",
     );
-    assert.equal(csv[0], "recorded_at,kind,event_id,device_id,public_key,actor");
+    assert.equal(csv[0], "event_id,device_id,kind,public_key,actor,recorded_at");
     assert.equal(csv.length, 3);
-    assert.ok(csv[2].includes(`,rotated,`) && csv[2].includes(second.public_key));
+    assert.ok(csv[2].includes(`,"rotated",`) && csv[2].includes(second.public_key));
 
     const table = (await run(["key-events", device])).stdout;
     assert.match(table, /^RECORDED_AT +KIND +EVENT_ID +PUBLIC_KEY +ACTOR$/m);
