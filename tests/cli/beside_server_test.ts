@@ -12,7 +12,7 @@ import { cli, DENO_CONFIG, keyValues, show } from "./run.ts";
 
 const SERVER = new URL("../../server/main.ts", import.meta.url).pathname;
 
-async function freePort(): Promise<number> {
+function freePort(): number {
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (l.addr as Deno.NetAddr).port;
   l.close();
@@ -24,7 +24,7 @@ Deno.test({
   sanitizeResources: false,
   async fn() {
     const dir = await Deno.makeTempDir({ prefix: "commucat-beside-" });
-    const consolePort = await freePort();
+    const consolePort = freePort();
     const env: Record<string, string> = {
       COMMUCAT_DATA_DIR: `${dir}/data`,
       COMMUCAT_BIND: "127.0.0.1:0",

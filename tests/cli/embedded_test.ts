@@ -16,7 +16,7 @@ const env = {
   COMMUCAT_LEDGER: "file",
   COMMUCAT_LEDGER_TARGET: ledgerFile,
 };
-async function freePort(): Promise<number> {
+function freePort(): number {
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (l.addr as Deno.NetAddr).port;
   l.close();
@@ -78,7 +78,7 @@ Deno.test({
           show(["migrate"], migrate),
         );
         // Other commands go to the holder's admin API; this holder serves none.
-        const port = String(await freePort());
+        const port = String(freePort());
         const devices = await cli(
           ["devices"],
           { ...env, COMMUCAT_CONSOLE_BIND: `127.0.0.1:${port}`, COMMUCAT_ADMIN_TOKEN: "t0ken" },
