@@ -43,7 +43,7 @@ Deno.test({
         const g = await storage.groups.create({ ownerDeviceId: owner, relay: true }, "test");
         await storage.groups.addMember(g.id, id, "member", "test");
         await assert.rejects(
-          storage.groups.removeMember(g.id, id, "cli:test", broken),
+          storage.groups.removeMember(g.id, id, "cli:test", { audit: broken }),
           InvalidValue,
         );
         assert.equal(await storage.groups.role(g.id, id), "member");
