@@ -2,11 +2,11 @@
 /**
  * The CommuCat client SDK for browsers: the same core as client/mod.ts (connect, channels,
  * sealed messages, trust), over the WebSocket transport, with the device key kept in
- * IndexedDB (client/browser_keystore.ts). Bundled into web/static/commucat.js by web/build.ts.
+ * IndexedDB (client/browser_keystore.ts). Served as /chat/static/commucat.js (web/bundle.ts).
  *
  * ```ts
- * import { connect, openBrowserIdentity } from "/chat/static/commucat.js";
- * const me = await openBrowserIdentity();
+ * import { BrowserKeystore, connect } from "/chat/static/commucat.js";
+ * const me = await (await BrowserKeystore.open()).create("alice laptop");
  * const client = await connect({ transport: "ws", deviceId: me.deviceId, keypair: me.keypair, serverKey });
  * ```
  *
@@ -39,3 +39,11 @@ export {
 export { type PeerRecord, safetyNumber, TrustStore } from "./trust.ts";
 export { directChannelId, groupChannelId } from "./channels.ts";
 export { isLoopbackHost, type Transport, type TransportKind, websocketUrl } from "./transport.ts";
+export {
+  type BrowserDevice,
+  type BrowserDeviceSummary,
+  BrowserKeystore,
+  BrowserKeystoreError,
+  keyFingerprint,
+  MAX_BROWSER_DEVICES,
+} from "./browser_keystore.ts";

@@ -1,7 +1,7 @@
 /**
  * `deno task screenshots`: seeds realistic data into a fresh embedded database in a temporary
  * directory, serves the console, and writes a PNG of every page into ./screenshots/ (printing
- * each path) using the system's headless Chromium.
+ * each path) using the system's headless Chromium; then the web chat's views (web/screenshots.ts).
  *
  * @module
  */
@@ -11,6 +11,7 @@ import { openStorage } from "../storage/mod.ts";
 import { startConsole } from "./server.ts";
 import { seedDemo } from "./demo_data.ts";
 import { launchChromium } from "./chromium.ts";
+import { shootWebChat } from "../web/screenshots.ts";
 import type { ConsoleFigures } from "./figures.ts";
 
 /** A relay that looks busy: figures that drift like real traffic. */
@@ -116,6 +117,7 @@ export async function takeScreenshots(outDir = "screenshots"): Promise<string[]>
     await page.click("form.confirm button[type=submit]");
     await shoot("after-approve", null);
     await shoot("audit-after-approve", "/audit");
+    paths.push(...await shootWebChat(browser, storage, outDir, paths.length));
   } finally {
     await browser?.close();
     await running?.stop();

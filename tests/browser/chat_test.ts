@@ -104,6 +104,82 @@ browserTest("web chat: two pages, presence, offline queue, foreign origin", asyn
       await alicePage.waitForSelector("li.theirs:has-text('hi alice')", { timeout: TIMEOUT });
     });
 
+    await t.step(
+      "the SDK bundle in a page: docs/CLIENT.md's lines, key file round trip",
+      async () => {
+        const other = await browser.newContext();
+        const page = await other.newPage();
+        watch(page, "sdk");
+        await page.goto(`${base}/chat/`);
+        const serverKey = [...config.crypto.noisePublic]
+          .map((b) => b.toString(16).padStart(2, "0")).join("");
+        const carol = await page.evaluate(async ({ serverKey, peer }) => {
+          // deno-lint-ignore no-explicit-any
+          const sdk: any = await import("/chat/static/commucat.js");
+          const me = await (await sdk.BrowserKeystore.open()).create("carol");
+          const client = await sdk.connect({
+            transport: "ws",
+            deviceId: me.deviceId,
+            keypair: me.keypair,
+            serverKey,
+          });
+          await client.join(sdk.directChannelId(me.deviceId, peer), [me.deviceId, peer]);
+          // A chat envelope (client/chat_envelope.ts), so the web chat knows who wrote it even
+          // where the server does not stamp senders.
+          const envelope = {
+            v: 1,
+            kind: "text",
+            id: "0123456789abcdef",
+            from: me.deviceId,
+            sent_at: new Date().toISOString(),
+            text: "plain words from the SDK",
+          };
+          await client.send(sdk.directChannelId(me.deviceId, peer), JSON.stringify(envelope));
+          return me.deviceId as string;
+        }, { serverKey, peer: aliceId });
+        await alicePage.click(`[data-testid="conversation-${carol}"]`, { timeout: TIMEOUT });
+        await alicePage.waitForSelector("li.theirs:has-text('plain words from the SDK')", {
+          timeout: TIMEOUT,
+        });
+        // The key file round trip: export, forget, import gives back the same device and key;
+        // a file whose public key does not match its private key is refused.
+        const roundTrip = await page.evaluate(async (carolId) => {
+          // deno-lint-ignore no-explicit-any
+          const sdk: any = await import("/chat/static/commucat.js");
+          const ks = await sdk.BrowserKeystore.open();
+          const before = (await ks.list()).find((d: { deviceId: string }) =>
+            d.deviceId === carolId
+          );
+          const file = await ks.exportKeyFile(carolId);
+          await ks.remove(carolId);
+          const gone = (await ks.list()).length;
+          const back = await ks.importKeyFile(file);
+          const bad = JSON.parse(file);
+          bad.public_key = "00".repeat(32);
+          let refused = "";
+          try {
+            await ks.importKeyFile(JSON.stringify(bad));
+          } catch (err) {
+            refused = (err as Error).message;
+          }
+          return {
+            same: back.deviceId === carolId && back.fingerprint === before.fingerprint,
+            gone,
+            refused,
+            hasPrivate: JSON.parse(file).private_key.length,
+          };
+        }, carol);
+        assert.deepEqual(roundTrip, {
+          same: true,
+          gone: 0,
+          refused: "the key file's public_key does not match its private_key",
+          hasPrivate: 64,
+        });
+        await other.close();
+        await alicePage.click(`[data-testid="conversation-${bobId}"]`);
+      },
+    );
+
     await t.step("presence: alice sees bob online, then offline when his page closes", async () => {
       const bobPresence = `[data-testid="presence-${bobId}"]`;
       await alicePage.waitForSelector(`${bobPresence}[data-state=online]`, { timeout: TIMEOUT });
