@@ -48,6 +48,7 @@ export async function main(): Promise<number> {
       redisUrl: config.storage.redisUrl,
       dataDir: config.server.dataDir,
       staticPeers: config.federation.peers,
+      log: log.child({ component: "console" }),
     });
   } catch (err) {
     console.error(`commucat console: ${(err as Error).message}`);

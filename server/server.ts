@@ -63,6 +63,7 @@ export async function startServer(
     redisUrl: config.storage.redisUrl,
     dataDir: config.server.dataDir,
     staticPeers: config.federation.peers,
+    log,
   });
   const ledger = createLedger({ mode: config.ledger.mode, target: config.ledger.target }, log);
   const metrics = new RelayMetrics(nodeId);

@@ -42,6 +42,12 @@ export interface OpenStorageOptions extends StorageOptions {
   ephemeral?: Parameters<typeof openEphemeral>[1];
   /** Pool size for real Postgres (default 10). */
   poolSize?: number;
+  /**
+   * The process's logger (server/log.ts `Logger` fits): the ephemeral store's warnings
+   * (Redis connection lost and regained, malformed bus messages) go to its `warn`, unless
+   * `ephemeral.warn` says otherwise. Without one they go to `console.warn`.
+   */
+  log?: { warn(message: string, fields?: Record<string, unknown>): void };
 }
 
 /**
@@ -119,7 +125,9 @@ export async function openStorage(opts: OpenStorageOptions): Promise<Storage> {
   const db = await openDb(opts);
   try {
     if (opts.migrate !== false) await migrate(db, { onProgress: opts.onMigrationProgress });
-    const ephemeral = await openEphemeral(opts.redisUrl, opts.ephemeral);
+    const log = opts.log;
+    const warn = opts.ephemeral?.warn ?? (log ? (message: string) => log.warn(message) : undefined);
+    const ephemeral = await openEphemeral(opts.redisUrl, { ...opts.ephemeral, warn });
     return buildStorage(db, ephemeral, opts.staticPeers);
   } catch (err) {
     await db.close().catch(() => {});

@@ -23,7 +23,10 @@ export interface EphemeralOptions {
   /** Prepended to every key and bus channel; lets tests isolate themselves in one Redis.
    * Default "" so keys are exactly `presence:{device}`, `route:{device}`, `interrupt:{device}`. */
   keyPrefix?: string;
-  /** Where warnings go (malformed bus messages, connection loss); default console.warn. */
+  /**
+   * Where warnings go (malformed bus messages, connection loss): the process's logger, which
+   * `openStorage({ log })` and the CLI hand in; console.warn only when nobody does.
+   */
   warn?: (message: string) => void;
 }
 
