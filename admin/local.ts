@@ -2,13 +2,15 @@
  * The operator actions against storage. Each change and its operator audit entry are written
  * in ONE transaction by the repository (the `audit` note), so a change is never left without
  * its audit row, nor an audit row without its change. After the commit, running nodes are told
- * over the ephemeral bus (interrupt keys, control events); when that bus reaches no running
+ * over the ephemeral bus: control events, which live nodes act on, and for a revocation the
+ * interrupt key of ccp1.md §6 (no node reads it yet); when that bus reaches no running
  * server (an in-memory store in a CLI process), the result says so in `notes`.
  */
 import { generateKeypair } from "../protocol/noise.ts";
 import { bytesToHex, hexToBytes } from "../protocol/hex.ts";
 import type { Ledger } from "../storage/ledger.ts";
 import { Conflict, InvalidValue, NotFound, RedisFailure } from "../storage/errors.ts";
+import { INTERRUPT_TTL_SECONDS } from "../storage/ephemeral/shared.ts";
 import type { ControlEvent, DeviceKeyEvent, PeerStatus, Storage, User } from "../storage/types.ts";
 import type {
   AdminOps,
@@ -34,8 +36,7 @@ import {
   userView,
 } from "./views.ts";
 
-/** How long an interrupt key lives: long enough for every node to notice it. */
-export const INTERRUPT_TTL_SECONDS = 120;
+export { INTERRUPT_TTL_SECONDS };
 
 /** The statuses a peer can be set to. */
 export const PEER_STATUSES = ["active", "pending", "blocked"] as const;

@@ -31,6 +31,7 @@ export {
 export { type StaticPeer } from "./repos/federation.ts";
 export { type NonconformingId, nonconformingIds } from "./repos/id_check.ts";
 export { DEFAULT_LIMIT, MAX_LIMIT } from "./pagination.ts";
+export { INTERRUPT_TTL_SECONDS } from "./ephemeral/shared.ts";
 
 /** `StorageOptions` plus what only some callers need. */
 export interface OpenStorageOptions extends StorageOptions {

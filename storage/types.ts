@@ -96,7 +96,7 @@ export interface RelayEnvelope {
   lastSequence: number | null;
 }
 
-/** Options of `RelayRepo.claim` (an addition; claim works as before without them). */
+/** Options of `RelayRepo.claim`; without them a claim records no sequences. */
 export interface ClaimOptions {
   /**
    * Record the recipient sequences in the claim itself, so no `markSent` round trip is needed:
@@ -110,7 +110,7 @@ export interface ClaimOptions {
   firstSequence?: number;
 }
 
-/** Options of `RelayRepo.ack` (an addition; ack works as before without them). */
+/** Options of `RelayRepo.ack`. */
 export interface AckOptions {
   /** false: return `RelayAck`s (no payloads or timestamps), which are cheaper to read back.
    * Default true: the deleted `RelayEnvelope`s. */
@@ -655,7 +655,11 @@ export interface EphemeralStore {
   getRoute(deviceId: string): Promise<Route | null>;
   /** Delete the route only if it still names this session. */
   clearRoute(deviceId: string, sessionId: string): Promise<void>;
-  /** Set a short-lived interrupt key that ends a device's connections on every node. */
+  /**
+   * Set the short-lived interrupt key `interrupt:{device}` (ccp1.md §6). No node reads it yet:
+   * live connections end on the `device-revoked` control event published with it, and the
+   * device's next handshake is refused by its stored status.
+   */
   setInterrupt(deviceId: string, reason: string, ttlSeconds: number): Promise<void>;
   getInterrupt(deviceId: string): Promise<string | null>;
   /** The interrupt reasons of several devices at once (null where none is set). */

@@ -77,8 +77,6 @@ export interface FederationSendInput {
 
 /** The federation service of one server. */
 export interface Federation {
-  /** True when `member` is `device@domain` with a domain other than ours. */
-  isRemote(member: string): boolean;
   /**
    * Signs and durably queues a frame for a remote member, then nudges the worker. Resolves once
    * the event is in the outbox. Throws {@link FederationRefused} (non-fatal ERROR for the
@@ -234,7 +232,6 @@ export function createFederation(ctx: FederationContext): Federation {
   }
 
   return {
-    isRemote: (member) => remoteDomainOf(member, domain) !== null,
     send,
     handleInbound,
     start: () => worker.start(),

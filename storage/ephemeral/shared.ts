@@ -32,6 +32,12 @@ export interface EphemeralOptions {
 
 export const presenceKey = (prefix: string, deviceId: string) => `${prefix}presence:${deviceId}`;
 export const routeKey = (prefix: string, deviceId: string) => `${prefix}route:${deviceId}`;
+/**
+ * How long an interrupt key lives (the console and the CLI set it on revocation). Nodes do not
+ * read it yet; see `EphemeralStore.setInterrupt`.
+ */
+export const INTERRUPT_TTL_SECONDS = 120;
+
 export const interruptKey = (prefix: string, deviceId: string) => `${prefix}interrupt:${deviceId}`;
 export const rateKey = (prefix: string, key: string) => `${prefix}rate:${key}`;
 export const streamKey = (prefix: string, stream: string) => `${prefix}stream:${stream}`;

@@ -85,18 +85,24 @@ Deno.test("federated member names", () => {
 Deno.test("the relay metrics snapshot follows the counters", async () => {
   const m = new RelayMetrics("node-x");
   m.connectionOpened();
-  m.frameIn("MSG");
-  m.frameOut("ACK");
+  // The per-frame calls the connection makes (by type code), batched into the counters.
+  m.frameInCode(FrameType.Msg);
+  m.frameInCode(FrameType.Msg);
+  m.frameOutCode(FrameType.Ack);
   m.handshakeStarted();
   m.handshakeEnded("XK", "Static Key Mismatch");
   m.enqueued(3);
   const snap = m.snapshot();
   assert.equal(snap.connections, 1);
-  assert.equal(snap.framesIn, 1);
+  assert.equal(snap.framesIn, 2);
+  assert.equal(snap.framesOut, 1);
   assert.equal(snap.handshakeFailures, 1);
   assert.equal(snap.relayEnqueued, 3);
   const text = await m.exposition();
-  assert.match(text, /commucat_frames_in_total\{type="MSG",node="node-x"\} 1/);
+  assert.match(text, /commucat_frames_in_total\{type="MSG",node="node-x"\} 2/);
+  assert.match(text, /commucat_frames_out_total\{type="ACK",node="node-x"\} 1/);
+  // Counted once: a second exposition does not add the batch again.
+  assert.match(await m.exposition(), /commucat_frames_in_total\{type="MSG",node="node-x"\} 2/);
   assert.match(text, /commucat_handshakes_total\{pattern="XK",result="Static Key Mismatch"/);
 });
 
