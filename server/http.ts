@@ -10,6 +10,7 @@ import { tokenMatches } from "../protocol/crypto.ts";
 import { problemResponse } from "../protocol/errors.ts";
 import type { RelayNode } from "./node.ts";
 import { formatAddr, HttpStreamTransport } from "./transport.ts";
+import type { FrontInfo } from "./http_front.ts";
 import { isWebSocketUpgrade, upgradeToWebSocket } from "./websocket.ts";
 import { chatResponse, isChatPath } from "../web/mod.ts";
 
@@ -68,7 +69,16 @@ export function httpHandler(
         }
         if (request.method !== "POST") return methodNotAllowed("POST");
         const addr = info.remoteAddr as Deno.NetAddr;
-        const transport = new HttpStreamTransport(request, formatAddr(addr), addr.hostname, isTls);
+        // Closing the stream (a fatal ERROR, the end of the session) also closes the client's
+        // connection, so a client that keeps trickling bytes holds nothing (server/http_front.ts).
+        const finish = (info as Partial<FrontInfo>).finish;
+        const transport = new HttpStreamTransport(
+          request,
+          formatAddr(addr),
+          addr.hostname,
+          isTls,
+          finish,
+        );
         node.accept(transport).catch((err) => {
           node.ctx.log.warn("connect stream failed", { error: err });
         });
@@ -85,15 +95,42 @@ export function httpHandler(
           }, isTls);
         }
         if (url.pathname === node.federation.inboundPath) {
-          // Federation events from peers: checks and answers of its own (docs/FEDERATION.md).
-          return node.federation.handleInbound(
-            request,
-            formatAddr(info.remoteAddr as Deno.NetAddr),
+          // Federation events from peers: checks and answers of its own (docs/FEDERATION.md),
+          // within the body deadline ([limits] http_body_timeout).
+          return withinDeadline(
+            node.federation.handleInbound(request, formatAddr(info.remoteAddr as Deno.NetAddr)),
+            config.limits.httpBodyTimeout,
+            info as Partial<FrontInfo>,
           );
         }
         return problemResponse(404, "Not Found", `no route for ${request.method} ${url.pathname}`);
     }
   };
+}
+
+/** The handler's answer, or a 408 (and the connection closed) when it takes longer. */
+async function withinDeadline(
+  answer: Promise<Response>,
+  seconds: number,
+  info: Partial<FrontInfo>,
+): Promise<Response> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<null>((
+    resolve,
+  ) => (timer = setTimeout(() => resolve(null), seconds * 1000)));
+  try {
+    const first = await Promise.race([answer, late]);
+    if (first !== null) return first;
+  } finally {
+    clearTimeout(timer);
+  }
+  answer.catch(() => {}); // it fails once its connection is closed
+  info.completed?.then(() => info.finish?.(), () => info.finish?.());
+  return problemResponse(
+    408,
+    "Request Timeout",
+    `the request was not received and handled within ${seconds} s ([limits] http_body_timeout)`,
+  );
 }
 
 function methodNotAllowed(allowed: string): Response {

@@ -11,6 +11,7 @@ import { type MetricsSnapshot, RelayMetrics } from "./metrics.ts";
 import { RelayNode } from "./node.ts";
 import type { FederationOptions } from "./federation.ts";
 import { httpHandler } from "./http.ts";
+import { HttpFront } from "./http_front.ts";
 import { ConnTransport, isLoopbackHost } from "./transport.ts";
 import type { NodeContext } from "./context.ts";
 import { openStorage } from "../storage/mod.ts";
@@ -75,7 +76,7 @@ export async function startServer(
   const ctx: NodeContext = { config, storage, metrics, log, ledger, nodeId, limits, admission };
   const node = new RelayNode(ctx, { federation: options.federation });
   let tcpListener: Deno.Listener | null = null;
-  let httpServer: Deno.HttpServer | null = null;
+  let httpServer: HttpFront | null = null;
   let stopRetention = () => Promise.resolve();
   try {
     await ledger.ready();
@@ -92,15 +93,18 @@ export async function startServer(
     acceptLoop(tcpListener, node, tls, log);
 
     const httpBind = config.server.bind;
-    httpServer = Deno.serve({
+    // Connection caps and timeouts in front of Deno.serve (server/http_front.ts). Idle: long
+    // enough for a /connect stream that keeps the keepalive rule.
+    httpServer = HttpFront.start({
       hostname: httpBind.hostname,
       port: httpBind.port,
-      ...(tls ? { cert, key } : {}),
-      onListen: () => {},
-      onError: (err) => {
-        log.error("http handler failed", { error: err });
-        return new Response("internal error", { status: 500 });
-      },
+      ...(tls ? { tls: { cert: cert!, key: key! } } : {}),
+      perAddress: config.limits.httpConnectionsPerAddress,
+      total: config.limits.httpConnectionsTotal,
+      headerTimeout: config.limits.httpHeaderTimeout,
+      idleTimeout: Math.max(config.limits.httpBodyTimeout, config.server.keepalive + 10),
+      log,
+      onRefused: (reason) => metrics.connectionRefused(reason),
     }, httpHandler(node, tls));
 
     const ports = {

@@ -124,6 +124,8 @@ export class HttpStreamTransport implements Transport {
     readonly remoteAddr: string,
     remoteHost: string,
     readonly isTls: boolean,
+    /** Called once the stream is closed: ends the client's HTTP connection too. */
+    private readonly onClose?: () => void,
   ) {
     this.isLoopback = isLoopbackHost(remoteHost);
     this.#reader = request.body ? request.body.getReader() : null;
@@ -164,5 +166,6 @@ export class HttpStreamTransport implements Transport {
     this.#closed = true;
     this.#writer.close().catch(() => {});
     this.#reader?.cancel().catch(() => {});
+    this.onClose?.();
   }
 }
