@@ -60,6 +60,8 @@ export interface AppEnv {
     session: ConsoleSession | null;
     /** True when the request carried a session cookie that has expired. */
     sessionExpired: boolean;
+    /** Devices and keys waiting for approval, for the navigation (null when unknown). */
+    pendingApprovals: number | null;
   };
 }
 

@@ -41,8 +41,21 @@ export interface FigureSample {
   handshakeFailures: number | null;
   pendingApprovals: number | null;
   outboxBacklog: number | null;
+  /** Every node's latest heartbeat (the whole cluster with a shared Redis); null when unknown. */
+  nodes: NodeFigures[] | null;
   /** Set when a figure could not be read (e.g. "storage failure: …"). */
   error: string | null;
+}
+
+/** One node as the dashboard shows it (from its heartbeat in the ephemeral store). */
+export interface NodeFigures {
+  nodeId: string;
+  address: string;
+  version: string;
+  startedAt: string;
+  connections: number;
+  framesPerSecond: number;
+  at: string;
 }
 
 /** How often the dashboard refreshes, and how much history the chart keeps. */
@@ -84,13 +97,14 @@ export class FigureSampler {
         fail(e);
       }
     }
-    const [relayDepth, pendingApprovals, outboxBacklog] = await Promise.all([
+    const [relayDepth, pendingApprovals, outboxBacklog, nodes] = await Promise.all([
       figures?.relayDepth ?? this.storage.relay.totalDepth().catch(fail),
       figures?.pendingApprovals ??
         this.storage.devices.countAwaitingApproval().catch(fail),
       figures?.outboxBacklog ??
         this.storage.outbox.backlog().then((b) => b.reduce((n, p) => n + p.pending, 0))
           .catch(fail),
+      this.storage.ephemeral.listNodeHeartbeats().catch(fail),
     ]);
     let framesPerSecond: number | null = null;
     if (figures) {
@@ -110,6 +124,7 @@ export class FigureSampler {
       handshakeFailures: figures?.handshakeFailures ?? null,
       pendingApprovals,
       outboxBacklog,
+      nodes,
       error,
     };
     this.#history.push(sample);

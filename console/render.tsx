@@ -33,6 +33,7 @@ export function renderPage(
       operator={operator}
       flash={takeFlash(session)}
       scripts={opts.scripts}
+      pendingApprovals={c.get("pendingApprovals") ?? null}
     >
       {body}
     </Layout>,

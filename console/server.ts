@@ -60,6 +60,19 @@ export function buildConsole(ctx: ConsoleContext): ConsoleApp {
   app.use(loadSession(deps.sessions, secure));
   app.use(requireSignIn());
   app.use(checkCsrf(deps));
+  // The navigation shows how many devices wait for approval: counted at most once a second.
+  let pending: { at: number; count: number | null } | null = null;
+  app.use(async (c, next) => {
+    if (c.req.method === "GET" && c.get("session")?.authenticated) {
+      const t = now();
+      if (!pending || t - pending.at >= 1000) {
+        const count = await ctx.storage.devices.countAwaitingApproval().catch(() => null);
+        pending = { at: t, count };
+      }
+      c.set("pendingApprovals", pending.count);
+    }
+    await next();
+  });
 
   routes.staticFiles.register(app);
   routes.signIn.register(app, deps);

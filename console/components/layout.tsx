@@ -12,6 +12,8 @@ export interface LayoutProps {
   /** Present when signed in: the CSRF token for the sign-out form and the operator label. */
   operator?: { csrf: string; label: string } | null;
   flash?: Flash[];
+  /** Devices and keys waiting for approval, shown as a badge in the navigation. */
+  pendingApprovals?: number | null;
   /** Island bundles this page loads (names under /static/). */
   scripts?: string[];
   children: ComponentChildren;
@@ -25,6 +27,7 @@ export function Layout(props: LayoutProps) {
         <meta name="viewport" content="width=device-width, initial-scale=1" />
         <title>{`${props.title} · CommuCat console`}</title>
         <link rel="stylesheet" href="/static/console.css" />
+        <link rel="icon" href="/favicon.svg" type="image/svg+xml" />
         {props.scripts?.map((s) => <script type="module" src={`/static/${s}`} defer></script>)}
       </head>
       <body>
@@ -42,7 +45,9 @@ export function Layout(props: LayoutProps) {
             </form>
           )}
         </header>
-        {props.operator && <Nav active={props.active} />}
+        {props.operator && (
+          <Nav active={props.active} pendingApprovals={props.pendingApprovals ?? null} />
+        )}
         <main id="content" tabIndex={-1}>
           <h1>{props.title}</h1>
           <FlashMessages flash={props.flash ?? []} />

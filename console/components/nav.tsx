@@ -19,13 +19,25 @@ const ITEMS: [NavKey, string, string][] = [
   ["audit", "/audit", "Audit log"],
 ];
 
-export function Nav(props: { active?: NavKey }) {
+export function Nav(props: { active?: NavKey; pendingApprovals?: number | null }) {
+  const pending = props.pendingApprovals ?? 0;
   return (
     <nav class="main" aria-label="Sections">
       <ul>
         {ITEMS.map(([key, path, label]) => (
           <li>
-            <a href={path} aria-current={props.active === key ? "page" : undefined}>{label}</a>
+            <a href={path} aria-current={props.active === key ? "page" : undefined}>
+              {label}
+              {key === "devices" && pending > 0 && (
+                <span
+                  class="nav-badge"
+                  title={`${pending} waiting for approval`}
+                  aria-label={`${pending} waiting for approval`}
+                >
+                  {pending}
+                </span>
+              )}
+            </a>
           </li>
         ))}
       </ul>

@@ -5,7 +5,55 @@
  */
 import { useEffect, useState } from "preact/hooks";
 import { Chart, spanText } from "../components/chart.tsx";
-import type { FigureSample } from "../figures.ts";
+import type { FigureSample, NodeFigures } from "../figures.ts";
+
+/** Seconds as "3 d 4 h", "2 h 5 min", "4 min 10 s" or "12 s". */
+export function uptimeText(seconds: number): string {
+  const s = Math.max(0, Math.floor(seconds));
+  const d = Math.floor(s / 86400), h = Math.floor(s / 3600) % 24, m = Math.floor(s / 60) % 60;
+  if (d > 0) return `${d} d ${h} h`;
+  if (h > 0) return `${h} h ${m} min`;
+  if (m > 0) return `${m} min ${s % 60} s`;
+  return `${s} s`;
+}
+
+function NodesTable(props: { nodes: NodeFigures[] | null; at: number }) {
+  if (props.nodes === null) return <p class="muted">Node heartbeats cannot be read.</p>;
+  if (props.nodes.length === 0) {
+    return <p class="muted">No node has published a heartbeat yet.</p>;
+  }
+  return (
+    <table class="nodes">
+      <caption>Nodes (from their heartbeats, every 5 s)</caption>
+      <thead>
+        <tr>
+          <th scope="col">Node</th>
+          <th scope="col">Address</th>
+          <th scope="col">Version</th>
+          <th scope="col">Uptime</th>
+          <th scope="col" class="num">Connections</th>
+          <th scope="col" class="num">Frames/s</th>
+        </tr>
+      </thead>
+      <tbody>
+        {props.nodes.map((n) => (
+          <tr key={n.nodeId} data-node={n.nodeId}>
+            <td>
+              <strong>{n.nodeId}</strong>
+            </td>
+            <td>
+              <code>{n.address}</code>
+            </td>
+            <td>{n.version}</td>
+            <td>{uptimeText((props.at - Date.parse(n.startedAt)) / 1000)}</td>
+            <td class="num">{n.connections.toLocaleString("en-US")}</td>
+            <td class="num">{n.framesPerSecond.toLocaleString("en-US")}</td>
+          </tr>
+        ))}
+      </tbody>
+    </table>
+  );
+}
 
 export interface LiveFiguresProps {
   history: FigureSample[];
@@ -14,7 +62,7 @@ export interface LiveFiguresProps {
   serverFigures: boolean;
 }
 
-type Key = Exclude<keyof FigureSample, "at" | "error">;
+type Key = Exclude<keyof FigureSample, "at" | "error" | "nodes">;
 
 const CARDS: { key: Key; label: string; unit?: string }[] = [
   { key: "connections", label: "Connections" },
@@ -74,6 +122,10 @@ export function LiveFigures(props: LiveFiguresProps) {
           </li>
         ))}
       </ul>
+      <section class="cluster" aria-labelledby="nodes-title">
+        <h3 id="nodes-title">Nodes ({latest?.nodes?.length ?? "—"})</h3>
+        <NodesTable nodes={latest?.nodes ?? null} at={latest?.at ?? 0} />
+      </section>
       <figure class="main-chart">
         <Chart
           label="Frames per second"

@@ -10,7 +10,7 @@ import { tokenMatches } from "../auth.ts";
 import { renderPage } from "../render.tsx";
 import { ErrorBox } from "../components/flash.tsx";
 
-const PUBLIC = [/^\/sign-in$/, /^\/static\//];
+const PUBLIC = [/^\/sign-in$/, /^\/static\//, /^\/favicon\.(?:svg|ico)$/];
 
 /** A local path safe to redirect to after sign-in ("/" for anything else). */
 export function safeNext(value: string | null | undefined): string {

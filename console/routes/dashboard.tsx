@@ -6,7 +6,42 @@ import { renderPage } from "../render.tsx";
 import { Island } from "../components/island.tsx";
 import { LiveFigures, type LiveFiguresProps } from "../islands/live_figures.tsx";
 import { HISTORY_LENGTH } from "../figures.ts";
-import { figure } from "../components/format.ts";
+import { figure, when } from "../components/format.ts";
+import { Table } from "../components/table.tsx";
+
+/** How many recent sessions the online list looks at. */
+export const RECENT_SESSIONS = 200;
+
+interface OnlineDevice {
+  deviceId: string;
+  nodeId: string;
+  since: Date;
+  pattern: string;
+  protocolVersion: number;
+  remoteAddr: string | null;
+}
+
+/** Devices whose route still names one of the latest sessions (the route is the live truth). */
+async function onlineDevices(deps: ConsoleDeps): Promise<OnlineDevice[]> {
+  const recent = await deps.storage.sessions.listRecent({ limit: RECENT_SESSIONS });
+  const seen = new Set<string>();
+  const candidates = recent.items.filter((s) => !seen.has(s.deviceId) && seen.add(s.deviceId));
+  const routes = await Promise.all(
+    candidates.map((s) => deps.storage.ephemeral.getRoute(s.deviceId).catch(() => null)),
+  );
+  return candidates.flatMap((s, i) => {
+    const route = routes[i];
+    if (!route || route.sessionId !== s.sessionId) return [];
+    return [{
+      deviceId: s.deviceId,
+      nodeId: route.nodeId,
+      since: s.createdAt,
+      pattern: s.pattern,
+      protocolVersion: s.protocolVersion,
+      remoteAddr: s.remoteAddr,
+    }];
+  });
+}
 
 export function register(app: Hono<AppEnv>, deps: ConsoleDeps, hasServerFigures: boolean): void {
   app.get("/", async (c) => {
@@ -17,14 +52,53 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps, hasServerFigures:
       serverFigures: hasServerFigures,
     };
     const pending = props.history.at(-1)?.pendingApprovals ?? null;
+    const online = await onlineDevices(deps).catch(() => null);
     return renderPage(c, deps, {
       title: "Dashboard",
       active: "dashboard",
       scripts: ["live_figures.js"],
     }, [
+      pending !== null && pending > 0 && (
+        <section class="callout approvals" aria-labelledby="approvals-title">
+          <h2 id="approvals-title">
+            {pending === 1
+              ? "1 device or key waits for approval"
+              : `${figure(pending)} devices or keys wait for approval`}
+          </h2>
+          <p>
+            They cannot connect (or use their new key) until an operator decides.{" "}
+            <a class="button primary" href="/devices?awaiting=1">Review them</a>
+          </p>
+        </section>
+      ),
       <Island name="live_figures" data={props}>
         <LiveFigures {...props} />
       </Island>,
+      <section aria-labelledby="online-title" class="online">
+        <h2 id="online-title">Online devices ({online === null ? "—" : figure(online.length)})</h2>
+        {online === null
+          ? <p class="muted">Sessions or routes cannot be read right now.</p>
+          : online.length === 0
+          ? <p class="muted">No device is connected.</p>
+          : (
+            <Table<OnlineDevice>
+              caption={`Devices with a live route, from the latest ${RECENT_SESSIONS} sessions`}
+              rows={online}
+              columns={[
+                {
+                  label: "Device",
+                  cell: (o) => (
+                    <a href={`/devices/${encodeURIComponent(o.deviceId)}`}>{o.deviceId}</a>
+                  ),
+                },
+                { label: "Node", cell: (o) => o.nodeId },
+                { label: "Connected", cell: (o) => when(o.since) },
+                { label: "Handshake", cell: (o) => `${o.pattern} v${o.protocolVersion}` },
+                { label: "Address", cell: (o) => o.remoteAddr ?? "—" },
+              ]}
+            />
+          )}
+      </section>,
       <section aria-labelledby="shortcuts">
         <h2 id="shortcuts">Shortcuts</h2>
         <ul class="shortcuts">

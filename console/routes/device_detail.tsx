@@ -63,10 +63,22 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
               ? "online"
               : "not connected"}
           </dd>
-          <dt>Relay queue</dt>
-          <dd>
-            {figure(queue.depth)} waiting
-            {queue.oldest && `, oldest ${age(now - queue.oldest.getTime())} old`}
+          <dt>Delivery</dt>
+          <dd class="delivery">
+            <span data-delivery="depth">{figure(queue.depth)} waiting</span>
+            {queue.oldest && (
+              <span data-delivery="oldest">, oldest {age(now - queue.oldest.getTime())} old</span>
+            )}
+            {queue.inFlight !== undefined && (
+              <span data-delivery="in-flight">
+                ; {figure(queue.inFlight)} in flight (sent, not yet acknowledged)
+              </span>
+            )}
+            {queue.redelivered !== undefined && (
+              <span data-delivery="redelivered">
+                ; {figure(queue.redelivered)} redelivered
+              </span>
+            )}
           </dd>
           <dt>Registered</dt>
           <dd>{when(device.createdAt)}</dd>

@@ -6,7 +6,8 @@
 import type { Context, Hono } from "hono";
 import type { AppEnv, ConsoleDeps } from "../context.ts";
 import type { FederationPeer, OutboxBacklog, PeerStatus } from "../../storage/types.ts";
-import { actorOf, addPeer, setPeerStatus } from "../actions.ts";
+import { actorOf, addPeer, adminFor, setPeerStatus } from "../actions.ts";
+import type { OutboxEntry } from "../../storage/types.ts";
 import { flash, renderPage, seeOther } from "../render.tsx";
 import { Badge, Table } from "../components/table.tsx";
 import { Field, PostForm, Select } from "../components/forms.tsx";
@@ -33,9 +34,10 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
     errors: Partial<Record<keyof PeerForm, string>>,
     status = 200,
   ) => {
-    const [peers, backlog] = await Promise.all([
+    const [peers, backlog, dead] = await Promise.all([
       deps.storage.peers.list(deps.config.federation.peers),
       deps.storage.outbox.backlog(),
+      deps.storage.outbox.listDead({ limit: 50 }),
     ]);
     const byDomain = new Map<string, OutboxBacklog>(backlog.map((b) => [b.peerDomain, b]));
     const now = deps.now();
@@ -76,27 +78,65 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
                 },
               },
               {
+                label: "Backoff",
+                cell: (p) => {
+                  const b = byDomain.get(p.domain);
+                  if (!b || b.pending === 0) return <span class="muted">idle</span>;
+                  const next = b.nextAttemptAt ? b.nextAttemptAt.getTime() - now : null;
+                  return (
+                    <span class="backoff" data-peer={p.domain}>
+                      {b.attempts === 0 ? "no failures yet" : `${b.attempts} failed attempts`}
+                      <span class="sub">
+                        {next === null
+                          ? "next retry unknown"
+                          : next <= 0
+                          ? "retry due now"
+                          : `next retry in ${age(next)}`}
+                      </span>
+                    </span>
+                  );
+                },
+              },
+              {
                 label: "Last error",
                 cell: (p) => byDomain.get(p.domain)?.lastError ?? <span class="muted">none</span>,
               },
               {
                 label: "Actions",
-                cell: (p) =>
-                  p.source === "config"
-                    ? <span class="muted">edit the config</span>
-                    : (
-                      <span class="actions">
-                        {PEER_STATUSES.filter((s) => s !== p.status).map((s) => (
-                          <a
-                            class={`button small ${s === "blocked" ? "danger" : ""}`}
-                            href={href(peerPath(p.domain), { to: s })}
-                            aria-label={`${STATUS_VERB[s]} ${p.domain}`}
-                          >
-                            {STATUS_VERB[s]}
-                          </a>
-                        ))}
-                      </span>
-                    ),
+                cell: (p) => (
+                  <span class="actions">
+                    {(byDomain.get(p.domain)?.pending ?? 0) > 0 && (
+                      <PostForm
+                        action={`/peers/${encodeURIComponent(p.domain)}/retry`}
+                        csrf={csrf}
+                        class="inline"
+                      >
+                        <button
+                          type="submit"
+                          class="small primary"
+                          aria-label={`Retry ${p.domain} now`}
+                        >
+                          Retry now
+                        </button>
+                      </PostForm>
+                    )}
+                    {p.source === "config"
+                      ? <span class="muted">edit the config</span>
+                      : (
+                        <span class="actions">
+                          {PEER_STATUSES.filter((s) => s !== p.status).map((s) => (
+                            <a
+                              class={`button small ${s === "blocked" ? "danger" : ""}`}
+                              href={href(peerPath(p.domain), { to: s })}
+                              aria-label={`${STATUS_VERB[s]} ${p.domain}`}
+                            >
+                              {STATUS_VERB[s]}
+                            </a>
+                          ))}
+                        </span>
+                      )}
+                  </span>
+                ),
               },
             ]}
           />
@@ -115,6 +155,56 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
             .map((b) => `${b.peerDomain} (${b.pending})`).join(", ")}
         </p>
       ),
+      <section aria-labelledby="dead-title" class="dead-letters">
+        <h2 id="dead-title">Dead letters ({figure(dead.length)})</h2>
+        {dead.length === 0
+          ? (
+            <p class="muted">
+              No outbox entry was given up. An entry dies when its peer keeps refusing it.
+            </p>
+          )
+          : (
+            <Table<OutboxEntry>
+              caption="Outbox entries given up, newest first"
+              rows={dead}
+              columns={[
+                { label: "Id", cell: (e) => <code>{e.id}</code> },
+                { label: "Peer", cell: (e) => e.peerDomain },
+                { label: "Event", cell: (e) => <code>{e.eventId}</code> },
+                { label: "Attempts", numeric: true, cell: (e) => figure(e.attempts) },
+                { label: "Given up", cell: (e) => when(e.deadAt) },
+                { label: "Last error", cell: (e) => e.lastError ?? "" },
+                {
+                  label: "Inspect",
+                  cell: (e) => (
+                    <details>
+                      <summary>Signed event</summary>
+                      <pre class="event-body">{JSON.stringify(e.body, null, 2)}</pre>
+                    </details>
+                  ),
+                },
+                {
+                  label: "Replay",
+                  cell: (e) => (
+                    <PostForm
+                      action={`/peers/dead/${encodeURIComponent(e.id)}/replay`}
+                      csrf={csrf}
+                      class="inline"
+                    >
+                      <button
+                        type="submit"
+                        class="small"
+                        aria-label={`Replay outbox entry ${e.id}`}
+                      >
+                        Replay
+                      </button>
+                    </PostForm>
+                  ),
+                },
+              ]}
+            />
+          )}
+      </section>,
       <section aria-labelledby="add-title">
         <h2 id="add-title">Add a peer</h2>
         {hasErrors && (
@@ -187,6 +277,44 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
     }
     deps.log.info("console: federation peer saved", { operator: actor, domain: peer.domain });
     flash(c, "ok", `Peer ${peer.domain} saved as ${peer.status}.`);
+    return seeOther(c, "/peers");
+  });
+
+  app.post("/peers/:domain/retry", async (c) => {
+    const domain = c.req.param("domain");
+    const actor = actorOf(c.get("session")!.label);
+    try {
+      const r = await adminFor(deps.storage, actor).retryPeer(domain);
+      deps.log.info("console: peer retry now", { operator: actor, domain, due: r.dueNow });
+      flash(
+        c,
+        "ok",
+        r.dueNow === 0
+          ? `Nothing of ${domain} was waiting for a retry.`
+          : `${r.dueNow} outbox ${r.dueNow === 1 ? "entry" : "entries"} of ${domain} ${
+            r.dueNow === 1 ? "is" : "are"
+          } due now.`,
+      );
+    } catch (err) {
+      if (err instanceof StorageError && err.status < 500) {
+        flash(c, "error", `Nothing was retried: ${err.message}.`);
+      } else throw err;
+    }
+    return seeOther(c, "/peers");
+  });
+
+  app.post("/peers/dead/:id/replay", async (c) => {
+    const id = c.req.param("id");
+    const actor = actorOf(c.get("session")!.label);
+    try {
+      const r = await adminFor(deps.storage, actor).replayDeadLetter(id);
+      deps.log.info("console: outbox entry replayed", { operator: actor, id });
+      flash(c, "ok", `Outbox entry ${id} for ${r.entry.peerDomain} is pending again, due now.`);
+    } catch (err) {
+      if (err instanceof StorageError && err.status < 500) {
+        flash(c, "error", `Entry ${id} was not replayed: ${err.message}.`);
+      } else throw err;
+    }
     return seeOther(c, "/peers");
   });
 

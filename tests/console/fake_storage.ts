@@ -571,6 +571,8 @@ export function fakeStorage(clock: () => number = Date.now): FakeStorage {
           const e = outbox.find((o) => o.id === id)!;
           e.attempts++;
           e.lastError = error;
+          // Like the real repository: the next attempt after 2^attempts seconds.
+          e.nextAttemptAt = new Date(now().getTime() + Math.min(2 ** e.attempts, 3600) * 1000);
           return Promise.resolve(e);
         },
         backlog() {
@@ -640,9 +642,17 @@ export function fakeStorage(clock: () => number = Date.now): FakeStorage {
           });
           return Promise.resolve(e);
         },
+        markDead(id, error) {
+          guard();
+          const e = outbox.find((o) => o.id === id);
+          if (!e) throw new NotFound("outbox entry", id);
+          e.attempts++;
+          e.lastError = error;
+          e.deadAt ??= now();
+          return Promise.resolve(e);
+        },
         claimDue: notInFake,
         markDelivered: notInFake,
-        markDead: notInFake,
       },
       audit: {
         append(entry) {
