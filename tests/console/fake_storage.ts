@@ -1,10 +1,19 @@
+// deno-lint-ignore-file require-await -- async so a refusal rejects, as in the real repositories
 /**
  * An in-memory Storage for fast console page tests. It follows storage/types.ts closely enough
  * for the console: keyset pages (cursor = last item's position key), status transitions that
  * refuse with the typed errors, key events, audit entries and a recorded control bus.
  */
 import { bytesToHex } from "@noble/hashes/utils.js";
-import { Conflict, NotFound, StorageFailure, TransitionNotAllowed } from "../../storage/errors.ts";
+import {
+  Conflict,
+  InvalidValue,
+  NotFound,
+  StorageFailure,
+  TransitionNotAllowed,
+} from "../../storage/errors.ts";
+import * as v from "../../storage/repos/validate.ts";
+import type { StaticPeer } from "../../storage/repos/federation.ts";
 import type {
   AuditEntry,
   AuditNote,
@@ -77,14 +86,31 @@ export interface FakeStorage extends Storage {
   failWith: Error | null;
   /** Adds a relay envelope directly (for queue depth figures). */
   addEnvelope(deviceId: string, enqueuedAt: Date): void;
+  /**
+   * Stores a peer as given, without the repository's checks: rows the real store would refuse
+   * (markup in a domain), so pages are shown to escape whatever a database holds.
+   */
+  seedPeer(peer: Omit<FederationPeer, "source" | "lastSeenAt" | "createdAt">): void;
   /** An active device asks for a new key, as a handshake without auto-approve would. */
   requestKey(deviceId: string, publicKey: Uint8Array): void;
   routes: Map<string, Route>;
 }
 
 /** A fresh, empty in-memory storage. `clock` defaults to Date.now. */
-export function fakeStorage(clock: () => number = Date.now): FakeStorage {
+export function fakeStorage(
+  clock: () => number = Date.now,
+  staticPeers: StaticPeer[] = [],
+): FakeStorage {
   const now = () => new Date(clock());
+  const staticDomains = new Set(staticPeers.map((p) => p.domain.toLowerCase()));
+  const staticView = (p: StaticPeer): FederationPeer => ({
+    ...p,
+    domain: p.domain.toLowerCase(),
+    status: "active",
+    source: "config",
+    lastSeenAt: null,
+    createdAt: null,
+  });
   const users = new Map<string, User>();
   const devices = new Map<string, Device>();
   const keyEvents: DeviceKeyEvent[] = [];
@@ -172,6 +198,9 @@ export function fakeStorage(clock: () => number = Date.now): FakeStorage {
       interrupts,
       routes,
       failWith: null,
+      seedPeer(peer) {
+        peers.set(peer.domain, { ...peer, source: "database", lastSeenAt: null, createdAt: now() });
+      },
       addEnvelope(deviceId: string, enqueuedAt: Date) {
         envelopes.push({
           envelopeId: String(envelopes.length + 1),
@@ -339,8 +368,10 @@ export function fakeStorage(clock: () => number = Date.now): FakeStorage {
         },
       },
       keyEvents: {
-        list(filter) {
+        async list(filter) {
           guard();
+          if (filter.from !== undefined) v.date("from", filter.from);
+          if (filter.to !== undefined) v.date("to", filter.to);
           const all = keyEvents
             .filter((e) => !filter.deviceId || e.deviceId === filter.deviceId)
             .filter((e) => !filter.from || e.recordedAt >= filter.from)
@@ -368,7 +399,14 @@ export function fakeStorage(clock: () => number = Date.now): FakeStorage {
         restore: () => Promise.reject(new Error("the fake storage restores nothing")),
       },
       sessions: {
-        record(s) {
+        async record(s) {
+          v.newId("session id", s.sessionId);
+          if (s.pattern !== "XK" && s.pattern !== "IK") {
+            throw new InvalidValue("pattern", s.pattern, "XK or IK");
+          }
+          if (sessions.some((x) => x.sessionId === s.sessionId)) {
+            throw new Conflict(`session ${JSON.stringify(s.sessionId)} already exists`);
+          }
           const r = { ...s, createdAt: now() };
           sessions.push(r);
           return Promise.resolve(r);
@@ -508,15 +546,24 @@ export function fakeStorage(clock: () => number = Date.now): FakeStorage {
           )),
       },
       peers: {
-        upsert(input, actor) {
+        async upsert(input, actor) {
           guard();
-          const existing = peers.get(input.domain);
+          // The real repository's checks, with its validators.
+          const domain = v.domain(input.domain);
+          const endpoint = v.endpoint(input.endpoint);
+          const publicKey = v.key32("peer public key", input.publicKey);
+          const status = input.status === undefined ? undefined : v.peerStatus(input.status);
+          v.actor(actor);
+          if (staticDomains.has(domain)) {
+            throw new Conflict(`peer ${domain} is a static [federation] peer; change it there`);
+          }
+          const existing = peers.get(domain);
           const before = existing ? peerAudit(existing) : null;
           const p: FederationPeer = {
-            domain: input.domain,
-            endpoint: input.endpoint,
-            publicKey: input.publicKey,
-            status: input.status ?? existing?.status ?? "pending",
+            domain,
+            endpoint,
+            publicKey,
+            status: status ?? existing?.status ?? "pending",
             source: "database",
             lastSeenAt: existing?.lastSeenAt ?? null,
             createdAt: existing?.createdAt ?? now(),
@@ -525,32 +572,43 @@ export function fakeStorage(clock: () => number = Date.now): FakeStorage {
           recordAudit(actor, existing ? "peer.update" : "peer.add", p.domain, before, p);
           return Promise.resolve(p);
         },
-        get: (d) => (guard(), Promise.resolve(peers.get(d) ?? null)),
-        setStatus(domain, status: PeerStatus, actor) {
+        async get(d) {
           guard();
+          const domain = v.domain(d);
+          const fixed = staticPeers.find((p) => p.domain.toLowerCase() === domain);
+          return Promise.resolve(fixed ? staticView(fixed) : peers.get(domain) ?? null);
+        },
+        async setStatus(d, to: PeerStatus, actor) {
+          guard();
+          const domain = v.domain(d);
+          const status = v.peerStatus(to);
+          v.actor(actor);
+          if (staticDomains.has(domain)) {
+            throw new Conflict(`peer ${domain} is a static [federation] peer; change it there`);
+          }
           const p = peers.get(domain);
           if (!p) throw new NotFound("federation peer", domain);
-          if (p.status === status) throw new TransitionNotAllowed(`peer ${domain}`, status, status);
+          if (p.status === status) {
+            throw new TransitionNotAllowed(`peer ${domain}`, p.status, status);
+          }
           const before = peerAudit(p);
           p.status = status;
           recordAudit(actor, "peer.set-status", domain, before, p);
           return Promise.resolve(p);
         },
-        list(staticPeers = []) {
+        async list(extra = []) {
           guard();
-          const out: FederationPeer[] = staticPeers.map((s) => ({
-            ...s,
-            status: "active" as const,
-            source: "config" as const,
-            lastSeenAt: null,
-            createdAt: null,
-          }));
+          const out: FederationPeer[] = [...staticPeers, ...extra].map(staticView);
           for (const p of peers.values()) {
             if (!out.some((o) => o.domain === p.domain)) out.push(p);
           }
           return Promise.resolve(out.sort((a, b) => a.domain.localeCompare(b.domain)));
         },
-        touch: () => Promise.resolve(),
+        async touch(d) {
+          const p = peers.get(v.domain(d));
+          if (p) p.lastSeenAt = now();
+          return Promise.resolve();
+        },
       },
       outbox: {
         enqueue(input) {
@@ -655,8 +713,11 @@ export function fakeStorage(clock: () => number = Date.now): FakeStorage {
         markDelivered: notInFake,
       },
       audit: {
-        append(entry) {
+        async append(entry) {
           guard();
+          v.actor(entry.actor);
+          v.text("action", entry.action, 128, 1);
+          v.text("target", entry.target, 512);
           const a: AuditEntry = {
             id: nextId("aud"),
             actor: entry.actor,
@@ -669,11 +730,12 @@ export function fakeStorage(clock: () => number = Date.now): FakeStorage {
           audit.push(a);
           return Promise.resolve(a);
         },
-        list(filter) {
+        async list(filter) {
           guard();
           const all = audit.filter((a) =>
             (!filter.actor || a.actor === filter.actor) &&
-            (!filter.action || a.action === filter.action) && contains(a.target, filter.target)
+            (!filter.action || a.action === filter.action) &&
+            (filter.target === undefined || a.target === filter.target)
           ).slice().reverse();
           return Promise.resolve(page(all, (a) => a.id, filter));
         },

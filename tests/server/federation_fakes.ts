@@ -6,6 +6,7 @@
 import type { Config, StaticPeer } from "../../server/config.ts";
 import type { LogFields, Logger } from "../../server/log.ts";
 import { Conflict, NotFound, TransitionNotAllowed } from "../../storage/errors.ts";
+import * as v from "../../storage/repos/validate.ts";
 import type {
   FederationPeer,
   OutboxBacklog,
@@ -33,46 +34,77 @@ export class Clock {
   }
 }
 
+/** Runs a repository step, turning a thrown error into a rejection (as the real repos do). */
+function checked<T>(fn: () => T): Promise<T> {
+  try {
+    return Promise.resolve(fn());
+  } catch (err) {
+    return Promise.reject(err);
+  }
+}
+
+/** The rejection the real outbox gives for an id that is not one, or null for a good id. */
+function badOutboxId(id: string): Promise<never> | null {
+  try {
+    v.bigId("outbox id", id);
+    return null;
+  } catch (err) {
+    return Promise.reject(err);
+  }
+}
+
 export class MemoryPeerRepo implements PeerRepo {
   rows = new Map<string, FederationPeer>();
   touched: string[] = [];
   upsert(
     input: { domain: string; endpoint: string; publicKey: Uint8Array; status?: PeerStatus },
   ): Promise<FederationPeer> {
-    const domain = input.domain.toLowerCase();
-    const before = this.rows.get(domain);
-    const peer: FederationPeer = {
-      domain,
-      endpoint: input.endpoint,
-      publicKey: input.publicKey,
-      status: input.status ?? before?.status ?? "pending",
-      source: "database",
-      lastSeenAt: before?.lastSeenAt ?? null,
-      createdAt: before?.createdAt ?? new Date(),
-    };
-    this.rows.set(domain, peer);
-    return Promise.resolve(peer);
+    return checked(() => {
+      const domain = v.domain(input.domain);
+      const endpoint = v.endpoint(input.endpoint);
+      const publicKey = v.key32("peer public key", input.publicKey);
+      const status = input.status === undefined ? undefined : v.peerStatus(input.status);
+      const before = this.rows.get(domain);
+      const peer: FederationPeer = {
+        domain,
+        endpoint,
+        publicKey,
+        status: status ?? before?.status ?? "pending",
+        source: "database",
+        lastSeenAt: before?.lastSeenAt ?? null,
+        createdAt: before?.createdAt ?? new Date(),
+      };
+      this.rows.set(domain, peer);
+      return { ...peer };
+    });
   }
   get(domain: string): Promise<FederationPeer | null> {
-    return Promise.resolve(this.rows.get(domain.toLowerCase()) ?? null);
+    return checked(() => {
+      const peer = this.rows.get(v.domain(domain));
+      return peer ? { ...peer } : null;
+    });
   }
   setStatus(domain: string, status: PeerStatus): Promise<FederationPeer> {
-    const peer = this.rows.get(domain);
-    if (!peer) return Promise.reject(new NotFound("federation peer", domain));
-    if (peer.status === status) {
-      return Promise.reject(new TransitionNotAllowed(`peer ${domain}`, peer.status, status));
-    }
-    peer.status = status;
-    return Promise.resolve(peer);
+    return checked(() => {
+      const d = v.domain(domain);
+      const to = v.peerStatus(status);
+      const peer = this.rows.get(d);
+      if (!peer) throw new NotFound("federation peer", d);
+      if (peer.status === to) throw new TransitionNotAllowed(`peer ${d}`, peer.status, to);
+      peer.status = to;
+      return { ...peer };
+    });
   }
   list(): Promise<FederationPeer[]> {
     return Promise.resolve([...this.rows.values()]);
   }
   touch(domain: string): Promise<void> {
-    this.touched.push(domain);
-    const peer = this.rows.get(domain);
-    if (peer) peer.lastSeenAt = new Date();
-    return Promise.resolve();
+    return checked(() => {
+      const d = v.domain(domain);
+      this.touched.push(d);
+      const peer = this.rows.get(d);
+      if (peer) peer.lastSeenAt = new Date();
+    });
   }
 }
 
@@ -83,6 +115,13 @@ export class MemoryOutboxRepo implements OutboxRepo {
   enqueue(
     input: { eventId: string; peerDomain: string; endpoint: string; body: unknown },
   ): Promise<OutboxEntry> {
+    try {
+      v.text("event id", input.eventId, 128, 1);
+      v.domain(input.peerDomain);
+      v.endpoint(input.endpoint);
+    } catch (err) {
+      return Promise.reject(err);
+    }
     const existing = this.entries.find((e) =>
       e.eventId === input.eventId && e.peerDomain === input.peerDomain
     );
@@ -105,6 +144,12 @@ export class MemoryOutboxRepo implements OutboxRepo {
     return Promise.resolve(entry);
   }
   claimDue(limit: number, now: Date = this.clock.now()): Promise<OutboxEntry[]> {
+    try {
+      v.int("limit", limit, 1, 500);
+      v.date("now", now);
+    } catch (err) {
+      return Promise.reject(err);
+    }
     const due = this.entries
       .filter((e) =>
         e.deliveredAt === null && e.deadAt === null && e.nextAttemptAt.getTime() <= now.getTime()
@@ -114,12 +159,16 @@ export class MemoryOutboxRepo implements OutboxRepo {
     return Promise.resolve(due.map((e) => ({ ...e })));
   }
   markDelivered(id: string): Promise<void> {
+    const bad = badOutboxId(id);
+    if (bad) return bad;
     const e = this.entries.find((x) => x.id === id);
     if (!e) return Promise.reject(new NotFound("outbox entry", id));
     e.deliveredAt = this.clock.now();
     return Promise.resolve();
   }
   markFailed(id: string, error: string): Promise<OutboxEntry> {
+    const bad = badOutboxId(id);
+    if (bad) return bad;
     const e = this.entries.find((x) => x.id === id);
     if (!e) return Promise.reject(new NotFound("outbox entry", id));
     e.attempts++;
@@ -130,6 +179,8 @@ export class MemoryOutboxRepo implements OutboxRepo {
     return Promise.resolve({ ...e });
   }
   markDead(id: string, error: string): Promise<OutboxEntry> {
+    const bad = badOutboxId(id);
+    if (bad) return bad;
     const e = this.entries.find((x) => x.id === id);
     if (!e) return Promise.reject(new NotFound("outbox entry", id));
     if (e.deliveredAt) return Promise.reject(new Conflict(`outbox entry ${id} was delivered`));
@@ -187,10 +238,14 @@ export class MemoryOutboxRepo implements OutboxRepo {
     );
   }
   get(id: string): Promise<OutboxEntry | null> {
+    const bad = badOutboxId(id);
+    if (bad) return bad;
     const e = this.entries.find((x) => x.id === id);
     return Promise.resolve(e ? { ...e } : null);
   }
   replay(id: string): Promise<OutboxEntry> {
+    const bad = badOutboxId(id);
+    if (bad) return bad;
     const e = this.entries.find((x) => x.id === id);
     if (!e) return Promise.reject(new NotFound("outbox entry", id));
     if (!e.deadAt || e.deliveredAt) {
