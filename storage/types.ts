@@ -656,9 +656,10 @@ export interface EphemeralStore {
   /** Delete the route only if it still names this session. */
   clearRoute(deviceId: string, sessionId: string): Promise<void>;
   /**
-   * Set the short-lived interrupt key `interrupt:{device}` (ccp1.md §6). No node reads it yet:
-   * live connections end on the `device-revoked` control event published with it, and the
-   * device's next handshake is refused by its stored status.
+   * Set the short-lived interrupt key `interrupt:{device}` (ccp1.md §6). Live connections end on
+   * the control event published with it; every node also reads the keys of the devices it holds
+   * every 2 s (server/reconcile.ts) and cuts sessions older than the key, so a lost event still
+   * takes effect. The device's next handshake is refused by its stored status.
    */
   setInterrupt(deviceId: string, reason: string, ttlSeconds: number): Promise<void>;
   getInterrupt(deviceId: string): Promise<string | null>;

@@ -33,8 +33,8 @@ export interface EphemeralOptions {
 export const presenceKey = (prefix: string, deviceId: string) => `${prefix}presence:${deviceId}`;
 export const routeKey = (prefix: string, deviceId: string) => `${prefix}route:${deviceId}`;
 /**
- * How long an interrupt key lives (the console and the CLI set it on revocation). Nodes do not
- * read it yet; see `EphemeralStore.setInterrupt`.
+ * How long an interrupt key lives (the console and the CLI set it on revocation); nodes read the
+ * keys of the devices they hold every 2 s (see `EphemeralStore.setInterrupt`).
  */
 export const INTERRUPT_TTL_SECONDS = 120;
 
