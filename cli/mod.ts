@@ -3,6 +3,7 @@
  * and `runCli`, which turns every outcome into an exit code: 0 ok, 1 failure (with the guide's
  * troubleshooting hint for storage and Redis failures), 2 usage (with a one-line usage hint).
  */
+import leven from "leven";
 import { UsageError, wantsHelp } from "./args.ts";
 import { type Command, PROGRAM } from "./command.ts";
 import { CliContext, CliFailure } from "./context.ts";
@@ -75,24 +76,11 @@ export function commandHelp(command: Command): string {
   return [...lines, "", command.help].join("\n");
 }
 
-/** Edit distance (Levenshtein) of two short strings. */
-function distance(a: string, b: string): number {
-  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const row = [i];
-    for (let j = 1; j <= b.length; j++) {
-      row[j] = Math.min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
-    }
-    prev = row;
-  }
-  return prev[b.length];
-}
-
 /** The command an unknown name was probably meant to be, or null. */
 export function closestCommand(name: string): string | null {
   let best: { name: string; d: number } | null = null;
   for (const c of COMMANDS) {
-    const d = c.name.startsWith(name) || name.startsWith(c.name) ? 1 : distance(name, c.name);
+    const d = c.name.startsWith(name) || name.startsWith(c.name) ? 1 : leven(name, c.name);
     if (!best || d < best.d) best = { name: c.name, d };
   }
   return best && best.d <= Math.max(2, Math.floor(name.length / 3)) ? best.name : null;

@@ -6,6 +6,7 @@
  * Every wrong value is reported with its key, where it came from and what was expected; all
  * problems are collected and reported together so an operator fixes them in one pass.
  */
+import leven from "leven";
 import { parse as parseToml } from "smol-toml";
 import { ed25519, x25519 } from "@noble/curves/ed25519.js";
 import { blake3 } from "@noble/hashes/blake3.js";
@@ -761,22 +762,10 @@ function suggest(name: string, candidates: string[]): string {
   let best: string | null = null;
   let bestDistance = 3;
   for (const candidate of candidates) {
-    const d = editDistance(name.toLowerCase(), candidate);
+    const d = leven(name.toLowerCase(), candidate);
     if (d < bestDistance) [best, bestDistance] = [candidate, d];
   }
   return best ? ` (did you mean "${best}"?)` : "";
-}
-
-function editDistance(a: string, b: string): number {
-  let prev = Array.from({ length: b.length + 1 }, (_, i) => i);
-  for (let i = 1; i <= a.length; i++) {
-    const row = [i];
-    for (let j = 1; j <= b.length; j++) {
-      row[j] = Math.min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
-    }
-    prev = row;
-  }
-  return prev[b.length];
 }
 
 function isTable(value: unknown): value is Record<string, unknown> {
