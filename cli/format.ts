@@ -48,25 +48,6 @@ export function keyValues(pairs: [string, unknown][]): string {
   return pairs.map(([k, v]) => `${k}=${cell(v)}`).join("\n");
 }
 
-/** One CSV field (RFC 4180): quoted when it holds a comma, quote or line break. */
-export function csvField(value: unknown): string {
-  const text = value === null || value === undefined
-    ? ""
-    : value instanceof Date
-    ? value.toISOString()
-    : value instanceof Uint8Array
-    ? hex(value)
-    : String(value);
-  // A leading =, +, - or @ would make a spreadsheet evaluate the field as a formula.
-  const guarded = /^[=+\-@]/.test(text) ? `'${text}` : text;
-  return /[",\r\n]/.test(guarded) ? `"${guarded.replaceAll('"', '""')}"` : guarded;
-}
-
-/** One CSV line with the CRLF terminator RFC 4180 asks for. */
-export function csvLine(values: unknown[]): string {
-  return values.map(csvField).join(",") + "\r\n";
-}
-
 /** JSON with byte arrays as hex and dates as RFC 3339. */
 export function toJson(value: unknown, indent = 2): string {
   return JSON.stringify(
