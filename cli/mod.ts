@@ -7,6 +7,7 @@ import leven from "leven";
 import { UsageError, wantsHelp } from "./args.ts";
 import { type Command, PROGRAM } from "./command.ts";
 import { CliContext, CliFailure } from "./context.ts";
+import { analyticsCommand } from "./commands/analytics.ts";
 import { diagnoseCommand } from "./commands/diagnose.ts";
 import { auditCommand, nodesCommand, queueCommand } from "./commands/cluster.ts";
 import {
@@ -46,6 +47,7 @@ export const COMMANDS: readonly Command[] = [
   groupsCommand,
   nodesCommand,
   auditCommand,
+  analyticsCommand,
   diagnoseCommand,
   genKeysCommand,
 ];

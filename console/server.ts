@@ -87,6 +87,7 @@ export function buildConsole(ctx: ConsoleContext): ConsoleApp {
   routes.peers.register(app, deps);
   routes.keyEventArchive.register(app, deps);
   routes.keyEvents.register(app, deps);
+  routes.analytics.register(app, deps);
   routes.audit.register(app, deps);
 
   app.notFound((c) =>

@@ -630,6 +630,7 @@ export class Connection {
         { returnPayloads: false },
       );
       metrics.acknowledged(deleted.length);
+      this.node.ctx.analytics?.acknowledged(deleted);
       const last = new Map<number, bigint>();
       for (const env of deleted) {
         const id = BigInt(env.envelopeId);

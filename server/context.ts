@@ -11,6 +11,7 @@ import type { Storage } from "../storage/types.ts";
 import type { Ledger } from "../storage/ledger.ts";
 import type { Limits } from "./limits.ts";
 import type { Admission } from "./admission.ts";
+import type { FrameAnalytics } from "./analytics.ts";
 
 export interface NodeContext {
   readonly config: Config;
@@ -23,6 +24,8 @@ export interface NodeContext {
   readonly limits: Limits;
   /** Caps on connections in their handshake and the memory budget (server/admission.ts). */
   readonly admission: Admission;
+  /** Frame analytics counters (server/analytics.ts); absent in some unit tests. */
+  readonly analytics?: FrameAnalytics;
 }
 
 /** Bus channel on which a node receives frames for the devices it holds. */

@@ -673,6 +673,7 @@ export class RelayNode {
     const purged = await this.ctx.storage.relay.purgeExpired();
     if (purged > 0) {
       this.ctx.metrics.expired(purged);
+      this.ctx.analytics?.expired(purged);
       this.ctx.log.info("expired envelopes purged", { count: purged });
     }
   }

@@ -193,8 +193,9 @@ export class Router {
     live: number,
     started: number,
   ): void {
-    const { metrics, log } = this.node.ctx;
+    const { metrics, log, analytics } = this.node.ctx;
     if (started >= 0) metrics.routed((performance.now() - started) / 1000);
+    analytics?.routed(frame.type, route, route.members.size - 1, live);
     if (conn.state !== "open") return;
     conn.sendAck(frame.channel, frame.sequence);
     if (!infoEnabled()) return; // skip building the fields at high rates with a quieter log

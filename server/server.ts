@@ -21,6 +21,7 @@ import { Limits } from "./limits.ts";
 import { Admission } from "./admission.ts";
 import { startRetentionJob } from "./retention.ts";
 import { startHeartbeat } from "./heartbeat.ts";
+import { FrameAnalytics } from "./analytics.ts";
 
 export interface ServerOptions {
   /** Use this storage instead of opening one (it is then not closed on stop). */
@@ -73,7 +74,18 @@ export async function startServer(
     warn: (message, fields) => log.warn(message, fields),
   });
   const admission = new Admission(config.limits);
-  const ctx: NodeContext = { config, storage, metrics, log, ledger, nodeId, limits, admission };
+  const analytics = new FrameAnalytics(storage.analytics, config.server.domain, metrics);
+  const ctx: NodeContext = {
+    config,
+    storage,
+    metrics,
+    log,
+    ledger,
+    nodeId,
+    limits,
+    admission,
+    analytics,
+  };
   const node = new RelayNode(ctx, { federation: options.federation });
   let tcpListener: Deno.Listener | null = null;
   let httpServer: HttpFront | null = null;
@@ -82,6 +94,7 @@ export async function startServer(
     await ledger.ready();
     await node.start();
     stopRetention = startRetentionJob(config, storage, log);
+    analytics.start((err) => log.warn("frame analytics flush failed; counts kept", { error: err }));
     const tls = config.server.tlsCert !== null && config.server.tlsKey !== null;
     const cert = tls ? await Deno.readTextFile(config.server.tlsCert!) : undefined;
     const key = tls ? await Deno.readTextFile(config.server.tlsKey!) : undefined;
@@ -169,6 +182,9 @@ export async function startServer(
           await node.stop();
           await httpServer?.shutdown();
           await node.idle();
+          await analytics.stop().catch((err) => {
+            log.warn("frame analytics flush failed at stop", { error: err });
+          });
           await ledger.close().catch(() => {});
           if (ownsStorage) await storage.close();
           log.info("stopped");
@@ -183,6 +199,7 @@ export async function startServer(
       // not open
     }
     await stopRetention().catch(() => {});
+    await analytics.stop().catch(() => {});
     await node.stop().catch(() => {});
     await httpServer?.shutdown().catch(() => {});
     await ledger.close().catch(() => {});

@@ -6,6 +6,7 @@
 import { type Db, openPglite, openPostgres } from "./db.ts";
 import { openEphemeral } from "./ephemeral/mod.ts";
 import { migrate, type MigrationProgress } from "./migrate.ts";
+import { PgAnalyticsRepo } from "./repos/analytics.ts";
 import { PgAuditRepo } from "./repos/audit.ts";
 import { PgDeviceRepo } from "./repos/devices.ts";
 import { PgOutboxRepo, PgPeerRepo, type StaticPeer } from "./repos/federation.ts";
@@ -82,6 +83,7 @@ export function buildStorage(
     devices: new PgDeviceRepo(db),
     keyEvents: new PgKeyEventRepo(db),
     keyEventArchive: new PgKeyEventArchiveRepo(db),
+    analytics: new PgAnalyticsRepo(db),
     sessions: new PgSessionRepo(db),
     relay: new PgRelayRepo(db),
     offsets: new PgOffsetRepo(db),

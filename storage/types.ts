@@ -123,6 +123,9 @@ export interface RelayAck {
   channelId: number;
   /** The recipient sequence it was sent and acknowledged under. */
   sequence: number;
+  /** When it was enqueued and how often it was handed out (frame analytics). */
+  enqueuedAt: Date;
+  attempts: number;
 }
 
 export interface Group {
@@ -379,6 +382,52 @@ export interface KeyEventArchiveRepo {
   restore(
     events: ArchivedKeyEvent[],
   ): Promise<{ restored: number; present: number; unknownDevice: number }>;
+}
+
+/** Counts of one hour (or day) for one frame type, conversation kind and peer domain. */
+export interface FrameRollup {
+  bucket: Date;
+  /** Frame type name, or "*" (all types). */
+  frameType: string;
+  /** "direct", "group" or "*". */
+  conversation: string;
+  /** "" for this domain, a remote domain, or "*" when not grouped by peer. */
+  peerDomain: string;
+  sent: number;
+  delivered: number;
+  queued: number;
+  expired: number;
+  redelivered: number;
+}
+
+/** What one node adds to an hour's rollup. */
+export type FrameRollupDelta = FrameRollup;
+
+/** What one node adds to an hour's latency histogram slot. */
+export interface LatencyDelta {
+  bucket: Date;
+  slot: number;
+  count: number;
+  sumMs: number;
+}
+
+/** Frame analytics rollups (server/analytics.ts feeds them). */
+export interface AnalyticsRepo {
+  /** Adds counts to the hourly rows (creating them), in one transaction. */
+  add(rows: FrameRollupDelta[], latency: LatencyDelta[]): Promise<void>;
+  /** Hours or days in [from, to), summed over the dimensions not in `by` (those read "*"). */
+  rollups(filter: {
+    granularity: "hour" | "day";
+    from: Date;
+    to: Date;
+    by?: ("type" | "conversation" | "peer")[];
+  }): Promise<FrameRollup[]>;
+  /** Latency histogram slots per hour or day in [from, to). */
+  latency(filter: { granularity: "hour" | "day"; from: Date; to: Date }): Promise<
+    { bucket: Date; slots: Map<number, number>; sumMs: number }[]
+  >;
+  /** Deletes rollups of hours before `before`. */
+  purge(before: Date): Promise<number>;
 }
 
 export interface SessionRepo {
@@ -707,6 +756,7 @@ export interface Storage {
   devices: DeviceRepo;
   keyEvents: KeyEventRepo;
   keyEventArchive: KeyEventArchiveRepo;
+  analytics: AnalyticsRepo;
   sessions: SessionRepo;
   relay: RelayRepo;
   offsets: OffsetRepo;

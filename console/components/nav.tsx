@@ -7,6 +7,7 @@ export type NavKey =
   | "groups"
   | "peers"
   | "key-events"
+  | "analytics"
   | "audit";
 
 const ITEMS: [NavKey, string, string][] = [
@@ -16,6 +17,7 @@ const ITEMS: [NavKey, string, string][] = [
   ["groups", "/groups", "Groups"],
   ["peers", "/peers", "Federation peers"],
   ["key-events", "/key-events", "Key events"],
+  ["analytics", "/analytics", "Analytics"],
   ["audit", "/audit", "Audit log"],
 ];
 

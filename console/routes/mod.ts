@@ -11,5 +11,6 @@ export * as groupRoles from "./group_roles.tsx";
 export * as peers from "./peers.tsx";
 export * as keyEventArchive from "./key_event_archive.tsx";
 export * as keyEvents from "./key_events.tsx";
+export * as analytics from "./analytics.tsx";
 export * as audit from "./audit.tsx";
 export * as staticFiles from "./static.ts";

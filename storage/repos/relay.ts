@@ -53,7 +53,7 @@ interface EnvelopeRow {
 const ENVELOPE_COLUMNS =
   "envelope_id, device_id, channel_id, payload, enqueued_at, expires_at, attempts, last_sequence";
 /** What the fast ack reads back: no payloads or timestamps to transfer and decode. */
-const ACK_COLUMNS = "envelope_id, channel_id, last_sequence";
+const ACK_COLUMNS = "envelope_id, channel_id, last_sequence, enqueued_at, attempts";
 
 /**
  * The delivery path's statements, each run as a named prepared statement (parsed and planned
@@ -264,6 +264,8 @@ export class PgRelayRepo implements RelayRepo {
       envelopeId: String(r.envelope_id),
       channelId: Number(r.channel_id),
       sequence: Number(r.last_sequence),
+      enqueuedAt: r.enqueued_at,
+      attempts: r.attempts,
     }));
   }
 

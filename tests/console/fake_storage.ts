@@ -389,6 +389,12 @@ export function fakeStorage(
           );
         },
       },
+      analytics: {
+        add: () => Promise.resolve(),
+        rollups: () => (guard(), Promise.resolve([])),
+        latency: () => (guard(), Promise.resolve([])),
+        purge: () => Promise.resolve(0),
+      },
       keyEventArchive: {
         withJobLock: () => Promise.resolve({ locked: false as const }),
         due: () => Promise.resolve([]),
