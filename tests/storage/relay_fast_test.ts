@@ -60,11 +60,16 @@ async function suite(t: Deno.TestContext, db: Db): Promise<void> {
     assert.deepEqual(await relay.ack(dev, "fast-other", [1, 2], { returnPayloads: false }), []);
     assert.deepEqual(await relay.ack(dev, "fast-s2", [99], { returnPayloads: false }), []);
     const gone = await relay.ack(dev, "fast-s2", [2, 1, 4], { returnPayloads: false });
-    assert.deepEqual(gone, [
-      { envelopeId: ids[0], channelId: 1, sequence: 1 },
-      { envelopeId: ids[1], channelId: 1, sequence: 2 },
-      { envelopeId: ids[3], channelId: 9, sequence: 4 },
-    ]);
+    assert.deepEqual(
+      gone.map(({ envelopeId, channelId, sequence }) => ({ envelopeId, channelId, sequence })),
+      [
+        { envelopeId: ids[0], channelId: 1, sequence: 1 },
+        { envelopeId: ids[1], channelId: 1, sequence: 2 },
+        { envelopeId: ids[3], channelId: 9, sequence: 4 },
+      ],
+    );
+    // When they were enqueued and how often handed out (frame analytics' latency).
+    assert.ok(gone.every((g) => g.enqueuedAt instanceof Date && g.attempts === 1));
     assert.equal(await offsets.read(dev, 1), ids[1]);
     assert.equal(await offsets.read(dev, 9), ids[3]);
     assert.equal((await relay.depth(dev)).depth, 2);
