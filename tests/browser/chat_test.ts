@@ -1,8 +1,9 @@
 /**
  * The web chat in headless Chromium against a real relay in this process: two pages (two
- * devices in one browser) chat through the server over the WebSocket transport, sealed end to
- * end; presence changes show; one page closes, the other sends three messages, the first
- * reopens and shows them in order exactly once, and the sender sees them delivered; an upgrade
+ * devices in one browser) chat through the server over the WebSocket transport (sealed end to
+ * end when the server offers the key directory); presence changes show; one page closes, the other sends three messages, the first
+ * reopens and shows them in order exactly once, and the sender sees them delivered; a group chat;
+ * the SDK bundle used directly by a page, and the key file round trip; an upgrade
  * from a page of another origin is refused. Reported as ignored when Chromium is missing
  * (tests/helpers/browser.ts), a failure with COMMUCAT_REQUIRE_BROWSER=1.
  */
@@ -220,6 +221,27 @@ browserTest("web chat: two pages, presence, offline queue, foreign origin", asyn
       await alicePage.waitForSelector(`[data-testid="presence-${bobId}"][data-state=online]`, {
         timeout: TIMEOUT,
       });
+    });
+
+    await t.step("a group: created by alice, joined by bob on its first message", async () => {
+      await alicePage.fill("input[name=peers]", bobId);
+      await alicePage.fill("input[name=group]", "team");
+      await alicePage.click("text=Start chat");
+      await alicePage.waitForSelector("h2:has-text('# team')", { timeout: TIMEOUT });
+      await alicePage.fill("input[name=message]", "hello team");
+      await alicePage.press("input[name=message]", "Enter");
+      const group = '[data-testid^="conversation-# team-"]';
+      await bobPage.click(group, { timeout: TIMEOUT });
+      await bobPage.waitForSelector("li.theirs:has-text('hello team')", { timeout: TIMEOUT });
+      await bobPage.fill("input[name=message]", "hi all");
+      await bobPage.press("input[name=message]", "Enter");
+      await alicePage.waitForSelector("li.theirs:has-text('hi all')", { timeout: TIMEOUT });
+      await alicePage.waitForSelector(
+        "li.mine [data-status=delivered]:has-text('delivered to 1')",
+        {
+          timeout: TIMEOUT,
+        },
+      );
     });
 
     await t.step("a page of another origin cannot open /connect", async () => {

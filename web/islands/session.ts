@@ -8,7 +8,7 @@
  *
  * Messages travel as the command-line chat's envelopes (client/chat_envelope.ts), with two
  * optional fields the web chat adds so a recipient knows the conversation on first contact:
- * `members` (a 1:1's two device ids) or `group_id`.
+ * `members` (every member's device id) and, for a group, `group_id`.
  *
  * @module
  */
@@ -561,9 +561,8 @@ export class ChatSession {
     await this.#joins.get(conversation.channel);
     const body = {
       ...envelope,
-      ...(conversation.groupId
-        ? { group_id: conversation.groupId }
-        : { members: conversation.members }),
+      members: conversation.members,
+      ...(conversation.groupId ? { group_id: conversation.groupId } : {}),
     };
     const bytes = encoder.encode(JSON.stringify(body));
     if (sealed) await client.sendSealed(conversation.channel, bytes);
