@@ -237,7 +237,7 @@ browserTest("web chat: two pages, presence, offline queue, foreign origin", asyn
       await bobPage.press("input[name=message]", "Enter");
       await alicePage.waitForSelector("li.theirs:has-text('hi all')", { timeout: TIMEOUT });
       await alicePage.waitForSelector(
-        "li.mine [data-status=delivered]:has-text('delivered to 1')",
+        "li.mine:has-text('hello team') [data-status=delivered]",
         {
           timeout: TIMEOUT,
         },
