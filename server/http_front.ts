@@ -228,6 +228,12 @@ export class HttpFront {
     try {
       if (this.options.tls) await (link.client as Deno.TlsConn).handshake();
       if (link.closed) return;
+      // The inner connection is opened on the client's first bytes: a connection that sends
+      // nothing costs one socket until the header timeout.
+      const first = new Uint8Array(64 * 1024);
+      const n = await link.client.read(first);
+      if (n === null || link.closed) return;
+      link.lastActivity = Date.now();
       const inner = await Deno.connect({ hostname: "127.0.0.1", port: this.#innerPort });
       link.inner = inner;
       if (link.closed) return;
@@ -238,23 +244,33 @@ export class HttpFront {
         // latency only
       }
       this.#byInnerPort.set((inner.localAddr as Deno.NetAddr).port, link);
-      await Promise.all([this.#upstream(link, inner), this.#downstream(link, inner)]);
+      await Promise.all([
+        this.#upstream(link, inner, first.subarray(0, n)),
+        this.#downstream(link, inner),
+      ]);
     } catch {
       // A reset or a failed TLS handshake: the connection simply ends.
     }
   }
 
   /** Client → inner server, watching the first request's headers. */
-  async #upstream(link: Link, inner: Deno.Conn): Promise<void> {
+  async #upstream(link: Link, inner: Deno.Conn, first: Uint8Array): Promise<void> {
     const buf = new Uint8Array(64 * 1024);
     let head = "";
+    let pending: Uint8Array | null = first;
     try {
       for (;;) {
-        const n = await link.client.read(buf);
-        if (n === null) break;
-        link.lastActivity = Date.now();
+        let chunk: Uint8Array;
+        if (pending !== null) {
+          chunk = pending;
+          pending = null;
+        } else {
+          const n = await link.client.read(buf);
+          if (n === null) break;
+          link.lastActivity = Date.now();
+          chunk = buf.subarray(0, n);
+        }
         if (link.discard) continue;
-        const chunk = buf.subarray(0, n);
         if (!link.headersDone) {
           head += new TextDecoder().decode(chunk.subarray(0, MAX_HEADER_BYTES));
           if (head.startsWith(HTTP2_PREFACE) || head.includes("\r\n\r\n")) {
