@@ -5,37 +5,15 @@
  * MB/s counts wire octets (1 MB = 10^6 octets).
  */
 import { encodeFrame, encodeFrames, type Frame, FrameDecoder, FrameType } from "../protocol/mod.ts";
+import { msPerCall } from "./helpers/timing.ts";
 
 const FRAMES = 1_000;
 const REPETITIONS = 7;
 const CHUNK = 64 * 1024;
 const SIZES: Array<[string, number]> = [["16 B", 16], ["1 KiB", 1024], ["64 KiB", 64 * 1024]];
 
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)];
-}
-
-/**
- * Median milliseconds per call of `fn`. Each sample repeats `fn` until it spans at least
- * 20 ms, so timer resolution does not swamp the small cases; one warm-up sample first.
- */
-function time(fn: () => void): number {
-  let inner = 1;
-  for (;;) {
-    const start = performance.now();
-    for (let i = 0; i < inner; i++) fn();
-    if (performance.now() - start >= 20 || inner >= 1 << 16) break;
-    inner *= 2;
-  }
-  const samples: number[] = [];
-  for (let r = 0; r < REPETITIONS; r++) {
-    const start = performance.now();
-    for (let i = 0; i < inner; i++) fn();
-    samples.push((performance.now() - start) / inner);
-  }
-  return median(samples);
-}
+/** Median milliseconds per call of `fn` (bench/helpers/timing.ts). */
+const time = (fn: () => void) => msPerCall(fn, { repetitions: REPETITIONS, minSampleMs: 20 });
 
 function row(name: string, size: string, ms: number, octets: number): string {
   const fps = FRAMES / (ms / 1000);

@@ -10,33 +10,14 @@
 import { defaultBackend } from "../protocol/crypto.ts";
 import { importStaticKey } from "../protocol/noise.ts";
 import { openEnvelope, sealEnvelope } from "../protocol/envelope.ts";
+import { msPerCall } from "./helpers/timing.ts";
 
 const REPETITIONS = 5;
 const SIZES: Array<[string, number]> = [["1 KiB", 1024], ["64 KiB", 64 * 1024]];
 const RECIPIENTS = [1, 10, 100];
 
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)];
-}
-
-/** Median milliseconds per call; each sample spans at least 50 ms; one warm-up sample. */
-function time(fn: () => void): number {
-  let inner = 1;
-  for (;;) {
-    const start = performance.now();
-    for (let i = 0; i < inner; i++) fn();
-    if (performance.now() - start >= 50 || inner >= 1 << 16) break;
-    inner *= 2;
-  }
-  const samples: number[] = [];
-  for (let r = 0; r < REPETITIONS; r++) {
-    const start = performance.now();
-    for (let i = 0; i < inner; i++) fn();
-    samples.push((performance.now() - start) / inner);
-  }
-  return median(samples);
-}
+/** Median milliseconds per call of `fn` (bench/helpers/timing.ts). */
+const time = (fn: () => void) => msPerCall(fn, { repetitions: REPETITIONS, minSampleMs: 50 });
 
 function row(op: string, size: string, recipients: string, ms: number, body: number, wire = "") {
   const perSecond = 1000 / ms;

@@ -12,6 +12,7 @@
 import { type Db, openPglite, openPostgres } from "../storage/db.ts";
 import { migrate } from "../storage/migrate.ts";
 import { MAX_CLAIM, PgRelayRepo } from "../storage/repos/relay.ts";
+import { median } from "./helpers/timing.ts";
 
 const FRAMES = 10_000;
 const ROUNDS = 3;
@@ -118,11 +119,6 @@ async function round(db: Db, relay: PgRelayRepo, payload: Uint8Array): Promise<R
     if (acked !== FRAMES) throw new Error(`${name}: acked ${acked} of ${FRAMES}`);
   }
   return out;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
 }
 
 async function measure(db: Db, label: string): Promise<void> {
