@@ -13,6 +13,7 @@ import {
   TransitionNotAllowed,
 } from "../../storage/errors.ts";
 import * as v from "../../storage/repos/validate.ts";
+import { outboxBacklog } from "../helpers/outbox.ts";
 import type { StaticPeer } from "../../storage/repos/federation.ts";
 import type {
   AuditEntry,
@@ -30,7 +31,6 @@ import type {
   KeyEventKind,
   MembershipEvent,
   NodeHeartbeat,
-  OutboxBacklog,
   OutboxEntry,
   Page,
   PageRequest,
@@ -641,33 +641,7 @@ export function fakeStorage(
         },
         backlog() {
           guard();
-          const by = new Map<string, OutboxBacklog>();
-          for (const e of outbox) {
-            if (e.deliveredAt) continue;
-            const b = by.get(e.peerDomain) ??
-              {
-                peerDomain: e.peerDomain,
-                pending: 0,
-                oldest: null,
-                lastError: null,
-                dead: 0,
-                nextAttemptAt: null,
-                attempts: 0,
-              };
-            if (e.deadAt) {
-              b.dead++;
-            } else {
-              b.pending++;
-              if (!b.oldest || e.createdAt < b.oldest) b.oldest = e.createdAt;
-              if (!b.nextAttemptAt || e.nextAttemptAt < b.nextAttemptAt) {
-                b.nextAttemptAt = e.nextAttemptAt;
-              }
-              b.attempts = Math.max(b.attempts, e.attempts);
-            }
-            if (e.lastError) b.lastError = e.lastError;
-            by.set(e.peerDomain, b);
-          }
-          return Promise.resolve([...by.values()]);
+          return Promise.resolve(outboxBacklog(outbox));
         },
         retryNow(domain, actor) {
           guard();

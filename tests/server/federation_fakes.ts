@@ -7,6 +7,7 @@ import type { Config, StaticPeer } from "../../server/config.ts";
 import type { LogFields, Logger } from "../../server/log.ts";
 import { Conflict, NotFound, TransitionNotAllowed } from "../../storage/errors.ts";
 import * as v from "../../storage/repos/validate.ts";
+import { outboxBacklog } from "../helpers/outbox.ts";
 import type {
   FederationPeer,
   OutboxBacklog,
@@ -190,33 +191,7 @@ export class MemoryOutboxRepo implements OutboxRepo {
     return Promise.resolve({ ...e });
   }
   backlog(): Promise<OutboxBacklog[]> {
-    const byPeer = new Map<string, OutboxBacklog>();
-    for (const e of this.entries) {
-      if (e.deliveredAt) continue;
-      const b = byPeer.get(e.peerDomain) ??
-        {
-          peerDomain: e.peerDomain,
-          pending: 0,
-          oldest: null,
-          lastError: null,
-          dead: 0,
-          nextAttemptAt: null,
-          attempts: 0,
-        };
-      if (e.deadAt) {
-        b.dead++;
-      } else {
-        b.pending++;
-        b.oldest ??= e.createdAt;
-        if (!b.nextAttemptAt || e.nextAttemptAt < b.nextAttemptAt) {
-          b.nextAttemptAt = e.nextAttemptAt;
-        }
-        b.attempts = Math.max(b.attempts, e.attempts);
-      }
-      b.lastError = e.lastError ?? b.lastError;
-      byPeer.set(e.peerDomain, b);
-    }
-    return Promise.resolve([...byPeer.values()]);
+    return Promise.resolve(outboxBacklog(this.entries));
   }
   retryNow(peerDomain: string): Promise<number> {
     let n = 0;
