@@ -145,6 +145,21 @@ export function hexKey(what: string, value: string, usage: string): Uint8Array {
   return key;
 }
 
+/** A `--<flag> TIME` value: RFC 3339 (`2025-01-31T12:00:00Z`) or a date; absent → undefined. */
+export function timeFlag(args: ParsedArgs, flag: string, usage: string): Date | undefined {
+  const value = stringFlag(args, flag);
+  if (value === undefined) return undefined;
+  const date = new Date(value);
+  if (!/^\d{4}-\d{2}-\d{2}/.test(value) || Number.isNaN(date.getTime())) {
+    throw new UsageError(
+      `invalid --${flag} ${JSON.stringify(value)}: expected an RFC 3339 time such as ` +
+        "2025-01-31T12:00:00Z or a date such as 2025-01-31",
+      usage,
+    );
+  }
+  return date;
+}
+
 /** The flags every paged listing takes: --search, --limit, --cursor and --format. */
 export const LIST_FLAGS: Record<string, FlagSpec> = {
   search: { type: "string" },

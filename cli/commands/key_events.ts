@@ -1,5 +1,5 @@
 /** `key-events`: a device's key history, as a table, JSON or CSV (export). */
-import { oneOf, parseCommand, stringFlag, UsageError } from "../args.ts";
+import { oneOf, parseCommand, stringFlag, timeFlag } from "../args.ts";
 import type { Command } from "../command.ts";
 import { table } from "../format.ts";
 import { CSV_HEADER, csvLine, jsonRow } from "../../admin/export.ts";
@@ -15,19 +15,6 @@ const usage = "key-events <device_id> [--format text|json|csv] [--from TIME] [--
 
 /** Exports above this many rows report progress on stderr. */
 const PROGRESS_EVERY = 1000;
-
-function parseTime(flag: string, value: string | undefined): Date | undefined {
-  if (value === undefined) return undefined;
-  const date = new Date(value);
-  if (!/^\d{4}-\d{2}-\d{2}/.test(value) || Number.isNaN(date.getTime())) {
-    throw new UsageError(
-      `invalid --${flag} ${JSON.stringify(value)}: expected an RFC 3339 time such as ` +
-        "2025-01-31T12:00:00Z or a date such as 2025-01-31",
-      usage,
-    );
-  }
-  return date;
-}
 
 const row = (e: KeyEventView) => [e.recordedAt, e.kind, e.eventId, e.publicKey, e.actor];
 
@@ -61,8 +48,8 @@ A device whose id is one of these words is shown with "key-events -- <id>".`,
       ["text", "json", "csv"],
       usage,
     );
-    const from = parseTime("from", stringFlag(args, "from"));
-    const to = parseTime("to", stringFlag(args, "to"));
+    const from = timeFlag(args, "from", usage);
+    const to = timeFlag(args, "to", usage);
     const events = await (await ctx.admin()).keyEvents(deviceId, { from, to });
     const progress = (done: number) => {
       if (events.length > PROGRESS_EVERY) ctx.note(`exported ${done}/${events.length} events`);

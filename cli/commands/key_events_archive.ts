@@ -5,7 +5,7 @@
  * database index); `restore` puts archived events back; `archived` lists the archived ranges,
  * or a device's archived events.
  */
-import { parseCommand, stringFlag, UsageError } from "../args.ts";
+import { parseCommand, stringFlag, timeFlag } from "../args.ts";
 import type { CliContext } from "../context.ts";
 import { CliFailure } from "../context.ts";
 import { table, toJson } from "../format.ts";
@@ -42,19 +42,6 @@ Lines chunks under a manifest signed with the federation key, then deleted from 
             events are deleted again after the retention period, without a second archive
   archived  the archived ranges (chunks), or with --device that device's archived events`;
 
-function parseTime(flag: string, value: string | undefined, usage: string): Date | undefined {
-  if (value === undefined) return undefined;
-  const date = new Date(value);
-  if (!/^\d{4}-\d{2}-\d{2}/.test(value) || Number.isNaN(date.getTime())) {
-    throw new UsageError(
-      `invalid --${flag} ${JSON.stringify(value)}: expected an RFC 3339 time such as ` +
-        "2025-01-31T12:00:00Z or a date such as 2025-01-31",
-      usage,
-    );
-  }
-  return date;
-}
-
 export async function runArchiveSubcommand(argv: string[], ctx: CliContext): Promise<number> {
   const [sub, ...rest] = argv;
   const usage = archiveUsage;
@@ -66,7 +53,7 @@ export async function runArchiveSubcommand(argv: string[], ctx: CliContext): Pro
       usage,
       flags: { "dry-run": { type: "boolean" }, before: { type: "string" } },
     });
-    const before = parseTime("before", stringFlag(args, "before"), usage);
+    const before = timeFlag(args, "before", usage);
     if (before === undefined && retentionCutoff(config) === null) {
       throw new CliFailure(
         "[retention] key_events_days is 0 (keep forever): nothing is due; " +
@@ -119,8 +106,8 @@ export async function runArchiveSubcommand(argv: string[], ctx: CliContext): Pro
     const storage = await ctx.storage();
     const r = await restoreKeyEvents(storage.keyEventArchive, target, publicKey, {
       deviceId: stringFlag(args, "device"),
-      from: parseTime("from", stringFlag(args, "from"), usage),
-      to: parseTime("to", stringFlag(args, "to"), usage),
+      from: timeFlag(args, "from", usage),
+      to: timeFlag(args, "to", usage),
     });
     ctx.out(
       `read ${r.chunks} chunks: ${r.matched} events matched, ${r.restored} restored, ` +
