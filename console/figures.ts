@@ -2,7 +2,7 @@
  * Live figures for the dashboard: what the relay server reports (`ConsoleFigures`) and the
  * samples the console derives from it (rates, storage-backed counts) for the live chart.
  */
-import type { Storage } from "../storage/types.ts";
+import type { NodeHeartbeat, Storage } from "../storage/types.ts";
 
 /**
  * What the relay server tells the console about itself. Counters (`framesIn`, `framesOut`,
@@ -47,16 +47,8 @@ export interface FigureSample {
   error: string | null;
 }
 
-/** One node as the dashboard shows it (from its heartbeat in the ephemeral store). */
-export interface NodeFigures {
-  nodeId: string;
-  address: string;
-  version: string;
-  startedAt: string;
-  connections: number;
-  framesPerSecond: number;
-  at: string;
-}
+/** One node as the dashboard shows it: its heartbeat in the ephemeral store, as stored. */
+export type NodeFigures = NodeHeartbeat;
 
 /** How often the dashboard refreshes, and how much history the chart keeps. */
 export const SAMPLE_INTERVAL_MS = 5_000;

@@ -1,5 +1,7 @@
 /** The typed, validated CommuCat configuration (see server/config.ts for loading). */
 import type { ArchiveTargetConfig } from "../storage/archive/targets.ts";
+import type { StaticPeer } from "../storage/repos/federation.ts";
+import type { LedgerMode } from "../storage/ledger.ts";
 
 /** `[retention]`: how long key events stay in the database and where they are archived. */
 export interface RetentionConfig {
@@ -13,16 +15,9 @@ export interface RetentionConfig {
   chunkEvents: number;
 }
 
-/** A federation peer trusted by configuration. */
-export interface StaticPeer {
-  domain: string;
-  /** HTTPS endpoint of the peer's federation inbound route. */
-  endpoint: string;
-  /** Ed25519 public key of the peer, 32 bytes. */
-  publicKey: Uint8Array;
-}
-
-export type LedgerMode = "null" | "debug" | "file";
+// One definition each, where storage needs them: a configured peer and the ledger's mode.
+export type { StaticPeer } from "../storage/repos/federation.ts";
+export type { LedgerMode } from "../storage/ledger.ts";
 
 export interface Config {
   /** Path of the TOML file the values came from, or null when none was read. */

@@ -6,8 +6,12 @@
  * sessions). Binary keys are 32-byte Uint8Arrays. Times are Date objects.
  */
 
+import type { GroupRole } from "../protocol/control.ts";
+
+/** Roles a group member may hold (the protocol's, protocol/control.ts). */
+export type { GroupRole };
+
 export type DeviceStatus = "pending" | "active" | "revoked";
-export type GroupRole = "owner" | "admin" | "member";
 export type PeerStatus = "active" | "pending" | "blocked";
 
 /** One page of a keyset-paginated listing; pass `nextCursor` back to read the next page. */

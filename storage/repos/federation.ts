@@ -20,9 +20,12 @@ import * as v from "./validate.ts";
 import { bytesToHex } from "@noble/hashes/utils.js";
 import { insertAudit } from "./audit.ts";
 
+/** A federation peer trusted by configuration (`[federation]` peers). */
 export interface StaticPeer {
   domain: string;
+  /** HTTPS endpoint of the peer's federation inbound route. */
   endpoint: string;
+  /** Ed25519 public key of the peer, 32 bytes. */
   publicKey: Uint8Array;
 }
 
