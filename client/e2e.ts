@@ -135,7 +135,10 @@ export interface SealedAck {
   [key: string]: unknown;
   counter: bigint;
   recipients: string[];
-  /** Member devices left out because the directory lists them as not active (revoked, pending). */
+  /**
+   * Member devices left out: revoked (or, in a group, pending, unknown or of another domain —
+   * federated keys are not looked up yet).
+   */
   skipped: string[];
   conversation: Conversation;
 }
@@ -220,6 +223,11 @@ export class E2E {
     const answer = await this.#client.serverRequest("keys", { group: groupId });
     const out = new Map<string, DirectoryEntry | null>();
     this.#absorb(answer, out, Date.now());
+    // Members without a key here: of another domain, or gone.
+    for (const list of [answer.remote, answer.not_found]) {
+      if (!Array.isArray(list)) continue;
+      for (const d of list) if (typeof d === "string" && !out.has(d)) out.set(d, null);
+    }
     return out;
   }
 
@@ -365,8 +373,8 @@ export class E2E {
       conversation = { kind: "group", groupId: binding.groupId };
       const roster = await this.lookupGroup(binding.groupId);
       for (const [device, entry] of roster) {
-        if (device === me || !entry) continue;
-        if (entry.status !== "active") {
+        if (device === me) continue;
+        if (!entry || entry.status !== "active") {
           skipped.push(device);
           continue;
         }
