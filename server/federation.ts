@@ -63,10 +63,12 @@ export class FederationRouter {
    * sender's ACK waits for; rejects with a non-fatal `FederationRefused` (e.g. 403 "federation
    * peer not allowed") that the router sends back to the sender as an ERROR.
    */
-  async queue(sender: string, target: string, item: RoutedItem, sequence = 0): Promise<void> {
+  async queue(sender: string, target: string, item: RoutedItem): Promise<void> {
     await this.#federation.send({
       channel: item.channel,
-      sequence,
+      // The relay does not carry the sender's sequence across servers: the receiving server
+      // numbers the frame for its recipient (ccp1.md §7 keeps the field; it is 0 here).
+      sequence: 0,
       frame: encodeItem(item),
       sender,
       target,

@@ -65,7 +65,7 @@ export interface FederationContext {
 export interface FederationSendInput {
   /** Channel id the frame travels on (u32). */
   channel: number;
-  /** The sender's sequence of the frame (u32). */
+  /** The event's `payload.sequence` (u32); the relay sends 0 (the receiver numbers frames). */
   sequence: number;
   /** The encoded CCP-1 frame (MSG, TYPING, KEY_UPDATE or GROUP_EVENT), ≤ 1 MiB. */
   frame: Uint8Array;
