@@ -8,6 +8,7 @@
  * (tests/helpers/browser.ts), a failure with COMMUCAT_REQUIRE_BROWSER=1.
  */
 import assert from "node:assert/strict";
+import { bytesToHex } from "@noble/hashes/utils.js";
 import type { Page } from "playwright-core";
 import { browserTest, launchChromium } from "../helpers/browser.ts";
 import {
@@ -71,8 +72,7 @@ browserTest("web chat: two pages, presence, offline queue, foreign origin", asyn
       assert.equal(response.status, 200);
       assert.equal(response.headers.get("content-security-policy"), CHAT_CONTENT_SECURITY_POLICY);
       assert.match(html, /data-island="chat"/);
-      const hex = [...config.crypto.noisePublic].map((b) => b.toString(16).padStart(2, "0"))
-        .join("");
+      const hex = bytesToHex(config.crypto.noisePublic);
       assert.ok(html.includes(hex.slice(0, 4) + " " + hex.slice(4, 8)), "fingerprint shown");
       assert.ok(!/<script>/.test(html), "no inline script");
       const bundle = await fetch(`${base}/chat/static/chat.js`);
@@ -112,8 +112,7 @@ browserTest("web chat: two pages, presence, offline queue, foreign origin", asyn
         const page = await other.newPage();
         watch(page, "sdk");
         await page.goto(`${base}/chat/`);
-        const serverKey = [...config.crypto.noisePublic]
-          .map((b) => b.toString(16).padStart(2, "0")).join("");
+        const serverKey = bytesToHex(config.crypto.noisePublic);
         const carol = await page.evaluate(async ({ serverKey, peer }) => {
           // deno-lint-ignore no-explicit-any
           const sdk: any = await import("/chat/static/commucat.js");

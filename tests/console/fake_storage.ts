@@ -71,10 +71,8 @@ const notInFake = (): never => {
 /** What the real device repository records in the audit log about a device. */
 const deviceView = (d: Device) => ({
   status: d.status,
-  publicKey: Array.from(d.publicKey, (b) => b.toString(16).padStart(2, "0")).join(""),
-  pendingPublicKey: d.pendingPublicKey
-    ? Array.from(d.pendingPublicKey, (b) => b.toString(16).padStart(2, "0")).join("")
-    : null,
+  publicKey: bytesToHex(d.publicKey),
+  pendingPublicKey: d.pendingPublicKey ? bytesToHex(d.pendingPublicKey) : null,
 });
 
 export interface FakeStorage extends Storage {

@@ -8,6 +8,7 @@
 import assert from "node:assert/strict";
 import S3rver from "s3rver";
 import { ed25519 } from "@noble/curves/ed25519.js";
+import { bytesToHex } from "@noble/hashes/utils.js";
 import { openPglite, openPostgres } from "../../storage/db.ts";
 import { openEphemeral } from "../../storage/ephemeral/mod.ts";
 import { buildStorage, type Db, migrate, type Storage } from "../../storage/mod.ts";
@@ -238,7 +239,7 @@ async function suite(t: Deno.TestContext, env: Env, target: ArchiveTarget, p: st
         e.eventId,
         e.kind,
         e.actor,
-        Array.from(e.publicKey, (b) => b.toString(16).padStart(2, "0")).join(""),
+        bytesToHex(e.publicKey),
       ]),
     );
     assert.match(h.events[0].recorded_at, /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$/);
