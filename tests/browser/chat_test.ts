@@ -222,6 +222,28 @@ browserTest("web chat: two pages, presence, offline queue, foreign origin", asyn
       });
     });
 
+    await t.step("safety numbers match on both sides; verified marks what follows", async () => {
+      const sealing = (await alicePage.$("[data-testid=seal-note]")) === null;
+      if (!sealing) {
+        // Without the key directory there is nothing to compare: the button is not offered.
+        assert.equal(await alicePage.$("text=Safety number"), null);
+        return;
+      }
+      await alicePage.click("text=Safety number");
+      const aliceSees = await alicePage.textContent("[data-testid=safety-number]");
+      await bobPage.click("text=Safety number");
+      const bobSees = await bobPage.textContent("[data-testid=safety-number]");
+      assert.match(aliceSees!, /^(\d{5} ){11}\d{5}$/);
+      assert.equal(aliceSees, bobSees);
+      await bobPage.click("text=They match: mark verified");
+      await alicePage.click("text=Close");
+      await alicePage.fill("input[name=message]", "checked");
+      await alicePage.press("input[name=message]", "Enter");
+      await bobPage.waitForSelector("li.theirs:has-text('checked') .sealed:has-text('verified')", {
+        timeout: TIMEOUT,
+      });
+    });
+
     await t.step("a group: created by alice, joined by bob on its first message", async () => {
       await alicePage.fill("input[name=peers]", bobId);
       await alicePage.fill("input[name=group]", "team");
