@@ -60,11 +60,11 @@ Deno.test("markup and script in query strings and paths render inert", async () 
 Deno.test("markup stored in every field renders inert on every page", async () => {
   const h = await harness();
   const s = h.storage;
-  const u = await s.users.create({ handle: XSS, displayName: XSS, avatarUrl: XSS });
+  // Handles and domains like these the real store refuses; seeded as if a database held them.
+  const u = s.seedUser({ handle: XSS, displayName: XSS, avatarUrl: XSS });
   await s.devices.register({ id: XSS, userId: u.id, publicKey: key(7), status: "pending" }, XSS);
   await s.groups.create({ id: XSS, ownerDeviceId: XSS, relay: true }, XSS);
   await s.groups.addMember(XSS, "dev-a1", "member", XSS);
-  // The real peer repository refuses such a domain; seeded as if a database held it anyway.
   s.seedPeer({ domain: XSS, endpoint: XSS, publicKey: key(8), status: "pending" });
   const entry = await s.outbox.enqueue({ eventId: XSS, peerDomain: XSS, endpoint: XSS, body: XSS });
   await s.outbox.markFailed(entry.id, XSS);

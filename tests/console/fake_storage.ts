@@ -14,6 +14,7 @@ import {
 } from "../../storage/errors.ts";
 import * as v from "../../storage/repos/validate.ts";
 import { outboxBacklog } from "../helpers/outbox.ts";
+import { validateNewUser } from "../../storage/repos/users.ts";
 import type { StaticPeer } from "../../storage/repos/federation.ts";
 import type {
   AuditEntry,
@@ -89,6 +90,8 @@ export interface FakeStorage extends Storage {
    * (markup in a domain), so pages are shown to escape whatever a database holds.
    */
   seedPeer(peer: Omit<FederationPeer, "source" | "lastSeenAt" | "createdAt">): void;
+  /** Stores a user as given (a handle the real store refuses, such as markup), likewise. */
+  seedUser(fields: { handle: string; displayName: string | null; avatarUrl: string | null }): User;
   /** An active device asks for a new key, as a handshake without auto-approve would. */
   requestKey(deviceId: string, publicKey: Uint8Array): void;
   routes: Map<string, Route>;
@@ -196,6 +199,11 @@ export function fakeStorage(
       interrupts,
       routes,
       failWith: null,
+      seedUser(fields) {
+        const u: User = { id: crypto.randomUUID(), ...fields, createdAt: now(), updatedAt: now() };
+        users.set(u.id, u);
+        return u;
+      },
       seedPeer(peer) {
         peers.set(peer.domain, { ...peer, source: "database", lastSeenAt: null, createdAt: now() });
       },
@@ -219,19 +227,17 @@ export function fakeStorage(
         keyEvent(d, "rotation-pending", "handshake", publicKey);
       },
       users: {
-        create(input, note) {
+        async create(input, note) {
           guard();
-          if ([...users.values()].some((u) => u.handle === input.handle)) {
-            throw new Conflict(`handle ${input.handle} is taken`);
+          // The real repository's checks (storage/repos/users.ts), with its validators.
+          const fields = validateNewUser(input);
+          if ([...users.values()].some((u) => u.handle === fields.handle)) {
+            throw new Conflict(`handle ${JSON.stringify(fields.handle)} is already taken`);
           }
-          const u: User = {
-            id: input.id ?? crypto.randomUUID(),
-            handle: input.handle,
-            displayName: input.displayName ?? null,
-            avatarUrl: input.avatarUrl ?? null,
-            createdAt: now(),
-            updatedAt: now(),
-          };
+          if (users.has(fields.id)) {
+            throw new Conflict(`user ${JSON.stringify(fields.id)} already exists`);
+          }
+          const u: User = { ...fields, createdAt: now(), updatedAt: now() };
           users.set(u.id, u);
           noteAudit(note, `user:${u.id}`, null, {
             handle: u.handle,
@@ -240,24 +246,34 @@ export function fakeStorage(
           });
           return Promise.resolve(u);
         },
-        get: (id) => (guard(), Promise.resolve(users.get(id) ?? null)),
-        getByHandle: (
-          h,
-        ) => (guard(), Promise.resolve([...users.values()].find((u) => u.handle === h) ?? null)),
-        update(id, changes) {
+        async get(id) {
           guard();
+          return users.get(v.id("user id", id)) ?? null;
+        },
+        async getByHandle(h) {
+          guard();
+          const handle = v.storedHandle(h);
+          return [...users.values()].find((u) => u.handle === handle) ?? null;
+        },
+        async update(id, changes) {
+          guard();
+          v.id("user id", id);
+          const displayName = v.optionalText("display name", changes.displayName, 256);
+          const avatarUrl = v.optionalText("avatar url", changes.avatarUrl, 2048);
           const u = users.get(id);
           if (!u) throw new NotFound("user", id);
-          Object.assign(u, changes, { updatedAt: now() });
-          return Promise.resolve(u);
+          if (displayName !== undefined) u.displayName = displayName;
+          if (avatarUrl !== undefined) u.avatarUrl = avatarUrl;
+          u.updatedAt = now();
+          return { ...u };
         },
-        list(filter) {
+        async list(filter) {
           guard();
+          // As the real listing: a case-insensitive handle prefix, matched literally.
+          const prefix = filter.search ? v.text("search", filter.search, 256).toLowerCase() : "";
           const all = [...users.values()]
-            .filter((u) =>
-              contains(u.handle, filter.search) || contains(u.displayName, filter.search)
-            )
-            .sort((a, b) => a.handle.localeCompare(b.handle));
+            .filter((u) => u.handle.toLowerCase().startsWith(prefix))
+            .sort((a, b) => a.handle < b.handle ? -1 : a.handle > b.handle ? 1 : 0);
           return Promise.resolve(page(all, (u) => u.id, filter));
         },
       },
