@@ -44,9 +44,21 @@ export function openWebSocketTransport(options: TransportOptions): Promise<Trans
   if (typeof WebSocket !== "function") {
     return Promise.reject(new TypeError("this runtime has no WebSocket"));
   }
-  const socket = new WebSocket(url.href);
+  // Deno's WebSocket takes an HTTP client trusting extra certificates (a self-signed server);
+  // a browser trusts what the browser trusts.
+  const deno = (globalThis as {
+    Deno?: { createHttpClient?: (o: { caCerts: string[] }) => { close(): void } };
+  }).Deno;
+  const client = options.caCerts?.length && deno?.createHttpClient
+    ? deno.createHttpClient({ caCerts: options.caCerts })
+    : null;
+  const socket = client
+    ? new (WebSocket as unknown as new (url: string, options: unknown) => WebSocket)(url.href, {
+      client,
+    })
+    : new WebSocket(url.href);
   socket.binaryType = "arraybuffer";
-  const transport = new WebSocketTransport(socket, url);
+  const transport = new WebSocketTransport(socket, url, () => client?.close());
   return new Promise((resolve, reject) => {
     const onOpen = () => {
       cleanup();
@@ -83,8 +95,11 @@ class WebSocketTransport implements Transport {
   #failure: Error | null = null;
   #closed = false;
 
-  constructor(socket: WebSocket, url: URL) {
+  #release: () => void;
+
+  constructor(socket: WebSocket, url: URL, release: () => void) {
     this.#socket = socket;
+    this.#release = release;
     this.tls = url.protocol === "wss:";
     this.loopback = isLoopbackHost(url.hostname);
     socket.addEventListener("message", (event: MessageEvent) => {
@@ -95,7 +110,10 @@ class WebSocketTransport implements Transport {
         this.#fail(new TypeError("the server sent a text WebSocket message; CCP-1 is binary"));
       }
     });
-    socket.addEventListener("close", () => this.#end());
+    socket.addEventListener("close", () => {
+      this.#end();
+      this.#release();
+    });
   }
 
   #push(chunk: Uint8Array): void {

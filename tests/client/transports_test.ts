@@ -1,7 +1,7 @@
 /**
  * The SDK's scenarios over every transport from one table: TCP and the WebSocket upgrade of
- * /connect (and HTTP /connect for comparison), each under protocol v1 and v2, against a real
- * server in this process. Scenarios: a 1:1 exchange with ACKs, presence of a peer going online
+ * /connect (and HTTP /connect for comparison), and under TLS (a TLS listener and wss:), each
+ * under protocol v1 and v2, against real servers in this process sharing one storage. Scenarios: a 1:1 exchange with ACKs, presence of a peer going online
  * and offline, and the offline queue (one side away, three messages, received in order exactly
  * once on return).
  */
@@ -20,22 +20,63 @@ import {
   waitFor,
 } from "../server/helpers/server.ts";
 
+type Ports = { tcp: number; http: number };
 type Row = {
   name: string;
-  options: (ports: { tcp: number; http: number }) => Partial<ConnectOptions>;
+  /** Runs against the TLS server (a self-signed certificate the client is told to trust). */
+  tls: boolean;
+  options: (ports: Ports, caCert: string) => Partial<ConnectOptions>;
 };
 
 const TRANSPORTS: Row[] = [
-  { name: "tcp", options: (p) => ({ transport: "tcp", port: p.tcp }) },
+  { name: "tcp", tls: false, options: (p) => ({ transport: "tcp", port: p.tcp }) },
   {
     name: "ws",
+    tls: false,
     options: (p) => ({ transport: "ws", url: `ws://127.0.0.1:${p.http}/connect` }),
   },
   {
     name: "http",
+    tls: false,
     options: (p) => ({ transport: "http", url: `http://127.0.0.1:${p.http}/connect` }),
   },
+  {
+    name: "tls",
+    tls: true,
+    options: (p, ca) => ({ transport: "tls", host: "localhost", port: p.tcp, caCerts: [ca] }),
+  },
+  {
+    name: "wss",
+    tls: true,
+    options: (p, ca) => ({
+      transport: "ws",
+      url: `wss://localhost:${p.http}/connect`,
+      caCerts: [ca],
+    }),
+  },
 ];
+
+/** A self-signed certificate for localhost (not a CA: rustls refuses a CA as end entity). */
+async function selfSigned(): Promise<{ dir: string; cert: string; key: string }> {
+  const dir = await Deno.makeTempDir({ prefix: "commucat-transports-tls-" });
+  const cert = `${dir}/cert.pem`;
+  const key = `${dir}/key.pem`;
+  const out = await new Deno.Command("openssl", {
+    args: [
+      ...["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"],
+      ...["-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=localhost"],
+      ...["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+      ...["-addext", "basicConstraints=critical,CA:FALSE"],
+      ...["-addext", "keyUsage=digitalSignature"],
+      ...["-addext", "extendedKeyUsage=serverAuth"],
+    ],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  assert.ok(out.success, new TextDecoder().decode(out.stderr));
+  return { dir, cert, key };
+}
+
 const VERSIONS = [[1], [2]];
 
 /** The next message that is not PRESENCE, acknowledged at once. */
@@ -62,7 +103,7 @@ async function presenceOf(
 }
 
 Deno.test({
-  name: "SDK scenarios over tcp, ws and http /connect, protocol v1 and v2",
+  name: "SDK scenarios over tcp, ws, http /connect, tls and wss, protocol v1 and v2",
   sanitizeOps: false,
   sanitizeResources: false,
   async fn(t) {
@@ -70,14 +111,20 @@ Deno.test({
     const { storage, close } = await openTestStorage(realServices() ? "real" : "embedded");
     const config = testConfig();
     const server = await startServer(config, { storage });
+    const files = await selfSigned();
+    const caCert = await Deno.readTextFile(files.cert);
+    const tlsConfig = testConfig({ server: { tlsCert: files.cert, tlsKey: files.key } });
+    tlsConfig.crypto = config.crypto;
+    const tlsServer = await startServer(tlsConfig, { storage });
     const clients: Client[] = [];
     try {
       for (const row of TRANSPORTS) {
         for (const versions of VERSIONS) {
           const label = `${row.name} v${versions[0]}`;
+          const ports = row.tls ? tlsServer.ports : server.ports;
           const open = async (id: string, keypair: Keypair) => {
             const client = await connect({
-              ...row.options(server.ports),
+              ...row.options(ports, caCert),
               versions,
               deviceId: id,
               keypair,
@@ -137,6 +184,8 @@ Deno.test({
     } finally {
       for (const c of clients) await c.close();
       await server.stop();
+      await tlsServer.stop();
+      await Deno.remove(files.dir, { recursive: true }).catch(() => {});
       await close();
       logs.stop();
     }
