@@ -9,6 +9,7 @@ import { run as storage } from "./storage.ts";
 import { run as relay } from "./relay.ts";
 import { run as handshake_tcp } from "./handshake_tcp.ts";
 import { run as memory } from "./memory.ts";
+import { run as transports } from "./transports.ts";
 
 const benches: Record<string, () => Promise<void>> = {
   codec,
@@ -18,6 +19,7 @@ const benches: Record<string, () => Promise<void>> = {
   relay,
   handshake_tcp,
   memory,
+  transports,
 };
 
 const wanted = Deno.args.length > 0 ? Deno.args : Object.keys(benches);
