@@ -73,15 +73,19 @@ export async function seedDemo(storage: Storage, nodeId = "node-demo"): Promise<
   await s.devices.revoke("emeka-phone", "cli:ops");
   await s.devices.rotateKey("alice-laptop", key(), "cli:ops");
 
+  const nodes = [nodeId, "node-b21c", "node-e904"];
   for (const [i, id] of devices.slice(0, 10).entries()) {
+    const sessionId = crypto.randomUUID();
+    // The first seven are online: their route names this session, on one of three nodes.
+    if (i < 7) await s.ephemeral.setRoute(id, { nodeId: nodes[i % 3], sessionId }, 3600);
     await s.sessions.record({
-      sessionId: crypto.randomUUID(),
+      sessionId,
       userId: users[Math.floor(i / 2)].id,
       deviceId: id,
       pattern: i % 3 === 0 ? "IK" : "XK",
       protocolVersion: 2,
       remoteAddr: `198.51.100.${20 + i}`,
-      nodeId,
+      nodeId: nodes[i % 3],
       ttlSeconds: 3600,
     });
     await s.devices.touch(id);
@@ -140,7 +144,10 @@ export async function seedDemo(storage: Storage, nodeId = "node-demo"): Promise<
       endpoint: "https://relay.lab.example/federation",
       body: { kind: "msg", n: i },
     });
-    await s.outbox.markFailed(e.id, "connect ECONNREFUSED 203.0.113.7:443");
+    // Seven failures: the backoff's next retry is about two minutes away.
+    for (let n = 0; n < 7; n++) {
+      await s.outbox.markFailed(e.id, "connect ECONNREFUSED 203.0.113.7:443");
+    }
   }
   await s.outbox.enqueue({
     eventId: crypto.randomUUID(),
@@ -148,6 +155,43 @@ export async function seedDemo(storage: Storage, nodeId = "node-demo"): Promise<
     endpoint: "https://chat.partner.example/federation",
     body: { kind: "msg" },
   });
+  // Dead letters: events the peer kept refusing.
+  for (const [i, why] of ["401 invalid signature", "400 unknown event kind"].entries()) {
+    const e = await s.outbox.enqueue({
+      eventId: crypto.randomUUID(),
+      peerDomain: "chat.partner.example",
+      endpoint: "https://chat.partner.example/federation",
+      body: {
+        event: {
+          id: crypto.randomUUID(),
+          kind: i === 0 ? "msg" : "typing",
+          origin: "chat.commucat.example",
+        },
+        signature: randomBytes(64).toString("base64url"),
+      },
+    });
+    for (let n = 0; n < 4; n++) await s.outbox.markFailed(e.id, `rejected: ${why}`);
+    await s.outbox.markDead(e.id, `rejected: ${why}`);
+  }
+  // Three nodes of one cluster, as their heartbeats describe them.
+  const started = Date.now();
+  for (
+    const [i, [node, address, hours, connections, fps]] of ([
+      [nodeId, "tls://10.0.1.11:9443 https://10.0.1.11:8443", 74, 412, 1830],
+      ["node-b21c", "tls://10.0.1.12:9443 https://10.0.1.12:8443", 74, 388, 1610],
+      ["node-e904", "tls://10.0.1.13:9443 https://10.0.1.13:8443", 2, 97, 420],
+    ] as const).entries()
+  ) {
+    await s.ephemeral.setNodeHeartbeat({
+      nodeId: node,
+      address,
+      version: "commucat 0.9.0 (deno 2.9.6)",
+      startedAt: new Date(started - hours * 3600_000 - i * 611_000).toISOString(),
+      connections,
+      framesPerSecond: fps,
+      at: new Date(started).toISOString(),
+    }, 3600);
+  }
 
   await s.audit.append({
     actor: "cli:ops",

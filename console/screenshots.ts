@@ -112,6 +112,13 @@ export async function takeScreenshots(outDir = "screenshots"): Promise<string[]>
       ["bad-filter", "/key-events?from=last+tuesday"],
     ];
     for (const [name, path] of pages) await shoot(name, path);
+    // A dead letter opened for inspection, then "Retry now" on a backed-off peer.
+    await page.goto(`${base}/peers`);
+    await page.locator("section.dead-letters summary").first().click();
+    await shoot("peers-dead-letter-inspect", null);
+    await page.getByRole("button", { name: `Retry ${ids.dbPeer} now` }).click();
+    await page.waitForSelector(".flash.ok");
+    await shoot("peers-after-retry-now", null);
     // An action, then the audit log that records it.
     await page.goto(`${base}/devices/${encodeURIComponent(ids.pendingDevice)}/approve`);
     await page.click("form.confirm button[type=submit]");

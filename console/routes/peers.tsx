@@ -85,7 +85,9 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
                   const next = b.nextAttemptAt ? b.nextAttemptAt.getTime() - now : null;
                   return (
                     <span class="backoff" data-peer={p.domain}>
-                      {b.attempts === 0 ? "no failures yet" : `${b.attempts} failed attempts`}
+                      {b.attempts === 0
+                        ? "no failures yet"
+                        : `${b.attempts} failed attempt${b.attempts === 1 ? "" : "s"}`}
                       <span class="sub">
                         {next === null
                           ? "next retry unknown"
