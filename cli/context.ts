@@ -5,7 +5,7 @@
  */
 import { userInfo } from "node:os";
 import { ProblemError } from "../protocol/errors.ts";
-import { type Config, loadConfig } from "../server/config.ts";
+import { type Config, loadConfig, unknownVariableWarnings } from "../server/config.ts";
 import { log, setLogSink } from "../server/log.ts";
 import { createLedger, type Ledger } from "../storage/ledger.ts";
 import type { AdminOps } from "../admin/ops.ts";
@@ -124,7 +124,10 @@ export class CliContext {
 
   /** The loaded configuration (COMMUCAT_CONFIG / ./commucat.toml and COMMUCAT_* variables). */
   async config(): Promise<Config> {
-    this.#config ??= await loadConfig({ env: this.env });
+    if (!this.#config) {
+      for (const warning of unknownVariableWarnings(this.env)) this.note(warning);
+      this.#config = await loadConfig({ env: this.env });
+    }
     return this.#config;
   }
 

@@ -15,6 +15,7 @@ import { errorPage, PageError } from "./middleware/errors.tsx";
 import * as routes from "./routes/mod.ts";
 import { checkBindAllowed, generateStartupToken, tokenMatches, writeStartupToken } from "./auth.ts";
 import { createAdminApi } from "../admin/api.ts";
+import { listenOn } from "../server/listen.ts";
 
 /** A console app plus what its owner must shut down. */
 export interface ConsoleApp {
@@ -154,15 +155,19 @@ export async function startConsole(ctx: ConsoleContext): Promise<RunningConsole>
     secure: tls !== null,
   });
   const { promise: listening, resolve } = Promise.withResolvers<Deno.NetAddr>();
-  const server = Deno.serve({
-    hostname: bind.hostname,
-    port: bind.port,
-    ...(tls ?? {}),
-    onListen: (addr) => resolve(addr as Deno.NetAddr),
-  }, (req, info) =>
-    consoleApp.app.fetch(req, {
-      remoteAddr: (info.remoteAddr as Deno.NetAddr).hostname,
-    }));
+  const server = listenOn(
+    { setting: "console_bind", hostname: bind.hostname, port: bind.port },
+    () =>
+      Deno.serve({
+        hostname: bind.hostname,
+        port: bind.port,
+        ...(tls ?? {}),
+        onListen: (addr) => resolve(addr as Deno.NetAddr),
+      }, (req, info) =>
+        consoleApp.app.fetch(req, {
+          remoteAddr: (info.remoteAddr as Deno.NetAddr).hostname,
+        })),
+  );
   const addr = await listening;
   const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
   const url = `${tls ? "https" : "http"}://${host}:${addr.port}`;

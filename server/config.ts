@@ -399,7 +399,37 @@ export const OTHER_VARIABLES: readonly { env: string; meaning: string }[] = [
   { env: "COMMUCAT_LOG_LEVEL", meaning: "debug, info (default), warn or error" },
   { env: "COMMUCAT_TEST_PG_DSN", meaning: "tests: run storage tests against this PostgreSQL too" },
   { env: "COMMUCAT_TEST_REDIS_URL", meaning: "tests: run storage tests against this Redis too" },
+  { env: "COMMUCAT_HOME", meaning: "chat client: where device keys live (default ~/.commucat)" },
+  { env: "COMMUCAT_CHROMIUM", meaning: "tests and screenshots: the Chromium executable" },
+  {
+    env: "COMMUCAT_REQUIRE_BROWSER",
+    meaning: "tests: 1 makes a missing Chromium a failure instead of ignored browser tests",
+  },
+  { env: "COMMUCAT_BENCH_PG_DSN", meaning: "benchmarks: the PostgreSQL to measure against" },
+  { env: "COMMUCAT_BENCH_REDIS_URL", meaning: "benchmarks: the Redis to measure against" },
 ];
+
+/**
+ * Warnings for COMMUCAT_* variables no part of CommuCat reads (a typo is otherwise silently
+ * ignored), each with the closest known name when one is near.
+ */
+export function unknownVariableWarnings(env: Record<string, string | undefined>): string[] {
+  const known = [...CONFIG_KEYS.map((k) => k.env), ...OTHER_VARIABLES.map((v) => v.env)];
+  const names = new Set(known);
+  return Object.keys(env)
+    .filter((name) => name.startsWith("COMMUCAT_") && !names.has(name))
+    .sort()
+    .map((name) => {
+      let best: string | null = null;
+      let bestDistance = 3;
+      for (const candidate of known) {
+        const d = editDistance(name, candidate);
+        if (d < bestDistance) [best, bestDistance] = [candidate, d];
+      }
+      const hint = best ? ` (did you mean "${best}"?)` : "";
+      return `warning: unknown environment variable ${name}${hint}; it is ignored`;
+    });
+}
 
 export interface LoadConfigOptions {
   /** Environment to read (default: the process environment). */
@@ -641,6 +671,7 @@ export async function loadConfig(options: LoadConfigOptions = {}): Promise<Confi
       federationSeed: keys.federationSeed,
       prologue,
       generatedKeyFile: keys.file,
+      keysGeneratedNow: keys.generated,
     },
     federation: { peers },
     ledger: { mode: ledgerMode, target: ledgerTarget },
@@ -651,8 +682,9 @@ export async function loadConfig(options: LoadConfigOptions = {}): Promise<Confi
 }
 
 /**
- * The lines the server prints on start: the public keys and, when keys were generated, the file
- * holding them. Never includes a private value.
+ * The lines the server prints on start: the public keys and the file holding generated keys
+ * ("generated keys kept in …" only on the start that generated them). Never includes a private
+ * value.
  */
 export function describeKeys(config: Config): string[] {
   const lines = [
@@ -661,10 +693,11 @@ export function describeKeys(config: Config): string[] {
       bytesToHex(federationPublicKey(config.crypto.federationSeed))
     }`,
   ];
-  if (config.crypto.generatedKeyFile) {
-    lines.push(
-      `generated keys kept in ${config.crypto.generatedKeyFile} (mode 0600; keep it private)`,
-    );
+  const file = config.crypto.generatedKeyFile;
+  if (file && config.crypto.keysGeneratedNow) {
+    lines.push(`generated keys kept in ${file} (mode 0600; keep it private)`);
+  } else if (file) {
+    lines.push(`keys read from ${file}`);
   }
   return lines;
 }
@@ -1086,8 +1119,12 @@ async function completeKeys(
   dataDir: string,
   noisePrivate: Uint8Array | null,
   federationSeed: Uint8Array | null,
-): Promise<{ noisePrivate: Uint8Array; federationSeed: Uint8Array; file: string | null }> {
-  if (noisePrivate && federationSeed) return { noisePrivate, federationSeed, file: null };
+): Promise<
+  { noisePrivate: Uint8Array; federationSeed: Uint8Array; file: string | null; generated: boolean }
+> {
+  if (noisePrivate && federationSeed) {
+    return { noisePrivate, federationSeed, file: null, generated: false };
+  }
   const file = join(dataDir, KEY_FILE_NAME);
   try {
     await Deno.mkdir(dataDir, { recursive: true });
@@ -1122,6 +1159,7 @@ async function completeKeys(
       noisePrivate: noisePrivate ?? hexToBytes(next.noise_private!),
       federationSeed: federationSeed ?? hexToBytes(next.federation_seed!),
       file,
+      generated: changed,
     };
   }
   throw new ConfigError(`cannot settle the generated key file ${file}: it keeps changing`);

@@ -58,6 +58,8 @@ export interface Config {
     prologue: string;
     /** Where generated keys were kept, when they were generated or loaded from data_dir. */
     generatedKeyFile: string | null;
+    /** True when this start generated (part of) the keys in generatedKeyFile. */
+    keysGeneratedNow?: boolean;
   };
   federation: {
     peers: StaticPeer[];

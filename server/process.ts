@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { ConfigError, loadConfig } from "./config.ts";
+import { ConfigError, loadConfig, unknownVariableWarnings } from "./config.ts";
 import type { Config } from "./config_types.ts";
 
 /**
@@ -13,6 +13,7 @@ import type { Config } from "./config_types.ts";
  * with code 2). Any other error propagates.
  */
 export async function loadConfigOrReport(): Promise<Config | null> {
+  for (const warning of unknownVariableWarnings(Deno.env.toObject())) console.error(warning);
   try {
     return await loadConfig();
   } catch (err) {

@@ -29,10 +29,7 @@ import { getLogLevel } from "./log.ts";
 import { rateLimited } from "./limits.ts";
 
 const NON_FATAL = { fatal: false } as const;
-const infoEnabled = () => {
-  const level = getLogLevel();
-  return level === "info" || level === "debug";
-};
+const debugEnabled = () => getLogLevel() === "debug";
 /** Most sequences one `{acks:[…]}` frame may list. */
 export const MAX_ACKS_PER_FRAME = 4096;
 
@@ -198,8 +195,8 @@ export class Router {
     analytics?.routed(frame.type, route, route.members.size - 1, live);
     if (conn.state !== "open") return;
     conn.sendAck(frame.channel, frame.sequence);
-    if (!infoEnabled()) return; // skip building the fields at high rates with a quieter log
-    log.info("delivered frame", {
+    if (!debugEnabled()) return; // one line per frame: debug only, fields built only then
+    log.debug("delivered frame", {
       type: FRAME_TYPE_NAMES[frame.type],
       channel: frame.channel,
       sequence: frame.sequence,

@@ -22,6 +22,7 @@ import { Admission } from "./admission.ts";
 import { startRetentionJob } from "./retention.ts";
 import { startHeartbeat } from "./heartbeat.ts";
 import { FrameAnalytics } from "./analytics.ts";
+import { listenOn } from "./listen.ts";
 
 export interface ServerOptions {
   /** Use this storage instead of opening one (it is then not closed on stop). */
@@ -100,25 +101,33 @@ export async function startServer(
     const key = tls ? await Deno.readTextFile(config.server.tlsKey!) : undefined;
 
     const { hostname, port } = config.server.tcpBind;
-    tcpListener = tls
-      ? Deno.listenTls({ hostname, port, cert: cert!, key: key! })
-      : Deno.listen({ hostname, port, transport: "tcp" });
+    tcpListener = listenOn(
+      { setting: "tcp_bind", hostname, port },
+      () =>
+        tls
+          ? Deno.listenTls({ hostname, port, cert: cert!, key: key! })
+          : Deno.listen({ hostname, port, transport: "tcp" }),
+    );
     acceptLoop(tcpListener, node, tls, log);
 
     const httpBind = config.server.bind;
     // Connection caps and timeouts in front of Deno.serve (server/http_front.ts). Idle: long
     // enough for a /connect stream that keeps the keepalive rule.
-    httpServer = HttpFront.start({
-      hostname: httpBind.hostname,
-      port: httpBind.port,
-      ...(tls ? { tls: { cert: cert!, key: key! } } : {}),
-      perAddress: config.limits.httpConnectionsPerAddress,
-      total: config.limits.httpConnectionsTotal,
-      headerTimeout: config.limits.httpHeaderTimeout,
-      idleTimeout: Math.max(config.limits.httpBodyTimeout, config.server.keepalive + 10),
-      log,
-      onRefused: (reason) => metrics.connectionRefused(reason),
-    }, httpHandler(node, tls));
+    httpServer = listenOn(
+      { setting: "bind", hostname: httpBind.hostname, port: httpBind.port },
+      () =>
+        HttpFront.start({
+          hostname: httpBind.hostname,
+          port: httpBind.port,
+          ...(tls ? { tls: { cert: cert!, key: key! } } : {}),
+          perAddress: config.limits.httpConnectionsPerAddress,
+          total: config.limits.httpConnectionsTotal,
+          headerTimeout: config.limits.httpHeaderTimeout,
+          idleTimeout: Math.max(config.limits.httpBodyTimeout, config.server.keepalive + 10),
+          log,
+          onRefused: (reason) => metrics.connectionRefused(reason),
+        }, httpHandler(node, tls)),
+    );
 
     const ports = {
       tcp: (tcpListener.addr as Deno.NetAddr).port,

@@ -126,7 +126,10 @@ function errorFields(err: unknown): { code?: string; constraint?: string; messag
 function wrap(err: unknown, context: string, secret?: string): DbFailure {
   if (err instanceof DbFailure) return err;
   const f = errorFields(err);
-  let message = `${context}: ${f.message}${f.code ? ` (SQLSTATE ${f.code})` : ""}`;
+  // Only Postgres' five-character codes are SQLSTATEs; a socket error's code (ECONNREFUSED,
+  // ENOTFOUND, …) is already in its message, and calling it a SQLSTATE would mislead.
+  const sqlstate = f.code !== undefined && /^[0-9A-Z]{5}$/.test(f.code) ? f.code : undefined;
+  let message = `${context}: ${f.message}${sqlstate ? ` (SQLSTATE ${sqlstate})` : ""}`;
   if (secret) message = message.split(secret).join("***");
   return new DbFailure(message, f.code, f.constraint, { cause: err });
 }

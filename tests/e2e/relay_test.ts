@@ -7,6 +7,7 @@
  * Postgres + Redis when COMMUCAT_TEST_PG_DSN and COMMUCAT_TEST_REDIS_URL are set. One storage
  * and one main server per storage kind; the steps share them.
  */
+import { getLogLevel, setLogLevel } from "../../server/log.ts";
 import assert from "node:assert/strict";
 import { type Frame, FrameType } from "../../protocol/frame.ts";
 import { generateKeypair } from "../../protocol/crypto.ts";
@@ -169,6 +170,9 @@ for (const kind of storageKinds()) {
       await t.step(
         "MSG, TYPING, KEY_UPDATE, GROUP_EVENT fan out with recipient sequences",
         async () => {
+          // Per-frame "delivered frame" lines are written at debug level only.
+          const level = getLogLevel();
+          setLogLevel("debug");
           const a = await connect(uid("fa"));
           const b = await connect(uid("fb"), { pattern: "IK" });
           const c = await connect(uid("fc"), { versions: [1] });
@@ -201,6 +205,7 @@ for (const kind of storageKinds()) {
           const got2 = await a.nextOfType(FrameType.Msg);
           assert.ok(got2.sequence > got.sequence);
           assert.ok(logs.has("delivered frame", { channel: ch }));
+          setLogLevel(level);
           await stillServed();
         },
       );

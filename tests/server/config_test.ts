@@ -500,8 +500,12 @@ Deno.test("keys are generated once with mode 0600 and reused", async () => {
       KEY_FILE_NAME,
     ]);
 
+    // "generated keys kept in" only on the start that generated them.
+    assert.match(describeKeys(first).join("\n"), /^generated keys kept in .*keys\.json/m);
     const lines = describeKeys(second);
     const text = lines.join("\n");
+    assert.doesNotMatch(text, /generated keys kept in/);
+    assert.match(text, /^keys read from .*keys\.json$/m);
     assert.ok(text.includes(bytesToHex(second.crypto.noisePublic)));
     assert.ok(text.includes(bytesToHex(federationPublicKey(second.crypto.federationSeed))));
     assert.ok(text.includes(keyFile));
@@ -600,4 +604,21 @@ Deno.test("generateKeys returns a matching pair and a 32-byte seed", () => {
     ),
   );
   assert.match(keys.federationSeed, /^[0-9a-f]{64}$/);
+});
+
+Deno.test("unknown COMMUCAT_* variables are warned about, with a suggestion", async () => {
+  const { unknownVariableWarnings } = await import("../../server/config.ts");
+  assert.deepEqual(
+    unknownVariableWarnings({
+      COMMUCAT_KEEPALIVES: "60",
+      COMMUCAT_BIND: "127.0.0.1:0",
+      COMMUCAT_TEST_PG_DSN: "x",
+      COMMUCAT_ZZZ_TOTALLY_DIFFERENT: "1",
+      PATH: "/bin",
+    }),
+    [
+      'warning: unknown environment variable COMMUCAT_KEEPALIVES (did you mean "COMMUCAT_KEEPALIVE"?); it is ignored',
+      "warning: unknown environment variable COMMUCAT_ZZZ_TOTALLY_DIFFERENT; it is ignored",
+    ],
+  );
 });
