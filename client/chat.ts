@@ -8,7 +8,7 @@
  * ```
  *
  * Lines typed are sent as MSG frames; incoming messages print with sender and time; "✓ sent"
- * shows the server's ACK and "✓✓ delivered to <device>" the other device's receipt.
+ * shows the server's ACK and '✓✓ "<first words>" delivered to <device>' the other device's receipt.
  * Run with `--help` for every flag. See docs/CLIENT.md.
  *
  * @module
@@ -322,6 +322,14 @@ export async function runChat(argv: string[], io: ChatIo): Promise<number> {
   return await chatLoop(client, channel, flags.group, io);
 }
 
+/** The chat's commands, one line each, as /help lists them. */
+export const CHAT_COMMANDS = [
+  "/quit (or /exit)           leave the chat",
+  "/presence STATE            tell the channel your state (online, away, busy, …)",
+  "/invite DEVICE [admin|member]  add a device to the group (in a --group chat)",
+  "/help                      this list",
+];
+
 async function chatLoop(
   client: Client,
   channel: number,
@@ -356,7 +364,11 @@ async function chatLoop(
         if ("raw" in envelope) {
           io.out(`${clock(m.receivedAt)} ${where}?: ${envelope.raw}`);
         } else if (envelope.kind === "receipt") {
-          if (awaiting.delete(envelope.id)) io.out(`  ✓✓ delivered to ${envelope.from}`);
+          const words = awaiting.get(envelope.id);
+          if (words !== undefined) {
+            awaiting.delete(envelope.id);
+            io.out(`  ✓✓ "${words}" delivered to ${envelope.from}`);
+          }
         } else {
           const sent = new Date(envelope.sent_at);
           io.out(
@@ -414,7 +426,7 @@ async function chatLoop(
       case "/exit":
         return false;
       case "/help":
-        io.out("* /quit  /presence STATE  /invite DEVICE [admin|member]");
+        for (const line of CHAT_COMMANDS) io.out(`* ${line}`);
         return true;
       case "/presence":
         track(
@@ -451,7 +463,17 @@ async function chatLoop(
       code = 1;
     }
   });
-  for await (const line of lines(io.stdin)) {
+  // A fatal disconnect ends the chat at once, without waiting for the next line of input.
+  const input = lines(io.stdin);
+  const gone = client.closed.then((error) => (error ? "gone" as const : null));
+  while (true) {
+    const next = await Promise.race([
+      input.next(),
+      gone.then((g) => g ?? new Promise<never>(() => {})),
+    ]);
+    if (next === "gone") break;
+    if (next.done) break;
+    const line = next.value;
     if (line.trim() === "") continue;
     if (line.startsWith("/")) {
       if (!command(line)) break;
@@ -465,7 +487,7 @@ async function chatLoop(
       sent_at: new Date().toISOString(),
       text: line,
     };
-    awaiting.set(envelope.id, line.slice(0, 20));
+    awaiting.set(envelope.id, line.length > 24 ? `${line.slice(0, 23)}…` : line);
     track(
       client.send(channel, encodeEnvelope(envelope)).then(
         (ack) => io.out(`  ✓ sent (seq ${ack.ack})`),

@@ -2,6 +2,7 @@
  * The SDK and the chat client against a real in-process relay server (embedded defaults, or
  * Postgres/Redis from COMMUCAT_TEST_PG_DSN / COMMUCAT_TEST_REDIS_URL when set).
  */
+import { LocalAdmin } from "../../admin/local.ts";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { directChannelId, groupChannelId } from "../../client/channels.ts";
@@ -248,6 +249,7 @@ Deno.test({
           const errB = new LineWatcher(pb.stderr);
           const wa = pa.stdin.getWriter();
           const wb = pb.stdin.getWriter();
+          let aliceCode = 0;
           try {
             await outA.waitFor(/chatting with/, errA);
             await outB.waitFor(/chatting with/, errB);
@@ -257,7 +259,8 @@ Deno.test({
             await wa.write(new TextEncoder().encode("hello from alice\n"));
             await outB.waitFor(new RegExp(`${chatAlice}: hello from alice`), errB);
             await outA.waitFor(/✓ sent/, errA);
-            await outA.waitFor(new RegExp(`✓✓ delivered to ${chatBob}`), errA);
+            // The receipt names the message it confirms.
+            await outA.waitFor(new RegExp(`✓✓ "hello from alice" delivered to ${chatBob}`), errA);
             // Bob leaves; what Alice sends meanwhile reaches Bob when he comes back.
             await wb.write(new TextEncoder().encode("/quit\n"));
             await outA.waitFor(new RegExp(`${chatBob} went offline`), errA);
@@ -270,19 +273,32 @@ Deno.test({
             try {
               await outB2.waitFor(new RegExp(`${chatAlice}: while you were away`), errB2);
               // The replayed message's receipt reaches Alice: two receipts in all.
-              await outA.waitFor(/✓✓ delivered/, errA, 2);
+              await outA.waitFor(/✓✓ ".*" delivered to /, errA, 2);
             } finally {
               await wb2.close().catch(() => {}); // end of input quits
               assert.equal((await pb2.status).code, 0, errB2.text());
               await Promise.all([outB2.done, errB2.done]);
             }
-            await wa.close(); // end of input also quits
+            // /help lists the commands, one line each.
+            await wa.write(new TextEncoder().encode("/help\n"));
+            await outA.waitFor(/^\* \/presence STATE +tell the channel your state/, errA);
+            await outA.waitFor(/^\* \/invite DEVICE \[admin\|member\] +add a device/, errA);
+            // A fatal disconnect (the device is revoked) ends the chat at once, with its input
+            // still open: no key press needed.
+            await new LocalAdmin({
+              storage: server.storage,
+              actor: "test",
+              reachesServers: true,
+            }).revokeDevice(chatAlice);
+            assert.equal((await pa.status).code, 1, errA.text());
+            await errA.waitFor(/disconnected for good/, errA);
+            aliceCode = 1;
           } finally {
             await wb.close().catch(() => {});
             await wa.close().catch(() => {});
             const [sa, sb] = await Promise.all([pa.status, pb.status]);
             await Promise.all([outA.done, outB.done, errA.done, errB.done]);
-            assert.equal(sa.code, 0, errA.text());
+            assert.equal(sa.code, aliceCode, errA.text());
             assert.equal(sb.code, 0, errB.text());
           }
         },
