@@ -423,7 +423,7 @@ export function unknownVariableWarnings(env: Record<string, string | undefined>)
       let best: string | null = null;
       let bestDistance = 3;
       for (const candidate of known) {
-        const d = editDistance(name, candidate);
+        const d = leven(name, candidate);
         if (d < bestDistance) [best, bestDistance] = [candidate, d];
       }
       const hint = best ? ` (did you mean "${best}"?)` : "";
