@@ -190,6 +190,21 @@ export interface ClientEvents {
   connected: { session: string; protocolVersion: number };
   /** The client is closed for good; `error` says why when it was not `close()`. */
   closed: CommuCatError | null;
+  /**
+   * Frames this device sent expired unread after the server's relay_ttl (an expiry notice:
+   * one entry per channel and recipient; `moreFrames` counts frames the notice did not list).
+   */
+  expired: { entries: ExpiredFrames[]; moreFrames: number };
+}
+
+/** One entry of an expiry notice (docs/PROTOCOL.md "Expiry notices"). */
+export interface ExpiredFrames {
+  channel: number;
+  recipient: string;
+  frames: number;
+  first_queued_at: string;
+  last_queued_at: string;
+  expired_at: string;
 }
 
 const INBOUND_KINDS: ReadonlyMap<number, InboundKind> = new Map([
@@ -616,6 +631,17 @@ export class Client {
         return;
       }
       case FrameType.Error: {
+        const notice = frame.json as Record<string, unknown> | null;
+        if (notice?.title === "Frames Expired" && Array.isArray(notice.expired)) {
+          // An expiry notice, queued for this device: acknowledged like a relayed frame.
+          link.unacked.set(frame.sequence, frame.channel);
+          this.#ackOn(link, frame.sequence);
+          this.#emit("expired", {
+            entries: notice.expired as ExpiredFrames[],
+            moreFrames: typeof notice.more_frames === "number" ? notice.more_frames : 0,
+          });
+          return;
+        }
         const error = CommuCatError.fromProblem(frame.json);
         if (error.fatal) {
           this.#linkDown(link, error);

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { expireWithNotices } from "./expiry_notices.ts";
 import { encodeControlPayload, FrameType } from "../protocol/frame.ts";
 import type { ControlEvent, Presence } from "../storage/types.ts";
 import { parseRouteChange, type RouteChange } from "./channels.ts";
@@ -670,11 +671,16 @@ export class RelayNode {
   }
 
   async #purge(): Promise<void> {
-    const purged = await this.ctx.storage.relay.purgeExpired();
+    // Expired envelopes go, and their senders are told (server/expiry_notices.ts).
+    const { config } = this.ctx;
+    const { expired: purged, notices } = await expireWithNotices(this.ctx.storage, {
+      domain: config.server.domain,
+      relayTtl: config.limits.relayTtl,
+    });
     if (purged > 0) {
       this.ctx.metrics.expired(purged);
       this.ctx.analytics?.expired(purged);
-      this.ctx.log.info("expired envelopes purged", { count: purged });
+      this.ctx.log.info("expired envelopes purged", { count: purged, notices });
     }
   }
 

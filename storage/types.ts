@@ -440,6 +440,18 @@ export interface SessionRepo {
   byDevice(deviceId: string, page: PageRequest): Promise<Page<SessionRecord>>;
 }
 
+/** An envelope deleted because it expired unread (`RelayRepo.expire`). */
+export interface ExpiredEnvelope {
+  envelopeId: string;
+  /** The recipient that never acknowledged it. */
+  deviceId: string;
+  channelId: number;
+  enqueuedAt: Date;
+  expiresAt: Date;
+  /** The device that sent it (relay_queue.sender), or null (unknown, or a server notice). */
+  sender: string | null;
+}
+
 export interface RelayRepo {
   /** One row per recipient; returns the envelope ids in order. */
   enqueue(
@@ -489,6 +501,19 @@ export interface RelayRepo {
   totalDepth(): Promise<number>;
   /** Which of these devices have unclaimed, unexpired envelopes waiting (reconciliation). */
   waiting(deviceIds: string[]): Promise<string[]>;
+  /**
+   * Deletes up to `limit` expired envelopes, oldest expiry first, and returns what each was
+   * (never the payload). `notices` may turn them into envelopes to queue (for their senders,
+   * server/expiry_notices.ts), written in the same transaction as the deletion.
+   */
+  expire(
+    now?: Date,
+    limit?: number,
+    notices?: (expired: ExpiredEnvelope[]) => {
+      items: { deviceId: string; channelId: number; payload: Uint8Array }[];
+      ttlSeconds: number;
+    },
+  ): Promise<{ expired: ExpiredEnvelope[]; queued: number }>;
 }
 
 /** A device's relay queue (unexpired envelopes); the breakdown is optional for fakes. */

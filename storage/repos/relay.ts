@@ -15,6 +15,7 @@ import { InvalidValue } from "../errors.ts";
 import type {
   AckOptions,
   ClaimOptions,
+  ExpiredEnvelope,
   OffsetRepo,
   RelayAck,
   RelayDepth,
@@ -291,6 +292,72 @@ export class PgRelayRepo implements RelayRepo {
       v.date("now", now).toISOString(),
     ]);
     return res.rowCount;
+  }
+
+  /** Whether relay_queue has the sender column (migration 013); checked once. */
+  #hasSender: Promise<boolean> | null = null;
+
+  async expire(
+    now: Date = new Date(),
+    limit = 1000,
+    notices?: (expired: ExpiredEnvelope[]) => {
+      items: { deviceId: string; channelId: number; payload: Uint8Array }[];
+      ttlSeconds: number;
+    },
+  ): Promise<{ expired: ExpiredEnvelope[]; queued: number }> {
+    const n = v.int("limit", limit, 1, 10_000);
+    // Until migration 013 (relay_queue.sender) is applied everywhere, read the sender only
+    // where the column exists.
+    this.#hasSender ??= this.db.query<{ n: string }>(
+      `SELECT count(*) AS n FROM information_schema.columns
+       WHERE table_schema = current_schema() AND table_name = 'relay_queue'
+         AND column_name = 'sender'`,
+    ).then((r) => Number(r.rows[0].n) > 0);
+    const sender = (await this.#hasSender) ? "sender" : "NULL::text AS sender";
+    const at = v.date("now", now).toISOString();
+    // One transaction: the expired envelopes go and their notices arrive together, or neither.
+    return await this.db.transaction(async (tx) => {
+      const res = await tx.query<{
+        envelope_id: string;
+        device_id: string;
+        channel_id: string;
+        enqueued_at: Date;
+        expires_at: Date;
+        sender: string | null;
+      }>(
+        `DELETE FROM relay_queue WHERE envelope_id IN (
+           SELECT envelope_id FROM relay_queue WHERE expires_at <= $1
+           ORDER BY expires_at, envelope_id LIMIT $2 FOR UPDATE SKIP LOCKED)
+         RETURNING envelope_id, device_id, channel_id, enqueued_at, expires_at, ${sender}`,
+        [at, n],
+      );
+      const expired = res.rows.map((r) => ({
+        envelopeId: String(r.envelope_id),
+        deviceId: r.device_id,
+        channelId: Number(r.channel_id),
+        enqueuedAt: r.enqueued_at,
+        expiresAt: r.expires_at,
+        sender: r.sender ?? null,
+      })).sort((a, b) =>
+        a.expiresAt.getTime() - b.expiresAt.getTime() || Number(a.envelopeId) - Number(b.envelopeId)
+      );
+      if (expired.length === 0 || !notices) return { expired, queued: 0 };
+      const { items, ttlSeconds } = notices(expired);
+      if (items.length === 0) return { expired, queued: 0 };
+      const ttl = v.int("ttl seconds", ttlSeconds, 1, 31_536_000);
+      await tx.query(
+        `INSERT INTO relay_queue (device_id, channel_key, channel_id, payload, expires_at)
+         SELECT d, 'inbox:' || d, c, p, now() + make_interval(secs => $4)
+         FROM unnest($1::text[], $2::int8[], $3::bytea[]) AS t(d, c, p)`,
+        [
+          items.map((i) => v.id("device id", i.deviceId)),
+          items.map((i) => v.u32("channel id", i.channelId)),
+          items.map((i) => i.payload),
+          ttl,
+        ],
+      );
+      return { expired, queued: items.length };
+    });
   }
 
   /** Unexpired envelopes waiting for a device, and when the oldest was enqueued. */

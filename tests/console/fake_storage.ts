@@ -454,6 +454,7 @@ export function fakeStorage(
         ack: notInFake,
         requeue: notInFake,
         purgeExpired: notInFake,
+        expire: notInFake,
       },
       offsets: { store: notInFake, read: notInFake, list: notInFake },
       groups: {
