@@ -365,8 +365,18 @@ export class Client {
     let set = this.#listeners.get(event);
     if (!set) this.#listeners.set(event, set = new Set());
     set.add(listener as (value: never) => void);
+    if (event === "expired" && this.#heldNotices.length > 0) {
+      // Notices that arrived before anyone listened (a replay right after connect).
+      const held = this.#heldNotices.splice(0);
+      queueMicrotask(() => {
+        for (const notice of held) this.#emit("expired", notice);
+      });
+    }
     return () => set.delete(listener as (value: never) => void);
   }
+
+  /** Expiry notices received while nobody listened for "expired" (at most 64 kept). */
+  #heldNotices: ClientEvents["expired"][] = [];
 
   #emit<E extends keyof ClientEvents>(event: E, value: ClientEvents[E]): void {
     for (const listener of this.#listeners.get(event) ?? []) {
@@ -636,10 +646,12 @@ export class Client {
           // An expiry notice, queued for this device: acknowledged like a relayed frame.
           link.unacked.set(frame.sequence, frame.channel);
           this.#ackOn(link, frame.sequence);
-          this.#emit("expired", {
+          const value = {
             entries: notice.expired as ExpiredFrames[],
             moreFrames: typeof notice.more_frames === "number" ? notice.more_frames : 0,
-          });
+          };
+          if ((this.#listeners.get("expired")?.size ?? 0) > 0) this.#emit("expired", value);
+          else if (this.#heldNotices.length < 64) this.#heldNotices.push(value);
           return;
         }
         const error = CommuCatError.fromProblem(frame.json);

@@ -160,6 +160,28 @@ async function scenario(storage: Storage, db: Db) {
     } finally {
       await raw.close();
     }
+    // The SDK keeps a notice that arrives before its first listener and hands it over then.
+    await expiredEnvelope(db, "exp-erin", "exp-alice", 8);
+    await server.node.purgeNow();
+    const sdk = await connect({
+      transport: "tcp",
+      host: "127.0.0.1",
+      port: server.ports.tcp,
+      deviceId: "exp-alice",
+      keypair,
+      serverKey: bytesToHex(config.crypto.noisePublic),
+      keepaliveMs: 0,
+      reconnect: false,
+    });
+    try {
+      await waitFor(async () => (await storage.relay.depth("exp-alice")).depth === 0, 8000);
+      const heard: ExpiredFrames[][] = [];
+      sdk.on("expired", (n) => heard.push(n.entries));
+      await waitFor(() => heard.length === 1, 2000);
+      assert.equal(heard[0][0].recipient, "exp-erin");
+    } finally {
+      await sdk.close();
+    }
     // Notices have no sender: one that expires itself is not noticed again.
     await expiredEnvelope(db, "exp-dave", null);
     await server.node.purgeNow();
