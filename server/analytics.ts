@@ -14,7 +14,11 @@
  *   envelopes that had been handed out more than once.
  */
 import { FRAME_TYPE_NAMES, type FrameType } from "../protocol/frame.ts";
-import type { ChannelRoute } from "./channels.ts";
+/** What analytics needs of a conversation (routing/conversations.ts's Conversation fits). */
+interface RoutedConversation {
+  readonly members: ReadonlySet<string>;
+  readonly groupId: string | null;
+}
 import { FrameHistogram, type RelayMetrics } from "./metrics.ts";
 import type { AnalyticsRepo, FrameRollupDelta, LatencyDelta } from "../storage/types.ts";
 import { LATENCY_BOUNDS_MS } from "../storage/analytics_bounds.ts";
@@ -51,8 +55,11 @@ export function latencySlot(ms: number): number {
 }
 
 /** Remote domains among a route's members (device@domain with a domain not ours). */
-const remoteCache = new WeakMap<ChannelRoute, { size: number; domains: Map<string, number> }>();
-function remoteDomains(route: ChannelRoute, own: string): Map<string, number> {
+const remoteCache = new WeakMap<
+  RoutedConversation,
+  { size: number; domains: Map<string, number> }
+>();
+function remoteDomains(route: RoutedConversation, own: string): Map<string, number> {
   const cached = remoteCache.get(route);
   if (cached && cached.size === route.members.size) return cached.domains;
   const domains = new Map<string, number>();
@@ -116,7 +123,7 @@ export class FrameAnalytics {
   }
 
   /** A routed frame: `recipients` copies, `live` of them handed to live connections at once. */
-  routed(type: FrameType, route: ChannelRoute, recipients: number, live: number): void {
+  routed(type: FrameType, route: RoutedConversation, recipients: number, live: number): void {
     const name = FRAME_TYPE_NAMES[type] ?? "unknown";
     const conversation = route.groupId ? "group" : "direct";
     const local = this.#row(name, conversation, "");

@@ -370,6 +370,41 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
     "key events per archive chunk (1..100000)",
   ),
   k(
+    "limits",
+    "max_conversations_per_device",
+    "COMMUCAT_MAX_CONVERSATIONS_PER_DEVICE",
+    "512",
+    "channel ids a device may bind to conversations at once",
+  ),
+  k(
+    "limits",
+    "max_members_per_join",
+    "COMMUCAT_MAX_MEMBERS_PER_JOIN",
+    "256",
+    "devices one JOIN may list (the joiner included); groups are bounded by their roster",
+  ),
+  k(
+    "limits",
+    "route_idle_ttl",
+    "COMMUCAT_ROUTE_IDLE_TTL",
+    "2592000",
+    "seconds a conversation route lives without use or a connected member (30 days)",
+  ),
+  k(
+    "limits",
+    "presence_fanout",
+    "COMMUCAT_PRESENCE_FANOUT",
+    "4096",
+    "presence copies one announcement may send (over all of the device's conversations)",
+  ),
+  k(
+    "limits",
+    "live_ack_timeout_ms",
+    "COMMUCAT_LIVE_ACK_TIMEOUT_MS",
+    "1000",
+    "milliseconds a live copy may wait for its recipient's ACK before it is queued durably",
+  ),
+  k(
     "admin",
     "token",
     "COMMUCAT_ADMIN_TOKEN",
@@ -653,6 +688,16 @@ export async function loadConfig(options: LoadConfigOptions = {}): Promise<Confi
     ),
     httpHeaderTimeout: get("limits", "http_header_timeout", seconds(3_600), 10),
     httpBodyTimeout: get("limits", "http_body_timeout", seconds(3_600), 30),
+    maxConversationsPerDevice: get(
+      "limits",
+      "max_conversations_per_device",
+      count(65_536, "conversations"),
+      512,
+    ),
+    maxMembersPerJoin: get("limits", "max_members_per_join", count(1024, "members"), 256),
+    routeIdleTtl: get("limits", "route_idle_ttl", seconds(31_536_000), 2_592_000),
+    presenceFanout: get("limits", "presence_fanout", count(1_048_576, "copies"), 4096),
+    liveAckTimeoutMs: get("limits", "live_ack_timeout_ms", count(600_000, "milliseconds"), 1000),
   };
 
   const admin = { token: get("admin", "token", parseToken, null as string | null) };

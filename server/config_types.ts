@@ -109,6 +109,16 @@ export interface Config {
     httpHeaderTimeout: number;
     /** Seconds an HTTP request body may stay silent (federation: to arrive in full) (default 30). */
     httpBodyTimeout: number;
+    /** Channel ids a device may bind to conversations at once (ccp1.md §4.1). */
+    maxConversationsPerDevice: number;
+    /** Devices one JOIN may list, the joiner included. */
+    maxMembersPerJoin: number;
+    /** Seconds a conversation route lives without use or a connected member. */
+    routeIdleTtl: number;
+    /** Presence copies one announcement may send. */
+    presenceFanout: number;
+    /** Milliseconds a live copy may wait for its recipient's ACK before it is queued (§5). */
+    liveAckTimeoutMs: number;
   };
   retention: RetentionConfig;
   admin: {

@@ -52,4 +52,7 @@ export const Titles = {
   serverShutdown: "Server Shutting Down",
   unavailable: "Service Unavailable",
   unsupportedFrame: "Unsupported Frame",
+  tooManyMembers: "Too Many Members",
+  tooManyConversations: "Too Many Conversations",
+  groupExists: "Group Exists",
 } as const;

@@ -7,7 +7,7 @@
  * @module
  */
 import type { NodeContext } from "./context.ts";
-import { encodeItem, type RoutedItem } from "./connection.ts";
+import { encodeItemFrame, type RelayItem } from "../protocol/relay_item.ts";
 import { createFederation, type DeliverLocal, type Federation } from "./federation/mod.ts";
 
 /** Splits `device@domain`; a member without a domain, or with ours, is local. */
@@ -63,13 +63,13 @@ export class FederationRouter {
    * sender's ACK waits for; rejects with a non-fatal `FederationRefused` (e.g. 403 "federation
    * peer not allowed") that the router sends back to the sender as an ERROR.
    */
-  async queue(sender: string, target: string, item: RoutedItem): Promise<void> {
+  async queue(sender: string, target: string, item: RelayItem): Promise<void> {
     await this.#federation.send({
       channel: item.channel,
       // The relay does not carry the sender's sequence across servers: the receiving server
       // numbers the frame for its recipient (ccp1.md §7 keeps the field; it is 0 here).
       sequence: 0,
-      frame: encodeItem(item),
+      frame: encodeItemFrame(item),
       sender,
       target,
     });

@@ -58,6 +58,8 @@ export interface ReconcileHost {
   control(event: ControlEvent): void;
   /** Handle a route-change bus message again. */
   routeChange(message: Uint8Array): void;
+  /** Write a held device's conversation routes back (Redis lost them). */
+  restoreRoutes?(deviceId: string): Promise<void>;
 }
 
 /** What one tick did (tests and the debug log). */
@@ -202,6 +204,7 @@ export class Reconciler {
         { nodeId, sessionId: s.sessionId },
         config.limits.presenceTtl,
       );
+      await this.host.restoreRoutes?.(s.deviceId);
       report.routesRewritten++;
     }
   }

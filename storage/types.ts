@@ -98,6 +98,21 @@ export interface RelayEnvelope {
   attempts: number;
   /** Recipient sequence it was last sent under, or null if never sent. */
   lastSequence: number | null;
+  /** The device that sent it (`device@domain` when federated); null for rows queued before
+   * senders were recorded. */
+  sender: string | null;
+}
+
+/** One envelope to enqueue. */
+export interface EnqueueItem {
+  deviceId: string;
+  channelId: number;
+  /** The encoded CCP-1 frame. */
+  payload: Uint8Array;
+  /** The authenticated sender (ccp1.md §4.2). */
+  sender?: string | null;
+  /** Write it as already handed to this session under this sequence (awaiting its ACK). */
+  claim?: { sessionId: string; sequence: number };
 }
 
 /** Options of `RelayRepo.claim`; without them a claim records no sequences. */
@@ -454,10 +469,7 @@ export interface ExpiredEnvelope {
 
 export interface RelayRepo {
   /** One row per recipient; returns the envelope ids in order. */
-  enqueue(
-    items: { deviceId: string; channelId: number; payload: Uint8Array }[],
-    ttlSeconds: number,
-  ): Promise<string[]>;
+  enqueue(items: EnqueueItem[], ttlSeconds: number): Promise<string[]>;
   /** Mark up to `limit` (≤128) unclaimed, unexpired envelopes of a device as claimed by a
    * session, oldest first, incrementing their attempt count. With `firstSequence` it also
    * records the sequence each is sent under (see ClaimOptions; then markSent is not needed). */
@@ -724,8 +736,47 @@ export interface NodeHeartbeat {
   at: string;
 }
 
+/** The outcome of binding a channel id to a conversation (ccp1.md §4.1). */
+export type BindOutcome =
+  | { outcome: "bound" }
+  | { outcome: "already" }
+  | { outcome: "taken"; conversationId: string }
+  | { outcome: "full"; count: number };
+
+/**
+ * Conversation routes shared by every node (ccp1.md §4.1): each device's channel bindings
+ * (channel id → conversation id), the conversation records (member sets) and, per conversation,
+ * the devices that joined it. Every key lives `ttlSeconds` after its last use.
+ */
+export interface RouteStore {
+  /** The device's bindings: channel id → conversation id. */
+  bindings(deviceId: string): Promise<Map<number, string>>;
+  /**
+   * Binds `channel` to `conversationId` for the device (and adds the device to the
+   * conversation's joined set) unless the channel is bound to another conversation or the
+   * device already holds `maxBindings` bindings. Atomic.
+   */
+  bind(
+    deviceId: string,
+    channel: number,
+    conversationId: string,
+    maxBindings: number,
+    ttlSeconds: number,
+  ): Promise<BindOutcome>;
+  /** Removes the binding (and the device from the joined set); the conversation id it had. */
+  unbind(deviceId: string, channel: number): Promise<string | null>;
+  /** Extends the lifetime of the device's bindings. */
+  touchBindings(deviceId: string, ttlSeconds: number): Promise<void>;
+  /** Stores a conversation record (opaque text), or extends its lifetime. */
+  putConversation(conversationId: string, record: string, ttlSeconds: number): Promise<void>;
+  /** The records of these conversations, null where missing or expired. */
+  getConversations(conversationIds: string[]): Promise<(string | null)[]>;
+  /** The devices that joined each of these conversations. */
+  joinedOf(conversationIds: string[]): Promise<string[][]>;
+}
+
 /** Redis or in-memory; nothing durable lives here. Failures throw RedisFailure. */
-export interface EphemeralStore {
+export interface EphemeralStore extends RouteStore {
   readonly kind: "redis" | "memory";
   setPresence(deviceId: string, presence: Presence, ttlSeconds: number): Promise<void>;
   getPresence(deviceId: string): Promise<Presence | null>;

@@ -6,6 +6,7 @@
  */
 import { RedisFailure } from "../errors.ts";
 import type {
+  BindOutcome,
   ControlEvent,
   EphemeralStore,
   NodeHeartbeat,
@@ -16,9 +17,13 @@ import type {
   StreamEvent,
 } from "../types.ts";
 import {
+  bindingsKey,
   checkChannel,
+  checkChannelId,
+  checkConversationId,
   checkDeviceId,
   checkHeartbeat,
+  checkMaxBindings,
   checkMessage,
   checkPresence,
   checkRate,
@@ -30,12 +35,14 @@ import {
   CONTROL_CHANNEL,
   CONTROL_STREAM_LENGTH,
   controlHandler,
+  conversationKey,
   defaultWarn,
   deliver,
   encodeControl,
   type EphemeralOptions,
   gcra,
   interruptKey,
+  joinedKey,
   nodeKey,
   parseHeartbeat,
   parsePresence,
@@ -56,9 +63,45 @@ type Handler = (message: Uint8Array) => void;
  */
 export class MemoryHub {
   readonly #keys = new Map<string, { value: string; expiresAt: number }>();
+  readonly #hashes = new Map<string, { fields: Map<string, string>; expiresAt: number }>();
   readonly #channels = new Map<string, Set<Handler>>();
   readonly #streams = new Map<string, { entries: StreamEvent[]; lastMs: number; seq: number }>();
   #writesSinceSweep = 0;
+
+  /** The fields of a hash (or set) key; null when missing or expired. */
+  hash(key: string, now = Date.now()): Map<string, string> | null {
+    const entry = this.#hashes.get(key);
+    if (entry === undefined) return null;
+    if (entry.expiresAt <= now) {
+      this.#hashes.delete(key);
+      return null;
+    }
+    return entry.fields;
+  }
+
+  /** The hash at `key`, created when missing; its lifetime becomes `ttlSeconds` from now. */
+  hashForWrite(key: string, ttlSeconds: number): Map<string, string> {
+    const fields = this.hash(key) ?? new Map<string, string>();
+    this.#hashes.set(key, { fields, expiresAt: Date.now() + ttlSeconds * 1000 });
+    if (++this.#writesSinceSweep >= 1024) this.sweep();
+    return fields;
+  }
+
+  /** Extends a live hash's lifetime. */
+  expireHash(key: string, ttlSeconds: number): void {
+    const fields = this.hash(key);
+    if (fields !== null) {
+      this.#hashes.set(key, { fields, expiresAt: Date.now() + ttlSeconds * 1000 });
+    }
+  }
+
+  /** Deletes a hash field; an emptied hash goes away. */
+  hashDelete(key: string, field: string): void {
+    const fields = this.hash(key);
+    if (fields === null) return;
+    fields.delete(field);
+    if (fields.size === 0) this.#hashes.delete(key);
+  }
 
   get(key: string, now = Date.now()): string | null {
     const entry = this.#keys.get(key);
@@ -90,6 +133,12 @@ export class MemoryHub {
         dropped++;
       }
     }
+    for (const [key, entry] of this.#hashes) {
+      if (entry.expiresAt <= now) {
+        this.#hashes.delete(key);
+        dropped++;
+      }
+    }
     return dropped;
   }
 
@@ -105,7 +154,7 @@ export class MemoryHub {
   /** Number of live keys (for tests and diagnostics). */
   size(): number {
     this.sweep();
-    return this.#keys.size;
+    return this.#keys.size + this.#hashes.size;
   }
 
   /** XADD with MAXLEN: ids are `<ms>-<n>`, increasing even if the clock steps back. */
@@ -258,6 +307,96 @@ export class MemoryEphemeralStore implements EphemeralStore {
       checkDeviceId(deviceId);
       return this.#hub.get(interruptKey(this.#prefix, deviceId));
     });
+  }
+
+  bindings(deviceId: string): Promise<Map<number, string>> {
+    return this.#run(() => {
+      checkDeviceId(deviceId);
+      const fields = this.#hub.hash(bindingsKey(this.#prefix, deviceId));
+      const out = new Map<number, string>();
+      for (const [channel, id] of fields ?? []) out.set(Number(channel), id);
+      return out;
+    });
+  }
+
+  bind(
+    deviceId: string,
+    channel: number,
+    conversationId: string,
+    maxBindings: number,
+    ttl: number,
+  ): Promise<BindOutcome> {
+    return this.#run((): BindOutcome => {
+      checkDeviceId(deviceId);
+      checkChannelId(channel);
+      checkConversationId(conversationId);
+      checkMaxBindings(maxBindings);
+      const ex = ttlSeconds(ttl);
+      const key = bindingsKey(this.#prefix, deviceId);
+      const current = this.#hub.hash(key);
+      const bound = current?.get(String(channel));
+      if (bound !== undefined && bound !== conversationId) {
+        return { outcome: "taken", conversationId: bound };
+      }
+      if (bound === undefined && (current?.size ?? 0) >= maxBindings) {
+        return { outcome: "full", count: current!.size };
+      }
+      this.#hub.hashForWrite(key, ex).set(String(channel), conversationId);
+      this.#hub.hashForWrite(joinedKey(this.#prefix, conversationId), ex).set(deviceId, "1");
+      return { outcome: bound === undefined ? "bound" : "already" };
+    });
+  }
+
+  unbind(deviceId: string, channel: number): Promise<string | null> {
+    return this.#run(() => {
+      checkDeviceId(deviceId);
+      checkChannelId(channel);
+      const key = bindingsKey(this.#prefix, deviceId);
+      const bound = this.#hub.hash(key)?.get(String(channel));
+      if (bound === undefined) return null;
+      this.#hub.hashDelete(key, String(channel));
+      this.#hub.hashDelete(joinedKey(this.#prefix, bound), deviceId);
+      return bound;
+    });
+  }
+
+  touchBindings(deviceId: string, ttl: number): Promise<void> {
+    return this.#run(() => {
+      checkDeviceId(deviceId);
+      const ex = ttlSeconds(ttl);
+      const key = bindingsKey(this.#prefix, deviceId);
+      for (const id of this.#hub.hash(key)?.values() ?? []) {
+        this.#hub.expireHash(joinedKey(this.#prefix, id), ex);
+        const record = this.#hub.get(conversationKey(this.#prefix, id));
+        if (record !== null) this.#hub.set(conversationKey(this.#prefix, id), record, ex);
+      }
+      this.#hub.expireHash(key, ex);
+    });
+  }
+
+  putConversation(conversationId: string, record: string, ttl: number): Promise<void> {
+    return this.#run(() => {
+      checkConversationId(conversationId);
+      this.#hub.set(conversationKey(this.#prefix, conversationId), String(record), ttlSeconds(ttl));
+    });
+  }
+
+  getConversations(conversationIds: string[]): Promise<(string | null)[]> {
+    return this.#run(() =>
+      conversationIds.map((id) => {
+        checkConversationId(id);
+        return this.#hub.get(conversationKey(this.#prefix, id));
+      })
+    );
+  }
+
+  joinedOf(conversationIds: string[]): Promise<string[][]> {
+    return this.#run(() =>
+      conversationIds.map((id) => {
+        checkConversationId(id);
+        return [...(this.#hub.hash(joinedKey(this.#prefix, id))?.keys() ?? [])];
+      })
+    );
   }
 
   publish(channel: string, message: Uint8Array): Promise<void> {

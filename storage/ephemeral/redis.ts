@@ -12,6 +12,7 @@ import { Redis, type RedisOptions } from "ioredis";
 import { Buffer } from "node:buffer";
 import { InvalidValue, RedisFailure } from "../errors.ts";
 import type {
+  BindOutcome,
   ControlEvent,
   EphemeralStore,
   NodeHeartbeat,
@@ -22,9 +23,13 @@ import type {
   StreamEvent,
 } from "../types.ts";
 import {
+  bindingsKey,
   checkChannel,
+  checkChannelId,
+  checkConversationId,
   checkDeviceId,
   checkHeartbeat,
+  checkMaxBindings,
   checkMessage,
   checkPresence,
   checkRate,
@@ -35,11 +40,13 @@ import {
   CONTROL_CHANNEL,
   CONTROL_STREAM_LENGTH,
   controlHandler,
+  conversationKey,
   defaultWarn,
   deliver,
   encodeControl,
   type EphemeralOptions,
   interruptKey,
+  joinedKey,
   nodeKey,
   nodesKey,
   parseHeartbeat,
@@ -92,6 +99,43 @@ if cost > 0 then
   redis.call('SET', KEYS[1], string.format('%.3f', nxt), 'PX', math.max(1, math.ceil(nxt - now)))
 end
 return {1, 0}`;
+
+/**
+ * Bind a channel to a conversation (ccp1.md §4.1), atomically: KEYS = bindings hash, joined set
+ * of the conversation; ARGV = channel, conversation id, max bindings, ttl, device id.
+ */
+const BIND_LUA = `
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur and cur ~= ARGV[2] then return {'taken', cur} end
+if not cur then
+  local n = redis.call('HLEN', KEYS[1])
+  if n >= tonumber(ARGV[3]) then return {'full', tostring(n)} end
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('SADD', KEYS[2], ARGV[5])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+if cur then return {'already'} end
+return {'bound'}`;
+
+/** Unbind: KEYS = bindings hash; ARGV = channel, device id, joined-key prefix. */
+const UNBIND_LUA = `
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if not cur then return false end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('SREM', ARGV[3] .. cur, ARGV[2])
+return cur`;
+
+/** Extend a device's bindings, their joined sets and records: KEYS = bindings hash;
+ * ARGV = ttl, joined-key prefix, conversation-key prefix. */
+const TOUCH_BINDINGS_LUA = `
+local ids = redis.call('HVALS', KEYS[1])
+for _, id in ipairs(ids) do
+  redis.call('EXPIRE', ARGV[2] .. id, ARGV[1])
+  redis.call('EXPIRE', ARGV[3] .. id, ARGV[1])
+end
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+return #ids`;
 
 type Handler = (message: Uint8Array) => void;
 
@@ -377,6 +421,114 @@ export class RedisEphemeralStore implements EphemeralStore {
   async getInterrupt(deviceId: string): Promise<string | null> {
     checkDeviceId(deviceId);
     return await this.#command("get interrupt", (c) => c.get(interruptKey(this.#prefix, deviceId)));
+  }
+
+  async bindings(deviceId: string): Promise<Map<number, string>> {
+    checkDeviceId(deviceId);
+    const all = await this.#command(
+      "get bindings",
+      (c) => c.hgetall(bindingsKey(this.#prefix, deviceId)),
+    );
+    const out = new Map<number, string>();
+    for (const [channel, id] of Object.entries(all)) out.set(Number(channel), id);
+    return out;
+  }
+
+  async bind(
+    deviceId: string,
+    channel: number,
+    conversationId: string,
+    maxBindings: number,
+    ttl: number,
+  ): Promise<BindOutcome> {
+    checkDeviceId(deviceId);
+    checkChannelId(channel);
+    checkConversationId(conversationId);
+    checkMaxBindings(maxBindings);
+    const ex = ttlSeconds(ttl);
+    const reply = await this.#command("bind channel", (c) =>
+      c.eval(
+        BIND_LUA,
+        2,
+        bindingsKey(this.#prefix, deviceId),
+        joinedKey(this.#prefix, conversationId),
+        String(channel),
+        conversationId,
+        String(maxBindings),
+        String(ex),
+        deviceId,
+      )) as string[];
+    switch (reply[0]) {
+      case "taken":
+        return { outcome: "taken", conversationId: reply[1] };
+      case "full":
+        return { outcome: "full", count: Number(reply[1]) };
+      case "already":
+        return { outcome: "already" };
+      default:
+        return { outcome: "bound" };
+    }
+  }
+
+  async unbind(deviceId: string, channel: number): Promise<string | null> {
+    checkDeviceId(deviceId);
+    checkChannelId(channel);
+    const reply = await this.#command("unbind channel", (c) =>
+      c.eval(
+        UNBIND_LUA,
+        1,
+        bindingsKey(this.#prefix, deviceId),
+        String(channel),
+        deviceId,
+        joinedKey(this.#prefix, ""),
+      )) as string | null;
+    return typeof reply === "string" ? reply : null;
+  }
+
+  async touchBindings(deviceId: string, ttl: number): Promise<void> {
+    checkDeviceId(deviceId);
+    const ex = ttlSeconds(ttl);
+    await this.#command("touch bindings", (c) =>
+      c.eval(
+        TOUCH_BINDINGS_LUA,
+        1,
+        bindingsKey(this.#prefix, deviceId),
+        String(ex),
+        joinedKey(this.#prefix, ""),
+        conversationKey(this.#prefix, ""),
+      ));
+  }
+
+  async putConversation(conversationId: string, record: string, ttl: number): Promise<void> {
+    checkConversationId(conversationId);
+    const ex = ttlSeconds(ttl);
+    await this.#command(
+      "store conversation",
+      (c) => c.set(conversationKey(this.#prefix, conversationId), String(record), "EX", ex),
+    );
+  }
+
+  async getConversations(conversationIds: string[]): Promise<(string | null)[]> {
+    if (conversationIds.length === 0) return [];
+    for (const id of conversationIds) checkConversationId(id);
+    return await this.#command(
+      "get conversations",
+      (c) => c.mget(...conversationIds.map((id) => conversationKey(this.#prefix, id))),
+    );
+  }
+
+  async joinedOf(conversationIds: string[]): Promise<string[][]> {
+    if (conversationIds.length === 0) return [];
+    for (const id of conversationIds) checkConversationId(id);
+    const replies = await this.#command("get joined members", (c) => {
+      const pipe = c.pipeline();
+      for (const id of conversationIds) pipe.smembers(joinedKey(this.#prefix, id));
+      return pipe.exec();
+    });
+    return (replies ?? []).map(([err, members]) => {
+      if (err) throw this.#failure("get joined members", err, this.#cmd);
+      return members as string[];
+    });
   }
 
   async publish(channel: string, message: Uint8Array): Promise<void> {

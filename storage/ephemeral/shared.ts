@@ -141,6 +141,37 @@ export function parseHeartbeat(text: string | null): NodeHeartbeat | null {
   }
 }
 
+/** A device's channel bindings (a hash: channel id → conversation id). */
+export const bindingsKey = (prefix: string, deviceId: string) => `${prefix}binds:${deviceId}`;
+/** A conversation's record (its member set). */
+export const conversationKey = (prefix: string, id: string) => `${prefix}conv:${id}`;
+/** The devices that joined a conversation (a set). */
+export const joinedKey = (prefix: string, id: string) => `${prefix}joined:${id}`;
+
+/** Refuse a channel id that is not a u32 other than 0. */
+export function checkChannelId(channel: unknown): asserts channel is number {
+  if (
+    typeof channel !== "number" || !Number.isInteger(channel) || channel < 1 ||
+    channel > 0xffff_ffff
+  ) {
+    throw new InvalidValue("channel id", channel, "an integer from 1 to 4294967295");
+  }
+}
+
+/** Refuse an empty or overlong conversation id. */
+export function checkConversationId(id: unknown): asserts id is string {
+  if (typeof id !== "string" || id.length === 0 || id.length > 256) {
+    throw new InvalidValue("conversation id", id, "a non-empty string of at most 256 characters");
+  }
+}
+
+/** Refuse a binding limit that is not a positive integer. */
+export function checkMaxBindings(max: unknown): asserts max is number {
+  if (typeof max !== "number" || !Number.isInteger(max) || max < 1) {
+    throw new InvalidValue("binding limit", max, "a positive integer");
+  }
+}
+
 /** Refuse an empty or non-string device id, naming the value. */
 export function checkDeviceId(deviceId: unknown): asserts deviceId is string {
   if (typeof deviceId !== "string" || deviceId.length === 0 || deviceId.length > 512) {

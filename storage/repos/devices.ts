@@ -149,11 +149,18 @@ type HelloUser = { id?: string; handle?: string; displayName?: string; avatarUrl
  * The user a new device belongs to: found by `id` (or created with that id when a handle is
  * given too), else found by `handle`, else created with `handle` and a fresh id.
  */
-async function resolveUser(q: Queryable, hello: HelloUser): Promise<User> {
+/**
+ * The user a new device names: an existing one (by id, or by a taken handle), or a new one
+ * created here. `created` says which (ccp1.md §4.4: auto-approval covers new users only).
+ */
+async function resolveUser(
+  q: Queryable,
+  hello: HelloUser,
+): Promise<{ user: User; created: boolean }> {
   if (hello.id !== undefined) {
     const id = v.id("user id", hello.id);
     const found = await userById(q, id);
-    if (found) return found;
+    if (found) return { user: found, created: false };
     if (hello.handle === undefined) throw new NotFound("user", id);
   }
   if (hello.handle === undefined) {
@@ -167,15 +174,15 @@ async function resolveUser(q: Queryable, hello: HelloUser): Promise<User> {
   });
   if (hello.id === undefined) {
     const existing = await userByHandle(q, fields.handle);
-    if (existing) return existing;
+    if (existing) return { user: existing, created: false };
   }
   const created = await insertUser(q, fields);
-  if (created) return created;
+  if (created) return { user: created, created: true };
   // A concurrent handshake created it first, or the handle belongs to someone else.
   const winner = hello.id !== undefined
     ? await userById(q, fields.id)
     : await userByHandle(q, fields.handle);
-  if (winner) return winner;
+  if (winner) return { user: winner, created: false };
   throw new Conflict(`handle ${JSON.stringify(fields.handle)} is already taken by another user`);
 }
 
@@ -350,18 +357,15 @@ export class PgDeviceRepo implements DeviceRepo {
       return await this.db.transaction(async (q): Promise<HandshakeRegistration> => {
         let device = await lockDevice(q, id);
         if (!device) {
-          const user = await resolveUser(q, input.user);
-          const status = input.autoApprove ? "active" : "pending";
+          const { user, created } = await resolveUser(q, input.user);
+          // Auto-approval covers a new device of a new user only: a new device naming an
+          // existing user waits until a device of that user pairs it or an operator approves.
+          const approve = input.autoApprove && created;
+          const status = approve ? "active" : "pending";
           const inserted = await insertDevice(q, id, user.id, key, status);
           if (inserted) {
-            const event = await writeEvent(
-              q,
-              id,
-              key,
-              input.autoApprove ? "registered" : "pending",
-              actor,
-            );
-            return input.autoApprove
+            const event = await writeEvent(q, id, key, approve ? "registered" : "pending", actor);
+            return approve
               ? { outcome: "registered", device: inserted, user, event }
               : { outcome: "pending", device: inserted, user, event };
           }
@@ -381,11 +385,9 @@ export class PgDeviceRepo implements DeviceRepo {
           return { outcome: "pending", device: updated, user, event };
         }
         if (sameBytes(device.publicKey, key)) return { outcome: "accepted", device, user };
-        if (input.autoApprove) {
-          const updated = await setDevice(q, id, "active", key, null);
-          const event = await writeEvent(q, id, key, "rotated", actor);
-          return { outcome: "rotated", device: updated, user, event };
-        }
+        // A known device presenting another key is never approved by auto-approval (whoever
+        // knew the id could take the device over): the owner rotates from a session of the old
+        // key, or an operator approves the waiting key.
         if (sameBytes(device.pendingPublicKey, key)) {
           return { outcome: "pending", device, user, event: null };
         }

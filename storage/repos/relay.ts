@@ -15,6 +15,7 @@ import { InvalidValue } from "../errors.ts";
 import type {
   AckOptions,
   ClaimOptions,
+  EnqueueItem,
   ExpiredEnvelope,
   OffsetRepo,
   RelayAck,
@@ -49,10 +50,11 @@ interface EnvelopeRow {
   expires_at: Date;
   attempts: number;
   last_sequence: string | null;
+  sender: string | null;
 }
 
 const ENVELOPE_COLUMNS =
-  "envelope_id, device_id, channel_id, payload, enqueued_at, expires_at, attempts, last_sequence";
+  "envelope_id, device_id, channel_id, payload, enqueued_at, expires_at, attempts, last_sequence, sender";
 /** What the fast ack reads back: no payloads or timestamps to transfer and decode. */
 const ACK_COLUMNS = "envelope_id, channel_id, last_sequence, enqueued_at, attempts";
 
@@ -61,9 +63,12 @@ const ACK_COLUMNS = "envelope_id, channel_id, last_sequence, enqueued_at, attemp
  * once per connection on real Postgres; see QueryOptions.name).
  */
 const ENQUEUE_SQL =
-  `INSERT INTO relay_queue (device_id, channel_key, channel_id, payload, expires_at)
-  SELECT d, 'inbox:' || d, c, p, now() + make_interval(secs => $4)
-  FROM unnest($1::text[], $2::int8[], $3::bytea[]) AS t(d, c, p)
+  `INSERT INTO relay_queue (device_id, channel_key, channel_id, payload, expires_at, sender,
+                           claimed_by, claimed_at, last_sequence, attempts)
+  SELECT d, 'inbox:' || d, c, p, now() + make_interval(secs => $4), s,
+         cb, CASE WHEN cb IS NULL THEN NULL ELSE now() END, ls, CASE WHEN cb IS NULL THEN 0 ELSE 1 END
+  FROM unnest($1::text[], $2::int8[], $3::bytea[], $5::text[], $6::text[], $7::int8[])
+    AS t(d, c, p, s, cb, ls)
   RETURNING envelope_id`;
 
 // `next` is materialized so the row locks are taken once, before numbering; the window numbers
@@ -119,6 +124,7 @@ function toEnvelope(r: EnvelopeRow): RelayEnvelope {
     expiresAt: r.expires_at,
     attempts: r.attempts,
     lastSequence: r.last_sequence === null ? null : Number(r.last_sequence),
+    sender: r.sender ?? null,
   };
 }
 
@@ -131,11 +137,12 @@ function byId(a: { envelope_id: string }, b: { envelope_id: string }): number {
 export class PgRelayRepo implements RelayRepo {
   constructor(private readonly db: Db) {}
 
-  /** Enqueue one row per recipient, in batches, atomically; returns ids in input order. */
-  async enqueue(
-    items: { deviceId: string; channelId: number; payload: Uint8Array }[],
-    ttlSeconds: number,
-  ): Promise<string[]> {
+  /**
+   * Enqueue one row per recipient, in batches, atomically; returns ids in input order. An item
+   * with `claim` is written as already handed to that session under that sequence (a live copy
+   * made durable while it awaits the recipient's ACK, ccp1.md §5).
+   */
+  async enqueue(items: EnqueueItem[], ttlSeconds: number): Promise<string[]> {
     v.int("relay ttl seconds", ttlSeconds, 1, 10 * 365 * 86400);
     if (!Array.isArray(items)) throw new InvalidValue("items", items, "an array of envelopes");
     for (const it of items) {
@@ -143,6 +150,11 @@ export class PgRelayRepo implements RelayRepo {
       v.u32("channel id", it.channelId);
       if (!(it.payload instanceof Uint8Array)) {
         throw new InvalidValue("payload", typeof it.payload, "a Uint8Array");
+      }
+      if (it.sender !== undefined && it.sender !== null) v.text("sender", it.sender, 300, 1);
+      if (it.claim !== undefined) {
+        v.id("session id", it.claim.sessionId);
+        v.u32("sequence", it.claim.sequence);
       }
     }
     if (items.length === 0) return [];
@@ -154,6 +166,9 @@ export class PgRelayRepo implements RelayRepo {
           batch.map((i) => i.channelId),
           batch.map((i) => i.payload),
           ttlSeconds,
+          batch.map((i) => i.sender ?? null),
+          batch.map((i) => i.claim?.sessionId ?? null),
+          batch.map((i) => i.claim?.sequence ?? null),
         ],
         { name: "commucat_relay_enqueue" },
       );

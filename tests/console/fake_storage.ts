@@ -217,6 +217,7 @@ export function fakeStorage(
           expiresAt: new Date(enqueuedAt.getTime() + 86_400_000),
           attempts: 0,
           lastSequence: null,
+          sender: null,
         });
       },
       requestKey(deviceId: string, publicKey: Uint8Array) {

@@ -46,6 +46,11 @@ export function testConfig(patch: {
       outboundQueueFrames: 1024,
       outboundQueueBytes: 1 << 20,
       maxInflight: 128,
+      maxConversationsPerDevice: 512,
+      maxMembersPerJoin: 256,
+      routeIdleTtl: 3600,
+      presenceFanout: 4096,
+      liveAckTimeoutMs: 1000,
       ...OPEN_LIMITS,
     },
     retention: {

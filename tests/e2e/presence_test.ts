@@ -1,7 +1,8 @@
 /**
- * Presence reaches a device's channel peers: PRESENCE `{channel, peer, state}` when it comes
- * online, changes its state, joins a channel (the newcomer learns who is online) and goes
- * offline — live only, on one node and across two nodes sharing storage.
+ * Presence reaches the members of a device's conversations who joined them too: PRESENCE
+ * `{channel, peer, state}` when it joins (the newcomer learns who is online), comes online
+ * again, changes its state and goes offline — live only, on one node and across two nodes
+ * sharing storage. Being listed in someone's JOIN does not expose a device's presence.
  *
  * Runs on the embedded defaults always, and on Postgres + Redis when the environment names them.
  */
@@ -63,10 +64,12 @@ for (const kind of storageKinds()) {
         a = await connect(1, aId);
         assert.equal((await a.join(ch, [aId, bId])).type, FrameType.Ack);
         const b = await connect(1, bId);
-        assert.equal(await nextPresence(a, ch, bId), "online");
+        // Listed by alice but not joined: bob's presence is his own business.
+        assert.deepEqual(pendingAbout(a, bId), []);
 
-        // Joining tells the newcomer who is online; the others were told already.
+        // Joining tells the others and the newcomer learns who is online.
         assert.equal((await b.join(ch, [aId, bId])).type, FrameType.Ack);
+        assert.equal(await nextPresence(a, ch, bId), "online");
         assert.equal(await nextPresence(b, ch, aId), "online");
 
         // A new state reaches the peer; the same state again (a refresh) sends nothing.
@@ -89,11 +92,10 @@ for (const kind of storageKinds()) {
 
       await t.step("presence of a device on another node reaches the peer", async () => {
         assert.equal((await a.join(ch2, [aId, cId])).type, FrameType.Ack);
-        // The route reaches node 2 over the bus.
-        await waitFor(() => node2.node.router.channels.get(ch2)?.members.has(cId) === true);
+        // The conversation lives in the shared store: node 2 knows it without being told.
         const c = await connect(2, cId);
-        assert.equal(await nextPresence(a, ch2, cId), "online");
         assert.equal((await c.join(ch2, [aId, cId])).type, FrameType.Ack);
+        assert.equal(await nextPresence(a, ch2, cId), "online");
         // Alice is on node 1: the newcomer learns it from her presence record.
         assert.equal(await nextPresence(c, ch2, aId), "online");
         c.control(FrameType.Presence, 0, { state: "away" });
@@ -105,6 +107,7 @@ for (const kind of storageKinds()) {
       });
 
       await t.step("a graceful stop tells the peers on other nodes", async () => {
+        // Carol's binding is remembered: coming back online is announced without a new JOIN.
         const c = await connect(2, cId);
         assert.equal(await nextPresence(a, ch2, cId), "online");
         await node2.stop();

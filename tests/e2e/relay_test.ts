@@ -195,6 +195,9 @@ for (const kind of storageKinds()) {
           const ge = a.control(FrameType.GroupEvent, ch, { event: "renamed" });
           await a.reply(ge);
           assert.deepEqual((await b.nextOfType(FrameType.GroupEvent)).json, { event: "renamed" });
+          // A recipient answers once it joined the same conversation (the same member set).
+          const all = [a.options.deviceId, b.options.deviceId, c.options.deviceId];
+          assert.equal((await b.join(ch, all)).type, FrameType.Ack);
           // Recipients see their own increasing sequences.
           const bm = b.msg(ch, "reply");
           await b.reply(bm);
@@ -241,7 +244,7 @@ for (const kind of storageKinds()) {
         const m = a.msg(ch, "after leave");
         const err = await a.reply(m);
         assert.equal(err.type, FrameType.Error);
-        assert.equal(problemOf(err).title, "Not A Member");
+        assert.equal(problemOf(err).title, "Unknown Channel");
         assert.equal(problemOf(err).fatal, false);
         const route = await storage.ephemeral.getRoute(a.options.deviceId);
         assert.equal(route?.nodeId, server.nodeId);
@@ -447,17 +450,24 @@ for (const kind of storageKinds()) {
           } finally {
             await node2.stop();
           }
-          // With auto-approve, a new key is a rotation, logged as a key event.
+          // Auto-approve never approves a new key for a known device (anyone knowing the id
+          // could take it over): it waits for an operator, and the device keeps its key.
           const rot = uid("arot");
+          const original = generateKeypair();
           await (await TestClient.connect({
             ...clientOptions(server, config, rot),
-            keypair: generateKeypair(),
+            keypair: original,
           })).close();
+          await refused(
+            { ...clientOptions(server, config, rot), keypair: generateKeypair() },
+            "Device Pending Approval",
+            403,
+          );
+          assert.ok(logs.has("device key awaiting approval", { device_id: rot }));
           await (await TestClient.connect({
             ...clientOptions(server, config, rot),
-            keypair: generateKeypair(),
+            keypair: original,
           })).close();
-          assert.ok(logs.has("device key rotated", { device_id: rot }));
           await stillServed();
         },
       );
@@ -581,19 +591,24 @@ for (const kind of storageKinds()) {
           await c.ended();
           await stillServed();
         }
-        // JOIN on someone else's channel: refused, the route is unchanged, the connection lives.
+        // JOIN on the witnesses' channel id: a channel id is the joiner's own handle, so this is
+        // the intruder's own conversation; nothing of the witnesses' reaches it or comes from it.
         {
           const c = await connect(uid("intruder"));
           const seq = c.control(FrameType.Join, witnessChannel, { members: [c.options.deviceId] });
-          const err = await c.reply(seq);
-          assert.equal(problemOf(err).title, "Join Rejected");
-          assert.equal(problemOf(err).status, 403);
-          assert.equal(problemOf(err).fatal, false);
-          assert.equal(problemOf(err).sequence, seq);
+          assert.equal((await c.reply(seq)).type, FrameType.Ack);
           const m = c.msg(witnessChannel, "sneaky");
-          assert.equal(problemOf(await c.reply(m)).title, "Not A Member");
+          assert.equal((await c.reply(m)).type, FrameType.Ack);
           await stillServed();
+          assert.equal(c.received.filter((f) => f.type === FrameType.Msg).length, 0);
           assert.equal(witnessB.received.filter((f) => f.type === FrameType.Msg).length, 0);
+          // Binding the same channel id to another conversation is refused, non-fatally.
+          const again = c.control(FrameType.Join, witnessChannel, { members: [wA, wB] });
+          const err = await c.reply(again);
+          assert.equal(problemOf(err).title, "Join Rejected");
+          assert.equal(problemOf(err).status, 409);
+          assert.equal(problemOf(err).fatal, false);
+          assert.equal(problemOf(err).sequence, again);
         }
       });
 
@@ -783,7 +798,8 @@ for (const kind of storageKinds()) {
             const s = a.msg(40, "across nodes");
             await a.reply(s);
             assert.equal(text(await b.nextOfType(FrameType.Msg)), "across nodes");
-            // b uses the channel on its own node (route shared over the bus).
+            // b joins the same conversation on its own node (routes live in the shared store).
+            assert.equal((await b.join(40, [a.options.deviceId])).type, FrameType.Ack);
             const r = b.msg(40, "and back");
             await b.reply(r);
             assert.equal(text(await a.nextOfType(FrameType.Msg)), "and back");
@@ -851,6 +867,7 @@ for (const kind of storageKinds()) {
           user: { handle: bobId },
         });
         try {
+          await bob.join(60, [aliceId]);
           await alice.join(60, [bobId]);
           const acked = await alice.send(60, "hello bob");
           assert.ok(acked.ack > 0);

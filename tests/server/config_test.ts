@@ -30,6 +30,11 @@ const DEFAULTS_OF_NEW = {
   httpConnectionsTotal: 8192,
   httpHeaderTimeout: 10,
   httpBodyTimeout: 30,
+  maxConversationsPerDevice: 512,
+  maxMembersPerJoin: 256,
+  routeIdleTtl: 2_592_000,
+  presenceFanout: 4096,
+  liveAckTimeoutMs: 1000,
 };
 
 const REPO = new URL("../../", import.meta.url).pathname;
@@ -108,6 +113,11 @@ Deno.test("defaults apply with no file and no environment", async () => {
       httpConnectionsTotal: 8192,
       httpHeaderTimeout: 10,
       httpBodyTimeout: 30,
+      maxConversationsPerDevice: 512,
+      maxMembersPerJoin: 256,
+      routeIdleTtl: 2_592_000,
+      presenceFanout: 4096,
+      liveAckTimeoutMs: 1000,
     });
     assert.equal(config.admin.token, null);
     // Configured keys are used, nothing is written.

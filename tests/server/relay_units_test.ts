@@ -1,11 +1,11 @@
 /** Unit tests of the relay's pure parts: channel table, bus packets, tokens, addresses, v1 policy. */
 import assert from "node:assert/strict";
-import { ChannelTable, parseRouteChange } from "../../server/channels.ts";
-import { decodeBusPacket, encodeBusPacket } from "../../server/node.ts";
+import { decodeBusPacket, encodeBusPacket } from "../../server/delivery/delivery.ts";
+import { routed } from "../../server/session/sender_ack.ts";
 import { tokenMatches } from "../../protocol/crypto.ts";
 import { formatAddr, isLoopbackHost } from "../../server/transport.ts";
 import { localDeviceId, remoteDomainOf } from "../../server/federation.ts";
-import { ServerHandshake } from "../../server/handshake.ts";
+import { ServerHandshake } from "../../server/session/handshake.ts";
 import { encodeControl, FrameType } from "../../protocol/frame.ts";
 import { FrameDecoder } from "../../protocol/frame.ts";
 import { ProtocolError } from "../../protocol/errors.ts";
@@ -19,35 +19,19 @@ import { Limits } from "../../server/limits.ts";
 import { Admission } from "../../server/admission.ts";
 import { MemoryEphemeralStore } from "../../storage/ephemeral/mod.ts";
 
-Deno.test("channel table: set, group membership changes, delete, and changes from the bus", () => {
-  const table = new ChannelTable();
-  table.apply({ op: "set", channel: 1, members: ["a", "b"], relay: true, groupId: "g" });
-  table.apply({ op: "set", channel: 2, members: ["a"], relay: false, groupId: null });
-  assert.deepEqual([...table.get(1)!.members], ["a", "b"]);
-  table.apply({ op: "group-add", groupId: "g", deviceId: "c" });
-  assert.ok(table.get(1)!.members.has("c"));
-  assert.ok(!table.get(2)!.members.has("c"));
-  table.apply({ op: "group-remove", groupId: "g", deviceId: "a" });
-  assert.ok(!table.get(1)!.members.has("a"));
-  assert.deepEqual([...table.channelsOf("a")].map((r) => r.channel), [2]);
-  table.apply({ op: "delete", channel: 2 });
-  assert.equal(table.get(2), undefined);
-  assert.deepEqual(
-    parseRouteChange(ChannelTable.describe(table.get(1)!)),
-    ChannelTable.describe(table.get(1)!),
-  );
-  for (const bad of [null, 5, { op: "set" }, { op: "set", channel: -1 }, { op: "drop" }]) {
-    assert.equal(parseRouteChange(bad), null);
-  }
-});
-
 Deno.test("bus packets carry the device, the frame and the ephemeral flag; junk is refused", () => {
-  const item = { type: FrameType.Msg, channel: 9, payload: new Uint8Array([1, 2, 3]) };
+  const item = routed({
+    type: FrameType.Msg,
+    channel: 9,
+    payload: new Uint8Array([1, 2, 3]),
+    sender: "sënder",
+  });
   for (const ephemeral of [true, false]) {
     const packet = decodeBusPacket(encodeBusPacket("dévice-1", item, ephemeral))!;
     assert.equal(packet.deviceId, "dévice-1");
     assert.equal(packet.ephemeral, ephemeral);
     assert.equal(packet.item.channel, 9);
+    assert.equal(packet.item.sender, "sënder");
     assert.deepEqual([...packet.item.payload], [1, 2, 3]);
   }
   assert.equal(decodeBusPacket(new Uint8Array([0, 0])), null);

@@ -308,11 +308,16 @@ const cases: Case[] = [
     assert.equal(acc.user.id, reg.user.id);
     assert.equal((await s.keyEvents.export(`${u}-h1`)).length, 1);
 
-    // A second device of the same handle joins that user; by id as well.
+    // A new device naming an existing user (by handle or id) waits for an operator even under
+    // auto-approve (ccp1.md §4.4): auto-approval covers new devices of new users only.
     const byHandle = await hs("h2", 2, { handle: `${u}-hu` }, true);
+    assert.equal(byHandle.outcome, "pending");
     assert.equal(byHandle.user.id, reg.user.id);
     const byId = await hs("h3", 3, { id: reg.user.id }, true);
+    assert.equal(byId.outcome, "pending");
     assert.equal(byId.user.id, reg.user.id);
+    await s.devices.approve(`${u}-h2`, "cli:op");
+    assert.equal((await hs("h2", 2, { handle: `${u}-hu` }, true)).outcome, "accepted");
 
     // Unknown user id with a handle: that user is created with that id.
     const fresh = await hs("h4", 4, { id: `${u}-uid`, handle: `${u}-hu4` }, true);
@@ -347,11 +352,18 @@ const cases: Case[] = [
     await s.devices.approve(`${u}-h6`, "cli:op");
     assert.equal((await hs("h6", 7, { handle: `${u}-hp` }, false)).outcome, "accepted");
 
-    // Known device, new key, auto-approve → rotated with an event.
-    const rot = await hs("h1", 11, { handle: `${u}-hu` }, true);
-    assert.equal(rot.outcome, "rotated");
+    // Known device, new key, auto-approve → never a rotation: the key waits for an operator
+    // (whoever knew the id could take the device over otherwise); the old key still works.
+    const taken = await hs("h1", 11, { handle: `${u}-hu` }, true);
+    assert.equal(taken.outcome, "pending");
+    assert.equal(taken.outcome === "pending" && taken.event?.kind, "rotation-pending");
+    assert.deepEqual(taken.device.publicKey, key(1));
+    assert.equal((await hs("h1", 1, { handle: `${u}-hu` }, true)).outcome, "accepted");
+    // The owner's rotation (from an authenticated session) replaces the key with an event.
+    const rot = await s.devices.rotateKey(`${u}-h1`, key(11), `device:${u}-h1`);
     assert.deepEqual(rot.device.publicKey, key(11));
-    assert.equal(rot.outcome === "rotated" && rot.event.kind, "rotated");
+    assert.equal(rot.device.pendingPublicKey, null);
+    assert.equal(rot.event.kind, "rotated");
 
     // Known device, new key, no auto-approve → pending key stored, old key still accepted.
     const rp = await hs("h1", 12, { handle: `${u}-hu` }, false);
@@ -382,6 +394,7 @@ const cases: Case[] = [
     const kinds = (await s.keyEvents.export(`${u}-h1`)).map((e) => e.kind);
     assert.deepEqual(kinds, [
       "registered",
+      "rotation-pending",
       "rotated",
       "rotation-pending",
       "approved",

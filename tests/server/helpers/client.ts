@@ -168,7 +168,7 @@ export class TestClient {
   readonly autoAck: boolean;
 
   private constructor(readonly raw: RawStream, readonly options: ClientOptions) {
-    this.keypair = options.keypair ?? generateKeypair();
+    this.keypair = options.keypair ?? deviceKeypair(options.deviceId);
     this.autoAck = options.autoAck ?? true;
     this.#noise = new HandshakeState({
       pattern: options.pattern ?? "XK",
@@ -424,6 +424,17 @@ export async function readFrames(raw: RawStream, timeoutMs = 5000): Promise<Fram
   })();
   await withTimeout(loop, timeoutMs, "stream end");
   return frames;
+}
+
+/** One key pair per device id in this process: a device reconnects with its own key, as a real
+ * device does (a new key for a known device is a rotation, which only its owner may ask for). */
+const deviceKeys = new Map<string, Keypair>();
+
+/** The key pair a test device uses unless its options name another. */
+export function deviceKeypair(deviceId: string): Keypair {
+  let keypair = deviceKeys.get(deviceId);
+  if (keypair === undefined) deviceKeys.set(deviceId, keypair = generateKeypair());
+  return keypair;
 }
 
 /** Client options for a device of the server started with `config`, its handle its id. */

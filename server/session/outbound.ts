@@ -7,8 +7,8 @@
  *
  * @module
  */
-import { encodeFrame, type FrameType } from "../protocol/frame.ts";
-import { varintLength, writeVarint } from "../protocol/varint.ts";
+import { encodeFrame, type FrameType } from "../../protocol/frame.ts";
+import { varintLength, writeVarint } from "../../protocol/varint.ts";
 
 /** First buffer size for a connection that was idle. */
 const INITIAL_SIZE = 512;
@@ -81,13 +81,27 @@ export class OutboundBuffer {
   }
 
   /**
-   * Appends a frame, encoded in place. The fields are trusted (they come from a decoded frame
-   * and this connection's own sequence counter); large payloads take the validating encoder.
+   * Appends a frame, encoded in place; its payload is `prefix ‖ payload` (the sender capability's
+   * stamp, ccp1.md §4.2, without copying the payload first). The fields are trusted (they come
+   * from a decoded frame and this connection's own sequence counter); large payloads take the
+   * validating encoder.
    */
-  pushFrame(type: FrameType, channel: number, sequence: number, payload: Uint8Array): void {
-    const payloadLength = payload.length;
+  pushFrame(
+    type: FrameType,
+    channel: number,
+    sequence: number,
+    payload: Uint8Array,
+    prefix: Uint8Array | null = null,
+  ): void {
+    const prefixLength = prefix === null ? 0 : prefix.length;
+    const payloadLength = prefixLength + payload.length;
     if (payloadLength > INLINE_PAYLOAD_MAX) {
-      this.pushEncoded(encodeFrame({ type, channel, sequence, payload }));
+      const whole = prefix === null ? payload : new Uint8Array(payloadLength);
+      if (prefix !== null) {
+        whole.set(prefix);
+        whole.set(payload, prefixLength);
+      }
+      this.pushEncoded(encodeFrame({ type, channel, sequence, payload: whole }));
       return;
     }
     const body = 1 + varintLength(channel) + varintLength(sequence) +
@@ -99,6 +113,10 @@ export class OutboundBuffer {
     at = writeVarint(buf, at, channel);
     at = writeVarint(buf, at, sequence);
     at = writeVarint(buf, at, payloadLength);
+    if (prefix !== null) {
+      buf.set(prefix, at);
+      at += prefixLength;
+    }
     buf.set(payload, at);
   }
 

@@ -7,38 +7,55 @@
  */
 import {
   encodeControl,
-  encodeFrame,
   errorFrame,
   type Frame,
   FrameDecoder,
   FrameType,
   MAX_FRAME_LEN,
-} from "../protocol/frame.ts";
-import { CodecError, ProtocolError } from "../protocol/errors.ts";
-import { SecureStreamReader, SecureStreamWriter } from "../protocol/secure_stream.ts";
-import { NoiseError } from "../protocol/noise.ts";
-import type { UserInfo } from "../protocol/control.ts";
-import { MAX_U32 } from "../protocol/varint.ts";
-import type { RelayEnvelope } from "../storage/types.ts";
+} from "../../protocol/frame.ts";
+import { CodecError, ProtocolError } from "../../protocol/errors.ts";
+import { SecureStreamReader, SecureStreamWriter } from "../../protocol/secure_stream.ts";
+import { NoiseError } from "../../protocol/noise.ts";
+import type { UserInfo } from "../../protocol/control.ts";
+import { MAX_U32 } from "../../protocol/varint.ts";
+import { encodeItemFrame, itemFromFrame } from "../../protocol/relay_item.ts";
+import { isOpaqueType, SENDER_CAPABILITY, senderPrefix, stampJson } from "../../protocol/sender.ts";
+import type { RelayEnvelope } from "../../storage/types.ts";
+import type { NodeContext } from "../context.ts";
 import { type HandshakeResult, ServerHandshake } from "./handshake.ts";
-import { fatal, refusalFor, Titles } from "./errors.ts";
+import { fatal, refusalFor, Titles } from "../errors.ts";
+import { rateLimited } from "../limits.ts";
 import { OutboundBuffer } from "./outbound.ts";
-import type { Transport } from "./transport.ts";
-import type { Logger } from "./log.ts";
-import type { RelayNode } from "./node.ts";
-import { rateLimited } from "./limits.ts";
+import type { Transport } from "../transport.ts";
+import type { Logger } from "../log.ts";
+import { routed, type RoutedItem } from "./sender_ack.ts";
 import {
   AdmissionTitles,
   HANDSHAKE_BYTE_BUDGET,
   HANDSHAKE_FRAME_LIMIT,
   hostOf,
-} from "./admission.ts";
+} from "../admission.ts";
 
-/** A frame being routed: what a recipient gets, before its own sequence is assigned. */
-export interface RoutedItem {
-  type: FrameType;
-  channel: number;
-  payload: Uint8Array;
+/**
+ * What a session asks of the node that holds it: the only coupling between session/ and the
+ * rest of the server (the node implements it).
+ */
+export interface SessionHost {
+  readonly ctx: NodeContext;
+  /** Routes one post-handshake frame (a promise when the next frame must wait for it). */
+  onFrame(conn: Connection, frame: Frame): Promise<void> | void;
+  /** The handshake completed: the session becomes the device's route. */
+  opened(conn: Connection): Promise<void>;
+  /** The session ended (after its unacknowledged frames went back to the queue). */
+  closed(conn: Connection): Promise<void>;
+  /** Frames of this device went back to the queue: wake whichever session holds it now. */
+  requeued(deviceId: string): void;
+}
+
+/** A live copy being made durable (it waited too long for the recipient's ACK). */
+class Persisting {
+  acked = false;
+  constructor(readonly item: RoutedItem) {}
 }
 
 /** A replayed frame in flight: the relay_queue envelope it came from. */
@@ -70,32 +87,6 @@ export function concatBytes(chunks: Uint8Array[], total?: number): Uint8Array {
   return out;
 }
 
-/** The last `count` bytes across `chunks` (what a decoder still holds). */
-function tailBytes(chunks: Uint8Array[], count: number): Uint8Array {
-  if (count === 0) return new Uint8Array(0);
-  const all = concatBytes(chunks);
-  return all.subarray(all.length - count);
-}
-
-/** Re-encodes a queued frame under a new sequence. */
-export function itemFromEncoded(bytes: Uint8Array): RoutedItem {
-  const decoder = new FrameDecoder();
-  decoder.push(bytes);
-  const frame = decoder.next();
-  if (frame === null) throw new Error("truncated envelope");
-  return { type: frame.type, channel: frame.channel, payload: frame.payload };
-}
-
-/** Encodes an item for the relay queue or the bus (sequence 0: replaced on delivery). */
-export function encodeItem(item: RoutedItem): Uint8Array {
-  return encodeFrame({
-    type: item.type,
-    channel: item.channel,
-    sequence: 0,
-    payload: item.payload,
-  });
-}
-
 export class Connection {
   state: "handshake" | "open" | "closing" | "closed" = "handshake";
   readonly openedAt = Date.now();
@@ -115,6 +106,8 @@ export class Connection {
   presenceState = "online";
   /** Channels whose other members were told this session's presence (allocated on first use). */
   presenceToldOn: Set<number> | null = null;
+  /** The client asked for the sender capability (ccp1.md §4.2). */
+  senderCapable = false;
   log: Logger;
 
   /** The handshake in progress; dropped once it completed (its Noise state is not needed). */
@@ -125,8 +118,6 @@ export class Connection {
   #handshakeBytes = 0;
   /** Releases this connection's place among the unauthenticated ones (admission.ts). */
   #admitted: (() => void) | null = null;
-  /** Bytes pushed to the decoder during the handshake (to hand the rest to the v2 stream). */
-  #handshakeChunks: Uint8Array[] | null = [];
   #secureReader: SecureStreamReader | null = null;
   #secureWriter: SecureStreamWriter | null = null;
   #pendingSecure: HandshakeResult | null = null;
@@ -137,11 +128,15 @@ export class Connection {
   #drainWaiters: (() => void)[] = [];
 
   readonly inflight = new Map<number, InFlight>();
+  /** Live copies in flight (not yet durable): the overdue sweep runs only while there are some. */
+  #liveCount = 0;
+  /** Live copies being made durable, by sequence. */
+  readonly #persisting = new Map<number, Persisting>();
+  #persistChain: Promise<void> = Promise.resolve();
   #windowWaiters: (() => void)[] = [];
   #ackedEnvelopes: { sequence: number; item: RoutedItem }[] = [];
   #ackChain: Promise<void> = Promise.resolve();
   #ackScheduled = false;
-  #markChain: Promise<void> = Promise.resolve();
   #replayRunning = false;
   /** Set while the replay waits for the outbound queue to drain. */
   #replayStalled = false;
@@ -158,7 +153,7 @@ export class Connection {
   #resolveClosed!: () => void;
   #teardownStarted = false;
 
-  constructor(readonly node: RelayNode, readonly transport: Transport) {
+  constructor(readonly node: SessionHost, readonly transport: Transport) {
     this.#handshake = new ServerHandshake(node.ctx, transport);
     this.log = node.ctx.log.child({ remote: transport.remoteAddr, transport: transport.kind });
     this.#closed = new Promise((resolve) => (this.#resolveClosed = resolve));
@@ -167,10 +162,6 @@ export class Connection {
   /** Resolves once the connection is fully torn down (unacked frames requeued). */
   get closed(): Promise<void> {
     return this.#closed;
-  }
-
-  get isOpen(): boolean {
-    return this.state === "open";
   }
 
   /** Reserves `count` consecutive outbound sequences; returns the first. */
@@ -253,7 +244,6 @@ export class Connection {
         );
       }
     }
-    this.#handshakeChunks?.push(chunk);
     this.#decoder.push(chunk);
   }
 
@@ -261,11 +251,7 @@ export class Connection {
   #switchInbound(): void {
     const result = this.#pendingSecure!;
     this.#pendingSecure = null;
-    const decoder = this.#decoder as FrameDecoder & { drain?: () => Uint8Array };
-    const rest = typeof decoder.drain === "function"
-      ? decoder.drain()
-      : tailBytes(this.#handshakeChunks ?? [], decoder.buffered);
-    this.#handshakeChunks = null;
+    const rest = this.#decoder.drain();
     this.#decoder = new FrameDecoder();
     this.#secureReader = new SecureStreamReader(result.recv);
     if (rest.length > 0) {
@@ -289,6 +275,7 @@ export class Connection {
   }
 
   #currentSequence: number | undefined;
+
   /** This device's frame and byte buckets on this node ([limits] frames/bytes_per_second). */
   #frameTat = 0;
   #byteTat = 0;
@@ -318,7 +305,7 @@ export class Connection {
     this.#currentSequence = frame.sequence;
     if (this.state === "handshake") return this.#onHandshakeFrame(frame);
     if (frame.type !== FrameType.Ack && this.#overRate(frame)) return;
-    return this.node.router.handle(this, frame);
+    return this.node.onFrame(this, frame);
   }
 
   async #onHandshakeFrame(frame: Frame): Promise<void> {
@@ -363,14 +350,13 @@ export class Connection {
     this.user = result.user;
     this.version = result.version;
     this.pattern = result.pattern;
+    this.senderCapable = result.capabilities.includes(SENDER_CAPABILITY);
     this.log = this.log.child({ device: this.deviceId, session: this.sessionId });
     if (result.version === 2) {
       // AUTH must leave in the clear; everything after it is inside the secure stream.
       await this.drained();
       this.#secureWriter = new SecureStreamWriter(result.send);
       this.#pendingSecure = result;
-    } else {
-      this.#handshakeChunks = null;
     }
     // The session row, last_seen and the route/presence (attach) go out together rather than
     // one after another. The completion ACK waits for the session row: a session whose row
@@ -393,7 +379,7 @@ export class Connection {
     // Attached but not yet "open": nothing is delivered live before the completion ACK (a frame
     // for this device meanwhile goes to its queue and the replay below picks it up).
     ctx.metrics.connectionOpened();
-    const attached = this.node.attach(this);
+    const attached = this.node.opened(this);
     const failure = await recording;
     await attached;
     if (failure !== null) {
@@ -497,8 +483,9 @@ export class Connection {
   }
 
   /**
-   * Hands a routed frame to the client under a fresh sequence. Tracked frames stay in flight
-   * until the client ACKs that sequence (and go back to the queue if it drops first).
+   * Hands a routed frame to the client under a fresh sequence, with the sender stamped when the
+   * client asked for it (ccp1.md §4.2). Tracked frames stay in flight until the client ACKs that
+   * sequence (and go back to the queue if it drops first, or when it waits too long, §5).
    */
   deliver(
     item: RoutedItem,
@@ -507,12 +494,105 @@ export class Connection {
     sequence = this.nextSequence(),
   ): number {
     if (tracked) {
-      this.inflight.set(sequence, envelopeId === null ? item : new Claimed(envelopeId, item));
+      if (envelopeId === null) {
+        this.inflight.set(sequence, item);
+        this.#liveCount++;
+      } else {
+        this.inflight.set(sequence, new Claimed(envelopeId, item));
+      }
     }
     if (this.state === "closed") return sequence;
-    this.#out.pushFrame(item.type, item.channel, sequence, item.payload);
+    if (this.senderCapable && item.sender !== "") {
+      if (isOpaqueType(item.type)) {
+        item.stamp ??= senderPrefix(item.sender);
+        this.#out.pushFrame(item.type, item.channel, sequence, item.payload, item.stamp);
+      } else {
+        item.stamp ??= stampJson(item.payload, item.sender);
+        this.#out.pushFrame(item.type, item.channel, sequence, item.stamp);
+      }
+    } else {
+      this.#out.pushFrame(item.type, item.channel, sequence, item.payload);
+    }
     this.#queued(item.type);
     return sequence;
+  }
+
+  /** Live copies in flight that are not durable yet. */
+  get liveInFlight(): number {
+    return this.#liveCount;
+  }
+
+  /**
+   * Makes durable every live copy that waited for the client's ACK since before `cutoff`
+   * (`Date.now()` ms): it is written to the relay queue as already sent to this session under
+   * its sequence, so the client's later ACK deletes it and a crash of this node loses nothing;
+   * the sender's ACK is released once it is written (ccp1.md §5).
+   */
+  persistOverdue(cutoff: number): void {
+    if (this.#liveCount === 0 || this.state === "closed") return;
+    const overdue: [number, RoutedItem][] = [];
+    for (const [sequence, entry] of this.inflight) {
+      if (entry instanceof Claimed) continue;
+      if (entry.at > cutoff) break; // live copies are in flight in the order they were sent
+      overdue.push([sequence, entry]);
+    }
+    if (overdue.length === 0) return;
+    for (const [sequence, item] of overdue) {
+      this.inflight.delete(sequence);
+      this.#liveCount--;
+      this.#persisting.set(sequence, new Persisting(item));
+    }
+    this.#persistChain = this.#persistChain.then(() => this.#persist(overdue));
+  }
+
+  async #persist(overdue: [number, RoutedItem][]): Promise<void> {
+    const { storage, config, metrics } = this.node.ctx;
+    let ids: string[];
+    try {
+      ids = await storage.relay.enqueue(
+        overdue.map(([sequence, item]) => ({
+          deviceId: this.deviceId,
+          channelId: item.channel,
+          payload: encodeItemFrame(item),
+          sender: item.sender || null,
+          claim: { sessionId: this.sessionId, sequence },
+        })),
+        config.limits.relayTtl,
+      );
+    } catch (err) {
+      // Still live and still unacknowledged: back in flight, tried again at the next sweep.
+      this.log.warn("overdue live frames not made durable; retrying", {
+        error: err,
+        count: overdue.length,
+      });
+      for (const [sequence, item] of overdue) {
+        const p = this.#persisting.get(sequence);
+        this.#persisting.delete(sequence);
+        if (p?.acked) {
+          item.ack?.settle();
+        } else {
+          this.inflight.set(sequence, item);
+          this.#liveCount++;
+        }
+      }
+      return;
+    }
+    metrics.enqueued(ids.length);
+    this.#claimedRows = true;
+    const ackedMeanwhile: number[] = [];
+    for (const [i, [sequence, item]] of overdue.entries()) {
+      const p = this.#persisting.get(sequence);
+      this.#persisting.delete(sequence);
+      if (p?.acked) ackedMeanwhile.push(sequence);
+      else this.inflight.set(sequence, new Claimed(ids[i], item));
+      item.ack?.settle();
+    }
+    if (ackedMeanwhile.length > 0) {
+      // The client acknowledged while the copies were written: delete them now.
+      await storage.relay.ack(this.deviceId, this.sessionId, ackedMeanwhile, {
+        returnPayloads: false,
+      }).catch((err) => this.log.warn("relay ack failed", { error: err }));
+    }
   }
 
   /** True when a live copy may go straight out (not replaying, window not full). */
@@ -600,9 +680,20 @@ export class Connection {
     const wasFull = this.inflight.size >= maxInflight;
     for (const sequence of sequences) {
       const entry = this.inflight.get(sequence);
-      if (!entry) continue; // unknown or already acknowledged: acks are idempotent
+      if (!entry) {
+        // Being made durable right now: deleted once written. Otherwise unknown or already
+        // acknowledged: acks are idempotent.
+        const p = this.#persisting.get(sequence);
+        if (p && !p.acked) p.acked = true;
+        continue;
+      }
       this.inflight.delete(sequence);
-      if (entry instanceof Claimed) this.#ackedEnvelopes.push({ sequence, item: entry.item });
+      if (entry instanceof Claimed) {
+        this.#ackedEnvelopes.push({ sequence, item: entry.item });
+      } else {
+        this.#liveCount--;
+        entry.ack?.settle();
+      }
     }
     if (this.#ackedEnvelopes.length > 0 && !this.#ackScheduled) {
       this.#ackScheduled = true;
@@ -622,7 +713,6 @@ export class Connection {
     if (acked.length === 0) return;
     const { storage, metrics } = this.node.ctx;
     try {
-      await this.#markChain;
       const deleted = await storage.relay.ack(
         this.deviceId,
         this.sessionId,
@@ -644,11 +734,6 @@ export class Connection {
       // The envelopes stay claimed and go back to the queue when this session ends.
       this.log.warn("relay ack failed", { error: err, count: acked.length });
     }
-  }
-
-  /** Waits until acknowledgements received so far are stored. */
-  async acksSettled(): Promise<void> {
-    await this.#ackChain;
   }
 
   #wakeWindow(): void {
@@ -750,7 +835,7 @@ export class Connection {
         }
         let item: RoutedItem;
         try {
-          item = itemFromEncoded(envelope.payload);
+          item = routed(itemFromFrame(envelope.payload, envelope.sender));
         } catch (err) {
           this.log.error("unreadable relay envelope skipped", {
             envelope: envelope.envelopeId,
@@ -793,9 +878,9 @@ export class Connection {
       if (wasOpen && this.sessionId) {
         metrics.connectionClosed();
         const requeued = await this.#requeueUnacked();
-        await this.node.detach(this);
+        await this.node.closed(this);
         // The device may already hold a newer session whose replay found nothing: wake it.
-        if (requeued) this.node.wakeHolder(this.deviceId);
+        if (requeued) this.node.requeued(this.deviceId);
         this.log.info("connection closed");
       }
     } catch (err) {
@@ -812,7 +897,7 @@ export class Connection {
   async #requeueUnacked(): Promise<boolean> {
     const { storage, config, metrics } = this.node.ctx;
     await this.#ackChain;
-    await this.#markChain;
+    await this.#persistChain;
     const live: RoutedItem[] = [];
     let claimed = 0;
     for (const entry of this.inflight.values()) {
@@ -820,16 +905,20 @@ export class Connection {
       else live.push(entry);
     }
     this.inflight.clear();
+    this.#liveCount = 0;
     if (live.length > 0) {
       await storage.relay.enqueue(
         live.map((item) => ({
           deviceId: this.deviceId,
           channelId: item.channel,
-          payload: encodeItem(item),
+          payload: encodeItemFrame(item),
+          sender: item.sender || null,
         })),
         config.limits.relayTtl,
       );
       metrics.enqueued(live.length);
+      // Durable now: the senders waiting for these copies get their ACKs.
+      for (const item of live) item.ack?.settle();
     }
     // Release this session's claims: a replay may have claimed more than it sent. A session
     // whose claims all came back empty holds none (the common short session: no round trip).

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { type Frame, FrameType } from "../protocol/frame.ts";
+import { type Frame, FrameType } from "../../protocol/frame.ts";
 import {
   type Hello,
   negotiateVersion,
@@ -13,15 +13,16 @@ import {
   parseHello,
   SUPPORTED_PROTOCOL_VERSIONS,
   type UserInfo,
-} from "../protocol/control.ts";
-import { bytesToHex, hexToBytes } from "../protocol/hex.ts";
-import { bytesEqual } from "../protocol/crypto.ts";
-import { type CipherState, HandshakeState } from "../protocol/noise.ts";
-import type { HandshakeRegistration, User } from "../storage/types.ts";
-import type { NodeContext } from "./context.ts";
-import { fatal, refusalFor, Titles } from "./errors.ts";
-import { hostOf } from "./admission.ts";
-import { rateLimited } from "./limits.ts";
+} from "../../protocol/control.ts";
+import { bytesToHex, hexToBytes } from "../../protocol/hex.ts";
+import { bytesEqual } from "../../protocol/crypto.ts";
+import { type CipherState, HandshakeState } from "../../protocol/noise.ts";
+import { SENDER_CAPABILITY } from "../../protocol/sender.ts";
+import type { HandshakeRegistration, User } from "../../storage/types.ts";
+import type { NodeContext } from "../context.ts";
+import { fatal, refusalFor, Titles } from "../errors.ts";
+import { hostOf } from "../admission.ts";
+import { rateLimited } from "../limits.ts";
 
 /** What the transport tells the handshake about the connection. */
 export interface PeerInfo {
@@ -37,6 +38,8 @@ export interface HandshakeResult {
   user: UserInfo;
   pattern: "XK" | "IK";
   version: number;
+  /** Capabilities the server granted (ccp1.md §4.2), as listed in AUTH. */
+  capabilities: string[];
   /** Cipher states from the server's point of view. */
   send: CipherState;
   recv: CipherState;
@@ -49,6 +52,9 @@ export interface HandshakeStep {
 }
 
 const encoder = new TextEncoder();
+
+/** Capabilities this server grants when a client asks for them in HELLO. */
+export const SERVER_CAPABILITIES: readonly string[] = [SENDER_CAPABILITY];
 
 /** Describes a user the way AUTH and the completion ACK carry it. */
 export function userInfo(user: User): UserInfo {
@@ -175,6 +181,7 @@ export class ServerHandshake {
       protocol_version: version,
       supported_versions: [...SUPPORTED_PROTOCOL_VERSIONS],
       user,
+      capabilities: this.#granted(),
     };
     if (hello.pattern === "IK") {
       return { auth, result: this.#finish(user) };
@@ -220,9 +227,15 @@ export class ServerHandshake {
       user,
       pattern: this.#hello!.pattern,
       version: this.#version,
+      capabilities: this.#granted(),
       send,
       recv,
     };
+  }
+
+  /** The capabilities HELLO asked for that this server grants. */
+  #granted(): string[] {
+    return this.#hello!.capabilities.filter((c) => SERVER_CAPABILITIES.includes(c));
   }
 
   /** Versions this connection may use: v1 only inside TLS, on loopback, or when allowed. */

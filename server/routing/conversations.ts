@@ -1,0 +1,413 @@
+/**
+ * Conversations and channel bindings (ccp1.md §4.1) — the sole owner of routes.
+ *
+ * A conversation is what frames are routed within: for a JOIN without `group_id`, its exact
+ * member set (the joiner included; sorted, de-duplicated device ids, `device@domain` for remote
+ * members), identified by a digest of that set; for a JOIN with `group_id`, the group and its
+ * roster in `group_member`. A channel id is one device's handle for one conversation: every
+ * device binds each channel id to at most one conversation at a time.
+ *
+ * Where the state lives: bindings, conversation records and joined sets are in the ephemeral
+ * store (Redis, or memory when embedded), shared by every node and expiring `route_idle_ttl`
+ * after their last use; group rosters are in Postgres. This node keeps the bindings of the
+ * devices it holds (loaded when a session attaches: O(that device's conversations)) and a cache
+ * of conversations bounded by member count. Direct conversations never change (their identity is
+ * their member set), so only group entries are ever invalidated (on GROUP_INVITE and member
+ * removal, over the bus).
+ *
+ * @module
+ */
+import { sha256 } from "@noble/hashes/sha2.js";
+import { bytesToHex } from "@noble/hashes/utils.js";
+import type { Join } from "../../protocol/control.ts";
+import type { NodeContext } from "../context.ts";
+import { refused, Titles } from "../errors.ts";
+import { localDeviceId } from "../federation.ts";
+
+/** A conversation frames are routed within. */
+export interface Conversation {
+  /** `d:<digest of the member set>` or `g:<group id>`. */
+  readonly id: string;
+  /** Member device ids: local ones bare, remote ones as `device@domain`. */
+  readonly members: ReadonlySet<string>;
+  /** False: members exchange peer candidates on PRESENCE (ccp1.md §4.3). */
+  readonly relay: boolean;
+  readonly groupId: string | null;
+}
+
+/** A device's binding of one channel id. */
+export interface Binding {
+  channel: number;
+  conversation: Conversation;
+}
+
+/** Members the node's conversation cache may hold in all (its memory bound). */
+export const CACHED_MEMBERS_BUDGET = 262_144;
+
+const encoder = new TextEncoder();
+const GROUP_PREFIX = "g:";
+
+/** The id of the direct conversation with exactly these (sorted, unique) members. */
+export function directConversationId(sortedMembers: readonly string[]): string {
+  return "d:" + bytesToHex(sha256(encoder.encode(sortedMembers.join("\n")))).slice(0, 32);
+}
+
+/** The id of a group's conversation. */
+export function groupConversationId(groupId: string): string {
+  return GROUP_PREFIX + groupId;
+}
+
+interface Limits {
+  maxConversations: number;
+  maxMembers: number;
+  ttl: number;
+}
+
+export class Conversations {
+  /** Bindings of the devices this node holds: device → channel → conversation id. */
+  readonly #bound = new Map<string, Map<number, string>>();
+  /** Conversation cache in least-recently-used order (a Map keeps insertion order). */
+  readonly #cache = new Map<string, Conversation>();
+  #cachedMembers = 0;
+  readonly #loading = new Map<string, Promise<Conversation | null>>();
+
+  constructor(
+    private readonly ctx: NodeContext,
+    private readonly membersBudget = CACHED_MEMBERS_BUDGET,
+  ) {}
+
+  get #limits(): Limits {
+    const l = this.ctx.config.limits;
+    return {
+      maxConversations: l.maxConversationsPerDevice,
+      maxMembers: l.maxMembersPerJoin,
+      ttl: l.routeIdleTtl,
+    };
+  }
+
+  /** Number of conversations cached here (diagnostics and tests). */
+  get cachedCount(): number {
+    return this.#cache.size;
+  }
+
+  /**
+   * A session of `deviceId` attached here: load its bindings (and the conversations they name)
+   * and extend their lifetime. Failures are logged; lookups then load lazily.
+   */
+  async attach(deviceId: string): Promise<void> {
+    const eph = this.ctx.storage.ephemeral;
+    try {
+      const bindings = await eph.bindings(deviceId);
+      this.#bound.set(deviceId, bindings);
+      const ttl = this.#limits.ttl;
+      eph.touchBindings(deviceId, ttl).catch((err) =>
+        this.ctx.log.warn("conversation routes not refreshed", { error: err, device: deviceId })
+      );
+      await Promise.all([...new Set(bindings.values())].map((id) => this.#conversation(id)));
+    } catch (err) {
+      this.ctx.log.warn("conversation routes not loaded; loading on use", {
+        error: err,
+        device: deviceId,
+      });
+    }
+  }
+
+  /**
+   * Writes a held device's bindings and the conversations they name back to the shared store
+   * from what this node remembers (the store lost them: Redis restarted empty).
+   */
+  async restore(deviceId: string): Promise<void> {
+    const bindings = this.#bound.get(deviceId);
+    if (bindings === undefined) return;
+    const { maxConversations, ttl } = this.#limits;
+    const eph = this.ctx.storage.ephemeral;
+    for (const [channel, id] of bindings) {
+      const c = this.#cache.get(id);
+      if (c === undefined) continue; // not remembered here: the device JOINs again
+      if (c.groupId === null) {
+        await eph.putConversation(
+          id,
+          JSON.stringify({ members: [...c.members], relay: c.relay }),
+          ttl,
+        );
+      }
+      await eph.bind(deviceId, channel, id, maxConversations, ttl);
+    }
+  }
+
+  /** The device's last session here ended. */
+  detach(deviceId: string): void {
+    this.#bound.delete(deviceId);
+  }
+
+  /** Extends the lifetime of a held device's routes (the node's periodic refresh). */
+  async refresh(deviceId: string): Promise<void> {
+    await this.ctx.storage.ephemeral.touchBindings(deviceId, this.#limits.ttl);
+  }
+
+  /**
+   * The conversation `deviceId` bound `channel` to: synchronous when the binding and the
+   * conversation are known here (the hot path), a promise when they must be loaded, null when
+   * the channel is not bound.
+   */
+  lookup(
+    deviceId: string,
+    channel: number,
+  ): Conversation | null | Promise<Conversation | null> {
+    const bindings = this.#bound.get(deviceId);
+    if (bindings === undefined) return this.#lookupLoading(deviceId, channel);
+    const id = bindings.get(channel);
+    if (id === undefined) return null;
+    const cached = this.#cached(id);
+    if (cached !== undefined) return cached;
+    return this.#conversation(id).then((c) => {
+      // An expired record: the binding points nowhere any more.
+      if (c === null) bindings.delete(channel);
+      return c;
+    });
+  }
+
+  async #lookupLoading(deviceId: string, channel: number): Promise<Conversation | null> {
+    const bindings = await this.ctx.storage.ephemeral.bindings(deviceId);
+    const id = bindings.get(channel);
+    return id === undefined ? null : await this.#conversation(id);
+  }
+
+  /** Every binding of a device held here (for presence), loading what is not cached. */
+  async bindingsOf(deviceId: string): Promise<Binding[]> {
+    let bindings = this.#bound.get(deviceId);
+    bindings ??= await this.ctx.storage.ephemeral.bindings(deviceId);
+    const out: Binding[] = [];
+    for (const [channel, id] of bindings) {
+      const conversation = this.#cached(id) ?? await this.#conversation(id);
+      if (conversation !== null) out.push({ channel, conversation });
+    }
+    return out;
+  }
+
+  /**
+   * JOIN: resolves the conversation the JOIN names and binds `channel` to it for the joiner.
+   * Refusals (non-fatal, naming the rule): a channel bound to another conversation (409), too
+   * many members (413) or conversations (429), a listed member twice (400), a group the joiner
+   * is not in (403).
+   */
+  async join(deviceId: string, channel: number, join: Join): Promise<Conversation> {
+    if (channel === 0) {
+      throw refused(
+        Titles.joinRejected,
+        400,
+        "channel 0 carries the handshake and server requests; JOIN a channel id from 1 to 4294967295",
+      );
+    }
+    const conversation = join.group_id !== undefined
+      ? await this.#groupForJoin(deviceId, join.group_id)
+      : await this.#directForJoin(deviceId, join);
+    await this.bind(deviceId, channel, conversation);
+    return conversation;
+  }
+
+  /** Binds `channel` to `conversation` for `deviceId` (JOIN, GROUP_CREATE). */
+  async bind(deviceId: string, channel: number, conversation: Conversation): Promise<void> {
+    const { maxConversations, ttl } = this.#limits;
+    const outcome = await this.ctx.storage.ephemeral.bind(
+      deviceId,
+      channel,
+      conversation.id,
+      maxConversations,
+      ttl,
+    );
+    if (outcome.outcome === "taken") {
+      const other = this.#cached(outcome.conversationId) ??
+        await this.#conversation(outcome.conversationId).catch(() => null);
+      throw refused(
+        Titles.joinRejected,
+        409,
+        `channel ${channel} is bound to another conversation of device ${deviceId} (${
+          describe(other, outcome.conversationId)
+        }); LEAVE it first or use another channel id`,
+      );
+    }
+    if (outcome.outcome === "full") {
+      throw refused(
+        Titles.tooManyConversations,
+        429,
+        `device ${deviceId} has ${outcome.count} conversations bound; at most ${maxConversations} (limits.max_conversations_per_device); LEAVE one first`,
+      );
+    }
+    this.#bound.get(deviceId)?.set(channel, conversation.id);
+  }
+
+  /** LEAVE: unbinds the channel for `deviceId` only; the conversation stays for the others. */
+  async leave(deviceId: string, channel: number): Promise<Conversation | null> {
+    const id = await this.ctx.storage.ephemeral.unbind(deviceId, channel);
+    this.#bound.get(deviceId)?.delete(channel);
+    if (id === null) {
+      throw refused(
+        Titles.unknownChannel,
+        404,
+        `channel ${channel} is not bound to a conversation of device ${deviceId}`,
+      );
+    }
+    return this.#cached(id) ?? null;
+  }
+
+  /** The devices that joined each of these conversations (bound a channel to it). */
+  async joinedOf(ids: string[]): Promise<string[][]> {
+    return await this.ctx.storage.ephemeral.joinedOf(ids);
+  }
+
+  /** The group's roster changed: its cached conversation is dropped (reloaded on use). */
+  invalidateGroup(groupId: string): void {
+    this.#evict(groupConversationId(groupId));
+  }
+
+  /** The conversation of a group (for GROUP_CREATE), from its roster. */
+  async group(groupId: string): Promise<Conversation> {
+    const conversation = await this.#conversation(groupConversationId(groupId));
+    if (conversation === null) {
+      throw refused(Titles.unknownGroup, 404, `group ${groupId} does not exist`);
+    }
+    return conversation;
+  }
+
+  async #groupForJoin(deviceId: string, groupId: string): Promise<Conversation> {
+    const conversation = await this.group(groupId);
+    if (!conversation.members.has(deviceId)) {
+      this.ctx.log.warn("group join rejected", { device: deviceId, group_id: groupId });
+      throw refused(
+        Titles.joinRejected,
+        403,
+        `group join rejected: device ${deviceId} is not a member of group ${groupId}`,
+      );
+    }
+    return conversation;
+  }
+
+  async #directForJoin(deviceId: string, join: Join): Promise<Conversation> {
+    const { maxMembers, ttl } = this.#limits;
+    const domain = this.ctx.config.server.domain;
+    const members = new Set<string>([deviceId]);
+    let listedSelf = false;
+    for (const raw of join.members) {
+      const member = localDeviceId(raw, domain);
+      if (member === deviceId && !listedSelf) {
+        listedSelf = true;
+        continue;
+      }
+      if (members.has(member)) {
+        throw refused(
+          Titles.joinRejected,
+          400,
+          `JOIN.members lists ${member} more than once; list each device once`,
+        );
+      }
+      members.add(member);
+      if (members.size > maxMembers) {
+        throw refused(
+          Titles.tooManyMembers,
+          413,
+          `JOIN.members lists ${join.members.length} devices; a conversation may have at most ${maxMembers} members, the joiner included (limits.max_members_per_join)`,
+        );
+      }
+    }
+    const sorted = [...members].sort();
+    const id = directConversationId(sorted);
+    const existing = this.#cached(id) ?? await this.#conversation(id);
+    const eph = this.ctx.storage.ephemeral;
+    // The first JOIN decides `relay`; a later JOIN of the same set refreshes the record only.
+    const relay = existing?.relay ?? join.relay;
+    await eph.putConversation(id, JSON.stringify({ members: sorted, relay }), ttl);
+    if (existing) return existing;
+    const conversation: Conversation = { id, members: new Set(sorted), relay, groupId: null };
+    this.#remember(conversation);
+    return conversation;
+  }
+
+  #cached(id: string): Conversation | undefined {
+    const c = this.#cache.get(id);
+    if (c !== undefined) {
+      // Most recently used goes last.
+      this.#cache.delete(id);
+      this.#cache.set(id, c);
+    }
+    return c;
+  }
+
+  /** Loads a conversation (once, however many ask at the same time); null when unknown. */
+  #conversation(id: string): Promise<Conversation | null> {
+    const cached = this.#cached(id);
+    if (cached !== undefined) return Promise.resolve(cached);
+    let loading = this.#loading.get(id);
+    if (loading === undefined) {
+      loading = this.#load(id).finally(() => this.#loading.delete(id));
+      this.#loading.set(id, loading);
+    }
+    return loading;
+  }
+
+  async #load(id: string): Promise<Conversation | null> {
+    const { storage } = this.ctx;
+    let conversation: Conversation | null;
+    if (id.startsWith(GROUP_PREFIX)) {
+      const groupId = id.slice(GROUP_PREFIX.length);
+      const group = await storage.groups.get(groupId);
+      if (group === null) return null;
+      const roster = await storage.groups.roster(groupId);
+      conversation = {
+        id,
+        members: new Set(roster.map((m) => m.deviceId)),
+        relay: group.relay,
+        groupId,
+      };
+    } else {
+      const [record] = await storage.ephemeral.getConversations([id]);
+      if (record === null) return null;
+      conversation = parseRecord(id, record);
+      if (conversation === null) {
+        this.ctx.log.warn("malformed conversation record ignored", { conversation: id });
+        return null;
+      }
+    }
+    this.#remember(conversation);
+    return conversation;
+  }
+
+  #remember(conversation: Conversation): void {
+    this.#evict(conversation.id);
+    this.#cache.set(conversation.id, conversation);
+    this.#cachedMembers += conversation.members.size;
+    for (const [id] of this.#cache) {
+      if (this.#cachedMembers <= this.membersBudget || id === conversation.id) break;
+      this.#evict(id);
+    }
+  }
+
+  #evict(id: string): void {
+    const c = this.#cache.get(id);
+    if (c === undefined) return;
+    this.#cache.delete(id);
+    this.#cachedMembers -= c.members.size;
+  }
+}
+
+function parseRecord(id: string, text: string): Conversation | null {
+  try {
+    const v = JSON.parse(text);
+    if (
+      !Array.isArray(v.members) || !v.members.every((m: unknown) => typeof m === "string") ||
+      typeof v.relay !== "boolean"
+    ) return null;
+    return { id, members: new Set(v.members as string[]), relay: v.relay, groupId: null };
+  } catch {
+    return null;
+  }
+}
+
+/** "members a, b, c" or "group g" for refusals; the id when the conversation is unknown. */
+function describe(c: Conversation | null, id: string): string {
+  if (c === null) return `conversation ${id}`;
+  if (c.groupId !== null) return `group ${c.groupId}`;
+  const members = [...c.members];
+  const shown = members.slice(0, 8).join(", ");
+  return `members ${shown}${members.length > 8 ? `, … (${members.length})` : ""}`;
+}
