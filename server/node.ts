@@ -13,6 +13,7 @@ import { nodeChannel, type NodeContext, ROUTES_CHANNEL } from "./context.ts";
 import { Delivery } from "./delivery/delivery.ts";
 import { fatal, Titles } from "./errors.ts";
 import { type FederationOptions, FederationRouter } from "./federation.ts";
+import { keysRequest } from "./requests/keys.ts";
 import { rotateKey } from "./requests/rotate_key.ts";
 import { Conversations } from "./routing/conversations.ts";
 import { PresenceService } from "./routing/presence.ts";
@@ -53,7 +54,9 @@ export class RelayNode implements SessionHost {
     this.delivery = new Delivery(ctx, this.federation);
     this.conversations = new Conversations(ctx);
     this.presence = new PresenceService(ctx, this.conversations, this.delivery);
-    this.requests = new Requests(ctx).register("rotate_key", rotateKey);
+    this.requests = new Requests(ctx)
+      .register("rotate_key", rotateKey)
+      .register("keys", keysRequest);
     this.router = new Router(
       ctx,
       this.conversations,
