@@ -10,6 +10,7 @@ import { run as relay } from "./relay.ts";
 import { run as handshake_tcp } from "./handshake_tcp.ts";
 import { run as memory } from "./memory.ts";
 import { run as transports } from "./transports.ts";
+import { run as routes } from "./routes.ts";
 
 const benches: Record<string, () => Promise<void>> = {
   codec,
@@ -20,6 +21,7 @@ const benches: Record<string, () => Promise<void>> = {
   handshake_tcp,
   memory,
   transports,
+  routes,
 };
 
 const wanted = Deno.args.length > 0 ? Deno.args : Object.keys(benches);

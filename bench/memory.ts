@@ -1,7 +1,7 @@
 /**
  * Resident memory per established idle connection (issue 4 target: at most 20 KiB each).
  *
- * The relay runs as a separate process (`server/main.ts` as `deno task serve` runs it, through
+ * The relay runs as a separate process (`app/serve.ts` as `deno task serve` runs it, through
  * bench/memory_server.ts which adds a full garbage collection on SIGUSR2 before each reading) on
  * embedded storage in a temp data dir, so its RSS is its own: this process only holds
  * the client ends. The bench opens up to 5 000 connections that complete the handshake (XK,
@@ -40,7 +40,7 @@ async function rssKiB(pid: number): Promise<number> {
  * RSS once it stops moving: samples every 500 ms until two consecutive samples differ by less
  * than 1 % (at most `maxMs`), so start-up and handshake transients are not counted.
  */
-async function settledRssKiB(pid: number, maxMs = 20_000): Promise<number> {
+export async function settledRssKiB(pid: number, maxMs = 20_000): Promise<number> {
   // A full collection first (bench/memory_server.ts), twice: the first frees, the second compacts.
   for (let i = 0; i < 2; i++) {
     Deno.kill(pid, "SIGUSR2");
@@ -68,7 +68,7 @@ async function ownFdLimit(): Promise<number> {
   }
 }
 
-interface Spawned {
+export interface Spawned {
   child: Deno.ChildProcess;
   tcpPort: number;
   output: string[];
@@ -76,7 +76,11 @@ interface Spawned {
 }
 
 /** Starts the server process and waits for its "listening" lines. */
-async function spawnServer(dataDir: string, noisePrivate: Uint8Array): Promise<Spawned> {
+export async function spawnServer(
+  dataDir: string,
+  noisePrivate: Uint8Array,
+  extraEnv: Record<string, string> = {},
+): Promise<Spawned> {
   const deno = Deno.execPath();
   const script =
     `ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$0" run -A --v8-flags=--expose-gc --config "$1" "$2"`;
@@ -93,6 +97,7 @@ async function spawnServer(dataDir: string, noisePrivate: Uint8Array): Promise<S
       COMMUCAT_KEEPALIVE: "3600",
       COMMUCAT_LOG_LEVEL: "warn",
       NO_COLOR: "1",
+      ...extraEnv,
     },
     cwd: dataDir,
     stdout: "piped",

@@ -1,9 +1,9 @@
 /**
- * The relay as `deno task serve` runs it (`server/main.ts`), plus one hook for the memory bench:
+ * The relay as `deno task serve` runs it (`app/serve.ts`), plus one hook for the memory bench:
  * on SIGUSR2 it runs a full garbage collection (needs `--v8-flags=--expose-gc`), so the bench
  * reads resident memory without the garbage that happens to be waiting for a collection.
  */
-import { main } from "../server/main.ts";
+import { main } from "../app/serve.ts";
 
 const gc = (globalThis as { gc?: () => void }).gc;
 if (gc) {

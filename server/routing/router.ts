@@ -283,6 +283,15 @@ export class Router {
 
   async #onJoin(conn: Connection, frame: Frame): Promise<void> {
     const join = parseJoin(frame.json, NON_FATAL);
+    const listed = (frame.json as { members?: unknown }).members;
+    if (Array.isArray(listed) && new Set(listed).size !== listed.length) {
+      const twice = listed.find((m, i) => listed.indexOf(m) !== i);
+      throw refused(
+        Titles.joinRejected,
+        400,
+        `JOIN.members lists ${String(twice)} more than once; list each device once`,
+      );
+    }
     const joins = await this.ctx.limits.consume("join", conn.deviceId);
     if (!joins.ok) throw rateLimited("join", joins, `too many JOINs from ${conn.deviceId}`);
     const conversation = await this.conversations.join(conn.deviceId, frame.channel, join);

@@ -10,7 +10,7 @@ import { CommuCatError } from "../../client/errors.ts";
 import { generateKeypair } from "../../protocol/crypto.ts";
 import { cli, DENO_CONFIG, keyValues, show } from "./run.ts";
 
-const SERVER = new URL("../../server/main.ts", import.meta.url).pathname;
+const SERVER = new URL("../../app/serve.ts", import.meta.url).pathname;
 
 function freePort(): number {
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });

@@ -16,7 +16,7 @@ import { generateKeypair, type Keypair } from "../../protocol/crypto.ts";
 import { bytesToHex } from "../../protocol/hex.ts";
 import { loadConfig } from "../../server/config.ts";
 import { setLogLevel } from "../../server/log.ts";
-import { startServer } from "../../server/main.ts";
+import { startServer } from "../../app/serve.ts";
 
 const decoder = new TextDecoder();
 

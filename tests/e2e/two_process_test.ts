@@ -1,5 +1,5 @@
 /**
- * Two real server processes (`server/main.ts`, as `deno task serve` runs it) sharing one
+ * Two real server processes (`app/serve.ts`, as `deno task serve` runs it) sharing one
  * Postgres and one Redis deliver to each other's clients, and a device that moves from one
  * node to the other gets what was queued for it. Needs COMMUCAT_TEST_PG_DSN and
  * COMMUCAT_TEST_REDIS_URL: the embedded database belongs to one process only.
@@ -11,7 +11,7 @@ import { generateKeypair, type Keypair } from "../../protocol/crypto.ts";
 import { TestClient, withTimeout } from "../server/helpers/client.ts";
 import { realServices, uid } from "../server/helpers/server.ts";
 
-const MAIN = new URL("../../server/main.ts", import.meta.url).pathname;
+const MAIN = new URL("../../app/serve.ts", import.meta.url).pathname;
 const DENO_JSON = new URL("../../deno.json", import.meta.url).pathname;
 
 interface RunningNode {
@@ -22,7 +22,7 @@ interface RunningNode {
   stdoutDone: Promise<void>;
 }
 
-/** Starts `server/main.ts` with `env` and waits until it prints where it listens. */
+/** Starts `app/serve.ts` with `env` and waits until it prints where it listens. */
 async function spawnNode(env: Record<string, string>, cwd: string): Promise<RunningNode> {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "-A", "--config", DENO_JSON, MAIN],

@@ -38,6 +38,8 @@ export interface ClientOptions {
   autoAck?: boolean;
   /** Receives every post-handshake frame instead of the `received` list (benchmarks). */
   sink?: (frame: Frame) => void;
+  /** HELLO `capabilities` (e.g. ["sender"], ccp1.md §4.2). */
+  capabilities?: string[];
 }
 
 /** The server refused the handshake with this ERROR. */
@@ -151,6 +153,8 @@ export class TestClient {
   session = "";
   version = 0;
   user: Record<string, unknown> = {};
+  /** The capabilities AUTH granted. */
+  granted: string[] = [];
   #seq = 0;
   #decoder = new FrameDecoder();
   #chunks: Uint8Array[] | null = [];
@@ -204,6 +208,7 @@ export class TestClient {
       supported_versions: this.options.versions ?? [1, 2],
     };
     if (this.options.user) hello.user = this.options.user;
+    if (this.options.capabilities) hello.capabilities = this.options.capabilities;
     this.sendRaw(encodeControl(FrameType.Hello, 0, this.nextSeq(), hello));
     await withTimeout(this.#handshake.promise, 10_000, "handshake");
   }
@@ -352,6 +357,7 @@ export class TestClient {
       this.#noise.readMessage(hexToBytes(json.handshake as string));
       this.version = json.protocol_version as number;
       this.session = json.session as string;
+      this.granted = Array.isArray(json.capabilities) ? json.capabilities as string[] : [];
       if ((this.options.pattern ?? "XK") === "XK") {
         const msg3 = this.#noise.writeMessage(new Uint8Array(0));
         this.sendRaw(

@@ -6,14 +6,14 @@
  *
  * @module
  */
-import { describeKeys } from "./config.ts";
-import { loadConfigOrReport, untilStopSignal } from "./process.ts";
-import { log } from "./log.ts";
-import { startServer } from "./server.ts";
+import { describeKeys } from "../server/config.ts";
+import { loadConfigOrReport, untilStopSignal } from "../server/process.ts";
+import { log } from "../server/log.ts";
+import { startServer } from "../server/server.ts";
 import { type RunningConsole, startConsole } from "../console/server.ts";
 
-export { type ServerHandle, type ServerOptions, startServer } from "./server.ts";
-export type { MetricsSnapshot } from "./metrics.ts";
+export { type ServerHandle, type ServerOptions, startServer } from "../server/server.ts";
+export type { MetricsSnapshot } from "../server/metrics.ts";
 
 /** Runs the server until a signal stops it. */
 export async function main(): Promise<number> {
