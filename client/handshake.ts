@@ -56,6 +56,8 @@ export interface HandshakeResult {
   recv: CipherState;
   /** The next outbound sequence after the handshake frames. */
   nextSequence: number;
+  /** The capabilities the server granted in AUTH (e.g. "sender", ccp1.md §4.2). */
+  capabilities: string[];
 }
 
 const encoder = new TextEncoder();
@@ -157,7 +159,15 @@ export async function runHandshake(
     send,
     recv,
     nextSequence: sequence,
+    capabilities: grantedCapabilities(authFrame.json, params.capabilities),
   };
+}
+
+/** What AUTH says the server granted, limited to what this client asked for. */
+function grantedCapabilities(auth: unknown, asked: string[]): string[] {
+  const listed = (auth as { capabilities?: unknown } | null)?.capabilities;
+  if (!Array.isArray(listed)) return [];
+  return listed.filter((c): c is string => typeof c === "string" && asked.includes(c));
 }
 
 /** The Noise payload of message 2: `{session, domain, protocol_version}`. */

@@ -38,6 +38,7 @@ import {
 import { hexToBytes, isHex } from "../protocol/hex.ts";
 import { ID_RULE, isId } from "../protocol/ids.ts";
 import { MAX_U32 } from "../protocol/varint.ts";
+import { SENDER_CAPABILITY, splitSender } from "../protocol/sender.ts";
 import { CommuCatError, connectionClosed, toCommuCatError } from "./errors.ts";
 import { E2E, E2EError, type E2EOptions, type SealedAck, type SealedFields } from "./e2e.ts";
 import { FrameReader, FrameWriter } from "./framing.ts";
@@ -690,8 +691,28 @@ export class Client {
   }
 
   #inbound(link: Link, frame: Frame, kind: InboundKind): InboundMessage {
+    // The server's stamp names the sender (ccp1.md §4.2): split off before the application sees
+    // the payload; a JSON frame carries it as `sender`.
+    let sender: string | undefined;
+    let body = frame.payload;
+    if (link.handshake.capabilities.includes(SENDER_CAPABILITY)) {
+      if (kind === "MSG" || kind === "KEY_UPDATE") {
+        try {
+          ({ sender, payload: body } = splitSender(frame.payload));
+        } catch (err) {
+          this.#emit(
+            "error",
+            new CommuCatError("Invalid Sender Stamp", 400, (err as Error).message, {
+              fatal: false,
+            }),
+          );
+        }
+      } else if (typeof (frame.json as { sender?: unknown } | null)?.sender === "string") {
+        sender = (frame.json as { sender: string }).sender;
+      }
+    }
     // Copy: the payload may be a view into a large read buffer shared with other frames.
-    const payload = frame.payload.slice();
+    const payload = body.slice();
     const isCurrent = () => this.#link === link;
     const message: InboundMessage = {
       type: frame.type,
@@ -707,6 +728,7 @@ export class Client {
       text: () => utf8.decode(payload),
       ack: () => this.#ackOn(link, frame.sequence),
     };
+    if (sender !== undefined) message.sender = sender;
     if (kind === "PRESENCE" && typeof frame.json === "object" && frame.json !== null) {
       const p = frame.json as Record<string, unknown>;
       if (typeof p.peer === "string") message.peer = p.peer;
@@ -1012,9 +1034,8 @@ function normalise(options: ConnectOptions): Settings {
     versions: [...versions],
     serverKey,
     prologue: options.prologue ?? "commucat",
-    capabilities: options.e2e
-      ? [...new Set([...(options.capabilities ?? []), "sender"])]
-      : options.capabilities ?? [],
+    // The server's sender stamp is asked for always (ccp1.md §4.2): `sender` on every message.
+    capabilities: [...new Set([...(options.capabilities ?? []), SENDER_CAPABILITY])],
     handshakeTimeoutMs: positive("handshakeTimeoutMs", options.handshakeTimeoutMs, 10_000),
     ackTimeoutMs: positive("ackTimeoutMs", options.ackTimeoutMs, 30_000, true),
     autoAck: options.autoAck ?? true,
