@@ -1,5 +1,5 @@
 /**
- * Smoke test: the server starts the way an operator starts it (`deno run -A server/main.ts`,
+ * Smoke test: the server starts the way an operator starts it (`deno run -A app/serve.ts`,
  * configured through COMMUCAT_* variables, ports chosen by the system), answers GET /healthz,
  * and stops cleanly on SIGTERM. Storage is the real Postgres + Redis of COMMUCAT_TEST_PG_DSN /
  * COMMUCAT_TEST_REDIS_URL when given, else the embedded defaults (PGlite in a temp dir).
@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 
-Deno.test("smoke: server/main.ts starts, answers /healthz and stops on SIGTERM", async () => {
+Deno.test("smoke: app/serve.ts starts, answers /healthz and stops on SIGTERM", async () => {
   const dir = await Deno.makeTempDir({ prefix: "commucat-smoke-" });
   const configFile = `${dir}/commucat.toml`;
   await Deno.writeTextFile(configFile, "# defaults and environment only\n");
@@ -27,7 +27,7 @@ Deno.test("smoke: server/main.ts starts, answers /healthz and stops on SIGTERM",
   if (dsn) env.COMMUCAT_PG_DSN = dsn;
   if (redis) env.COMMUCAT_REDIS_URL = redis;
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--config", `${ROOT}deno.json`, `${ROOT}server/main.ts`],
+    args: ["run", "-A", "--config", `${ROOT}deno.json`, `${ROOT}app/serve.ts`],
     env,
     clearEnv: true,
     cwd: dir,

@@ -11,7 +11,7 @@ import { generateKeypair } from "../../protocol/crypto.ts";
 import { bytesToHex } from "../../protocol/hex.ts";
 import { loadConfig } from "../../server/config.ts";
 import { setLogLevel } from "../../server/log.ts";
-import { startServer } from "../../server/main.ts";
+import { startServer } from "../../app/serve.ts";
 import { startConsole } from "../../console/server.ts";
 import { browserTest, launchChromium } from "../helpers/browser.ts";
 import { waitFor } from "../server/helpers/server.ts";

@@ -1,5 +1,5 @@
 /**
- * Fault-test harness: real server processes (`server/main.ts`), a Redis and a Postgres of the
+ * Fault-test harness: real server processes (`app/serve.ts`), a Redis and a Postgres of the
  * test's own on other ports (never the shared ones), numbered frames counted on both ends.
  * Everything is loopback and bounded; every helper cleans up what it started.
  */
@@ -8,7 +8,7 @@ import { generateKeypair, type Keypair } from "../../protocol/crypto.ts";
 import { type Frame, FrameType } from "../../protocol/frame.ts";
 import { TestClient, withTimeout } from "../server/helpers/client.ts";
 
-const MAIN = new URL("../../server/main.ts", import.meta.url).pathname;
+const MAIN = new URL("../../app/serve.ts", import.meta.url).pathname;
 const DENO_JSON = new URL("../../deno.json", import.meta.url).pathname;
 
 /** A free loopback TCP port (bound and released at once). */
@@ -200,7 +200,7 @@ export function nodeEnv(
   };
 }
 
-/** Starts `server/main.ts` in `dir` with `env`; resolves once it printed where it listens. */
+/** Starts `app/serve.ts` in `dir` with `env`; resolves once it printed where it listens. */
 export async function spawnNode(env: Record<string, string>, dir: string): Promise<NodeProcess> {
   await Deno.mkdir(`${dir}/data`, { recursive: true });
   const child = new Deno.Command(Deno.execPath(), {
