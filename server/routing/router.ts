@@ -332,12 +332,8 @@ export class Router {
         conn.presenceState = presence.state;
         this.presence.announce(conn);
       }
-      try {
-        await this.presence.publish(conn, presence.state === "offline" ? "offline" : "online");
-      } catch (err) {
-        // The keepalive did its job (the connection stays); the record is refreshed later.
-        conn.log.warn("presence not stored", { error: err });
-      }
+      // A failure is a non-fatal 503 naming the part (#reject); the keepalive did its job.
+      await this.presence.publish(conn, presence.state === "offline" ? "offline" : "online");
     }
     // Peer-to-peer conversations: tell the other members where this device is seen from.
     const bindings = await this.conversations.bindingsOf(conn.deviceId);

@@ -74,19 +74,6 @@ export const REPLAY_BATCH = 128;
 /** How long a closing connection waits for its last frames to leave. */
 const CLOSE_FLUSH_MS = 2000;
 
-/** Concatenates chunks into one buffer (one allocation). */
-export function concatBytes(chunks: Uint8Array[], total?: number): Uint8Array {
-  if (chunks.length === 1) return chunks[0];
-  const size = total ?? chunks.reduce((n, c) => n + c.length, 0);
-  const out = new Uint8Array(size);
-  let offset = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, offset);
-    offset += chunk.length;
-  }
-  return out;
-}
-
 export class Connection {
   state: "handshake" | "open" | "closing" | "closed" = "handshake";
   readonly openedAt = Date.now();

@@ -30,11 +30,15 @@ Deno.test("a Redis failure during PRESENCE and JOIN answers a non-fatal 503; the
     assert.equal(problem.sequence, seq);
     assert.match(String(problem.detail), /^redis: /);
 
-    // A JOIN while Redis is down still takes effect on this node and is acknowledged.
+    // A JOIN needs the shared routes: refused the same way, non-fatal, nothing half-bound.
     const j = a.control(FrameType.Join, 6, { members: [b.options.deviceId] });
-    assert.equal((await a.reply(j)).type, FrameType.Ack);
+    const refusedJoin = (await a.reply(j)).json as Record<string, unknown>;
+    assert.equal(refusedJoin.status, 503);
+    assert.equal(refusedJoin.fatal, false);
+    assert.match(String(refusedJoin.detail), /^redis: /);
 
-    // The connection still relays: a message reaches b and a gets its ACK.
+    // The connection still relays on what this node knows: a message reaches b (its binding is
+    // held here) and a gets its ACK.
     const m = a.msg(5, "still here");
     assert.equal((await a.reply(m)).type, FrameType.Ack);
     const got = await b.nextOfType(FrameType.Msg);
