@@ -14,7 +14,7 @@ import {
   percentile,
 } from "../../server/analytics.ts";
 import { RelayMetrics } from "../../server/metrics.ts";
-import type { ChannelRoute } from "../../server/channels.ts";
+import type { Conversation } from "../../server/routing/conversations.ts";
 import { openPglite, openPostgres } from "../../storage/db.ts";
 import { openEphemeral } from "../../storage/ephemeral/mod.ts";
 import { buildStorage, migrate, type Storage } from "../../storage/mod.ts";
@@ -50,8 +50,8 @@ function memoryRepo(): AnalyticsRepo & {
   return repo;
 }
 
-const route = (members: string[], groupId: string | null = null): ChannelRoute => ({
-  channel: 7,
+const route = (members: string[], groupId: string | null = null): Conversation => ({
+  id: "d:test",
   members: new Set(members),
   relay: true,
   groupId,
