@@ -358,6 +358,9 @@ async function chatLoop(
 
   function show(m: InboundMessage): void {
     const where = m.channel === channel ? "" : `[channel ${m.channel}] `;
+    // Who sent it is what the server authenticated (its sender stamp), never a name from the
+    // payload, which any member could write.
+    const sender = m.sender ?? "(sender unknown)";
     switch (m.kind) {
       case "MSG": {
         const envelope = decodeEnvelope(m.payload);
@@ -367,12 +370,12 @@ async function chatLoop(
           const words = awaiting.get(envelope.id);
           if (words !== undefined) {
             awaiting.delete(envelope.id);
-            io.out(`  ✓✓ "${words}" delivered to ${envelope.from}`);
+            io.out(`  ✓✓ "${words}" delivered to ${sender}`);
           }
         } else {
           const sent = new Date(envelope.sent_at);
           io.out(
-            `${clock(isNaN(sent.getTime()) ? m.receivedAt : sent)} ${where}${envelope.from}: ` +
+            `${clock(isNaN(sent.getTime()) ? m.receivedAt : sent)} ${where}${sender}: ` +
               envelope.text,
           );
           track(
@@ -405,9 +408,7 @@ async function chatLoop(
         return;
       }
       case "TYPING": {
-        const t = (m.json ?? {}) as Record<string, unknown>;
-        const who = typeof t.from === "string" ? t.from : "peer";
-        io.out(`* ${where}${who} is typing…`);
+        io.out(`* ${where}${sender} is typing…`);
         return;
       }
       default:
