@@ -12,7 +12,12 @@
  * @module
  */
 import { ProtocolError } from "../protocol/errors.ts";
-import { gcra } from "../storage/ephemeral/shared.ts";
+import {
+  gcra,
+  LIMITED_STREAM,
+  LIMITED_STREAM_LENGTH,
+  type LimitedNote,
+} from "../storage/ephemeral/shared.ts";
 import type { EphemeralStore, RateRule } from "../storage/types.ts";
 import type { Config } from "./config_types.ts";
 
@@ -46,8 +51,10 @@ const MAX_LOCAL_BUCKETS = 100_000;
 const MAX_RECENT = 64;
 const RECORD_EVERY_MS = 5_000;
 
-/** What the limiter reports to (metrics and the log). */
+/** What the limiter reports to (metrics, the log, the limited stream). */
 export interface LimitHooks {
+  /** This node's id: refusals are noted in the limited stream under it (the console's list). */
+  nodeId?: string;
   /** Called on every refusal. */
   limited?(kind: LimitKind): void;
   /** Called once when Redis failed and a shared limit fell back to the local bucket. */
@@ -169,7 +176,7 @@ export class Limits {
     this.hooks.limited?.(kind);
     const name = `${kind}:${key}`;
     const now = Date.now();
-    const entry = this.#recent.get(name);
+    let entry = this.#recent.get(name);
     if (entry !== undefined) {
       entry.count++;
       entry.retryAfter = retryAfter;
@@ -177,10 +184,20 @@ export class Limits {
       entry.at = now;
       this.#recent.delete(name);
       this.#recent.set(name, entry);
-      return;
+    } else {
+      entry = { kind, key, count: 1, at: now, retryAfter };
+      this.#recent.set(name, entry);
+      if (this.#recent.size > MAX_RECENT) this.#recent.delete(this.#recent.keys().next().value!);
     }
-    this.#recent.set(name, { kind, key, count: 1, at: now, retryAfter });
-    if (this.#recent.size > MAX_RECENT) this.#recent.delete(this.#recent.keys().next().value!);
+    // At most one note per key every RECORD_EVERY_MS: a flood costs no Redis write per refusal.
+    if (this.hooks.nodeId !== undefined) {
+      const note: LimitedNote = { ...entry, node: this.hooks.nodeId };
+      this.store.appendEvent(
+        LIMITED_STREAM,
+        new TextEncoder().encode(JSON.stringify(note)),
+        LIMITED_STREAM_LENGTH,
+      ).catch(() => {});
+    }
   }
 
   /** Who was limited recently, most recent first. */

@@ -71,6 +71,7 @@ export async function startServer(
   const ledger = createLedger({ mode: config.ledger.mode, target: config.ledger.target }, log);
   const metrics = new RelayMetrics(nodeId);
   const limits = new Limits(storage.ephemeral, config.limits, {
+    nodeId,
     limited: (kind) => metrics.rateLimited(kind),
     warn: (message, fields) => log.warn(message, fields),
   });

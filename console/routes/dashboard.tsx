@@ -8,6 +8,11 @@ import { LiveFigures, type LiveFiguresProps } from "../islands/live_figures.tsx"
 import { HISTORY_LENGTH } from "../figures.ts";
 import { figure, when } from "../components/format.ts";
 import { Table } from "../components/table.tsx";
+import {
+  LIMITED_STREAM,
+  LIMITED_STREAM_LENGTH,
+  type LimitedNote,
+} from "../../storage/ephemeral/mod.ts";
 
 /** How many recent sessions the online list looks at. */
 export const RECENT_SESSIONS = 200;
@@ -43,6 +48,31 @@ async function onlineDevices(deps: ConsoleDeps): Promise<OnlineDevice[]> {
   });
 }
 
+/** How far back the "rate limited" list looks. */
+export const LIMITED_WINDOW_MS = 10 * 60_000;
+
+/** Who the nodes' rate limits refused lately (the limited stream), latest note per key. */
+async function limitedRecently(deps: ConsoleDeps): Promise<LimitedNote[]> {
+  const entries = await deps.storage.ephemeral.readEvents(
+    LIMITED_STREAM,
+    "0",
+    LIMITED_STREAM_LENGTH,
+  );
+  const since = Date.now() - LIMITED_WINDOW_MS;
+  const latest = new Map<string, LimitedNote>();
+  for (const entry of entries) {
+    let note: LimitedNote;
+    try {
+      note = JSON.parse(new TextDecoder().decode(entry.message));
+    } catch {
+      continue;
+    }
+    if (typeof note?.at !== "number" || note.at < since) continue;
+    latest.set(`${note.node}|${note.kind}|${note.key}`, note);
+  }
+  return [...latest.values()].sort((a, b) => b.at - a.at).slice(0, 50);
+}
+
 export function register(app: Hono<AppEnv>, deps: ConsoleDeps, hasServerFigures: boolean): void {
   app.get("/", async (c) => {
     await deps.sampler.current();
@@ -53,6 +83,7 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps, hasServerFigures:
     };
     const pending = props.history.at(-1)?.pendingApprovals ?? null;
     const online = await onlineDevices(deps).catch(() => null);
+    const limited = await Promise.resolve().then(() => limitedRecently(deps)).catch(() => null);
     return renderPage(c, deps, {
       title: "Dashboard",
       active: "dashboard",
@@ -95,6 +126,28 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps, hasServerFigures:
                 { label: "Connected", cell: (o) => when(o.since) },
                 { label: "Handshake", cell: (o) => `${o.pattern} v${o.protocolVersion}` },
                 { label: "Address", cell: (o) => o.remoteAddr ?? "—" },
+              ]}
+            />
+          )}
+      </section>,
+      <section aria-labelledby="limited-title" class="limited">
+        <h2 id="limited-title">
+          Rate limited in the last 10 minutes ({limited === null ? "—" : figure(limited.length)})
+        </h2>
+        {limited === null
+          ? <p class="muted">The ephemeral store cannot be read right now.</p>
+          : limited.length === 0
+          ? <p class="muted">No client was refused by a rate limit.</p>
+          : (
+            <Table<LimitedNote>
+              caption="Addresses, devices and pairs refused by a [limits] rate, latest first"
+              rows={limited}
+              columns={[
+                { label: "Limit", cell: (l) => l.kind },
+                { label: "Who", cell: (l) => l.key },
+                { label: "Refusals", cell: (l) => figure(l.count) },
+                { label: "Node", cell: (l) => l.node },
+                { label: "Last", cell: (l) => when(new Date(l.at)) },
               ]}
             />
           )}

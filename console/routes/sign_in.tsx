@@ -8,6 +8,7 @@ import { ErrorBox } from "../components/flash.tsx";
 import { Field } from "../components/forms.tsx";
 import { safeNext } from "../middleware/guard.tsx";
 import { setSessionCookie } from "../middleware/session.ts";
+import { Limits } from "../../server/limits.ts";
 
 const clientAddress = (c: Context<AppEnv>) => c.env?.remoteAddr ?? "unknown";
 
@@ -40,6 +41,7 @@ function SignInForm(
 }
 
 export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
+  const failures = new Limits(deps.storage.ephemeral, deps.config.limits);
   /** Gives the visitor a pre-sign-in session so the sign-in form has a CSRF token too. */
   const anonymousSession = (c: Context<AppEnv>) => {
     const existing = c.get("session");
@@ -95,7 +97,13 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
     const right = deps.signInToken !== null && tokenMatches(given, deps.signInToken);
     // Only wrong tokens are limited: the right one always works, so nobody sharing an
     // operator's address can lock the operator out.
-    const wait = right ? 0 : deps.limiter.waitFor(address);
+    let wait = right ? 0 : deps.limiter.waitFor(address);
+    if (!right && wait === 0) {
+      // Wrong tokens per address per hour, shared by every console and node through the
+      // ephemeral store ([limits] sign_in_failures_per_hour).
+      const shared = await failures.consume("sign_in", address);
+      if (!shared.ok) wait = shared.retryAfter * 1000;
+    }
     if (wait > 0) {
       const seconds = Math.ceil(wait / 1000);
       c.header("Retry-After", String(seconds));

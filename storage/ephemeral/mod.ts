@@ -12,6 +12,9 @@ export {
   CONTROL_STREAM_LENGTH,
   decodeControl,
   type EphemeralOptions,
+  LIMITED_STREAM,
+  LIMITED_STREAM_LENGTH,
+  type LimitedNote,
 } from "./shared.ts";
 export { MemoryEphemeralStore, MemoryHub } from "./memory.ts";
 export { COMMAND_TIMEOUT_MS, CONNECT_TIMEOUT_MS, RedisEphemeralStore } from "./redis.ts";

@@ -17,6 +17,22 @@ import type {
 export const CONTROL_CHANNEL = "commucat:control";
 /** Control events the control stream (named like the channel) keeps. */
 export const CONTROL_STREAM_LENGTH = 10_000;
+/** The stream where nodes note who their rate limits refused (the console lists it). */
+export const LIMITED_STREAM = "commucat:limited";
+/** Entries the limited stream keeps. */
+export const LIMITED_STREAM_LENGTH = 1_000;
+
+/** One entry of the limited stream (JSON). */
+export interface LimitedNote {
+  kind: string;
+  key: string;
+  /** Refusals of this key on that node since it was first noted. */
+  count: number;
+  retryAfter: number;
+  node: string;
+  /** When (ms since the epoch). */
+  at: number;
+}
 
 /** Options shared by both implementations. */
 export interface EphemeralOptions {

@@ -389,3 +389,31 @@ Deno.test("without an admin token on loopback a start-up token is written, not l
     await Deno.remove(dataDir, { recursive: true });
   }
 });
+
+Deno.test("wrong tokens per address per hour are limited through the shared store too", async () => {
+  const config = testConfig();
+  config.limits.signInFailuresPerHour = 2;
+  const h = await harness({ config });
+  const attempt = async (token: string) => {
+    const form = await h.fetch("/sign-in", { address: "198.51.100.4" });
+    const cookie = sessionCookie(form)!;
+    const csrf = csrfOf(await form.text());
+    return await h.fetch("/sign-in", {
+      method: "POST",
+      address: "198.51.100.4",
+      headers: { cookie, "content-type": "application/x-www-form-urlencoded" },
+      body: new URLSearchParams({ _csrf: csrf, token }),
+    });
+  };
+  // Two wrong tokens use the shared bucket (the local backoff still lets them through) …
+  assert.equal((await attempt("wrong-1")).status, 401);
+  assert.equal((await attempt("wrong-2")).status, 401);
+  // … the third is refused by it, with the wait until one drains (30 min for 2 per hour).
+  const third = await attempt("wrong-3");
+  assert.equal(third.status, 429);
+  assert.ok(Number(third.headers.get("retry-after")) > 60);
+  await third.body?.cancel();
+  // The right token is never refused.
+  assert.equal((await attempt(ADMIN_TOKEN)).status, 303);
+  h.close();
+});

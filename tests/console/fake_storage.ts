@@ -4,6 +4,7 @@
  * for the console: keyset pages (cursor = last item's position key), status transitions that
  * refuse with the typed errors, key events, audit entries and a recorded control bus.
  */
+import { MemoryEphemeralStore } from "../../storage/ephemeral/mod.ts";
 import { bytesToHex } from "@noble/hashes/utils.js";
 import {
   Conflict,
@@ -37,6 +38,7 @@ import type {
   PageRequest,
   PeerStatus,
   Presence,
+  RateRule,
   RelayEnvelope,
   Route,
   SessionRecord,
@@ -124,6 +126,7 @@ export function fakeStorage(
   const outbox: OutboxEntry[] = [];
   const audit: AuditEntry[] = [];
   const heartbeats = new Map<string, NodeHeartbeat>();
+  const streams = new MemoryEphemeralStore(); // event streams as the real store keeps them
   // Like the real peer repository: peer changes are audited in the same step as the change.
   const peerAudit = (p: FederationPeer) => ({
     domain: p.domain,
@@ -754,6 +757,9 @@ export function fakeStorage(
           return Promise.resolve();
         },
         listNodeHeartbeats: () => Promise.resolve([...heartbeats.values()]),
+        appendEvent: (s: string, m: Uint8Array, n: number) => streams.appendEvent(s, m, n),
+        consumeRate: (k: string, r: RateRule, n: number) => streams.consumeRate(k, r, n),
+        readEvents: (s: string, after: string, n: number) => streams.readEvents(s, after, n),
         ping: () => Promise.resolve(),
         close: () => Promise.resolve(),
       } as unknown as EphemeralStore,

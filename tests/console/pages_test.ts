@@ -1,4 +1,5 @@
 /** Console pages and operator actions over fake storage, through app.fetch. */
+import { LIMITED_STREAM } from "../../storage/ephemeral/mod.ts";
 import assert from "node:assert/strict";
 import { harness, signIn } from "./helpers.ts";
 import { storageDown } from "./fake_storage.ts";
@@ -313,6 +314,28 @@ Deno.test("the dashboard shows figures from the server and from storage", async 
   assert.equal(card("pendingApprovals"), "1");
   assert.equal(card("relayDepth"), "1");
   assert.equal(card("outboxBacklog"), "1");
+  h.close();
+});
+
+Deno.test("the dashboard lists who the rate limits refused lately", async () => {
+  const h = await harness();
+  const c = await signIn(h);
+  assert.match(await (await c.get("/")).text(), /No client was refused by a rate limit/);
+  const note = (key: string, at: number) =>
+    new TextEncoder().encode(JSON.stringify({
+      kind: "handshake",
+      key,
+      count: 12,
+      retryAfter: 3,
+      node: "node-abc",
+      at,
+    }));
+  await h.storage.ephemeral.appendEvent(LIMITED_STREAM, note("203.0.113.7", Date.now()), 100);
+  await h.storage.ephemeral.appendEvent(LIMITED_STREAM, note("old", Date.now() - 3_600_000), 100);
+  const html = await (await c.get("/")).text();
+  assert.match(html, /Rate limited in the last 10 minutes \(1\)/);
+  assert.match(html, /203\.0\.113\.7/);
+  assert.doesNotMatch(html, />old</);
   h.close();
 });
 

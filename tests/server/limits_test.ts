@@ -7,7 +7,12 @@ import assert from "node:assert/strict";
 import { Redis } from "ioredis";
 import { Limits } from "../../server/limits.ts";
 import { Admission, hostOf } from "../../server/admission.ts";
-import { MemoryEphemeralStore, MemoryHub, openEphemeral } from "../../storage/ephemeral/mod.ts";
+import {
+  LIMITED_STREAM,
+  MemoryEphemeralStore,
+  MemoryHub,
+  openEphemeral,
+} from "../../storage/ephemeral/mod.ts";
 import type { EphemeralStore } from "../../storage/types.ts";
 import { encodeControl, FrameType } from "../../protocol/frame.ts";
 import { encodeVarint } from "../../protocol/varint.ts";
@@ -333,6 +338,16 @@ Deno.test("frames per device and JOINs per device are refused with non-fatal 429
       server.node.ctx.limits.recent().map((e) => e.kind).sort(),
       ["frames", "join"],
     );
+    // Noted for the console (one note per key, not one per refusal).
+    await waitFor(async () =>
+      (await storage.ephemeral.readEvents(LIMITED_STREAM, "0", 100)).length >= 2
+    );
+    const notes = (await storage.ephemeral.readEvents(LIMITED_STREAM, "0", 100))
+      .map((e) => JSON.parse(new TextDecoder().decode(e.message)));
+    assert.deepEqual(notes.map((n) => [n.kind, n.key, n.node]).sort(), [
+      ["frames", a.options.deviceId, server.nodeId],
+      ["join", a.options.deviceId, server.nodeId],
+    ]);
   } finally {
     for (const c of clients) await c.close();
     await server.stop();
