@@ -403,4 +403,46 @@ export function registerEphemeralContract(
       assert.deepEqual(await b.getInterrupts(["dev-i1", "dev-i2"]), ["revoked", null]);
       assert.deepEqual(await b.getInterrupts([]), []);
     }));
+
+  test("conversation routes: bind, already, taken, full, unbind, joined sets, records", (h) =>
+    withStores(h, 2, async (a, b) => {
+      const dev = `dev-r-${crypto.randomUUID().slice(0, 8)}`;
+      const other = `${dev}-peer`;
+      const c1 = `d:${dev}-one`;
+      const c2 = `d:${dev}-two`;
+      assert.deepEqual(await a.bind(dev, 7, c1, 2, 60), { outcome: "bound" });
+      assert.deepEqual(await a.bind(dev, 7, c1, 2, 60), { outcome: "already" });
+      assert.deepEqual(await a.bind(dev, 7, c2, 2, 60), { outcome: "taken", conversationId: c1 });
+      assert.deepEqual(await a.bind(dev, 8, c2, 2, 60), { outcome: "bound" });
+      assert.deepEqual(await a.bind(dev, 9, c2, 2, 60), { outcome: "full", count: 2 });
+      await b.bind(other, 7, c1, 2, 60);
+      // The other node sees the same routes.
+      assert.deepEqual([...(await b.bindings(dev))].sort(), [[7, c1], [8, c2]]);
+      assert.deepEqual((await b.joinedOf([c1, c2])).map((j) => j.sort()), [[dev, other].sort(), [
+        dev,
+      ]]);
+      assert.equal(await b.unbind(dev, 7), c1);
+      assert.equal(await b.unbind(dev, 7), null);
+      assert.deepEqual(await a.joinedOf([c1]), [[other]]);
+      assert.deepEqual([...(await a.bindings(dev))], [[8, c2]]);
+      await a.putConversation(c1, '{"members":["x"],"relay":true}', 60);
+      assert.deepEqual(await b.getConversations([c1, c2]), [
+        '{"members":["x"],"relay":true}',
+        null,
+      ]);
+      await a.touchBindings(dev, 120);
+      await assert.rejects(a.bind(dev, 0, c1, 2, 60), InvalidValue);
+      await assert.rejects(a.bind(dev, 10, "", 2, 60), InvalidValue);
+      await assert.rejects(a.bind(dev, 10, c1, 0, 60), InvalidValue);
+    }));
+
+  test("conversation routes expire after their TTL", (h) =>
+    withStores(h, 1, async (a) => {
+      const dev = `dev-x-${crypto.randomUUID().slice(0, 8)}`;
+      await a.bind(dev, 1, "d:x", 4, 1);
+      await a.putConversation("d:x-rec", "{}", 1);
+      await sleep(1300);
+      assert.equal((await a.bindings(dev)).size, 0);
+      assert.deepEqual(await a.getConversations(["d:x-rec"]), [null]);
+    }));
 }
