@@ -21,7 +21,14 @@ import { ProblemError } from "../protocol/errors.ts";
 import { directChannelId, groupChannelId } from "./channels.ts";
 import { decodeEnvelope, encodeEnvelope, messageId, type TextEnvelope } from "./chat_envelope.ts";
 import { CommuCatError } from "./errors.ts";
-import { defaultKeyFile, KeystoreError, loadOrCreateIdentity } from "./keystore.ts";
+import { E2EError } from "./e2e.ts";
+import {
+  defaultKeyFile,
+  KeystoreError,
+  loadOrCreateIdentity,
+  openTrustStore,
+  trustFileFor,
+} from "./keystore.ts";
 import { type Client, connect, type ConnectOptions, type InboundMessage } from "./sdk.ts";
 import "./transport_deno.ts";
 import type { TransportKind } from "./transport.ts";
@@ -52,8 +59,11 @@ const USAGE = `usage: deno task client [flags]
   --key-file FILE      key file path (overrides --profile)
   --handle NAME        user handle sent when the server provisions the user
   --display-name NAME  user display name sent likewise
+  --no-e2e             send plaintext (debugging only: the server can read it); by default
+                       every message is sealed end to end for the other devices
 
-  commands while chatting: /quit  /presence STATE  /invite DEVICE [admin|member]  /help`;
+  commands while chatting: /quit  /presence STATE  /invite DEVICE [admin|member]
+                           /verify DEVICE [confirm]  /trust DEVICE  /help`;
 
 /** Where the chat reads and writes; tests substitute their own. */
 export interface ChatIo {
@@ -84,6 +94,7 @@ interface ChatFlags {
   keyFile?: string;
   handle?: string;
   displayName?: string;
+  e2e: boolean;
 }
 
 class UsageError extends ProblemError {
@@ -120,6 +131,7 @@ export function parseChatArgs(argv: string[]): ChatFlags | "help" {
         "key-file": { type: "string" },
         handle: { type: "string" },
         "display-name": { type: "string" },
+        "no-e2e": { type: "boolean" },
         help: { type: "boolean", short: "h" },
       },
     });
@@ -189,6 +201,7 @@ export function parseChatArgs(argv: string[]): ChatFlags | "help" {
     keyFile: v["key-file"],
     handle: v.handle,
     displayName: v["display-name"],
+    e2e: !v["no-e2e"],
   };
 }
 
@@ -285,6 +298,10 @@ export async function runChat(argv: string[], io: ChatIo): Promise<number> {
         ...(flags.displayName ? { display_name: flags.displayName } : {}),
       },
       reconnect: true,
+      // Keys are looked up before every seal: a chat sends little, and a changed key must show.
+      e2e: flags.e2e
+        ? { trust: await openTrustStore(trustFileFor(keyFile)), directoryTtlMs: 0 }
+        : false,
     };
     io.out(
       `* connecting to ${options.url ?? `${flags.host}:${flags.port}`} (server key from ${source})`,
@@ -315,6 +332,16 @@ export async function runChat(argv: string[], io: ChatIo): Promise<number> {
     io.out(
       `* chatting with ${peerLabel} on channel ${channel}; type a line to send, /quit to leave`,
     );
+    io.out(
+      flags.e2e
+        ? "* 🔒 end-to-end encrypted: only the other devices can read what you send " +
+          "(/verify DEVICE compares safety numbers)"
+        : "* ⚠ end-to-end encryption is OFF (--no-e2e): the server can read what you send",
+    );
+    if (flags.e2e && flags.peer !== undefined) {
+      // Pin the peer's key now, so /verify works before the first message.
+      await client.e2e!.safetyNumber(flags.peer).catch(() => {});
+    }
   } catch (error) {
     io.err(`error: ${describe(error)}`);
     return error instanceof UsageError || error instanceof KeystoreError ? 64 : 1;
@@ -327,6 +354,9 @@ export const CHAT_COMMANDS = [
   "/quit (or /exit)           leave the chat",
   "/presence STATE            tell the channel your state (online, away, busy, …)",
   "/invite DEVICE [admin|member]  add a device to the group (in a --group chat)",
+  "/verify DEVICE             show the safety number to compare with DEVICE's screen",
+  "/verify DEVICE confirm     mark DEVICE's key verified once the numbers match",
+  "/trust DEVICE              accept DEVICE's changed key (messages to it resume)",
   "/help                      this list",
 ];
 
@@ -351,6 +381,29 @@ async function chatLoop(
     if (++connections > 1) io.out(`* reconnected (session ${c.session})`);
   });
   client.on("error", (e) => io.err(`! ${e.title}: ${e.detail}`));
+  const e2e = client.e2e;
+  e2e?.on(
+    "key-pinned",
+    (e) => io.out(`* 🔒 ${e.device}: key pinned on first use (not verified: /verify ${e.device})`),
+  );
+  e2e?.on("key-changed", (e) => {
+    if (e.wasVerified) {
+      io.err(
+        `!!! WARNING: the VERIFIED key of ${e.device} CHANGED. Someone may be impersonating ` +
+          `${e.device}. Nothing is sealed to the new key and nothing sealed with it is shown. ` +
+          `Check with ${e.device} out of band (/verify ${e.device}), then /trust ${e.device} ` +
+          "only if they really changed their key.",
+      );
+    } else {
+      io.err(
+        `! the key of ${e.device} changed: nothing is sealed to it and its messages are held ` +
+          `until you accept it with /trust ${e.device} (compare /verify ${e.device} first)`,
+      );
+    }
+  });
+  /** Sends chat bytes: sealed unless --no-e2e. */
+  const sendBytes = (ch: number, bytes: Uint8Array) =>
+    e2e ? client.sendSealed(ch, bytes) : client.send(ch, bytes);
 
   const receiving = (async () => {
     for await (const m of client.messages()) show(m);
@@ -363,9 +416,23 @@ async function chatLoop(
     const sender = m.sender ?? "(sender unknown)";
     switch (m.kind) {
       case "MSG": {
-        const envelope = decodeEnvelope(m.payload);
+        let bytes = m.payload;
+        let lock = "";
+        if (e2e) {
+          if (m.sealed && m.plaintext) {
+            bytes = m.plaintext;
+            lock = m.verified ? "🔒✔ " : "🔒 ";
+          } else if (m.sealed) {
+            refusedMessage(m.e2eError, where);
+            return;
+          } else {
+            lock = "⚠ unencrypted ";
+          }
+        }
+        // Sealed: the stamp was checked against the envelope, whose key proved the sender.
+        const envelope = decodeEnvelope(bytes);
         if ("raw" in envelope) {
-          io.out(`${clock(m.receivedAt)} ${where}?: ${envelope.raw}`);
+          io.out(`${clock(m.receivedAt)} ${where}${lock}${sender}: ${envelope.raw}`);
         } else if (envelope.kind === "receipt") {
           const words = awaiting.get(envelope.id);
           if (words !== undefined) {
@@ -375,11 +442,11 @@ async function chatLoop(
         } else {
           const sent = new Date(envelope.sent_at);
           io.out(
-            `${clock(isNaN(sent.getTime()) ? m.receivedAt : sent)} ${where}${sender}: ` +
+            `${clock(isNaN(sent.getTime()) ? m.receivedAt : sent)} ${where}${lock}${sender}: ` +
               envelope.text,
           );
           track(
-            client.send(
+            sendBytes(
               m.channel,
               encodeEnvelope({ v: 1, kind: "receipt", id: envelope.id, from: me }),
             )
@@ -420,6 +487,20 @@ async function chatLoop(
     }
   }
 
+  function refusedMessage(error: E2EError | null | undefined, where: string): void {
+    if (!error) return;
+    const who = error.device ? ` from ${error.device}` : "";
+    if (error.code === "replayed") {
+      io.out(`* ${where}a repeated copy of a message${who} was ignored`);
+    } else if (error.code === "key-changed") {
+      io.err(`! ${where}a message${who} sealed with a new key is held: /trust ${error.device}`);
+    } else {
+      io.err(
+        `! ${where}a message${who} was refused and is not shown (${error.code}): ${error.message}`,
+      );
+    }
+  }
+
   function command(line: string): boolean {
     const [name, ...args] = line.trim().split(/\s+/);
     switch (name) {
@@ -429,6 +510,51 @@ async function chatLoop(
       case "/help":
         for (const line of CHAT_COMMANDS) io.out(`* ${line}`);
         return true;
+      case "/verify": {
+        if (!e2e || !args[0]) {
+          io.err(e2e ? "! /verify DEVICE [confirm]" : "! /verify needs end-to-end encryption");
+          return true;
+        }
+        const device = args[0];
+        if (args[1] === "confirm") {
+          track(
+            e2e.setVerified(device).then(
+              () => io.out(`* 🔒✔ ${device}'s key is verified`),
+              (e) => io.err(`! verify: ${describe(e)}`),
+            ),
+          );
+          return true;
+        }
+        track(
+          e2e.safetyNumber(device).then((number) => {
+            const groups = number.split(" ");
+            const state = e2e.trust.get(device)?.verified ? "verified ✔" : "not verified";
+            io.out(
+              `* safety number with ${device} (${state}); compare it with ${device}'s screen:`,
+            );
+            io.out(`    ${groups.slice(0, 6).join(" ")}`);
+            io.out(`    ${groups.slice(6).join(" ")}`);
+            io.out(`* when they match exactly, type /verify ${device} confirm`);
+          }, (e) => io.err(`! verify: ${describe(e)}`)),
+        );
+        return true;
+      }
+      case "/trust": {
+        if (!e2e || !args[0]) {
+          io.err(e2e ? "! /trust DEVICE" : "! /trust needs end-to-end encryption");
+          return true;
+        }
+        const device = args[0];
+        track(
+          e2e.acceptKey(device).then((held) => {
+            io.out(`* 🔒 now trusting the new key of ${device} (not verified: /verify ${device})`);
+            for (const h of held) {
+              show({ ...h, receivedAt: new Date() } as unknown as InboundMessage);
+            }
+          }, (e) => io.err(`! trust: ${describe(e)}`)),
+        );
+        return true;
+      }
       case "/presence":
         track(
           client.presence(args[0] ?? "online").then(
@@ -490,9 +616,12 @@ async function chatLoop(
     };
     awaiting.set(envelope.id, line.length > 24 ? `${line.slice(0, 23)}…` : line);
     track(
-      client.send(channel, encodeEnvelope(envelope)).then(
-        (ack) => io.out(`  ✓ sent (seq ${ack.ack})`),
-        (e) => io.err(`! not sent: ${describe(e)}`),
+      sendBytes(channel, encodeEnvelope(envelope)).then(
+        (ack) => io.out(`  ${e2e ? "🔒 " : ""}✓ sent (seq ${ack.ack})`),
+        (e) => {
+          awaiting.delete(envelope.id);
+          io.err(`! not sent: ${describe(e)}`);
+        },
       ),
     );
     if (client.closeError) break;
@@ -535,6 +664,12 @@ function hostForUrl(host: string): string {
 }
 
 function describe(error: unknown): string {
+  if (error instanceof E2EError) {
+    if (error.code === "key-changed") {
+      return `${error.message} (/verify ${error.device}, then /trust ${error.device})`;
+    }
+    return `${error.message} (${error.code})`;
+  }
   if (error instanceof CommuCatError) {
     return `${error.title} (${error.status})${error.detail ? `: ${error.detail}` : ""}`;
   }

@@ -158,7 +158,7 @@ export class E2E {
   readonly #backend: CryptoBackend;
   readonly #ttl: number;
   readonly #maxHeld: number;
-  #directory = new Map<string, { entry: DirectoryEntry | null; at: number }>();
+  #directory = new Map<string, { entry: DirectoryEntry; at: number }>();
   #held = new Map<string, { message: InboundLike }[]>();
   #listeners = new Map<keyof E2EEvents, Set<(v: never) => void>>();
 
@@ -209,13 +209,15 @@ export class E2E {
     for (let i = 0; i < missing.length; i += 64) {
       const batch = missing.slice(i, i + 64);
       const answer = await this.#client.serverRequest("keys", { devices: batch });
-      for (const d of batch) out.set(d, null);
+      for (const d of batch) out.set(d, null); // unknown now; not cached (it may register)
       this.#absorb(answer, out, now);
-      for (const d of batch) {
-        if (out.get(d) === null) this.#directory.set(d, { entry: null, at: now });
-      }
     }
     return out;
+  }
+
+  /** Drops the cached directory entry of `device`: the next use asks the server again. */
+  forget(device: string): void {
+    this.#directory.delete(device);
   }
 
   /** The members of group `groupId` with their directory entries (always asks the server). */

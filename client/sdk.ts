@@ -602,6 +602,10 @@ export class Client {
         if (this.e2e && message.kind === "MSG") {
           Object.assign(message, await this.e2e.open(message));
         }
+        // A peer that (re)connects may bring a new key: look it up again before sealing to it.
+        if (this.e2e && message.peer !== undefined && message.state === "online") {
+          this.e2e.forget(message.peer);
+        }
         last = message;
         return { done: false, value: message };
       },

@@ -1,0 +1,199 @@
+/**
+ * The chat client's end-to-end encryption, two chat processes through a real in-process server:
+ * messages and receipts are sealed and shown with a lock, /verify prints the same safety number
+ * on both sides, and after the peer's key changes (an operator rotation) nothing is sealed to
+ * the new key — with the louder warning for a verified key — until /trust accepts it.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { generateKeypair } from "../../protocol/crypto.ts";
+import { bytesToHex } from "../../protocol/hex.ts";
+import { setLogLevel } from "../../server/log.ts";
+import {
+  openTestStorage,
+  startServer,
+  storageKinds,
+  testConfig,
+  uid,
+} from "../server/helpers/server.ts";
+
+const decoder = new TextDecoder();
+const encoder = new TextEncoder();
+const WAIT_MS = 30_000;
+
+/** Collects a child's output lines and waits (bounded) for one matching a pattern. */
+class LineWatcher {
+  readonly lines: string[] = [];
+  readonly done: Promise<void>;
+  #wake: (() => void)[] = [];
+  #ended = false;
+
+  constructor(stream: ReadableStream<Uint8Array>) {
+    this.done = (async () => {
+      let buffer = "";
+      for await (const chunk of stream) {
+        buffer += decoder.decode(chunk, { stream: true });
+        const parts = buffer.split("\n");
+        buffer = parts.pop()!;
+        this.lines.push(...parts);
+        for (const w of this.#wake.splice(0)) w();
+      }
+      if (buffer) this.lines.push(buffer);
+      this.#ended = true;
+      for (const w of this.#wake.splice(0)) w();
+    })();
+  }
+
+  text(): string {
+    return this.lines.join("\n");
+  }
+
+  /** Resolves with the `count`-th matching line (and its index); fails after WAIT_MS. */
+  async waitFor(pattern: RegExp, other?: LineWatcher, count = 1): Promise<[string, number]> {
+    const deadline = Date.now() + WAIT_MS;
+    for (;;) {
+      let seen = 0;
+      for (const [i, l] of this.lines.entries()) {
+        if (pattern.test(l) && ++seen === count) return [l, i];
+      }
+      if (this.#ended || Date.now() > deadline) {
+        throw new Error(
+          `no line matching ${pattern}; output:\n${this.text()}\nother stream:\n${
+            other?.text() ?? ""
+          }`,
+        );
+      }
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await new Promise<void>((resolve) => {
+        this.#wake.push(resolve);
+        timer = setTimeout(resolve, 250);
+      });
+      clearTimeout(timer);
+    }
+  }
+}
+
+interface Chat {
+  out: LineWatcher;
+  err: LineWatcher;
+  say(line: string): Promise<void>;
+  quit(): Promise<number>;
+}
+
+const kind = storageKinds().at(-1)!;
+
+Deno.test({
+  name:
+    `chat client: sealed by default, safety numbers, a changed key blocked until /trust (${kind})`,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    setLogLevel("error");
+    const { storage, close } = await openTestStorage(kind);
+    const config = testConfig();
+    const server = await startServer(config, { storage });
+    const home = await Deno.makeTempDir({ prefix: "commucat-chat-e2e-" });
+    const alice = uid("ce-alice"), bob = uid("ce-bob");
+    const running: Chat[] = [];
+    const spawn = (me: string, peer: string): Chat => {
+      const p = new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "-A",
+          new URL("../../client/chat.ts", import.meta.url).pathname,
+          "--server",
+          `127.0.0.1:${server.ports.tcp}`,
+          "--server-key",
+          bytesToHex(config.crypto.noisePublic),
+          "--device",
+          me,
+          "--peer",
+          peer,
+        ],
+        env: { COMMUCAT_HOME: home, NO_COLOR: "1" },
+        stdin: "piped",
+        stdout: "piped",
+        stderr: "piped",
+      }).spawn();
+      const w = p.stdin.getWriter();
+      const chat: Chat = {
+        out: new LineWatcher(p.stdout),
+        err: new LineWatcher(p.stderr),
+        say: (line) => w.write(encoder.encode(line + "\n")),
+        async quit() {
+          await w.close().catch(() => {});
+          const status = await p.status;
+          await Promise.all([chat.out.done, chat.err.done]);
+          running.splice(running.indexOf(chat), 1);
+          return status.code;
+        },
+      };
+      running.push(chat);
+      return chat;
+    };
+    try {
+      const a = spawn(alice, bob);
+      const b = spawn(bob, alice);
+      await a.out.waitFor(/🔒 end-to-end encrypted/, a.err);
+      await b.out.waitFor(/🔒 end-to-end encrypted/, b.err);
+      await a.out.waitFor(new RegExp(`${bob} is online`), a.err);
+
+      // The same safety number on both screens.
+      await a.say(`/verify ${bob}`);
+      await b.say(`/verify ${alice}`);
+      const digits = async (c: Chat) => {
+        const [, i] = await c.out.waitFor(/safety number with/, c.err);
+        await c.out.waitFor(/when they match exactly/, c.err);
+        return c.out.lines.slice(i + 1, i + 3).map((l) => l.trim()).join(" ");
+      };
+      const na = await digits(a), nb = await digits(b);
+      assert.match(na, /^\d{5}( \d{5}){11}$/);
+      assert.equal(na, nb);
+      await a.say(`/verify ${bob} confirm`);
+      await a.out.waitFor(/key is verified/, a.err);
+
+      // Sealed both ways, receipts included.
+      await a.say("hello sealed");
+      await b.out.waitFor(new RegExp(`🔒 ${alice}: hello sealed`), b.err);
+      await a.out.waitFor(new RegExp(`✓✓ .*delivered to ${bob}`), a.err);
+      await b.say("hi back");
+      await a.out.waitFor(new RegExp(`🔒✔ ${bob}: hi back`), a.err);
+      assert.equal(await b.quit(), 0);
+
+      // An operator rotates bob's key; bob comes back with the new key file.
+      const fresh = generateKeypair();
+      await storage.devices.rotateKey(bob, fresh.publicKey, "test");
+      const keyFile = join(home, `${bob}.json`);
+      const old = JSON.parse(await Deno.readTextFile(keyFile));
+      await Deno.writeTextFile(
+        keyFile,
+        JSON.stringify({
+          ...old,
+          private_key: bytesToHex(fresh.privateKey),
+          public_key: bytesToHex(fresh.publicKey),
+        }),
+      );
+      const b2 = spawn(bob, alice);
+      await b2.out.waitFor(/chatting with/, b2.err);
+      await a.say("to the new key?");
+      await a.err.waitFor(new RegExp(`WARNING: the VERIFIED key of ${bob} CHANGED`), a.out);
+      await a.err.waitFor(/not sent: .*changed/, a.out);
+      await a.say(`/trust ${bob}`);
+      await a.out.waitFor(new RegExp(`now trusting the new key of ${bob}`), a.err);
+      await a.say("after trust");
+      await b2.out.waitFor(new RegExp(`🔒 ${alice}: after trust`), b2.err);
+      assert.ok(
+        !b2.out.lines.some((l) => l.includes("to the new key?")),
+        "nothing was sealed to the new key before /trust",
+      );
+      assert.equal(await b2.quit(), 0);
+      assert.equal(await a.quit(), 0);
+    } finally {
+      for (const c of [...running]) await c.quit().catch(() => {});
+      await server.stop();
+      await close();
+      await Deno.remove(home, { recursive: true }).catch(() => {});
+      setLogLevel("info");
+    }
+  },
+});
