@@ -351,6 +351,11 @@ export class Client {
     return this.#lastHandshake?.user;
   }
 
+  /** Capabilities the server granted in AUTH on the current connection (e.g. "sender"). */
+  get capabilities(): string[] {
+    return [...(this.#lastHandshake?.capabilities ?? [])];
+  }
+
   /** The server's domain from the authenticated handshake. */
   get domain(): string | undefined {
     return this.#lastHandshake?.domain;

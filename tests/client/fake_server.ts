@@ -32,6 +32,8 @@ export interface FakeServerOptions {
   chunkSize?: number;
   /** Called for each frame after the handshake; default: ACK every non-ACK frame. */
   onFrame?: (conn: FakeConnection, frame: Frame) => void;
+  /** Capabilities AUTH grants (default none). */
+  grant?: string[];
   /** Frames to send right after the completion ACK (e.g. a replayed queue). */
   replay?: (conn: FakeConnection) => void;
 }
@@ -223,6 +225,7 @@ export class FakeServer {
         protocol_version: version,
         supported_versions: supported,
         user,
+        capabilities: this.#options.grant ?? [],
       }),
     );
     let serverSeq = 2;
