@@ -96,6 +96,12 @@ export async function spawnServer(
       // Idle on purpose: the connections must outlive the measurement.
       COMMUCAT_KEEPALIVE: "3600",
       COMMUCAT_LOG_LEVEL: "warn",
+      // Thousands of handshakes from one address, on purpose: no rate limit or cap applies.
+      COMMUCAT_HANDSHAKES_PER_MINUTE: "1000000",
+      COMMUCAT_REGISTRATIONS_PER_HOUR: "1000000",
+      COMMUCAT_UNAUTHENTICATED_PER_ADDRESS: "1000000",
+      COMMUCAT_UNAUTHENTICATED_TOTAL: "10000000",
+      COMMUCAT_MEMORY_BUDGET: "1125899906842624",
       NO_COLOR: "1",
       ...extraEnv,
     },
