@@ -1,5 +1,5 @@
 /** `analytics`: frame counts and delivery latency per hour or day (counts and times only). */
-import { oneOf, parseCommand, stringFlag, UsageError } from "../args.ts";
+import { oneOf, parseCommand, stringFlag, timeFlag, UsageError } from "../args.ts";
 import type { Command } from "../command.ts";
 import { table, toJson } from "../format.ts";
 import { analyticsReport, reportCsv } from "../../storage/analytics_report.ts";
@@ -9,19 +9,6 @@ const usage =
   "[--format text|json|csv]";
 
 const DIMENSIONS = ["type", "conversation", "peer"] as const;
-
-function parseTime(flag: string, value: string | undefined, fallback: Date): Date {
-  if (value === undefined) return fallback;
-  const date = new Date(value);
-  if (!/^\d{4}-\d{2}-\d{2}/.test(value) || Number.isNaN(date.getTime())) {
-    throw new UsageError(
-      `invalid --${flag} ${JSON.stringify(value)}: expected an RFC 3339 time such as ` +
-        "2025-01-31T12:00:00Z or a date such as 2025-01-31",
-      usage,
-    );
-  }
-  return date;
-}
 
 const ms = (v: number | null) => (v === null ? "-" : v >= 1000 ? `${v / 1000}s` : `${v}ms`);
 
@@ -63,8 +50,8 @@ Example:
     );
     const now = Date.now();
     const span = granularity === "day" ? 30 * 86_400_000 : 86_400_000;
-    const to = parseTime("to", stringFlag(args, "to"), new Date(now + 1));
-    const from = parseTime("from", stringFlag(args, "from"), new Date(to.getTime() - span));
+    const to = timeFlag(args, "to", usage) ?? new Date(now + 1);
+    const from = timeFlag(args, "from", usage) ?? new Date(to.getTime() - span);
     if (from >= to) throw new UsageError("--from must be before --to", usage);
     const byText = stringFlag(args, "by");
     const by = byText === undefined ? undefined : byText.split(",").filter((s) => s !== "").map(
