@@ -22,6 +22,7 @@ import { keyEventsCommand } from "./commands/key_events.ts";
 import { migrateCommand } from "./commands/migrate.ts";
 import { peersCommand } from "./commands/peers.ts";
 import { rotateKeysCommand } from "./commands/rotate_keys.ts";
+import { rotateServerKeyCommand } from "./commands/rotate_server_key.ts";
 import { registerUserCommand, usersCommand } from "./commands/users.ts";
 import { ConfigError } from "../server/config.ts";
 import { redactUrlPassword } from "../server/log.ts";
@@ -50,6 +51,7 @@ export const COMMANDS: readonly Command[] = [
   analyticsCommand,
   diagnoseCommand,
   genKeysCommand,
+  rotateServerKeyCommand,
 ];
 
 /** The global help: every command with its summary. */

@@ -156,6 +156,29 @@ export const CONFIG_KEYS: readonly ConfigKey[] = [
   ),
   k(
     "crypto",
+    "noise_next",
+    "COMMUCAT_NOISE_NEXT",
+    "(none)",
+    "X25519 private key that replaces noise_private next: announced in the key catalog, accepted",
+    true,
+  ),
+  k(
+    "crypto",
+    "noise_previous",
+    "COMMUCAT_NOISE_PREVIOUS",
+    "(none)",
+    "X25519 private key noise_private replaced: accepted until noise_previous_not_after",
+    true,
+  ),
+  k(
+    "crypto",
+    "noise_previous_not_after",
+    "COMMUCAT_NOISE_PREVIOUS_NOT_AFTER",
+    "(none)",
+    "RFC 3339 time ending the previous key's grace window (required with noise_previous)",
+  ),
+  k(
+    "crypto",
     "federation_seed",
     "COMMUCAT_FEDERATION_SEED",
     "(generated into data_dir/keys.json)",
@@ -589,6 +612,27 @@ export async function loadConfig(options: LoadConfigOptions = {}): Promise<Confi
   const noisePrivate = get("crypto", "noise_private", parseKey32, null as Uint8Array | null);
   const noisePublic = get("crypto", "noise_public", parseKey32, null as Uint8Array | null);
   const federationSeed = get("crypto", "federation_seed", parseSeed, null as Uint8Array | null);
+  const noiseNext = get("crypto", "noise_next", parseKey32, null as Uint8Array | null);
+  const noisePrevious = get("crypto", "noise_previous", parseKey32, null as Uint8Array | null);
+  const noisePreviousNotAfter = get("crypto", "noise_previous_not_after", (v) => {
+    const text = v instanceof Date ? v.toISOString() : parseNonEmptyString(v, "an RFC 3339 time");
+    const date = new Date(text);
+    if (!/^\d{4}-\d{2}-\d{2}T/.test(text) || Number.isNaN(date.getTime())) {
+      throw new Expected("an RFC 3339 time such as 2026-12-08T00:00:00Z");
+    }
+    return date;
+  }, null as Date | null);
+  if ((noisePrevious === null) !== (noisePreviousNotAfter === null)) {
+    const [set, missing] = noisePrevious
+      ? ["noise_previous", "noise_previous_not_after"]
+      : ["noise_previous_not_after", "noise_previous"];
+    if (where("crypto", set)) {
+      problems.push(
+        `[crypto] ${set} is set (${where("crypto", set)}) but [crypto] ${missing} is not: ` +
+          "the previous key needs the end of its grace window, and the other way round",
+      );
+    }
+  }
   const prologue = get("crypto", "prologue", (v) => parseString(v, "a string"), "commucat");
   if (noisePublic && noisePrivate) {
     const derived = x25519.getPublicKey(noisePrivate);
@@ -714,6 +758,9 @@ export async function loadConfig(options: LoadConfigOptions = {}): Promise<Confi
       noisePrivate: keys.noisePrivate,
       noisePublic: x25519.getPublicKey(keys.noisePrivate),
       federationSeed: keys.federationSeed,
+      noiseNext,
+      noisePrevious,
+      noisePreviousNotAfter,
       prologue,
       generatedKeyFile: keys.file,
       keysGeneratedNow: keys.generated,

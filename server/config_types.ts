@@ -53,6 +53,11 @@ export interface Config {
     noisePrivate: Uint8Array;
     /** X25519 public key derived from noisePrivate. */
     noisePublic: Uint8Array;
+    /** The key that replaces noisePrivate next (announced and accepted), or null. */
+    noiseNext?: Uint8Array | null;
+    /** The key noisePrivate replaced, accepted until noisePreviousNotAfter, or null. */
+    noisePrevious?: Uint8Array | null;
+    noisePreviousNotAfter?: Date | null;
     /** Federation seed bytes (the Ed25519 secret is BLAKE3 of these). */
     federationSeed: Uint8Array;
     prologue: string;

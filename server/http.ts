@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { CATALOG_PATH, keyCatalog } from "./noise_keys.ts";
 import { tokenMatches } from "../protocol/crypto.ts";
 import { problemResponse } from "../protocol/errors.ts";
 import type { RelayNode } from "./node.ts";
@@ -23,6 +24,10 @@ export function httpHandler(
   return async (request, info) => {
     const url = new URL(request.url);
     switch (url.pathname) {
+      case CATALOG_PATH:
+        // The signed catalog of this server's Noise keys (server/noise_keys.ts).
+        if (request.method !== "GET" && request.method !== "HEAD") return methodNotAllowed("GET");
+        return Response.json(keyCatalog(config), { headers: { "cache-control": "max-age=300" } });
       case "/healthz":
         if (request.method !== "GET" && request.method !== "HEAD") return methodNotAllowed("GET");
         return Response.json({ status: "ok", node: node.ctx.nodeId });

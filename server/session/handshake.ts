@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { respondToFirstMessage } from "../noise_keys.ts";
 import { type Frame, FrameType } from "../../protocol/frame.ts";
 import {
   type Hello,
@@ -143,18 +144,17 @@ export class ServerHandshake {
     }
     this.#version = version;
     const { config } = this.ctx;
-    const noise = new HandshakeState({
-      pattern: hello.pattern,
-      initiator: false,
-      prologue: encoder.encode(config.crypto.prologue),
-      s: { privateKey: config.crypto.noisePrivate, publicKey: config.crypto.noisePublic },
-    });
-    this.#noise = noise;
+    // Any key the server accepts now (current, next, previous in its grace: server/noise_keys.ts).
+    let noise: HandshakeState;
+    let serverStatic: Uint8Array;
     try {
-      noise.readMessage(hexToBytes(hello.handshake));
+      const matched = respondToFirstMessage(config, hello.pattern, hexToBytes(hello.handshake));
+      noise = matched.noise;
+      serverStatic = matched.key.publicKey;
     } catch (err) {
       throw fatal(Titles.handshakeFailed, 400, `HELLO.handshake: ${(err as Error).message}`);
     }
+    this.#noise = noise;
     const claimed = hexToBytes(hello.client_static, 32);
     let user: UserInfo;
     if (hello.pattern === "IK") {
@@ -177,7 +177,7 @@ export class ServerHandshake {
     const auth = {
       session: this.sessionId,
       handshake: bytesToHex(msg2),
-      server_static: bytesToHex(config.crypto.noisePublic),
+      server_static: bytesToHex(serverStatic),
       protocol_version: version,
       supported_versions: [...SUPPORTED_PROTOCOL_VERSIONS],
       user,
