@@ -3,6 +3,7 @@
  * devices in one browser) chat through the server over the WebSocket transport (sealed end to
  * end when the server offers the key directory); presence changes show; one page closes, the other sends three messages, the first
  * reopens and shows them in order exactly once, and the sender sees them delivered; a group chat;
+ * a message written while the server is down waits in the page and leaves once it is back;
  * the SDK bundle used directly by a page, and the key file round trip; an upgrade
  * from a page of another origin is refused. Reported as ignored when Chromium is missing
  * (tests/helpers/browser.ts), a failure with COMMUCAT_REQUIRE_BROWSER=1.
@@ -40,7 +41,7 @@ browserTest("web chat: two pages, presence, offline queue, foreign origin", asyn
   const logs = new LogCapture().start();
   const { storage, close } = await openTestStorage(realServices() ? "real" : "embedded");
   const config = testConfig();
-  const server = await startServer(config, { storage });
+  let server = await startServer(config, { storage });
   const base = `http://127.0.0.1:${server.ports.http}`;
   const foreign = Deno.serve(
     { hostname: "127.0.0.1", port: 0, onListen: () => {} },
@@ -56,7 +57,10 @@ browserTest("web chat: two pages, presence, offline queue, foreign origin", asyn
     const watch = (page: Page, name: string) => {
       page.on("pageerror", (err) => problems.push(`${name}: ${err.message}`));
       page.on("console", (m) => {
-        if (m.type() === "error") problems.push(`${name} console: ${m.text()}`);
+        // A reconnect attempt while the server is down (the restart step) is expected.
+        if (m.type() === "error" && !/^WebSocket connection to .* failed/.test(m.text())) {
+          problems.push(`${name} console: ${m.text()}`);
+        }
       });
     };
     const alicePage = await context.newPage();
@@ -262,6 +266,33 @@ browserTest("web chat: two pages, presence, offline queue, foreign origin", asyn
         {
           timeout: TIMEOUT,
         },
+      );
+    });
+
+    await t.step("written while the server is down: queued, sent once it is back", async () => {
+      await alicePage.click(`[data-testid="conversation-${bobId}"]`);
+      await bobPage.click(`[data-testid="conversation-${aliceId}"]`);
+      const port = server.ports.http;
+      await server.stop();
+      await alicePage.waitForSelector("[data-testid=connection]:not(:has-text('online'))", {
+        timeout: TIMEOUT,
+      });
+      await alicePage.fill("input[name=message]", "written offline");
+      await alicePage.press("input[name=message]", "Enter");
+      await alicePage.waitForSelector(
+        "li.mine:has-text('written offline') [data-status=queued]",
+        { timeout: TIMEOUT },
+      );
+      // The same server again (same key, same storage, same port): both pages reconnect.
+      config.server.bind = { hostname: "127.0.0.1", port };
+      server = await startServer(config, { storage });
+      await alicePage.waitForSelector("[data-testid=connection]:has-text('online')", {
+        timeout: TIMEOUT,
+      });
+      await bobPage.waitForSelector("li.theirs:has-text('written offline')", { timeout: TIMEOUT });
+      await alicePage.waitForSelector(
+        "li.mine:has-text('written offline') [data-status=delivered]",
+        { timeout: TIMEOUT },
       );
     });
 

@@ -523,7 +523,10 @@ export class ChatSession {
           if (line.status === "sending") line.status = "sent";
           line.error = undefined;
         } catch (error) {
-          if (error instanceof CommuCatError && error.title === "Connection Closed") {
+          // The connection went down under it (closed, lost, replaced): it waits for the next.
+          const down = !client.connected ||
+            (error instanceof CommuCatError && error.title === "Connection Closed");
+          if (down) {
             line.status = "queued"; // back to the queue: it leaves on the next connection
             this.#save();
             this.#changed();
