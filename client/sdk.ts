@@ -21,7 +21,7 @@
  * @module
  */
 
-import type { HelloUser, UserInfo } from "../protocol/control.ts";
+import type { ExpiredFrames, HelloUser, UserInfo } from "../protocol/control.ts";
 import {
   type HandshakePattern,
   parsePresence,
@@ -199,14 +199,7 @@ export interface ClientEvents {
 }
 
 /** One entry of an expiry notice (docs/PROTOCOL.md "Expiry notices"). */
-export interface ExpiredFrames {
-  channel: number;
-  recipient: string;
-  frames: number;
-  first_queued_at: string;
-  last_queued_at: string;
-  expired_at: string;
-}
+export type { ExpiredFrames };
 
 const INBOUND_KINDS: ReadonlyMap<number, InboundKind> = new Map([
   [FrameType.Msg, "MSG"],

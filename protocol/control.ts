@@ -147,6 +147,19 @@ export interface GroupInvite {
   role: GroupRole;
 }
 
+/**
+ * One entry of an expiry notice (docs/PROTOCOL.md "Expiry notices"): frames a device sent on
+ * `channel` to `recipient` that expired unread, with the times (RFC 3339) they were queued.
+ */
+export interface ExpiredFrames {
+  channel: number;
+  recipient: string;
+  frames: number;
+  first_queued_at: string;
+  last_queued_at: string;
+  expired_at: string;
+}
+
 /** TYPING and GROUP_EVENT carry any JSON object. */
 export type JsonObject = Record<string, unknown>;
 

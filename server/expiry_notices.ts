@@ -14,6 +14,7 @@
  * the notice like any relayed frame. Envelopes without a sender (written before migration 013,
  * or server notices themselves) and those of remote senders (device@other.domain) get none.
  */
+import type { ExpiredFrames } from "../protocol/control.ts";
 import { encodeControlPayload, encodeFrame, FrameType } from "../protocol/frame.ts";
 import type { ExpiredEnvelope, Storage } from "../storage/types.ts";
 
@@ -26,14 +27,8 @@ export const MAX_NOTICES = 8;
 const BATCH = 1000;
 const MAX_BATCHES = 50;
 
-export interface ExpiryEntry {
-  channel: number;
-  recipient: string;
-  frames: number;
-  first_queued_at: string;
-  last_queued_at: string;
-  expired_at: string;
-}
+/** One entry of a notice: the wire type the SDK reads too (protocol/control.ts). */
+export type ExpiryEntry = ExpiredFrames;
 
 export interface ExpiryNotice {
   type: "about:blank";
