@@ -16,7 +16,7 @@
 
 import { parseArgs } from "node:util";
 import { join } from "node:path";
-import { isHex } from "../protocol/hex.ts";
+import { bytesToHex, isHex } from "../protocol/hex.ts";
 import { ProblemError } from "../protocol/errors.ts";
 import { directChannelId, groupChannelId } from "./channels.ts";
 import { decodeEnvelope, encodeEnvelope, messageId, type TextEnvelope } from "./chat_envelope.ts";
@@ -24,9 +24,11 @@ import { CommuCatError } from "./errors.ts";
 import { E2EError } from "./e2e.ts";
 import {
   defaultKeyFile,
+  type DeviceIdentity,
   KeystoreError,
   loadOrCreateIdentity,
   openTrustStore,
+  replaceIdentityKey,
   trustFileFor,
 } from "./keystore.ts";
 import { type Client, connect, type ConnectOptions, type InboundMessage } from "./sdk.ts";
@@ -63,7 +65,7 @@ const USAGE = `usage: deno task client [flags]
                        every message is sealed end to end for the other devices
 
   commands while chatting: /quit  /presence STATE  /invite DEVICE [admin|member]
-                           /verify DEVICE [confirm]  /trust DEVICE  /help`;
+                           /verify DEVICE [confirm]  /trust DEVICE  /rotate-key  /help`;
 
 /** Where the chat reads and writes; tests substitute their own. */
 export interface ChatIo {
@@ -272,10 +274,11 @@ export async function runChat(argv: string[], io: ChatIo): Promise<number> {
   let client: Client;
   let channel: number;
   let peerLabel: string;
+  let identity: DeviceIdentity;
   try {
     const { key, source } = await resolveServerKey(flags);
     const keyFile = flags.keyFile ?? defaultKeyFile(flags.profile ?? flags.device ?? "default");
-    const identity = await loadOrCreateIdentity(keyFile, flags.device);
+    identity = await loadOrCreateIdentity(keyFile, flags.device);
     if (identity.created) io.out(`* new device key for ${identity.deviceId} kept in ${keyFile}`);
     const me = identity.deviceId;
     const options: ConnectOptions = {
@@ -346,7 +349,7 @@ export async function runChat(argv: string[], io: ChatIo): Promise<number> {
     io.err(`error: ${describe(error)}`);
     return error instanceof UsageError || error instanceof KeystoreError ? 64 : 1;
   }
-  return await chatLoop(client, channel, flags.group, io);
+  return await chatLoop(client, channel, flags.group, io, identity);
 }
 
 /** The chat's commands, one line each, as /help lists them. */
@@ -357,6 +360,7 @@ export const CHAT_COMMANDS = [
   "/verify DEVICE             show the safety number to compare with DEVICE's screen",
   "/verify DEVICE confirm     mark DEVICE's key verified once the numbers match",
   "/trust DEVICE              accept DEVICE's changed key (messages to it resume)",
+  "/rotate-key                replace this device's key (proved to the server; queue kept)",
   "/help                      this list",
 ];
 
@@ -365,6 +369,7 @@ async function chatLoop(
   channel: number,
   group: string | undefined,
   io: ChatIo,
+  identity: DeviceIdentity,
 ): Promise<number> {
   const me = client.deviceId;
   const inflight = new Set<Promise<unknown>>();
@@ -561,6 +566,15 @@ async function chatLoop(
             () => io.out(`* presence set to ${args[0] ?? "online"}`),
             (e) => io.err(`! presence: ${describe(e)}`),
           ),
+        );
+        return true;
+      case "/rotate-key":
+        // The new key is proved from this session, then written over the key file.
+        track(
+          client.rotateKey().then(async (keypair) => {
+            identity = await replaceIdentityKey(identity, keypair);
+            io.out(`* device key rotated; new public key ${bytesToHex(keypair.publicKey)}`);
+          }, (e) => io.err(`! rotate-key: ${describe(e)}`)),
         );
         return true;
       case "/invite": {

@@ -153,8 +153,8 @@ function isEnvelope(payload: Uint8Array): boolean {
 export class E2E {
   readonly trust: TrustStore;
   readonly #client: SealingClient;
-  readonly #keypair: Keypair;
-  readonly #key: DhKey;
+  #keypair: Keypair;
+  #key: DhKey;
   readonly #backend: CryptoBackend;
   readonly #ttl: number;
   readonly #maxHeld: number;
@@ -170,6 +170,12 @@ export class E2E {
     this.trust = options.trust ?? new TrustStore();
     this.#ttl = options.directoryTtlMs ?? 30_000;
     this.#maxHeld = options.maxHeldPerDevice ?? 64;
+  }
+
+  /** Seals and opens with `keypair` from now on (after the device rotated its key). */
+  useKey(keypair: Keypair): void {
+    this.#keypair = keypair;
+    this.#key = importStaticKey(keypair, this.#backend);
   }
 
   /** Subscribes to an event; returns the unsubscribe function. */

@@ -122,6 +122,39 @@ export async function loadOrCreateIdentity(
   return identity;
 }
 
+/**
+ * Writes `keypair` as the identity's key (after `client.rotateKey`): to a sibling file first,
+ * then renamed over the key file, so a crash leaves either the old or the new file whole.
+ * Returns the identity with the new key.
+ */
+export async function replaceIdentityKey(
+  identity: DeviceIdentity,
+  keypair: Keypair,
+): Promise<DeviceIdentity> {
+  const body = JSON.stringify(
+    {
+      device_id: identity.deviceId,
+      private_key: bytesToHex(keypair.privateKey),
+      public_key: bytesToHex(keypair.publicKey),
+      created_at: identity.createdAt,
+      rotated_at: new Date().toISOString(),
+    },
+    null,
+    2,
+  ) + "\n";
+  const next = `${identity.file}.next`;
+  try {
+    await Deno.writeTextFile(next, body, { mode: 0o600 });
+    await Deno.rename(next, identity.file);
+  } catch (error) {
+    throw new KeystoreError(
+      `cannot write the rotated key to ${identity.file}: ${(error as Error).message}`,
+      { cause: error },
+    );
+  }
+  return { ...identity, keypair, created: false };
+}
+
 /** Parses a key file's JSON; throws KeystoreError naming the bad field (never the key). */
 export function parseIdentity(text: string, file: string): DeviceIdentity {
   let data: Record<string, unknown>;

@@ -27,7 +27,7 @@ import {
   parsePresence,
   SUPPORTED_PROTOCOL_VERSIONS,
 } from "../protocol/control.ts";
-import type { Keypair } from "../protocol/crypto.ts";
+import { generateKeypair, type Keypair } from "../protocol/crypto.ts";
 import {
   encodeControl,
   encodeFrame,
@@ -35,10 +35,11 @@ import {
   FRAME_TYPE_NAMES,
   FrameType,
 } from "../protocol/frame.ts";
-import { hexToBytes, isHex } from "../protocol/hex.ts";
+import { bytesToHex, hexToBytes, isHex } from "../protocol/hex.ts";
 import { ID_RULE, isId } from "../protocol/ids.ts";
 import { MAX_U32 } from "../protocol/varint.ts";
 import { SENDER_CAPABILITY, splitSender } from "../protocol/sender.ts";
+import { writeRotationProof } from "../protocol/rotation.ts";
 import { CommuCatError, connectionClosed, toCommuCatError } from "./errors.ts";
 import { E2E, E2EError, type E2EOptions, type SealedAck, type SealedFields } from "./e2e.ts";
 import { FrameReader, FrameWriter } from "./framing.ts";
@@ -434,6 +435,27 @@ export class Client {
    */
   serverRequest(op: string, fields: Record<string, unknown> = {}): Promise<AckResult> {
     return this.#requestOpaque(FrameType.KeyUpdate, 0, JSON.stringify({ ...fields, op }));
+  }
+
+  /**
+   * Rotates this device's static key (ccp1.md §4.4): proves `keypair` (a fresh one by default)
+   * to the server from this authenticated session with the `rotate_key` request, then uses it
+   * for sealing and for every later handshake. Store the returned key pair before the client
+   * reconnects (client/keystore.ts `replaceIdentityKey`); the queue stays with the device.
+   */
+  async rotateKey(keypair: Keypair = generateKeypair()): Promise<Keypair> {
+    const session = this.session;
+    if (!this.connected || session === undefined) {
+      throw connectionClosed("rotating the key needs a connected session");
+    }
+    const proof = writeRotationProof(keypair, this.#settings.serverKey, session);
+    await this.serverRequest("rotate_key", {
+      client_static: bytesToHex(keypair.publicKey),
+      proof: bytesToHex(proof),
+    });
+    this.#settings.options.keypair = keypair;
+    this.e2e?.useKey(keypair);
+    return keypair;
   }
 
   /** The members (and group) this client joined `channel` with, or undefined. */

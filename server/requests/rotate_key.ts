@@ -13,18 +13,16 @@
  */
 import { bytesToHex } from "@noble/hashes/utils.js";
 import { hexToBytes } from "../../protocol/hex.ts";
-import { NoiseError, readOneWayX } from "../../protocol/noise.ts";
+import { NoiseError } from "../../protocol/noise.ts";
+import { readRotationProof } from "../../protocol/rotation.ts";
 import { bytesEqual } from "../../protocol/crypto.ts";
 import { refused } from "../errors.ts";
 import type { RequestContext, RequestHandler } from "./types.ts";
 
-/** The prologue a rotation proof is bound to. */
-export const ROTATE_KEY_PROLOGUE = "commucat-rotate-key";
+export { ROTATE_KEY_PROLOGUE } from "../../protocol/rotation.ts";
 /** Title of every refused rotation. */
 export const ROTATION_REFUSED = "Key Rotation Refused";
 
-const encoder = new TextEncoder();
-const decoder = new TextDecoder("utf-8", { fatal: true });
 
 function hexField(request: Record<string, unknown>, field: string, length?: number): Uint8Array {
   const value = request[field];
@@ -48,23 +46,15 @@ export const rotateKey: RequestHandler = async (ctx: RequestContext, request) =>
   }
   let proven;
   try {
-    proven = readOneWayX({
-      recipient: {
-        privateKey: ctx.config.crypto.noisePrivate,
-        publicKey: ctx.config.crypto.noisePublic,
-      },
-      prologue: encoder.encode(ROTATE_KEY_PROLOGUE),
-      message: proof,
-    });
+    proven = readRotationProof(
+      { privateKey: ctx.config.crypto.noisePrivate, publicKey: ctx.config.crypto.noisePublic },
+      proof,
+    );
   } catch (err) {
     const reason = err instanceof NoiseError ? err.message : "unreadable";
     throw refused(ROTATION_REFUSED, 403, `rotate_key.proof does not verify (${reason})`);
   }
-  let boundTo = "";
-  try {
-    boundTo = decoder.decode(proven.payload);
-  } catch { /* not UTF-8: refused below */ }
-  if (!bytesEqual(proven.senderStatic, newKey) || boundTo !== ctx.sessionId) {
+  if (!bytesEqual(proven.newKey, newKey) || proven.sessionId !== ctx.sessionId) {
     throw refused(
       ROTATION_REFUSED,
       403,

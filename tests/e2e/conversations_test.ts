@@ -11,6 +11,8 @@ import { writeOneWayX } from "../../protocol/noise.ts";
 import { senderPrefix, splitSender } from "../../protocol/sender.ts";
 import { ROTATE_KEY_PROLOGUE } from "../../server/requests/rotate_key.ts";
 import { directChannelId } from "../../client/channels.ts";
+import { connect as sdkConnect } from "../../client/sdk.ts";
+import "../../client/transport_deno.ts";
 import {
   type ClientOptions,
   clientOptions,
@@ -306,6 +308,31 @@ for (const kind of storageKinds()) {
           new TextDecoder().decode(splitSender(got.payload).payload),
           "after the rotation",
         );
+      });
+
+      await t.step("the SDK rotates its key and reconnects with the new one", async () => {
+        const id = uid("sdk-rotor");
+        const original = generateKeypair();
+        const sdk = await sdkConnect({
+          deviceId: id,
+          keypair: original,
+          serverKey: config.crypto.noisePublic,
+          port: server.ports.tcp,
+          keepaliveMs: 0,
+        });
+        try {
+          const fresh = await sdk.rotateKey();
+          assert.deepEqual((await storage.devices.get(id))!.publicKey, fresh.publicKey);
+          await sdk.reconnect();
+          assert.ok(sdk.connected);
+          // The old key is no longer this device's.
+          await assert.rejects(
+            TestClient.connect(clientOptions(server, config, id, { keypair: original })),
+            HandshakeRefused,
+          );
+        } finally {
+          await sdk.close();
+        }
       });
 
       await t.step(
