@@ -5,6 +5,7 @@
  * COMMUCAT_TEST_REDIS_URL when given, else the embedded defaults (PGlite in a temp dir).
  */
 import assert from "node:assert/strict";
+import { OPEN_LIMITS_ENV } from "./server/helpers/server.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 
@@ -20,6 +21,7 @@ Deno.test("smoke: app/serve.ts starts, answers /healthz and stops on SIGTERM", a
     COMMUCAT_DATA_DIR: `${dir}/data`,
     COMMUCAT_BIND: "127.0.0.1:0",
     COMMUCAT_TCP_BIND: "127.0.0.1:0",
+    ...OPEN_LIMITS_ENV,
     COMMUCAT_CONSOLE_BIND: "127.0.0.1:0",
   };
   const dsn = Deno.env.get("COMMUCAT_TEST_PG_DSN");

@@ -17,6 +17,7 @@ import { bytesToHex } from "../../protocol/hex.ts";
 import { loadConfig } from "../../server/config.ts";
 import { setLogLevel } from "../../server/log.ts";
 import { startServer } from "../../app/serve.ts";
+import { OPEN_LIMITS_ENV } from "../server/helpers/server.ts";
 
 const decoder = new TextDecoder();
 
@@ -63,6 +64,7 @@ Deno.test({
       COMMUCAT_DATA_DIR: dataDir,
       COMMUCAT_BIND: "127.0.0.1:0",
       COMMUCAT_TCP_BIND: "127.0.0.1:0",
+      ...OPEN_LIMITS_ENV,
       COMMUCAT_CONSOLE_BIND: "127.0.0.1:0",
     };
     const pg = Deno.env.get("COMMUCAT_TEST_PG_DSN");

@@ -17,6 +17,7 @@ import { setLogLevel } from "../../server/log.ts";
 import { startServer } from "../../app/serve.ts";
 import { startConsole } from "../../console/server.ts";
 import { browserTest, launchChromium } from "../helpers/browser.ts";
+import { OPEN_LIMITS_ENV } from "../server/helpers/server.ts";
 
 const ADMIN_TOKEN = "browser-test-token-" + crypto.randomUUID();
 
@@ -28,6 +29,7 @@ browserTest("console in headless Chromium against a real relay", async (t) => {
     COMMUCAT_DATA_DIR: dataDir,
     COMMUCAT_BIND: "127.0.0.1:0",
     COMMUCAT_TCP_BIND: "127.0.0.1:0",
+    ...OPEN_LIMITS_ENV,
     COMMUCAT_CONSOLE_BIND: "127.0.0.1:0",
     COMMUCAT_AUTO_APPROVE_DEVICES: "false",
     COMMUCAT_ADMIN_TOKEN: ADMIN_TOKEN,

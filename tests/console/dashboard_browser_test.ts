@@ -15,6 +15,7 @@ import { startServer } from "../../app/serve.ts";
 import { startConsole } from "../../console/server.ts";
 import { browserTest, launchChromium } from "../helpers/browser.ts";
 import { waitFor } from "../server/helpers/server.ts";
+import { OPEN_LIMITS_ENV } from "../server/helpers/server.ts";
 
 const ADMIN_TOKEN = "dashboard-test-token-" + crypto.randomUUID();
 
@@ -26,6 +27,7 @@ browserTest("dashboard: nodes, approvals, online devices, retry now, dead letter
     COMMUCAT_DATA_DIR: dataDir,
     COMMUCAT_BIND: "127.0.0.1:0",
     COMMUCAT_TCP_BIND: "127.0.0.1:0",
+    ...OPEN_LIMITS_ENV,
     COMMUCAT_CONSOLE_BIND: "127.0.0.1:0",
     COMMUCAT_AUTO_APPROVE_DEVICES: "false",
     COMMUCAT_ADMIN_TOKEN: ADMIN_TOKEN,

@@ -10,6 +10,7 @@ import { bytesToHex } from "../../protocol/hex.ts";
 import { generateKeypair, type Keypair } from "../../protocol/crypto.ts";
 import { TestClient, withTimeout } from "../server/helpers/client.ts";
 import { realServices, uid } from "../server/helpers/server.ts";
+import { OPEN_LIMITS_ENV } from "../server/helpers/server.ts";
 
 const MAIN = new URL("../../app/serve.ts", import.meta.url).pathname;
 const DENO_JSON = new URL("../../deno.json", import.meta.url).pathname;
@@ -76,6 +77,7 @@ function nodeEnv(keys: Keypair): Record<string, string> {
     COMMUCAT_REDIS_URL: real!.redis,
     COMMUCAT_BIND: "127.0.0.1:0",
     COMMUCAT_TCP_BIND: "127.0.0.1:0",
+    ...OPEN_LIMITS_ENV,
     COMMUCAT_CONSOLE_BIND: "127.0.0.1:0",
     COMMUCAT_NOISE_PRIVATE: bytesToHex(keys.privateKey),
     COMMUCAT_AUTO_APPROVE_DEVICES: "true",
