@@ -23,7 +23,6 @@ export { ROTATE_KEY_PROLOGUE } from "../../protocol/rotation.ts";
 /** Title of every refused rotation. */
 export const ROTATION_REFUSED = "Key Rotation Refused";
 
-
 function hexField(request: Record<string, unknown>, field: string, length?: number): Uint8Array {
   const value = request[field];
   try {
