@@ -21,6 +21,8 @@ import type { ExpiredEnvelope, Storage } from "../storage/types.ts";
 export const NOTICE_TITLE = "Frames Expired";
 /** Entries ((channel, recipient) pairs) in one notice. */
 export const MAX_ENTRIES = 256;
+/** Seconds a notice waits for its sender at least (it lives relay_ttl, or this when longer). */
+export const NOTICE_MIN_TTL = 3600;
 /** Notices one sender gets from one purge pass. */
 export const MAX_NOTICES = 8;
 /** Expired envelopes read per statement, and statements per pass. */
@@ -134,7 +136,7 @@ export async function expireWithNotices(
           });
         }
       }
-      return { items, ttlSeconds: opts.relayTtl };
+      return { items, ttlSeconds: Math.max(opts.relayTtl, NOTICE_MIN_TTL) };
     });
     expired += result.expired.length;
     notices += result.queued;

@@ -309,9 +309,6 @@ export class PgRelayRepo implements RelayRepo {
     return res.rowCount;
   }
 
-  /** Whether relay_queue has the sender column (migration 013); checked once. */
-  #hasSender: Promise<boolean> | null = null;
-
   async expire(
     now: Date = new Date(),
     limit = 1000,
@@ -321,14 +318,6 @@ export class PgRelayRepo implements RelayRepo {
     },
   ): Promise<{ expired: ExpiredEnvelope[]; queued: number }> {
     const n = v.int("limit", limit, 1, 10_000);
-    // Until migration 013 (relay_queue.sender) is applied everywhere, read the sender only
-    // where the column exists.
-    this.#hasSender ??= this.db.query<{ n: string }>(
-      `SELECT count(*) AS n FROM information_schema.columns
-       WHERE table_schema = current_schema() AND table_name = 'relay_queue'
-         AND column_name = 'sender'`,
-    ).then((r) => Number(r.rows[0].n) > 0);
-    const sender = (await this.#hasSender) ? "sender" : "NULL::text AS sender";
     const at = v.date("now", now).toISOString();
     // One transaction: the expired envelopes go and their notices arrive together, or neither.
     return await this.db.transaction(async (tx) => {
@@ -343,7 +332,7 @@ export class PgRelayRepo implements RelayRepo {
         `DELETE FROM relay_queue WHERE envelope_id IN (
            SELECT envelope_id FROM relay_queue WHERE expires_at <= $1
            ORDER BY expires_at, envelope_id LIMIT $2 FOR UPDATE SKIP LOCKED)
-         RETURNING envelope_id, device_id, channel_id, enqueued_at, expires_at, ${sender}`,
+         RETURNING envelope_id, device_id, channel_id, enqueued_at, expires_at, sender`,
         [at, n],
       );
       const expired = res.rows.map((r) => ({

@@ -95,10 +95,7 @@ async function expiredEnvelope(db: Db, recipient: string, sender: string | null,
 }
 
 async function scenario(storage: Storage, db: Db) {
-  // The sender column (migration 013, written by the relay's enqueue) — added here when this
-  // database does not have it yet, so the test does not depend on the order of landings.
-  await db.exec(`ALTER TABLE relay_queue ADD COLUMN IF NOT EXISTS sender text`);
-  const config = testConfig();
+  const config = testConfig({ limits: { relayTtl: 1 } });
   const logs = new LogCapture().start();
   const server = await startServer(config, { storage });
   const keypair: Keypair = generateKeypair();
@@ -119,6 +116,26 @@ async function scenario(storage: Storage, db: Db) {
   };
   let alice: { client: Client; notices: { entries: ExpiredFrames[] }[] } | null = null;
   try {
+    // Real traffic: alice sends to bob, who never comes; relay_ttl (1 s) passes; the purge
+    // tells alice (her device is the envelope's sender, as the relay recorded it).
+    const first = await TestClient.connect(clientOptions(server, config, "exp-alice", { keypair }));
+    try {
+      assert.equal((await first.join(4, ["exp-bob"])).type, FrameType.Ack);
+      assert.equal((await first.reply(first.msg(4, "never read"))).type, FrameType.Ack);
+      assert.equal((await storage.relay.depth("exp-bob")).depth, 1);
+      await new Promise((r) => setTimeout(r, 1100));
+      await server.node.purgeNow();
+      const frame = await first.nextOfType(FrameType.Error, 8000);
+      const notice = frame.json as { title: string; expired: ExpiredFrames[] };
+      assert.equal(notice.title, NOTICE_TITLE);
+      assert.deepEqual(notice.expired.map((e) => [e.recipient, e.channel, e.frames]), [
+        ["exp-bob", 4, 1],
+      ]);
+      first.ack(frame.sequence);
+      await waitFor(async () => (await storage.relay.depth("exp-alice")).depth === 0, 5000);
+    } finally {
+      await first.close();
+    }
     alice = await open();
     // Online: the notice is queued for alice and her session replays it.
     await expiredEnvelope(db, "exp-bob", "exp-alice");
