@@ -524,7 +524,7 @@ function Chat(props: {
                       <time dateTime={line.at}>{new Date(line.at).toLocaleTimeString()}</time>
                       {line.sealed && (
                         <span class="sealed" title="sealed end to end">
-                          🔒{line.verified ? " verified" : ""}
+                          sealed{line.verified ? " · verified" : ""}
                         </span>
                       )}
                     </div>
