@@ -101,6 +101,16 @@ Deno.test({
         audit.stdout,
         new RegExp(`api:cli:cli-test +device\\.approve +device:${deviceId}`),
       );
+      // --server URL names the server explicitly; the node lists itself from its heartbeat.
+      const url = `http://127.0.0.1:${consolePort}`;
+      const nodes = await cli(["--server", url, "nodes", "--format", "json"], env, dir);
+      assert.equal(nodes.code, 0, show(["--server", url, "nodes"], nodes));
+      const [node] = JSON.parse(nodes.stdout);
+      assert.match(node.address, new RegExp(`^tcp://127\\.0\\.0\\.1:${tcpPort} `));
+      assert.equal(node.nodeId, seen.match(/"node":"(node-[0-9a-f]+)"/)?.[1] ?? node.nodeId);
+      const queue = await cli(["queue", deviceId], env, dir);
+      assert.equal(queue.code, 0, show(["queue", deviceId], queue));
+      assert.equal(keyValues(queue.stdout).depth, "0");
       const unknown = await cli(["approve-device", "nobody"], env, dir);
       assert.equal(unknown.code, 1, show(["approve-device", "nobody"], unknown));
       assert.match(unknown.stderr, /^error: device "nobody" not found$/m);
