@@ -87,8 +87,6 @@ export class Connection {
   user: UserInfo | null = null;
   version = 0;
   pattern: "XK" | "IK" | null = null;
-  /** Set while queued envelopes are being replayed: live copies go through the queue. */
-  replaying = false;
   /** The presence state this device's channel peers were last told ("online" on connect). */
   presenceState = "online";
   /** Channels whose other members were told this session's presence (allocated on first use). */
@@ -124,15 +122,18 @@ export class Connection {
   #ackedEnvelopes: { sequence: number; item: RoutedItem }[] = [];
   #ackChain: Promise<void> = Promise.resolve();
   #ackScheduled = false;
-  #replayRunning = false;
-  /** Set while the replay waits for the outbound queue to drain. */
-  #replayStalled = false;
+  /**
+   * The replay of this device's queue: idle; running (live copies go through the queue, to keep
+   * FIFO order); or stalled (running, but waiting for the outbound queue to drain).
+   */
+  #replay: "idle" | "running" | "stalled" = "idle";
   /** Frames for this device that arrived while the replay was stalled. */
   #arrivedWhileStalled = 0;
   /** Whether a claim of this session ever returned envelopes (teardown must release them). */
   #claimedRows = false;
   /** The claim in progress, if any (teardown waits for it before releasing). */
   #claiming: Promise<RelayEnvelope[]> | null = null;
+  /** Something was queued while the replay ran: it claims once more before it stops. */
   #replayDirty = false;
   #pendingEnqueues = 0;
   #enqueueWaiters: (() => void)[] = [];
@@ -582,9 +583,14 @@ export class Connection {
     }
   }
 
+  /** True while queued envelopes are being replayed (live copies go through the queue). */
+  get replaying(): boolean {
+    return this.#replay !== "idle";
+  }
+
   /** True when a live copy may go straight out (not replaying, window not full). */
   canTakeLive(): boolean {
-    return this.state === "open" && !this.replaying &&
+    return this.state === "open" && this.#replay === "idle" &&
       this.inflight.size < this.node.ctx.config.limits.maxInflight;
   }
 
@@ -740,7 +746,7 @@ export class Connection {
     // arriving (they go to the relay queue meanwhile): once more of them piled up than the
     // outbound queue may hold, the reader is not reading — the same verdict as a full queue.
     if (
-      this.#replayStalled &&
+      this.#replay === "stalled" &&
       ++this.#arrivedWhileStalled > this.node.ctx.config.limits.outboundQueueFrames &&
       this.state === "open"
     ) {
@@ -767,17 +773,15 @@ export class Connection {
   /** Starts (or re-arms) the replay of this device's queue. */
   startReplay(): void {
     if (this.state !== "open") return;
-    this.replaying = true;
-    if (this.#replayRunning) {
+    if (this.#replay !== "idle") {
       this.#replayDirty = true;
       return;
     }
-    this.#replayRunning = true;
+    this.#replay = "running";
     this.#replayLoop().catch((err) => {
       this.log.warn("replay failed", { error: err });
     }).finally(() => {
-      this.#replayRunning = false;
-      this.replaying = false;
+      this.#replay = "idle";
     });
   }
 
@@ -814,9 +818,9 @@ export class Connection {
         // A replay is the server's own burst, not a slow reader: let the outbound queue drain
         // before it nears the slow-reader limits (unsent claims are released at teardown).
         if (this.#outboundHalfFull()) {
-          this.#replayStalled = true;
+          this.#replay = "stalled";
           await this.drained();
-          this.#replayStalled = false;
+          this.#replay = "running";
           this.#arrivedWhileStalled = 0;
           if (this.state !== "open") break;
         }
