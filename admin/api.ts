@@ -12,6 +12,7 @@ import { bodyLimit } from "hono/body-limit";
 import { HTTPException } from "hono/http-exception";
 import { secureHeaders } from "hono/secure-headers";
 import type { PeerStatus, Storage } from "../storage/types.ts";
+import type { Ledger } from "../storage/ledger.ts";
 import { StorageError } from "../storage/errors.ts";
 import type { DeviceStatus } from "../storage/types.ts";
 import { LocalAdmin, PEER_STATUSES } from "./local.ts";
@@ -35,6 +36,8 @@ export interface ApiDeps {
   limiter: FailureLimiter;
   staticPeerDomains: () => Iterable<string>;
   now: () => number;
+  /** Where rotate-key is recorded (the server's ledger), like the CLI's rotate-keys. */
+  ledger?: Pick<Ledger, "record"> | null;
 }
 
 type ApiEnv = { Bindings: { remoteAddr?: string }; Variables: { actor: string } };
@@ -202,6 +205,7 @@ export function createAdminApi(deps: ApiDeps): Hono<ApiEnv> {
       actor: c.get("actor"),
       staticPeerDomains: deps.staticPeerDomains(),
       reachesServers: true,
+      ledger: deps.ledger ?? null,
     });
   const page = (c: Context<ApiEnv>) => ({
     limit: intParam(c.req.query("limit"), "limit"),

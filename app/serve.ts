@@ -46,6 +46,7 @@ export async function main(): Promise<number> {
       storage: handle.storage,
       nodeId: handle.nodeId,
       log: log.child({ component: "console" }),
+      ledger: handle.ledger,
       metrics: () => {
         const snap = handle.metricsSnapshot();
         return { ...snap, relayDepth: snap.queueDepth };

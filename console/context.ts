@@ -1,6 +1,7 @@
 /** What the console needs from its host, and the per-request state its middleware sets. */
 import type { Config } from "../server/config_types.ts";
 import type { Storage } from "../storage/types.ts";
+import type { Ledger } from "../storage/ledger.ts";
 import type { FigureSampler, FiguresSource } from "./figures.ts";
 import type { ConsoleSession, SessionStore } from "./middleware/session.ts";
 import type { SignInLimiter } from "./middleware/rate_limit.ts";
@@ -34,6 +35,8 @@ export interface ConsoleContext {
   sampleIntervalMs?: number;
   /** Where the generated start-up token was written, shown on the sign-in page. */
   startupTokenFile?: string | null;
+  /** Where the admin API records operator key changes (the server's ledger); none alone. */
+  ledger?: Pick<Ledger, "record"> | null;
 }
 
 /** Shared state built once per app from the context. */

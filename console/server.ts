@@ -55,6 +55,7 @@ export function buildConsole(ctx: ConsoleContext): ConsoleApp {
       limiter: deps.limiter,
       staticPeerDomains: () => ctx.config.federation.peers.map((p) => p.domain),
       now,
+      ledger: ctx.ledger ?? null,
     }),
   );
   app.use(securityHeaders(secure));

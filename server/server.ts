@@ -16,7 +16,7 @@ import { ConnTransport, isLoopbackHost } from "./transport.ts";
 import type { NodeContext } from "./context.ts";
 import { openStorage } from "../storage/mod.ts";
 import type { Storage } from "../storage/types.ts";
-import { createLedger } from "../storage/ledger.ts";
+import { createLedger, type Ledger } from "../storage/ledger.ts";
 import { Limits } from "./limits.ts";
 import { Admission } from "./admission.ts";
 import { startRetentionJob } from "./retention.ts";
@@ -42,6 +42,8 @@ export interface ServerHandle {
   readonly storage: Storage;
   readonly node: RelayNode;
   readonly metrics: RelayMetrics;
+  /** The node's ledger (operator key changes made through the admin API are recorded here). */
+  readonly ledger: Pick<Ledger, "record">;
   /** Live figures for the console dashboard. */
   metricsSnapshot(): MetricsSnapshot;
   /** Graceful stop: refuse new connections, close clients, requeue, close storage if owned. */
@@ -177,6 +179,7 @@ export async function startServer(
       storage,
       node,
       metrics,
+      ledger,
       metricsSnapshot: () => metrics.snapshot(),
       stop() {
         stopped ??= (async () => {

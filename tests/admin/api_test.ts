@@ -15,11 +15,19 @@ import { realStorage } from "./storage.ts";
 const real = await realStorage();
 const storage = real.storage;
 const clock = { now: Date.parse("2026-01-01T00:00:00Z") };
+const ledgered: { kind: string; metadata: Record<string, unknown> }[] = [];
 const consoleApp = buildConsole({
   config: testConfig(),
   storage,
   nodeId: "node-test",
   now: () => clock.now,
+  // Records what the API's rotate-key writes to the server's ledger.
+  ledger: {
+    record: (kind, metadata) => {
+      ledgered.push({ kind, metadata });
+      return Promise.resolve({} as never);
+    },
+  },
 });
 const run = crypto.randomUUID().slice(0, 6);
 const key = (n: number) => new Uint8Array(32).fill(n);
@@ -261,6 +269,11 @@ Deno.test({
         assert.equal(again.data.registered, false);
         assert.notEqual(again.data.publicKey, made.data.publicKey);
         assert.equal((await lastAudit("device.rotate-key")).target, `device:rot-${run}`);
+        // Both changes reached the server's ledger, like the CLI's rotate-keys.
+        assert.deepEqual(ledgered.map((r) => [r.kind, r.metadata.device_id, r.metadata.kind]), [
+          ["device_key_event", `rot-${run}`, "registered"],
+          ["device_key_event", `rot-${run}`, "rotated"],
+        ]);
         assertProblem(await call("POST", "/rotate-key", { body: {} }), 400);
       },
     );
