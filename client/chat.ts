@@ -39,6 +39,8 @@ const USAGE = `usage: deno task client [flags]
 
   --device ID          this device's id (default: from the key file, else generated)
   --peer DEVICE        talk 1:1 with DEVICE (channel id derived from both device ids)
+  --peer @HANDLE       talk with a user: every device of theirs, and your other devices
+                       get copies of what you send
   --group ID           talk in group ID (channel id derived from the group id)
   --create-group       create --group first, with --members as members (you become owner)
   --members A,B        members for --create-group
@@ -63,9 +65,12 @@ const USAGE = `usage: deno task client [flags]
   --display-name NAME  user display name sent likewise
   --no-e2e             send plaintext (debugging only: the server can read it); by default
                        every message is sealed end to end for the other devices
+  --pair CODE          join the user --handle names as a new device, with the code another
+                       device of that user printed with /link (first connect only)
 
   commands while chatting: /quit  /presence STATE  /invite DEVICE [admin|member]
-                           /verify DEVICE [confirm]  /trust DEVICE  /rotate-key  /help`;
+                           /verify DEVICE [confirm]  /trust DEVICE  /rotate-key
+                           /devices  /link  /unlink DEVICE  /help`;
 
 /** Where the chat reads and writes; tests substitute their own. */
 export interface ChatIo {
@@ -97,6 +102,7 @@ interface ChatFlags {
   handle?: string;
   displayName?: string;
   e2e: boolean;
+  pair?: string;
 }
 
 class UsageError extends ProblemError {
@@ -134,6 +140,7 @@ export function parseChatArgs(argv: string[]): ChatFlags | "help" {
         handle: { type: "string" },
         "display-name": { type: "string" },
         "no-e2e": { type: "boolean" },
+        pair: { type: "string" },
         help: { type: "boolean", short: "h" },
       },
     });
@@ -179,6 +186,9 @@ export function parseChatArgs(argv: string[]): ChatFlags | "help" {
   if (v["create-group"] && v.group === undefined) {
     throw new UsageError("--create-group needs --group ID");
   }
+  if (v.pair !== undefined && v.handle === undefined) {
+    throw new UsageError("--pair CODE needs --handle NAME (the user the code belongs to)");
+  }
   if (channel !== undefined && members.length === 0) {
     throw new UsageError("--channel needs --members A,B (the devices on that channel)");
   }
@@ -204,6 +214,7 @@ export function parseChatArgs(argv: string[]): ChatFlags | "help" {
     handle: v.handle,
     displayName: v["display-name"],
     e2e: !v["no-e2e"],
+    pair: v.pair,
   };
 }
 
@@ -305,6 +316,7 @@ export async function runChat(argv: string[], io: ChatIo): Promise<number> {
       e2e: flags.e2e
         ? { trust: await openTrustStore(trustFileFor(keyFile)), directoryTtlMs: 0 }
         : false,
+      pairingCode: flags.pair,
     };
     io.out(
       `* connecting to ${options.url ?? `${flags.host}:${flags.port}`} (server key from ${source})`,
@@ -314,7 +326,12 @@ export async function runChat(argv: string[], io: ChatIo): Promise<number> {
       `* connected as ${me} (user ${client.user?.handle ?? "?"}, session ${client.session}, ` +
         `protocol v${client.protocolVersion})`,
     );
-    if (flags.peer !== undefined) {
+    if (flags.peer !== undefined && flags.peer.startsWith("@")) {
+      // A user: every device of theirs, and this user's other devices get sync copies.
+      channel = directChannelId(`@${client.user?.handle ?? me}`, flags.peer);
+      peerLabel = flags.peer;
+      await client.join(channel, [flags.peer]);
+    } else if (flags.peer !== undefined) {
       channel = directChannelId(me, flags.peer);
       peerLabel = flags.peer;
       await client.join(channel, [me, flags.peer]);
@@ -361,6 +378,9 @@ export const CHAT_COMMANDS = [
   "/verify DEVICE confirm     mark DEVICE's key verified once the numbers match",
   "/trust DEVICE              accept DEVICE's changed key (messages to it resume)",
   "/rotate-key                replace this device's key (proved to the server; queue kept)",
+  "/devices                   list this user's devices (keys, who paired them)",
+  "/link                      print a pairing code for a new device of this user",
+  "/unlink DEVICE             revoke another device of this user (cut off everywhere)",
   "/help                      this list",
 ];
 
@@ -560,6 +580,51 @@ async function chatLoop(
         );
         return true;
       }
+      case "/devices":
+        track(
+          client.devices().then(
+            (answer) => {
+              const list = (answer.devices ?? []) as Record<string, unknown>[];
+              io.out(`* ${answer.count} of at most ${answer.max_devices} devices:`);
+              for (const d of list) {
+                const seen = d.last_seen_at ? `seen ${d.last_seen_at}` : "never seen";
+                const paired = d.paired_by ? `, paired by ${d.paired_by}` : "";
+                io.out(
+                  `  ${d.current ? "*" : " "} ${d.device} ${d.status}, created ${d.created_at}, ` +
+                    `${seen}${paired}\n      key ${d.fingerprint}`,
+                );
+              }
+            },
+            (e) => io.err(`! devices: ${describe(e)}`),
+          ),
+        );
+        return true;
+      case "/link":
+        track(
+          client.pairCode().then(
+            (answer) =>
+              io.out(
+                `* pairing code ${answer.code} (valid ${answer.expires_in} s, once): on the new ` +
+                  `device run  deno task client --handle ${
+                    (answer.user as { handle?: string } | undefined)?.handle ?? "HANDLE"
+                  } --pair ${answer.code} …`,
+              ),
+            (e) => io.err(`! link: ${describe(e)}`),
+          ),
+        );
+        return true;
+      case "/unlink":
+        if (!args[0]) {
+          io.err("! /unlink DEVICE (see /devices)");
+          return true;
+        }
+        track(
+          client.unlink(args[0]).then(
+            () => io.out(`* ${args[0]} is unlinked: revoked and disconnected`),
+            (e) => io.err(`! unlink: ${describe(e)}`),
+          ),
+        );
+        return true;
       case "/presence":
         track(
           client.presence(args[0] ?? "online").then(

@@ -40,6 +40,8 @@ export interface HandshakeParams {
   versions: number[];
   user?: HelloUser;
   capabilities: string[];
+  /** A pairing code from another device of `user` (docs/PROTOCOL.md §11). */
+  pairingCode?: string;
 }
 
 /** The outcome of a completed handshake. */
@@ -95,6 +97,7 @@ export async function runHandshake(
   const user = { ...params.user };
   if (user.id === undefined && user.handle === undefined) user.handle = params.deviceId;
   hello.user = user;
+  if (params.pairingCode !== undefined) hello.pairing_code = params.pairingCode;
   await transport.write(encodeControl(FrameType.Hello, 0, sequence++, hello));
 
   const authFrame = expectFrame(await reader.nextHandshakeFrame(), FrameType.Auth, "AUTH");

@@ -101,6 +101,11 @@ export interface ConnectOptions {
   user?: HelloUser;
   /** Capabilities sent in HELLO. */
   capabilities?: string[];
+  /**
+   * A pairing code from another device of `user` (its `pairCode()`): this new device joins that
+   * user, active at once. Sent in the first handshake only (docs/PROTOCOL.md §11).
+   */
+  pairingCode?: string;
   /** Connect + handshake deadline (default 10 000 ms). */
   handshakeTimeoutMs?: number;
   /** How long a request waits for its ACK before rejecting (default 30 000 ms; 0 = forever). */
@@ -294,6 +299,8 @@ export class Client {
   #connecting: Promise<void> | null = null;
   #retryTimer: Timer | undefined;
   #retryWake: (() => void) | null = null;
+  /** Sent until a handshake succeeds (then the device is registered). */
+  #pairingCode: string | undefined;
   #closedResolve!: (error: CommuCatError | null) => void;
   /** Settles when the client is closed for good: null after `close()`, else the reason. */
   readonly closed: Promise<CommuCatError | null>;
@@ -304,6 +311,7 @@ export class Client {
   /** Use {@link connect}. */
   constructor(settings: Settings) {
     this.#settings = settings;
+    this.#pairingCode = settings.options.pairingCode;
     this.closed = new Promise((resolve) => (this.#closedResolve = resolve));
     const e2e = settings.options.e2e;
     this.e2e = e2e
@@ -456,6 +464,24 @@ export class Client {
     this.#settings.options.keypair = keypair;
     this.e2e?.useKey(keypair);
     return keypair;
+  }
+
+  /**
+   * Asks for a one-time pairing code for a new device of this user (`pair_code`, docs/PROTOCOL.md
+   * §11): `{code: "7KQ2-M9XD", expires_at, expires_in, max_attempts, …}`.
+   */
+  pairCode(): Promise<AckResult> {
+    return this.serverRequest("pair_code");
+  }
+
+  /** This user's devices (`devices`): `{devices: [{device, status, fingerprint, …}], …}`. */
+  devices(): Promise<AckResult> {
+    return this.serverRequest("devices");
+  }
+
+  /** Revokes another device of this user (`unlink`); it is cut off on every node. */
+  unlink(deviceId: string): Promise<AckResult> {
+    return this.serverRequest("unlink", { device: deviceId });
   }
 
   /** The members (and group) this client joined `channel` with, or undefined. */
@@ -819,12 +845,14 @@ export class Client {
           versions: s.versions,
           user: o.user,
           capabilities: s.capabilities,
+          pairingCode: this.#pairingCode,
         });
         return { transport, reader, handshake };
       })();
       attempt.catch(() => {}); // the race below reports it
       const opened = await Promise.race([attempt, timeout]);
       if (this.#closed) throw connectionClosed("the client was closed during the handshake");
+      this.#pairingCode = undefined;
       this.#start(opened.transport, opened.reader, opened.handshake);
     } catch (error) {
       (transport as Transport | null)?.close();

@@ -14,7 +14,15 @@
 import { type Problem, ProtocolError } from "./errors.ts";
 import { type Frame, FRAME_TYPE_NAMES, FrameType } from "./frame.ts";
 import { isHex } from "./hex.ts";
-import { HANDLE_RULE, ID_RULE, isHandle, isId, MAX_HANDLE_LENGTH, MAX_ID_LENGTH } from "./ids.ts";
+import {
+  HANDLE_RULE,
+  ID_RULE,
+  isHandle,
+  isId,
+  isUserAddress,
+  MAX_HANDLE_LENGTH,
+  MAX_ID_LENGTH,
+} from "./ids.ts";
 import { MAX_U32 } from "./varint.ts";
 
 export type { Problem } from "./errors.ts";
@@ -69,6 +77,11 @@ export interface Hello {
   protocol_version?: number;
   user?: HelloUser;
   capabilities: string[];
+  /**
+   * A pairing code from a device of the user HELLO names (docs/PROTOCOL.md "Pairing a new
+   * device"): a new device id then joins that user, active at once.
+   */
+  pairing_code?: string;
 }
 
 /** AUTH (server → client). */
@@ -269,7 +282,7 @@ class Reader {
     return value.map((v, i) => this.version(v, `${key}[${i}]`));
   }
 
-  ids(obj: Obj, key: string, allowEmpty: boolean): string[] {
+  ids(obj: Obj, key: string, allowEmpty: boolean, allowUsers = false): string[] {
     const value = this.get(obj, key);
     if (!Array.isArray(value) || value.length > MAX_MEMBERS) {
       this.fail(key, `an array of at most ${MAX_MEMBERS} device ids`);
@@ -277,7 +290,12 @@ class Reader {
     if (value.length === 0 && !allowEmpty) this.fail(key, "at least one device id");
     const seen = new Set<string>();
     value.forEach((member, i) => {
-      if (!isId(member)) this.fail(`${key}[${i}]`, idExpectation);
+      if (!isId(member) && !(allowUsers && isUserAddress(member))) {
+        this.fail(
+          `${key}[${i}]`,
+          allowUsers ? `${idExpectation}, or a user as @handle or @handle@domain` : idExpectation,
+        );
+      }
       seen.add(member);
     });
     return [...seen];
@@ -344,6 +362,8 @@ export function parseHello(value: unknown, options: ParseOptions = {}): Hello {
     if (avatar !== undefined) parsed.avatar_url = avatar;
     hello.user = parsed;
   }
+  const pairing = r.optionalString(obj, "pairing_code", 32, "pairing_code");
+  if (pairing !== undefined) hello.pairing_code = pairing;
   if (!r.absent(obj, "capabilities")) {
     const caps = r.get(obj, "capabilities");
     if (!Array.isArray(caps) || caps.length > MAX_CAPABILITIES) {
@@ -387,7 +407,7 @@ export function parseJoin(value: unknown, options: ParseOptions = {}): Join {
   const groupId = r.optionalId(obj, "group_id");
   const members = groupId !== undefined && r.absent(obj, "members")
     ? []
-    : r.ids(obj, "members", groupId !== undefined);
+    : r.ids(obj, "members", groupId !== undefined, true);
   const join: Join = { members, relay: r.boolean(obj, "relay", true) };
   if (groupId !== undefined) join.group_id = groupId;
   return join;

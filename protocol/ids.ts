@@ -62,6 +62,19 @@ export function isHandle(value: unknown): value is string {
   return typeof value === "string" && HANDLE_PATTERN.test(value);
 }
 
+/**
+ * A user address in a JOIN's members (docs/PROTOCOL.md §11): `@handle` (or `@user-id`) for every
+ * active device of that user, `@handle@domain` for a user of a federated server.
+ */
+export function isUserAddress(value: unknown): value is string {
+  if (typeof value !== "string" || value.length < 2 || value[0] !== "@") return false;
+  const rest = value.slice(1);
+  const at = rest.indexOf("@");
+  const name = at < 0 ? rest : rest.slice(0, at);
+  if (!isHandle(name) && !isId(name)) return false;
+  return at < 0 || DOMAIN_PATTERN.test(rest.slice(at + 1).toLowerCase());
+}
+
 /** Handles as storage accepted them before: {@link HANDLE_PATTERN} but any first character. */
 export const STORED_HANDLE_PATTERN = /^[\p{L}\p{N}._-]{1,64}$/u;
 

@@ -118,6 +118,12 @@ export interface Config {
     maxConversationsPerDevice: number;
     /** Devices one JOIN may list, the joiner included. */
     maxMembersPerJoin: number;
+    /** Devices (pending or active) one user may hold, unless an operator set its own (default 8). */
+    maxDevicesPerUser: number;
+    /** Pairing codes one user, and one client address, may ask for per hour (default 10). */
+    pairingCodesPerHour: number;
+    /** Handshakes with a pairing code one client address may start per hour (default 20). */
+    pairingAttemptsPerHour: number;
     /** Seconds a conversation route lives without use or a connected member. */
     routeIdleTtl: number;
     /** Presence copies one announcement may send. */

@@ -55,4 +55,10 @@ export const Titles = {
   tooManyMembers: "Too Many Members",
   tooManyConversations: "Too Many Conversations",
   groupExists: "Group Exists",
+  pairingRefused: "Pairing Refused",
+  pairingCodeInvalid: "Pairing Code Invalid",
+  pairingCodeExpired: "Pairing Code Expired",
+  pairingCodeUsed: "Pairing Code Used",
+  pairingCodeBurned: "Pairing Code Burned",
+  deviceLimit: "Device Limit Reached",
 } as const;

@@ -36,7 +36,11 @@ export type LimitKind =
   /** JOINs, per device. */
   | "join"
   /** Wrong console tokens, per client address. */
-  | "sign_in";
+  | "sign_in"
+  /** Pairing codes asked for, per user (`user:<id>`) and per client address (`addr:<host>`). */
+  | "pairing_code"
+  /** Handshakes presenting a pairing code, per client address. */
+  | "pairing_attempt";
 
 /** Allowed, or refused with the whole seconds (≥ 1) to wait. */
 export type LimitVerdict = { ok: true } | { ok: false; retryAfter: number };
@@ -86,6 +90,8 @@ export function limitRules(limits: Config["limits"]): Record<LimitKind, RateRule
     message: { burst: limits.messagesBurst, intervalMs: 60_000 / limits.messagesPerMinute },
     join: per(limits.joinsPerMinute, 60_000),
     sign_in: per(limits.signInFailuresPerHour, 3_600_000),
+    pairing_code: per(limits.pairingCodesPerHour, 3_600_000),
+    pairing_attempt: per(limits.pairingAttemptsPerHour, 3_600_000),
   };
 }
 
@@ -230,4 +236,6 @@ export const CONFIG_KEY: Record<LimitKind, string> = {
   message: "messages_burst / messages_per_minute",
   join: "joins_per_minute",
   sign_in: "sign_in_failures_per_hour",
+  pairing_code: "pairing_codes_per_hour",
+  pairing_attempt: "pairing_attempts_per_hour",
 };

@@ -133,6 +133,7 @@ export class RelayMetrics {
   readonly rateLimitedTotal: Counter<"kind">;
   readonly connectionsRefused: Counter<"reason">;
   readonly degraded: Counter<"part">;
+  readonly pairings: Counter<"outcome">;
 
   // Plain numbers mirror the counters so the snapshot costs nothing.
   #connections = 0;
@@ -239,6 +240,12 @@ export class RelayMetrics {
       labelNames: ["part"],
       registers,
     });
+    this.pairings = new Counter({
+      name: "commucat_pairing_attempts_total",
+      help: "Handshakes presenting a pairing code (and refused registrations), by outcome",
+      labelNames: ["outcome"],
+      registers,
+    });
     this.routingLatency = new FrameHistogram(
       "commucat_routing_latency_seconds",
       "Time from receiving a routed frame to handing every copy over",
@@ -315,6 +322,10 @@ export class RelayMetrics {
   /** A frame got a non-fatal 503 because `part` (postgres, redis) failed. */
   degradedFrame(part: string): void {
     this.degraded.inc({ part });
+  }
+  /** A pairing attempt ended: "paired", or why it was refused. */
+  pairing(outcome: string): void {
+    this.pairings.inc({ outcome });
   }
   /** Routing latency of `frames` frames (default one) handed over after `seconds`. */
   routed(seconds: number, frames = 1): void {

@@ -13,6 +13,7 @@ import { nodeChannel, type NodeContext, ROUTES_CHANNEL } from "./context.ts";
 import { Delivery } from "./delivery/delivery.ts";
 import { fatal, Titles } from "./errors.ts";
 import { type FederationOptions, FederationRouter } from "./federation.ts";
+import { devicesRequest, pairCode, unlinkRequest } from "./requests/devices.ts";
 import { keysRequest } from "./requests/keys.ts";
 import { rotateKey } from "./requests/rotate_key.ts";
 import { Conversations } from "./routing/conversations.ts";
@@ -56,7 +57,10 @@ export class RelayNode implements SessionHost {
     this.presence = new PresenceService(ctx, this.conversations, this.delivery);
     this.requests = new Requests(ctx)
       .register("rotate_key", rotateKey)
-      .register("keys", keysRequest);
+      .register("keys", keysRequest)
+      .register("pair_code", pairCode)
+      .register("devices", devicesRequest)
+      .register("unlink", unlinkRequest);
     this.router = new Router(
       ctx,
       this.conversations,
@@ -236,6 +240,18 @@ export class RelayNode implements SessionHost {
     }
   }
 
+  /** A device was added to or revoked from its user: conversations addressing it re-expand. */
+  #deviceOfUserChanged(deviceId: string): void {
+    this.ctx.storage.devices.get(deviceId).then((device) => {
+      if (device) this.conversations.invalidateUser(device.userId);
+    }).catch((err) => {
+      this.ctx.log.warn("user conversations not refreshed; they expire on their own", {
+        error: err,
+        device: deviceId,
+      });
+    });
+  }
+
   #onControl(event: ControlEvent): void {
     const { log } = this.ctx;
     switch (event.kind) {
@@ -246,6 +262,7 @@ export class RelayNode implements SessionHost {
             conn.fail(fatal(Titles.deviceRevoked, 403, `device ${event.deviceId} was revoked`));
           }
         }
+        this.#deviceOfUserChanged(event.deviceId);
         return;
       }
       case "member-removed":
@@ -257,6 +274,7 @@ export class RelayNode implements SessionHost {
         return;
       case "device-approved":
         log.info("device approved", { device: event.deviceId });
+        this.#deviceOfUserChanged(event.deviceId);
         return;
       case "peer-status":
         log.info("federation peer status changed", { domain: event.domain, status: event.status });

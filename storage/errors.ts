@@ -52,6 +52,26 @@ export class NotPermitted extends StorageError {
   }
 }
 
+/**
+ * A handshake's pairing code or registration was refused (docs/PROTOCOL.md §11): nothing was
+ * registered; the wrong attempt, if any, is counted. `refusal` says why.
+ */
+export class PairingRefused extends StorageError {
+  constructor(
+    readonly refusal:
+      | "wrong-code"
+      | "expired"
+      | "used"
+      | "burned"
+      | "device-limit"
+      | "not-pairable",
+    message: string,
+    readonly userId: string | null = null,
+  ) {
+    super("Pairing Refused", 403, message);
+  }
+}
+
 export class Conflict extends StorageError {
   constructor(message: string) {
     super("Conflict", 409, message);

@@ -14,6 +14,7 @@ import { PgGroupRepo } from "./repos/groups.ts";
 import { PgIdempotencyRepo } from "./repos/idempotency.ts";
 import { PgKeyEventRepo } from "./repos/key_events.ts";
 import { PgKeyEventArchiveRepo } from "./repos/key_event_archive.ts";
+import { PgPairingRepo } from "./repos/pairing.ts";
 import { PgOffsetRepo, PgRelayRepo } from "./repos/relay.ts";
 import { PgSessionRepo } from "./repos/sessions.ts";
 import { PgUserRepo } from "./repos/users.ts";
@@ -33,6 +34,7 @@ export { type StaticPeer } from "./repos/federation.ts";
 export { type NonconformingId, nonconformingIds } from "./repos/id_check.ts";
 export { DEFAULT_LIMIT, MAX_LIMIT } from "./pagination.ts";
 export { INTERRUPT_TTL_SECONDS } from "./ephemeral/shared.ts";
+export { MAX_DEVICE_LIMIT, MAX_PAIRING_ATTEMPTS } from "./repos/pairing.ts";
 
 /** `StorageOptions` plus what only some callers need. */
 export interface OpenStorageOptions extends StorageOptions {
@@ -92,6 +94,7 @@ export function buildStorage(
     outbox: new PgOutboxRepo(db),
     audit: new PgAuditRepo(db),
     idempotency: new PgIdempotencyRepo(db),
+    pairing: new PgPairingRepo(db),
     ephemeral,
     async readiness(): Promise<Readiness> {
       const postgres: Readiness["postgres"] = { ok: true, kind: dbKind };

@@ -237,6 +237,75 @@ export type HandshakeRegistration =
   | { outcome: "pending"; device: Device; user: User; event: DeviceKeyEvent | null }
   | { outcome: "revoked"; device: Device; user: User };
 
+/** Why a pairing was refused (docs/PROTOCOL.md §11; storage/errors.ts PairingRefused). */
+export type PairingRefusal =
+  /** No open code of the user matches. */
+  | "wrong-code"
+  /** The code matched but its lifetime is over. */
+  | "expired"
+  /** The code matched but a device used it already. */
+  | "used"
+  /** The code matched but too many wrong attempts burned it. */
+  | "burned"
+  /** The user already has its limit of devices. */
+  | "device-limit"
+  /** The user does not exist, or the device id exists already. */
+  | "not-pairable";
+
+/** One pairing code as storage keeps it (the code itself never is: only its digest). */
+export interface PairingCode {
+  codeId: string;
+  userId: string;
+  /** The device that asked for the code. */
+  issuedBy: string;
+  createdAt: Date;
+  expiresAt: Date;
+  /** Wrong attempts counted against it while it was open. */
+  attempts: number;
+  usedAt: Date | null;
+  /** The device that paired with it. */
+  usedBy: string | null;
+  burnedAt: Date | null;
+  state: "open" | "used" | "expired" | "burned";
+}
+
+/** A device of a user's own list: who paired it, if a device did. */
+export interface UserDevice extends Device {
+  pairedBy: string | null;
+}
+
+/** Pairing codes, who paired whom, and the per-user device limit. */
+export interface PairingRepo {
+  /**
+   * A new code for `userId`, asked for by its active device `deviceId`, open `ttlSeconds`.
+   * At most `maxOpen` codes stay open per user: the oldest open ones are burned past it.
+   */
+  issue(input: {
+    userId: string;
+    deviceId: string;
+    ttlSeconds: number;
+    maxOpen: number;
+  }): Promise<{ code: string; entry: PairingCode }>;
+  /** Codes newest first, by user, issuing device or using device. */
+  list(
+    filter: { userId?: string; issuedBy?: string; usedBy?: string; limit?: number },
+  ): Promise<PairingCode[]>;
+  /** Every device of the user (any status), oldest first, with who paired it. */
+  devicesOf(userId: string): Promise<UserDevice[]>;
+  /** The device that paired `deviceId`, or null. */
+  pairedBy(deviceId: string): Promise<string | null>;
+  /** How many devices (pending or active) the user holds. */
+  countDevices(userId: string): Promise<number>;
+  /** The operator's device limit of the user, or null for [limits] max_devices_per_user. */
+  deviceLimit(userId: string): Promise<number | null>;
+  setDeviceLimit(
+    userId: string,
+    limit: number | null,
+    actor: string,
+    audit?: AuditNote,
+  ): Promise<void>;
+}
+
 /**
  * An operator audit entry a repository writes in the same transaction as the change it
  * records (so the change and its audit row commit or roll back together). The repository
@@ -298,12 +367,23 @@ export interface DeviceRepo {
     actor: string,
     audit?: AuditNote,
   ): Promise<{ device: Device; event: DeviceKeyEvent }>;
-  /** Resolve a device for a handshake, per ccp1.md §3, atomically. */
+  /**
+   * Resolve a device for a handshake, per ccp1.md §3, atomically. Throws PairingRefused when a
+   * pairing code is refused or the user is at its device limit (nothing registered; a wrong
+   * attempt stays counted).
+   */
   resolveForHandshake(input: {
     deviceId: string;
     publicKey: Uint8Array;
     user: { id?: string; handle?: string; displayName?: string; avatarUrl?: string };
     autoApprove: boolean;
+    /**
+     * HELLO's pairing code: a new device id joins the named user, active at once, when the code
+     * is one of the user's open codes (docs/PROTOCOL.md "Pairing a new device").
+     */
+    pairingCode?: string;
+    /** The default device limit per user ([limits] max_devices_per_user; default unlimited). */
+    maxDevicesPerUser?: number;
   }): Promise<HandshakeRegistration>;
   touch(id: string): Promise<void>;
   /** Which of these devices are revoked (reconciliation: cut sessions a lost event missed). */
@@ -845,6 +925,7 @@ export interface Storage {
   outbox: OutboxRepo;
   audit: AuditRepo;
   idempotency: IdempotencyRepo;
+  pairing: PairingRepo;
   ephemeral: EphemeralStore;
   readiness(): Promise<Readiness>;
   close(): Promise<void>;

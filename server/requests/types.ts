@@ -8,6 +8,7 @@
  * @module
  */
 import type { Config } from "../config_types.ts";
+import type { Limits } from "../limits.ts";
 import type { Logger } from "../log.ts";
 import type { Storage } from "../../storage/types.ts";
 
@@ -19,6 +20,10 @@ export interface RequestContext {
   readonly storage: Storage;
   readonly config: Config;
   readonly log: Logger;
+  /** The client's address as the transport saw it (`host:port`). */
+  readonly remoteAddr: string;
+  /** The node's rate limits (server/limits.ts). */
+  readonly limits: Limits;
 }
 
 /** A server request handler: the request object in, the ACK's result fields out. */

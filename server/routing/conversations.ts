@@ -23,6 +23,7 @@ import type { Join } from "../../protocol/control.ts";
 import type { NodeContext } from "../context.ts";
 import { refused, Titles } from "../errors.ts";
 import { localDeviceId } from "../federation.ts";
+import { isHandle, isId } from "../../protocol/ids.ts";
 
 /** A conversation frames are routed within. */
 export interface Conversation {
@@ -33,6 +34,16 @@ export interface Conversation {
   /** False: members exchange peer candidates on PRESENCE (ccp1.md §4.3). */
   readonly relay: boolean;
   readonly groupId: string | null;
+  /**
+   * Users addressed as members (`@handle` in JOIN; docs/PROTOCOL.md §11): every active device of
+   * each is in `members`, expanded from storage when the conversation was loaded. Empty for a
+   * conversation of devices only.
+   */
+  readonly users: ReadonlySet<string>;
+  /** The record's member entries: device ids and `@<user id>` (what the id digests). */
+  readonly entries: readonly string[];
+  /** When `users` were expanded (ms since the epoch); re-expanded after USER_EXPANSION_TTL_MS. */
+  readonly expandedAt: number;
 }
 
 /** A device's binding of one channel id. */
@@ -41,11 +52,18 @@ export interface Binding {
   conversation: Conversation;
 }
 
+/**
+ * How long a conversation's expansion of its users to devices is trusted (ms). A device added
+ * or revoked invalidates it at once on every node (control events); this bounds a missed one.
+ */
+export const USER_EXPANSION_TTL_MS = 30_000;
+
 /** Members the node's conversation cache may hold in all (its memory bound). */
 export const CACHED_MEMBERS_BUDGET = 262_144;
 
 const encoder = new TextEncoder();
 const GROUP_PREFIX = "g:";
+const NO_USERS: ReadonlySet<string> = new Set();
 
 /** The id of the direct conversation with exactly these (sorted, unique) members. */
 export function directConversationId(sortedMembers: readonly string[]): string {
@@ -127,7 +145,7 @@ export class Conversations {
       if (c.groupId === null) {
         await eph.putConversation(
           id,
-          JSON.stringify({ members: [...c.members], relay: c.relay }),
+          JSON.stringify({ members: [...c.entries], relay: c.relay }),
           ttl,
         );
       }
@@ -191,7 +209,12 @@ export class Conversations {
    * many members (413) or conversations (429), a listed member twice (400), a group the joiner
    * is not in (403).
    */
-  async join(deviceId: string, channel: number, join: Join): Promise<Conversation> {
+  async join(
+    deviceId: string,
+    channel: number,
+    join: Join,
+    userId?: string,
+  ): Promise<Conversation> {
     if (channel === 0) {
       throw refused(
         Titles.joinRejected,
@@ -201,7 +224,7 @@ export class Conversations {
     }
     const conversation = join.group_id !== undefined
       ? await this.#groupForJoin(deviceId, join.group_id)
-      : await this.#directForJoin(deviceId, join);
+      : await this.#directForJoin(deviceId, join, userId);
     await this.bind(deviceId, channel, conversation);
     return conversation;
   }
@@ -256,6 +279,22 @@ export class Conversations {
     return await this.ctx.storage.ephemeral.joinedOf(ids);
   }
 
+  /**
+   * A device of this user was added or revoked: the conversations that address the user are
+   * dropped here (re-expanded on use).
+   */
+  invalidateUser(userId: string): void {
+    for (const [id, c] of [...this.#cache]) {
+      if (c.users.has(userId)) this.#evict(id);
+    }
+  }
+
+  /** Loads a user conversation again (its expansion may be older than a device change). */
+  reload(id: string): Promise<Conversation | null> {
+    this.#evict(id);
+    return this.#conversation(id);
+  }
+
   /** The group's roster changed: its cached conversation is dropped (reloaded on use). */
   invalidateGroup(groupId: string): void {
     this.#evict(groupConversationId(groupId));
@@ -283,48 +322,114 @@ export class Conversations {
     return conversation;
   }
 
-  async #directForJoin(deviceId: string, join: Join): Promise<Conversation> {
+  async #directForJoin(
+    deviceId: string,
+    join: Join,
+    userId: string | undefined,
+  ): Promise<Conversation> {
     const { maxMembers, ttl } = this.#limits;
     const domain = this.ctx.config.server.domain;
-    const members = new Set<string>([deviceId]);
+    const devices = new Set<string>([deviceId]);
+    const users = new Set<string>();
     let listedSelf = false;
     for (const raw of join.members) {
-      const member = localDeviceId(raw, domain);
-      if (member === deviceId && !listedSelf) {
-        listedSelf = true;
-        continue;
+      if (raw.startsWith("@")) {
+        const user = await this.#resolveUser(raw);
+        if (users.has(user)) {
+          throw refused(
+            Titles.joinRejected,
+            400,
+            `JOIN.members names user ${raw} more than once; list each user once`,
+          );
+        }
+        users.add(user);
+      } else {
+        const member = localDeviceId(raw, domain);
+        if (member === deviceId && !listedSelf) {
+          listedSelf = true;
+          continue;
+        }
+        if (devices.has(member)) {
+          throw refused(
+            Titles.joinRejected,
+            400,
+            `JOIN.members lists ${member} more than once; list each device once`,
+          );
+        }
+        devices.add(member);
       }
-      if (members.has(member)) {
-        throw refused(
-          Titles.joinRejected,
-          400,
-          `JOIN.members lists ${member} more than once; list each device once`,
-        );
-      }
-      members.add(member);
-      if (members.size > maxMembers) {
+      if (devices.size + users.size > maxMembers) {
         throw refused(
           Titles.tooManyMembers,
           413,
-          `JOIN.members lists ${join.members.length} devices; a conversation may have at most ${maxMembers} members, the joiner included (limits.max_members_per_join)`,
+          `JOIN.members lists ${join.members.length} members; a conversation may have at most ${maxMembers} members, the joiner included (limits.max_members_per_join)`,
         );
       }
     }
-    const sorted = [...members].sort();
-    const id = directConversationId(sorted);
+    if (users.size > 0) {
+      // Addressing users makes the joiner a member as its user: its other devices get copies.
+      if (userId === undefined) {
+        throw refused(Titles.joinRejected, 400, "JOIN.members: users need an authenticated user");
+      }
+      devices.delete(deviceId);
+      users.add(userId);
+    }
+    const entries = [...devices, ...[...users].map((u) => "@" + u)].sort();
+    const id = directConversationId(entries);
     const existing = this.#cached(id) ?? await this.#conversation(id);
     const eph = this.ctx.storage.ephemeral;
     // The first JOIN decides `relay`; a later JOIN of the same set refreshes the record only.
     const relay = existing?.relay ?? join.relay;
-    await eph.putConversation(id, JSON.stringify({ members: sorted, relay }), ttl);
+    await eph.putConversation(id, JSON.stringify({ members: entries, relay }), ttl);
     if (existing) return existing;
-    const conversation: Conversation = { id, members: new Set(sorted), relay, groupId: null };
+    const conversation = await this.#expand(id, entries, relay);
     this.#remember(conversation);
     return conversation;
   }
 
+  /** `@handle` or `@user-id` → the user id; refused for an unknown or remote user. */
+  async #resolveUser(address: string): Promise<string> {
+    const name = address.slice(1);
+    const at = name.indexOf("@");
+    if (at >= 0 && name.slice(at + 1).toLowerCase() !== this.ctx.config.server.domain) {
+      throw refused(
+        Titles.joinRejected,
+        400,
+        `JOIN.members: ${address} is a user of another domain; federated users are not addressable yet — list their devices as device@domain`,
+      );
+    }
+    const local = at >= 0 ? name.slice(0, at) : name;
+    const users = this.ctx.storage.users;
+    const user = (isHandle(local) ? await users.getByHandle(local) : null) ??
+      (isId(local) ? await users.get(local) : null);
+    if (user === null) {
+      throw refused(Titles.joinRejected, 404, `JOIN.members: no user ${address} here`);
+    }
+    return user.id;
+  }
+
+  /** A direct conversation from its record entries, users expanded to their active devices. */
+  async #expand(id: string, entries: readonly string[], relay: boolean): Promise<Conversation> {
+    const members = new Set<string>();
+    const users = new Set<string>();
+    for (const e of entries) {
+      if (e.startsWith("@")) users.add(e.slice(1));
+      else members.add(e);
+    }
+    for (const user of users) {
+      for (const d of await this.ctx.storage.pairing.devicesOf(user)) {
+        if (d.status === "active") members.add(d.id);
+      }
+    }
+    return { id, members, relay, groupId: null, users, entries, expandedAt: Date.now() };
+  }
+
   #cached(id: string): Conversation | undefined {
     const c = this.#cache.get(id);
+    if (c !== undefined && c.users.size > 0 && Date.now() - c.expandedAt > USER_EXPANSION_TTL_MS) {
+      this.#evict(id); // its users' devices are looked up again
+      return undefined;
+    }
     if (c !== undefined) {
       // Most recently used goes last.
       this.#cache.delete(id);
@@ -353,20 +458,25 @@ export class Conversations {
       const group = await storage.groups.get(groupId);
       if (group === null) return null;
       const roster = await storage.groups.roster(groupId);
+      const members = roster.map((m) => m.deviceId);
       conversation = {
         id,
-        members: new Set(roster.map((m) => m.deviceId)),
+        members: new Set(members),
         relay: group.relay,
         groupId,
+        users: NO_USERS,
+        entries: members,
+        expandedAt: Date.now(),
       };
     } else {
       const [record] = await storage.ephemeral.getConversations([id]);
       if (record === null) return null;
-      conversation = parseRecord(id, record);
-      if (conversation === null) {
+      const parsed = parseRecord(record);
+      if (parsed === null) {
         this.ctx.log.warn("malformed conversation record ignored", { conversation: id });
         return null;
       }
+      conversation = await this.#expand(id, parsed.members, parsed.relay);
     }
     this.#remember(conversation);
     return conversation;
@@ -390,14 +500,14 @@ export class Conversations {
   }
 }
 
-function parseRecord(id: string, text: string): Conversation | null {
+function parseRecord(text: string): { members: string[]; relay: boolean } | null {
   try {
     const v = JSON.parse(text);
     if (
       !Array.isArray(v.members) || !v.members.every((m: unknown) => typeof m === "string") ||
       typeof v.relay !== "boolean"
     ) return null;
-    return { id, members: new Set(v.members as string[]), relay: v.relay, groupId: null };
+    return { members: v.members as string[], relay: v.relay };
   } catch {
     return null;
   }
@@ -407,7 +517,7 @@ function parseRecord(id: string, text: string): Conversation | null {
 function describe(c: Conversation | null, id: string): string {
   if (c === null) return `conversation ${id}`;
   if (c.groupId !== null) return `group ${c.groupId}`;
-  const members = [...c.members];
+  const members = c.users.size > 0 ? [...c.entries] : [...c.members];
   const shown = members.slice(0, 8).join(", ");
   return `members ${shown}${members.length > 8 ? `, … (${members.length})` : ""}`;
 }

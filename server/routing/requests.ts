@@ -54,6 +54,8 @@ export class Requests {
       storage,
       config,
       log: conn.log,
+      remoteAddr: conn.transport.remoteAddr,
+      limits: this.ctx.limits,
     }, request);
     conn.sendControl(FrameType.Ack, 0, { ...result, ack: frame.sequence, op: request.op });
   }

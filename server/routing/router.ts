@@ -139,6 +139,10 @@ export class Router {
   #conversationOf(conn: Connection, frame: Frame): Conversation | Promise<Conversation> {
     const found = this.conversations.lookup(conn.deviceId, frame.channel);
     if (found instanceof Promise) return found.then((c) => this.#checkMember(conn, frame, c));
+    if (found !== null && found.users.size > 0 && !found.members.has(conn.deviceId)) {
+      // A device its user gained after this expansion: look the user's devices up again.
+      return this.conversations.reload(found.id).then((c) => this.#checkMember(conn, frame, c));
+    }
     return this.#checkMember(conn, frame, found);
   }
 
@@ -294,7 +298,12 @@ export class Router {
     }
     const joins = await this.ctx.limits.consume("join", conn.deviceId);
     if (!joins.ok) throw rateLimited("join", joins, `too many JOINs from ${conn.deviceId}`);
-    const conversation = await this.conversations.join(conn.deviceId, frame.channel, join);
+    const conversation = await this.conversations.join(
+      conn.deviceId,
+      frame.channel,
+      join,
+      conn.user?.id,
+    );
     this.ctx.log.info("channel joined", {
       device: conn.deviceId,
       channel: frame.channel,

@@ -19,7 +19,8 @@ import { bytesToHex, hexToBytes } from "../../protocol/hex.ts";
 import { bytesEqual } from "../../protocol/crypto.ts";
 import { type CipherState, HandshakeState } from "../../protocol/noise.ts";
 import { SENDER_CAPABILITY } from "../../protocol/sender.ts";
-import type { HandshakeRegistration, User } from "../../storage/types.ts";
+import type { HandshakeRegistration, PairingRefusal, User } from "../../storage/types.ts";
+import { PairingRefused } from "../../storage/errors.ts";
 import type { NodeContext } from "../context.ts";
 import { fatal, refusalFor, Titles } from "../errors.ts";
 import { hostOf } from "../admission.ts";
@@ -56,6 +57,16 @@ const encoder = new TextEncoder();
 
 /** Capabilities this server grants when a client asks for them in HELLO. */
 export const SERVER_CAPABILITIES: readonly string[] = [SENDER_CAPABILITY];
+
+/** The title and status of each refused pairing or registration. */
+const REFUSALS: Record<PairingRefusal, [string, number]> = {
+  "wrong-code": [Titles.pairingCodeInvalid, 403],
+  expired: [Titles.pairingCodeExpired, 403],
+  used: [Titles.pairingCodeUsed, 403],
+  burned: [Titles.pairingCodeBurned, 403],
+  "device-limit": [Titles.deviceLimit, 403],
+  "not-pairable": [Titles.pairingRefused, 403],
+};
 
 /** Describes a user the way AUTH and the completion ACK carry it. */
 export function userInfo(user: User): UserInfo {
@@ -280,6 +291,16 @@ export class ServerHandshake {
     // New users and devices per client address: checked before, counted after a registration
     // (only a device that does not exist yet is refused while the address is over its limit).
     const host = hostOf(this.peer.remoteAddr);
+    if (hello.pairing_code !== undefined) {
+      // Every handshake presenting a code counts, right or wrong: guessing is bounded per
+      // address here and per code by the wrong attempts storage counts.
+      const attempts = await this.ctx.limits.consume("pairing_attempt", host);
+      if (!attempts.ok) {
+        throw rateLimited("pairing_attempt", attempts, `too many pairing attempts from ${host}`, {
+          fatal: true,
+        });
+      }
+    }
     const room = await this.ctx.limits.check("registration", host);
     if (!room.ok) {
       let known;
@@ -305,12 +326,36 @@ export class ServerHandshake {
           avatarUrl: hello.user?.avatar_url,
         },
         autoApprove: config.server.autoApproveDevices,
+        pairingCode: hello.pairing_code,
+        maxDevicesPerUser: config.limits.maxDevicesPerUser,
       });
     } catch (err) {
+      if (err instanceof PairingRefused) {
+        log.warn("pairing or registration refused", {
+          device_id: hello.device_id,
+          user_id: err.userId,
+          refusal: err.refusal,
+          pairing: hello.pairing_code !== undefined,
+        });
+        this.ctx.metrics.pairing(err.refusal);
+        const [title, status] = REFUSALS[err.refusal];
+        throw fatal(title, status, err.detail);
+      }
       storageProblem(err);
     }
     const event = "event" in reg ? reg.event : null;
     if (event?.kind === "registered") await this.ctx.limits.consume("registration", host);
+    if (hello.pairing_code !== undefined && reg.outcome === "registered") {
+      this.ctx.metrics.pairing("paired");
+      // Every node re-expands the conversations that address this user.
+      storage.ephemeral.publishControl({ kind: "device-approved", deviceId: reg.device.id })
+        .catch((err) => log.warn("paired device not announced to other nodes", { error: err }));
+      log.info("device paired", {
+        device_id: reg.device.id,
+        user_id: reg.user.id,
+        paired_by: event?.actor.replace(/^pairing:/, "") ?? null,
+      });
+    }
     if (event) {
       const fields = {
         device_id: event.deviceId,

@@ -10,7 +10,13 @@
  * approve swaps it in, reject drops it.
  */
 import type { Db, Queryable } from "../db.ts";
-import { Conflict, InvalidValue, NotFound, TransitionNotAllowed } from "../errors.ts";
+import {
+  Conflict,
+  InvalidValue,
+  NotFound,
+  PairingRefused,
+  TransitionNotAllowed,
+} from "../errors.ts";
 import { decodeCursor, pageLimit, toPage } from "../pagination.ts";
 import type {
   AuditNote,
@@ -24,6 +30,7 @@ import type {
   KeyEventKind,
   Page,
   PageRequest,
+  PairingRefusal,
   User,
 } from "../types.ts";
 import {
@@ -44,6 +51,7 @@ import { insertUser, userByHandle, userById, validateNewUser } from "./users.ts"
 import * as v from "./validate.ts";
 import { insertAudit } from "./audit.ts";
 import { bytesToHex } from "../../protocol/hex.ts";
+import { countDevicesOf, deviceLimitOf, redeemPairing } from "./pairing.ts";
 
 type Change = { device: Device; event: DeviceKeyEvent };
 
@@ -143,6 +151,11 @@ async function insertDevice(
   return res.rows[0] ? toDevice(res.rows[0]) : null;
 }
 
+/** A registration, or a refusal to commit before it is thrown (PairingRefused). */
+type Resolution =
+  | HandshakeRegistration
+  | { outcome: "refused"; refusal: PairingRefusal; detail: string; userId: string | null };
+
 type HelloUser = { id?: string; handle?: string; displayName?: string; avatarUrl?: string };
 
 /**
@@ -184,6 +197,73 @@ async function resolveUser(
     : await userByHandle(q, fields.handle);
   if (winner) return { user: winner, created: false };
   throw new Conflict(`handle ${JSON.stringify(fields.handle)} is already taken by another user`);
+}
+
+/**
+ * A HELLO with a pairing code: a new device id joins the named existing user, active at once,
+ * when the code is one of the user's open codes; the key event and the audit trail name the
+ * device that asked for the code. Anything else is refused with nothing registered.
+ */
+async function pairDevice(
+  q: Queryable,
+  input: {
+    id: string;
+    key: Uint8Array;
+    existing: Device | null;
+    hello: HelloUser;
+    typed: string;
+    defaultLimit: number;
+  },
+): Promise<Resolution> {
+  const { id, key, hello } = input;
+  let user: User | null = null;
+  if (hello.id !== undefined) user = await userById(q, v.id("user id", hello.id));
+  else if (hello.handle !== undefined) user = await userByHandle(q, v.handle(hello.handle));
+  if (user === null) {
+    return {
+      outcome: "refused",
+      refusal: "not-pairable",
+      userId: null,
+      detail: "pairing joins an existing user: name it in HELLO user.handle or user.id",
+    };
+  }
+  if (input.existing !== null) {
+    return {
+      outcome: "refused",
+      refusal: "not-pairable",
+      userId: user.id,
+      detail: `device ${id} exists already; pairing registers a new device id`,
+    };
+  }
+  const redeemed = await redeemPairing(q, {
+    user,
+    deviceId: id,
+    typed: input.typed,
+    defaultLimit: input.defaultLimit,
+  });
+  if (!redeemed.ok) {
+    return {
+      outcome: "refused",
+      refusal: redeemed.refusal,
+      detail: redeemed.detail,
+      userId: user.id,
+    };
+  }
+  const inserted = await insertDevice(q, id, user.id, key, "active");
+  if (!inserted) throw new Conflict(`device ${JSON.stringify(id)} is being registered`);
+  await q.query(`UPDATE user_device SET paired_by = $2 WHERE device_id = $1`, [
+    id,
+    redeemed.issuedBy,
+  ]);
+  const event = await writeEvent(q, id, key, "registered", `pairing:${redeemed.issuedBy}`);
+  await insertAudit(q, {
+    actor: `device:${redeemed.issuedBy}`,
+    action: "device.pair",
+    target: `device:${id}`,
+    before: null,
+    after: { ...auditView(inserted), pairedBy: redeemed.issuedBy, code: redeemed.codeId },
+  });
+  return { outcome: "registered", device: inserted, user, event };
 }
 
 /** What the operator audit log records about a device (keys as hex). */
@@ -331,6 +411,8 @@ export class PgDeviceRepo implements DeviceRepo {
     publicKey: Uint8Array;
     user: HelloUser;
     autoApprove: boolean;
+    pairingCode?: string;
+    maxDevicesPerUser?: number;
   }): Promise<HandshakeRegistration> {
     const id = v.newId("device id", input.deviceId);
     const key = v.key32("client static key", input.publicKey);
@@ -354,10 +436,34 @@ export class PgDeviceRepo implements DeviceRepo {
         });
         return { outcome: "accepted", device: toDevice(row), user };
       }
-      return await this.db.transaction(async (q): Promise<HandshakeRegistration> => {
+      const outcome = await this.db.transaction(async (q): Promise<Resolution> => {
         let device = await lockDevice(q, id);
+        const defaultLimit = input.maxDevicesPerUser ?? Number.MAX_SAFE_INTEGER;
+        if (input.pairingCode !== undefined) {
+          return await pairDevice(q, {
+            id,
+            key,
+            existing: device,
+            hello: input.user,
+            typed: input.pairingCode,
+            defaultLimit,
+          });
+        }
         if (!device) {
           const { user, created } = await resolveUser(q, input.user);
+          if (!created) {
+            const limit = (await deviceLimitOf(q, user.id)) ?? defaultLimit;
+            const count = await countDevicesOf(q, user.id);
+            if (count >= limit) {
+              return {
+                outcome: "refused",
+                refusal: "device-limit",
+                userId: user.id,
+                detail:
+                  `user ${user.handle} has ${count} devices; at most ${limit} ([limits] max_devices_per_user, or the user's own limit set by an operator)`,
+              };
+            }
+          }
           // Auto-approval covers a new device of a new user only: a new device naming an
           // existing user waits until a device of that user pairs it or an operator approves.
           const approve = input.autoApprove && created;
@@ -395,6 +501,11 @@ export class PgDeviceRepo implements DeviceRepo {
         const event = await writeEvent(q, id, key, "rotation-pending", actor);
         return { outcome: "pending", device: updated, user, event };
       });
+      // Committed first, so that a refused pairing's wrong attempt stays counted.
+      if (outcome.outcome === "refused") {
+        throw new PairingRefused(outcome.refusal, outcome.detail, outcome.userId);
+      }
+      return outcome;
     } catch (err) {
       throw translate(err, "device", id);
     }

@@ -422,6 +422,25 @@ export function fakeStorage(
         chunksForDevice: () => (guard(), Promise.resolve([])),
         restore: () => Promise.reject(new Error("the fake storage restores nothing")),
       },
+      pairing: {
+        issue: () => Promise.reject(new Error("the fake storage issues no pairing codes")),
+        list: () => (guard(), Promise.resolve([])),
+        devicesOf: (userId) => (guard(),
+          Promise.resolve(
+            [...devices.values()].filter((d) => d.userId === userId).map((d) => ({
+              ...d,
+              pairedBy: null,
+            })),
+          )),
+        pairedBy: () => (guard(), Promise.resolve(null)),
+        countDevices: (userId) => (guard(),
+          Promise.resolve(
+            [...devices.values()].filter((d) => d.userId === userId && d.status !== "revoked")
+              .length,
+          )),
+        deviceLimit: () => (guard(), Promise.resolve(null)),
+        setDeviceLimit: () => Promise.reject(new Error("the fake storage sets no device limits")),
+      },
       sessions: {
         async record(s) {
           v.newId("session id", s.sessionId);

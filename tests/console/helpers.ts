@@ -48,6 +48,7 @@ export function testConfig(patch: {
       maxInflight: 128,
       maxConversationsPerDevice: 512,
       maxMembersPerJoin: 256,
+      maxDevicesPerUser: 8,
       routeIdleTtl: 3600,
       presenceFanout: 4096,
       liveAckTimeoutMs: 1000,

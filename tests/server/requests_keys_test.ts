@@ -9,6 +9,7 @@ import { ProtocolError } from "../../protocol/errors.ts";
 import { keysRequest, MAX_KEYS_DEVICES } from "../../server/requests/keys.ts";
 import type { RequestContext } from "../../server/requests/types.ts";
 import type { Logger } from "../../server/log.ts";
+import { Limits } from "../../server/limits.ts";
 import { openTestStorage, storageKinds, testConfig, uid } from "./helpers/server.ts";
 
 const quiet: Logger = {
@@ -66,6 +67,8 @@ for (const kind of storageKinds()) {
           storage,
           config,
           log: quiet,
+          remoteAddr: "127.0.0.1:1",
+          limits: new Limits(storage.ephemeral, config.limits),
         };
 
         await t.step(

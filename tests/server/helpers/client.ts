@@ -40,6 +40,8 @@ export interface ClientOptions {
   sink?: (frame: Frame) => void;
   /** HELLO `capabilities` (e.g. ["sender"], ccp1.md §4.2). */
   capabilities?: string[];
+  /** More HELLO fields (e.g. `pairing_code`). */
+  hello?: Record<string, unknown>;
 }
 
 /** The server refused the handshake with this ERROR. */
@@ -209,6 +211,7 @@ export class TestClient {
     };
     if (this.options.user) hello.user = this.options.user;
     if (this.options.capabilities) hello.capabilities = this.options.capabilities;
+    Object.assign(hello, this.options.hello);
     this.sendRaw(encodeControl(FrameType.Hello, 0, this.nextSeq(), hello));
     await withTimeout(this.#handshake.promise, 10_000, "handshake");
   }
