@@ -55,6 +55,9 @@ const route = (members: string[], groupId: string | null = null): Conversation =
   members: new Set(members),
   relay: true,
   groupId,
+  users: new Set(),
+  entries: members,
+  expandedAt: 0,
 });
 
 Deno.test("latency slots and percentiles", () => {
