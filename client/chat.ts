@@ -186,6 +186,12 @@ export function parseChatArgs(argv: string[]): ChatFlags | "help" {
   if (v["create-group"] && v.group === undefined) {
     throw new UsageError("--create-group needs --group ID");
   }
+  if (v.peer?.startsWith("@") && !v["no-e2e"]) {
+    throw new UsageError(
+      "--peer @USER needs --no-e2e for now: sealed envelopes are sealed to devices, not yet to " +
+        "every device of a user (list the devices with --channel N --members A,B instead)",
+    );
+  }
   if (v.pair !== undefined && v.handle === undefined) {
     throw new UsageError("--pair CODE needs --handle NAME (the user the code belongs to)");
   }
