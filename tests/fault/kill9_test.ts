@@ -5,12 +5,11 @@
  * and the recipient reconnects to a surviving node and collects what arrives. Asserted: 0
  * acknowledged frames lost (duplicates allowed and counted).
  *
- * The placements where the copy crosses nodes pass today (it is in the relay queue before the
- * sender's ACK). The same-node placement holds only under the ACK rule of ccp1.md §5 (the sender's
- * ACK waits until each copy is acknowledged by its recipient or committed to the relay queue);
- * until the server enforces it that placement loses the frames in flight (measured: 1024 of 2000,
- * the `max_inflight` window), so it runs only with COMMUCAT_FAULT_KILL9=1 — remove that gate
- * (`needsAckRule`) once the rule is in. Needs COMMUCAT_TEST_PG_DSN; uses a Redis of its own.
+ * Where the copy crosses nodes it is in the relay queue before the sender's ACK. The same-node
+ * placement holds by the ACK rule of ccp1.md §5: the sender's ACK waits until each copy is
+ * acknowledged by its recipient or committed to the relay queue (before the rule it lost the
+ * frames in flight: 1024 of 2000, the `max_inflight` window). Needs COMMUCAT_TEST_PG_DSN; uses a
+ * Redis of its own.
  */
 import assert from "node:assert/strict";
 import { generateKeypair } from "../../protocol/crypto.ts";
@@ -30,26 +29,19 @@ import {
 } from "./harness.ts";
 
 const PG = Deno.env.get("COMMUCAT_TEST_PG_DSN") ?? null;
-const ENABLED = Deno.env.get("COMMUCAT_FAULT_KILL9") === "1";
 const FRAMES = 2000;
 
 /** Where the sender and the recipient are, and which node is killed (0 or 1). */
 const PLACEMENTS = [
-  {
-    name: "sender and recipient on the killed node",
-    sender: 0,
-    recipient: 0,
-    killed: 0,
-    needsAckRule: true,
-  },
-  { name: "recipient on the killed node", sender: 0, recipient: 1, killed: 1, needsAckRule: false },
-  { name: "sender on the killed node", sender: 0, recipient: 1, killed: 0, needsAckRule: false },
+  { name: "sender and recipient on the killed node", sender: 0, recipient: 0, killed: 0 },
+  { name: "recipient on the killed node", sender: 0, recipient: 1, killed: 1 },
+  { name: "sender on the killed node", sender: 0, recipient: 1, killed: 0 },
 ];
 
 for (const placement of PLACEMENTS) {
   Deno.test({
     name: `fault: kill -9 with a paused reader, ${placement.name}: 0 acknowledged frames lost`,
-    ignore: (placement.needsAckRule && !ENABLED) || PG === null || REDIS_SERVER === null,
+    ignore: PG === null || REDIS_SERVER === null,
     sanitizeOps: false,
     sanitizeResources: false,
   }, async () => {
