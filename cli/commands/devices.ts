@@ -8,7 +8,7 @@ import type { DeviceStatus } from "../../storage/mod.ts";
 
 const STATUSES = ["pending", "active", "revoked"] as const;
 const listUsage =
-  "devices [--status pending|active|revoked] [--awaiting] [--user ID] [--search TEXT] " +
+  "devices [--status pending|active|revoked] [--awaiting] [--user ID|HANDLE] [--search TEXT] " +
   "[--limit N] [--cursor C] [--format text|json]";
 
 const shortKey = (key: string | null) => key ? `${key.slice(0, 16)}…` : null;
@@ -20,7 +20,9 @@ export const devicesCommand: Command = {
   help: `Lists devices, newest first, with their owner's handle and status. --awaiting lists
 only what waits for an operator: pending devices and active devices with a new key waiting
 for approval (PENDING_KEY set); approve-device or reject-device decides either kind. Filters
-combine: --awaiting --status active lists only the waiting new keys. --search matches the
+combine: --awaiting --status active lists only the waiting new keys. --user lists one user's
+devices, by user id or handle (who paired which: the key event of a paired device names it,
+see key-events --device ID). --search matches the
 start of device ids and handles (case-insensitive). Pages hold --limit rows (1..500, default
 50); when there are more, the cursor of the next page is printed on stderr. Text output
 shortens keys; --format json has them whole.
@@ -45,10 +47,17 @@ Examples:
     const format = formatFlag(args, listUsage);
     const paging = pageFlags(args, listUsage);
     const admin = await ctx.admin();
+    // --user takes a user id or a handle (a user's devices, e.g. after pairings).
+    let userId = stringFlag(args, "user");
+    if (userId !== undefined) {
+      const wanted = userId;
+      const named = await admin.users({ search: wanted, limit: 50 });
+      userId = named.items.find((u) => u.handle === wanted)?.id ?? wanted;
+    }
     const page = await admin.devices({
       status,
       awaitingApproval: args.flags.awaiting === true,
-      userId: stringFlag(args, "user"),
+      userId,
       search: stringFlag(args, "search"),
       ...paging,
     });

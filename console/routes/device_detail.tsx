@@ -18,15 +18,18 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
     const s = deps.storage;
     const device = await s.devices.get(id);
     if (!device) throw new PageError(404, "Device not found", `no device has the id “${id}”`);
-    const [user, events, sessions, queue, groups, presence, route] = await Promise.all([
-      s.users.get(device.userId),
-      s.keyEvents.list({ deviceId: id, cursor: eventsCursor, limit: 20 }),
-      s.sessions.byDevice(id, { cursor: sessionsCursor, limit: 10 }),
-      s.relay.depth(id),
-      s.groups.groupsOf(id),
-      s.ephemeral.getPresence(id).catch(() => null),
-      s.ephemeral.getRoute(id).catch(() => null),
-    ]);
+    const [user, events, sessions, queue, groups, presence, route, pairedBy, codes] = await Promise
+      .all([
+        s.users.get(device.userId),
+        s.keyEvents.list({ deviceId: id, cursor: eventsCursor, limit: 20 }),
+        s.sessions.byDevice(id, { cursor: sessionsCursor, limit: 10 }),
+        s.relay.depth(id),
+        s.groups.groupsOf(id),
+        s.ephemeral.getPresence(id).catch(() => null),
+        s.ephemeral.getRoute(id).catch(() => null),
+        s.pairing.pairedBy(id),
+        s.pairing.list({ issuedBy: id, limit: 20 }),
+      ]);
     const path = `/devices/${encodeURIComponent(id)}`;
     const now = deps.now();
     return renderPage(c, deps, { title: `Device ${id}`, active: "devices" }, [
@@ -82,6 +85,15 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
           </dd>
           <dt>Registered</dt>
           <dd>{when(device.createdAt)}</dd>
+          {pairedBy && (
+            <>
+              <dt>Paired by</dt>
+              <dd data-paired-by={pairedBy}>
+                <a href={`/devices/${encodeURIComponent(pairedBy)}`}>{pairedBy}</a>{" "}
+                (with a pairing code it asked for)
+              </dd>
+            </>
+          )}
           <dt>Last seen</dt>
           <dd>{when(device.lastSeenAt)}</dd>
         </dl>
@@ -117,6 +129,30 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
           {" · "}
           <a href={href("/key-events/archive", { device: id })}>Its archived history</a>
         </p>
+      </section>,
+      <section aria-labelledby="pairing-title">
+        <h2 id="pairing-title">Pairing codes it asked for</h2>
+        {codes.length
+          ? (
+            <Table
+              caption="Pairing codes this device asked for, newest first (the codes are never stored)"
+              rows={codes}
+              columns={[
+                { label: "Asked", cell: (r) => when(r.createdAt) },
+                { label: "State", cell: (r) => <Badge value={r.state} /> },
+                { label: "Wrong attempts", cell: (r) => figure(r.attempts) },
+                {
+                  label: "Paired device",
+                  cell: (r) =>
+                    r.usedBy
+                      ? <a href={`/devices/${encodeURIComponent(r.usedBy)}`}>{r.usedBy}</a>
+                      : "—",
+                },
+                { label: "Used", cell: (r) => when(r.usedAt) },
+              ]}
+            />
+          )
+          : <Empty title="This device has not asked for a pairing code." />}
       </section>,
       <section aria-labelledby="sessions-title">
         <h2 id="sessions-title">Sessions</h2>

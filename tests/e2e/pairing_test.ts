@@ -4,6 +4,9 @@
  * the embedded defaults always and on Postgres + Redis when the environment names them.
  */
 import assert from "node:assert/strict";
+import { buildConsole } from "../../console/server.ts";
+import { type Harness, signIn, testConfig as consoleConfig } from "../console/helpers.ts";
+import type { Storage } from "../../storage/types.ts";
 import { Redis } from "ioredis";
 import { type Frame, FrameType } from "../../protocol/frame.ts";
 import { bytesToHex } from "../../protocol/hex.ts";
@@ -36,6 +39,28 @@ async function forgetBucket(name: string): Promise<void> {
   await r.connect();
   await r.del(`rate:${name}`);
   await r.quit();
+}
+
+/** The console over this storage, signed in: GET a page's HTML. */
+async function consolePages(storage: Storage): Promise<(path: string) => Promise<string>> {
+  const built = buildConsole({ config: consoleConfig(), storage, nodeId: "node-test" });
+  const h = {
+    ...built,
+    storage,
+    clock: { now: Date.now() },
+    fetch: (path: string, init: RequestInit & { address?: string } = {}) =>
+      Promise.resolve(
+        built.app.fetch(new Request(`http://console.test${path}`, init), {
+          remoteAddr: init.address ?? "192.0.2.1",
+        }),
+      ),
+  } as unknown as Harness;
+  const client = await signIn(h);
+  return async (path) => {
+    const res = await client.get(path);
+    assert.equal(res.status, 200, path);
+    return await res.text();
+  };
 }
 
 const json = (f: Frame) => f.json as Record<string, unknown>;
@@ -141,6 +166,14 @@ for (const kind of storageKinds()) {
           const other = uid("alice-tablet");
           assert.equal(await refusedWith(connect(other, asAlice(code))), "Pairing Code Used");
           assert.equal(await storage.devices.get(other), null);
+          // Operators see who paired whom on the console's device pages.
+          const page = await consolePages(storage);
+          const paired = await page(`/devices/${encodeURIComponent(laptopId)}`);
+          assert.match(paired, new RegExp(`data-paired-by="${first}"`));
+          assert.match(paired, new RegExp(`pairing:${first}`), "the key event names the pairer");
+          const pairer = await page(`/devices/${encodeURIComponent(first)}`);
+          assert.match(pairer, /Pairing codes it asked for/);
+          assert.match(pairer, new RegExp(`href="/devices/${laptopId}"`));
         },
       );
 
