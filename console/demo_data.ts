@@ -22,6 +22,7 @@ const PEOPLE: [string, string][] = [
 /** Seeds the demo data; returns the ids worth visiting. */
 export async function seedDemo(storage: Storage, nodeId = "node-demo"): Promise<{
   activeDevice: string;
+  pairedDevice: string;
   pendingDevice: string;
   group: string;
   member: string;
@@ -72,6 +73,29 @@ export async function seedDemo(storage: Storage, nodeId = "node-demo"): Promise<
   await s.devices.reject("dara-old-phone", "cli:ops");
   await s.devices.revoke("emeka-phone", "cli:ops");
   await s.devices.rotateKey("alice-laptop", key(), "cli:ops");
+  // Pairing: alice's phone asked for codes; her tablet paired with one, a guess missed another.
+  const alice = users.find((u) => u.handle === "alice")!;
+  const { code } = await s.pairing.issue({
+    userId: alice.id,
+    deviceId: "alice-phone",
+    ttlSeconds: 300,
+    maxOpen: 3,
+  });
+  await s.pairing.issue({ userId: alice.id, deviceId: "alice-phone", ttlSeconds: 300, maxOpen: 3 });
+  await s.devices.resolveForHandshake({
+    deviceId: "alice-guess",
+    publicKey: key(),
+    user: { handle: "alice" },
+    autoApprove: true,
+    pairingCode: "0000-0000",
+  }).catch(() => {}); // refused: counted as a wrong attempt on the open code
+  await s.devices.resolveForHandshake({
+    deviceId: "alice-tablet",
+    publicKey: key(),
+    user: { handle: "alice" },
+    autoApprove: true,
+    pairingCode: code,
+  });
 
   const nodes = [nodeId, "node-b21c", "node-e904"];
   for (const [i, id] of devices.slice(0, 10).entries()) {
@@ -209,6 +233,7 @@ export async function seedDemo(storage: Storage, nodeId = "node-demo"): Promise<
   });
   return {
     activeDevice: "alice-phone",
+    pairedDevice: "alice-tablet",
     pendingDevice: "goran-phone",
     group: "ops-team",
     member: "chen-laptop",

@@ -94,6 +94,7 @@ export async function takeScreenshots(outDir = "screenshots"): Promise<string[]>
       ["devices", "/devices"],
       ["devices-filtered", "/devices?status=active&user=alice"],
       ["device-detail", `/devices/${device}`],
+      ["device-paired", `/devices/${encodeURIComponent(ids.pairedDevice)}`],
       ["device-approve-confirm", `/devices/${encodeURIComponent(ids.pendingDevice)}/approve`],
       ["device-revoke-confirm", `/devices/${device}/revoke`],
       ["users", "/users"],
