@@ -11,6 +11,7 @@ import { run as handshake_tcp } from "./handshake_tcp.ts";
 import { run as memory } from "./memory.ts";
 import { run as transports } from "./transports.ts";
 import { run as routes } from "./routes.ts";
+import { run as archive } from "./archive.ts";
 
 const benches: Record<string, () => Promise<void>> = {
   codec,
@@ -22,6 +23,7 @@ const benches: Record<string, () => Promise<void>> = {
   memory,
   transports,
   routes,
+  archive,
 };
 
 const wanted = Deno.args.length > 0 ? Deno.args : Object.keys(benches);
