@@ -237,7 +237,12 @@ async function relayRun(
 }
 
 /** The guide's scenario: GROUP_CREATE, 10 000 frames to an offline member, then the drain. */
-async function offlineScenario(server: ServerHandle, config: Config, storage: Storage) {
+async function offlineScenario(
+  server: ServerHandle,
+  config: Config,
+  storage: Storage,
+  label: string,
+) {
   const tag = crypto.randomUUID().slice(0, 6);
   const sender = await TestClient.connect({
     port: server.ports.tcp,
@@ -293,12 +298,16 @@ async function offlineScenario(server: ServerHandle, config: Config, storage: St
   await sender.close();
   await recipient.close();
   console.log(
-    `offline scenario: ${fmt(OFFLINE_FRAMES)} frames queued in ${fmt(enqueueSeconds, 2)} s ` +
+    `offline scenario (${label}): ${fmt(OFFLINE_FRAMES)} frames queued in ${
+      fmt(enqueueSeconds, 2)
+    } s ` +
       `(${fmt(OFFLINE_FRAMES / enqueueSeconds)} frames/s enqueue); relay_queue depth ` +
       `${samples.join(", ")} (linear), ${fmt(depthBefore)} before reconnect`,
   );
   console.log(
-    `offline scenario: replayed to the reconnected recipient in ${fmt(deliverSeconds, 2)} s, ` +
+    `offline scenario (${label}): replayed to the reconnected recipient in ${
+      fmt(deliverSeconds, 2)
+    } s, ` +
       `acknowledged and deleted in ${fmt(drainSeconds, 2)} s (${
         fmt(OFFLINE_FRAMES / drainSeconds)
       } ` +
@@ -322,11 +331,30 @@ export async function run(parts: string[] = []): Promise<void> {
   const server = await startServer(config, { storage });
   try {
     if (want("throughput")) await throughput(server, config);
-    if (want("offline")) await offlineScenario(server, config, storage);
+    if (want("offline")) await offlineScenario(server, config, storage, "PGlite + memory store");
   } finally {
     await server.stop();
     await storage.close();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
+  }
+  if (!want("offline")) return;
+  const dsn = Deno.env.get("COMMUCAT_BENCH_PG_DSN") ?? Deno.env.get("COMMUCAT_TEST_PG_DSN");
+  const redis = Deno.env.get("COMMUCAT_BENCH_REDIS_URL") ??
+    Deno.env.get("COMMUCAT_TEST_REDIS_URL");
+  if (!dsn || !redis) {
+    console.log(
+      "offline scenario on Postgres + Redis: set COMMUCAT_BENCH_PG_DSN and " +
+        "COMMUCAT_BENCH_REDIS_URL to measure it",
+    );
+    return;
+  }
+  const real = await openStorage({ postgresDsn: dsn, redisUrl: redis, dataDir: "" });
+  const realServer = await startServer(config, { storage: real });
+  try {
+    await offlineScenario(realServer, config, real, "Postgres + Redis");
+  } finally {
+    await realServer.stop();
+    await real.close();
   }
 }
 
