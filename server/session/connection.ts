@@ -712,17 +712,9 @@ export class Connection {
         acked.map((a) => a.sequence),
         { returnPayloads: false },
       );
+      // The same statement advanced inbox_offset per channel (storage/repos/relay.ts ack).
       metrics.acknowledged(deleted.length);
       this.node.ctx.analytics?.acknowledged(deleted);
-      const last = new Map<number, bigint>();
-      for (const env of deleted) {
-        const id = BigInt(env.envelopeId);
-        const prev = last.get(env.channelId);
-        if (prev === undefined || id > prev) last.set(env.channelId, id);
-      }
-      for (const [channel, id] of last) {
-        await storage.offsets.store(this.deviceId, channel, id.toString());
-      }
     } catch (err) {
       // The envelopes stay claimed and go back to the queue when this session ends.
       this.log.warn("relay ack failed", { error: err, count: acked.length });
