@@ -94,16 +94,22 @@ class EnqueueBatcher {
   #pending: {
     deviceId: string;
     item: RoutedItem;
+    nudge: boolean;
     done: PromiseWithResolvers<void>;
   }[] = [];
   #running = false;
   #idle: PromiseWithResolvers<void> | null = null;
 
-  constructor(private readonly ctx: NodeContext) {}
+  /** `written` is told once per batch and device of the entries added with `nudge`. */
+  constructor(
+    private readonly ctx: NodeContext,
+    private readonly written: (deviceId: string) => void,
+  ) {}
 
-  add(deviceId: string, item: RoutedItem): Promise<void> {
+  /** Writes one envelope; with `nudge`, its device's holder is woken once the batch is written. */
+  add(deviceId: string, item: RoutedItem, nudge = false): Promise<void> {
     const done = Promise.withResolvers<void>();
-    this.#pending.push({ deviceId, item, done });
+    this.#pending.push({ deviceId, item, nudge, done });
     if (!this.#running) {
       this.#running = true;
       queueMicrotask(() => this.#run());
@@ -133,6 +139,10 @@ class EnqueueBatcher {
           config.limits.relayTtl,
         );
         metrics.enqueued(batch.length);
+        // One wake-up per device and batch (not one route lookup per envelope).
+        const nudged = new Set<string>();
+        for (const entry of batch) if (entry.nudge) nudged.add(entry.deviceId);
+        for (const deviceId of nudged) this.written(deviceId);
         for (const entry of batch) entry.done.resolve();
       } catch (err) {
         for (const entry of batch) entry.done.reject(err);
@@ -153,7 +163,7 @@ export class Delivery {
   readonly #announcing = new Set<Promise<void>>();
 
   constructor(private readonly ctx: NodeContext, private readonly federation: FederationRouter) {
-    this.#batcher = new EnqueueBatcher(ctx);
+    this.#batcher = new EnqueueBatcher(ctx, (deviceId) => this.wakeHolder(deviceId));
   }
 
   /** Makes `conn` the device's session here; returns the one it replaces, if any. */
@@ -258,8 +268,7 @@ export class Delivery {
 
   /** Writes the envelope durably, then wakes whichever session holds the device. */
   async #enqueueOffline(member: string, item: RoutedItem): Promise<void> {
-    await this.#batcher.add(member, item);
-    this.wakeHolder(member);
+    await this.#batcher.add(member, item, true);
   }
 
   /** Envelopes for a device were queued (or a closed session put its frames back): wake its holder. */
