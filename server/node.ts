@@ -172,20 +172,19 @@ export class RelayNode implements SessionHost {
       await previous.closed;
     }
     const { storage, nodeId, config } = this.ctx;
+    // Claims left by sessions that ended without releasing them (a crashed node) are released
+    // by the session row's statement (sessions.record with `opening`, session/connection.ts).
     const routes = this.conversations.attach(conn.deviceId);
     try {
-      // Claims left by sessions that ended without releasing them (a crashed node).
-      await storage.relay.requeue({ deviceId: conn.deviceId });
-    } catch (err) {
-      conn.log.warn("releasing stale claims failed", { error: err });
-    }
-    try {
-      await storage.ephemeral.setRoute(
-        conn.deviceId,
-        { nodeId, sessionId: conn.sessionId },
-        config.limits.presenceTtl,
-      );
-      await this.presence.publish(conn, "online");
+      // Route and presence are independent keys: both commands leave at once.
+      await Promise.all([
+        storage.ephemeral.setRoute(
+          conn.deviceId,
+          { nodeId, sessionId: conn.sessionId },
+          config.limits.presenceTtl,
+        ),
+        this.presence.publish(conn, "online"),
+      ]);
     } catch (err) {
       conn.log.warn("route or presence not stored", { error: err });
     }
@@ -198,8 +197,10 @@ export class RelayNode implements SessionHost {
     if (!this.delivery.unregister(conn)) return;
     this.conversations.detach(conn.deviceId);
     try {
-      await this.ctx.storage.ephemeral.clearRoute(conn.deviceId, conn.sessionId);
-      await this.presence.publish(conn, "offline");
+      await Promise.all([
+        this.ctx.storage.ephemeral.clearRoute(conn.deviceId, conn.sessionId),
+        this.presence.publish(conn, "offline"),
+      ]);
     } catch (err) {
       conn.log.warn("route or presence not cleared", { error: err });
     }

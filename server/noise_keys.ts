@@ -12,7 +12,8 @@
 import { ed25519, x25519 } from "@noble/curves/ed25519.js";
 import { blake3 } from "@noble/hashes/blake3.js";
 import { bytesToHex, hexToBytes } from "@noble/hashes/utils.js";
-import { HandshakeState, type PatternName } from "../protocol/noise.ts";
+import { HandshakeState, importStaticKey, type PatternName } from "../protocol/noise.ts";
+import type { DhKey } from "../protocol/crypto.ts";
 import type { Config } from "./config_types.ts";
 
 export const CATALOG_PATH = "/.well-known/commucat";
@@ -26,6 +27,31 @@ export interface StaticKey {
   notAfter: Date | null;
 }
 
+/**
+ * Each configured static key in the backend's fast form and its public key, computed once per
+ * key (not per handshake) and held only as long as the config holding the key.
+ */
+const imported = new WeakMap<Uint8Array, DhKey>();
+const publics = new WeakMap<Uint8Array, Uint8Array>();
+
+function publicOf(privateKey: Uint8Array): Uint8Array {
+  let pub = publics.get(privateKey);
+  if (pub === undefined) {
+    pub = x25519.getPublicKey(privateKey);
+    publics.set(privateKey, pub);
+  }
+  return pub;
+}
+
+function fastKeyOf(key: StaticKey): DhKey {
+  let fast = imported.get(key.privateKey);
+  if (fast === undefined) {
+    fast = importStaticKey({ privateKey: key.privateKey, publicKey: key.publicKey });
+    imported.set(key.privateKey, fast);
+  }
+  return fast;
+}
+
 /** The keys a handshake may be made for now, current first. */
 export function acceptedKeys(config: Config, now = new Date()): StaticKey[] {
   const c = config.crypto;
@@ -35,7 +61,7 @@ export function acceptedKeys(config: Config, now = new Date()): StaticKey[] {
   if (c.noiseNext) {
     keys.push({
       privateKey: c.noiseNext,
-      publicKey: x25519.getPublicKey(c.noiseNext),
+      publicKey: publicOf(c.noiseNext),
       status: "next",
       notAfter: null,
     });
@@ -43,7 +69,7 @@ export function acceptedKeys(config: Config, now = new Date()): StaticKey[] {
   if (c.noisePrevious && c.noisePreviousNotAfter && now < c.noisePreviousNotAfter) {
     keys.push({
       privateKey: c.noisePrevious,
-      publicKey: x25519.getPublicKey(c.noisePrevious),
+      publicKey: publicOf(c.noisePrevious),
       status: "previous",
       notAfter: c.noisePreviousNotAfter,
     });
@@ -68,7 +94,7 @@ export function respondToFirstMessage(
       pattern,
       initiator: false,
       prologue,
-      s: { privateKey: key.privateKey, publicKey: key.publicKey },
+      s: fastKeyOf(key),
     });
     try {
       noise.readMessage(message);

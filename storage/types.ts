@@ -384,6 +384,12 @@ export interface DeviceRepo {
     pairingCode?: string;
     /** The default device limit per user ([limits] max_devices_per_user; default unlimited). */
     maxDevicesPerUser?: number;
+    /**
+     * Called (and awaited; it may throw to refuse) only when the device is not a known active
+     * device presenting its registered key, before anything is written: where per-address
+     * registration limits are checked without costing the common reconnect anything.
+     */
+    beforeChange?: () => Promise<void>;
   }): Promise<HandshakeRegistration>;
   touch(id: string): Promise<void>;
   /** Which of these devices are revoked (reconciliation: cut sessions a lost event missed). */
@@ -529,8 +535,20 @@ export interface AnalyticsRepo {
   purge(before: Date): Promise<number>;
 }
 
+/** Options of {@link SessionRepo.record}. */
+export interface SessionRecordOptions {
+  /**
+   * A handshake just completed: in the same statement also set the device's last_seen_at and
+   * release the claims earlier sessions of the device left on its relay envelopes.
+   */
+  opening?: boolean;
+}
+
 export interface SessionRepo {
-  record(s: Omit<SessionRecord, "createdAt">): Promise<SessionRecord>;
+  record(
+    s: Omit<SessionRecord, "createdAt">,
+    options?: SessionRecordOptions,
+  ): Promise<SessionRecord>;
   listRecent(page: PageRequest): Promise<Page<SessionRecord>>;
   byDevice(deviceId: string, page: PageRequest): Promise<Page<SessionRecord>>;
 }

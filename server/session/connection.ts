@@ -346,11 +346,11 @@ export class Connection {
       this.#secureWriter = new SecureStreamWriter(result.send);
       this.#pendingSecure = result;
     }
-    // The session row, last_seen and the route/presence (attach) go out together rather than
-    // one after another. The completion ACK waits for the session row: a session whose row
-    // could not be written is refused (fatal "storage failure") and never gets an ACK, so every
-    // session a client was told about is accounted for. last_seen is informational: a failure
-    // there is logged and does not refuse the session.
+    // The session row (in the same statement: last_seen and the release of claims earlier
+    // sessions left behind) and the route/presence (attach) go out together rather than one
+    // after another. The completion ACK waits for the session row: a session whose row could
+    // not be written is refused (fatal "storage failure") and never gets an ACK, so every
+    // session a client was told about is accounted for.
     const recording = ctx.storage.sessions.record({
       sessionId: this.sessionId,
       userId: result.user.id,
@@ -360,10 +360,7 @@ export class Connection {
       remoteAddr: this.transport.remoteAddr,
       nodeId: ctx.nodeId,
       ttlSeconds: ctx.config.limits.presenceTtl,
-    }).then(() => null, (err: unknown) => err);
-    ctx.storage.devices.touch(this.deviceId).catch((err) =>
-      this.log.warn("last seen not stored", { error: err })
-    );
+    }, { opening: true }).then(() => null, (err: unknown) => err);
     // Attached but not yet "open": nothing is delivered live before the completion ACK (a frame
     // for this device meanwhile goes to its queue and the replay below picks it up).
     ctx.metrics.connectionOpened();

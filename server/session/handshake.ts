@@ -290,6 +290,8 @@ export class ServerHandshake {
     let reg: HandshakeRegistration;
     // New users and devices per client address: checked before, counted after a registration
     // (only a device that does not exist yet is refused while the address is over its limit).
+    // A known active device presenting its key (the common reconnect) skips the check: it
+    // registers nothing.
     const host = hostOf(this.peer.remoteAddr);
     if (hello.pairing_code !== undefined) {
       // Every handshake presenting a code counts, right or wrong: guessing is bounded per
@@ -301,8 +303,9 @@ export class ServerHandshake {
         });
       }
     }
-    const room = await this.ctx.limits.check("registration", host);
-    if (!room.ok) {
+    const beforeChange = async () => {
+      const room = await this.ctx.limits.check("registration", host);
+      if (room.ok) return;
       let known;
       try {
         known = await storage.devices.get(hello.device_id);
@@ -314,9 +317,10 @@ export class ServerHandshake {
           fatal: true,
         });
       }
-    }
+    };
     try {
       reg = await storage.devices.resolveForHandshake({
+        beforeChange,
         deviceId: hello.device_id,
         publicKey: proven,
         user: {

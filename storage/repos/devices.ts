@@ -413,6 +413,7 @@ export class PgDeviceRepo implements DeviceRepo {
     autoApprove: boolean;
     pairingCode?: string;
     maxDevicesPerUser?: number;
+    beforeChange?: () => Promise<void>;
   }): Promise<HandshakeRegistration> {
     const id = v.newId("device id", input.deviceId);
     const key = v.key32("client static key", input.publicKey);
@@ -436,6 +437,7 @@ export class PgDeviceRepo implements DeviceRepo {
         });
         return { outcome: "accepted", device: toDevice(row), user };
       }
+      if (input.beforeChange) await input.beforeChange();
       const outcome = await this.db.transaction(async (q): Promise<Resolution> => {
         let device = await lockDevice(q, id);
         const defaultLimit = input.maxDevicesPerUser ?? Number.MAX_SAFE_INTEGER;

@@ -2,7 +2,13 @@
 import type { Db } from "../db.ts";
 import { InvalidValue } from "../errors.ts";
 import { decodeCursor, pageLimit, toPage } from "../pagination.ts";
-import type { Page, PageRequest, SessionRecord, SessionRepo } from "../types.ts";
+import type {
+  Page,
+  PageRequest,
+  SessionRecord,
+  SessionRecordOptions,
+  SessionRepo,
+} from "../types.ts";
 import { translate, tsFromKey, tsKey } from "./rows.ts";
 import * as v from "./validate.ts";
 
@@ -36,10 +42,37 @@ function toSession(r: SessionRow): SessionRecord {
   };
 }
 
+/**
+ * A completed handshake in one statement: the session row, the device's last_seen_at and the
+ * release of claims earlier sessions of the device still hold (the other session ids only: the
+ * new session has claimed nothing yet).
+ */
+const OPEN_SQL = `WITH s AS (
+    INSERT INTO session (session_id, user_id, device_id, pattern, protocol_version,
+                         remote_addr, node_id, ttl_seconds)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+    RETURNING ${COLUMNS}
+  ), seen AS (
+    UPDATE user_device SET last_seen_at = now() WHERE device_id = $3
+  ), released AS (
+    UPDATE relay_queue SET claimed_by = NULL, claimed_at = NULL
+    WHERE device_id = $3 AND claimed_by IS NOT NULL
+  )
+  SELECT * FROM s`;
+
 export class PgSessionRepo implements SessionRepo {
   constructor(private readonly db: Db) {}
 
-  async record(s: Omit<SessionRecord, "createdAt">): Promise<SessionRecord> {
+  /**
+   * Stores the session row. With `opening`, the same statement (one round trip) also stamps the
+   * device's `last_seen_at` and releases every claim still held on the device's relay envelopes
+   * by earlier sessions (left by a node that stopped without releasing them): what a completed
+   * handshake needs, all or nothing.
+   */
+  async record(
+    s: Omit<SessionRecord, "createdAt">,
+    options: SessionRecordOptions = {},
+  ): Promise<SessionRecord> {
     const sessionId = v.newId("session id", s.sessionId);
     if (s.pattern !== "XK" && s.pattern !== "IK") {
       throw new InvalidValue("pattern", s.pattern, "XK or IK");
@@ -55,13 +88,15 @@ export class PgSessionRepo implements SessionRepo {
       v.int("ttl seconds", s.ttlSeconds, 0, 2 ** 31 - 1),
     ];
     try {
-      const res = await this.db.query<SessionRow>(
-        `INSERT INTO session (session_id, user_id, device_id, pattern, protocol_version,
-                              remote_addr, node_id, ttl_seconds)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-         RETURNING ${COLUMNS}`,
-        params,
-      );
+      const res = options.opening
+        ? await this.db.query<SessionRow>(OPEN_SQL, params, { name: "commucat_session_open" })
+        : await this.db.query<SessionRow>(
+          `INSERT INTO session (session_id, user_id, device_id, pattern, protocol_version,
+                                remote_addr, node_id, ttl_seconds)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+           RETURNING ${COLUMNS}`,
+          params,
+        );
       return toSession(res.rows[0]);
     } catch (err) {
       throw translate(err, "session", sessionId);

@@ -687,6 +687,51 @@ const cases: Case[] = [
     assert.deepEqual(await s.relay.enqueue([], 60), []);
   }],
 
+  [
+    "relay: an opening session record stamps last_seen and releases earlier claims",
+    async (s, _db, u) => {
+      const { user, device: d } = await device(s, u, "open", 1);
+      assert.equal(d.lastSeenAt, null);
+      await s.relay.enqueue(
+        Array.from({ length: 6 }, (_, i) => ({
+          deviceId: d.id,
+          channelId: 3,
+          payload: new Uint8Array([i]),
+        })),
+        3600,
+      );
+      // Another device's claim is left alone.
+      const other = `${u}-open-other`;
+      await s.relay.enqueue(
+        [{ deviceId: other, channelId: 3, payload: new Uint8Array([9]) }],
+        3600,
+      );
+      assert.equal((await s.relay.claim(other, `${u}-other-s`, 5)).length, 1);
+      assert.equal((await s.relay.claim(d.id, `${u}-old-s`, 4)).length, 4);
+      const rec = await s.sessions.record({
+        sessionId: `${u}-new-s`,
+        userId: user.id,
+        deviceId: d.id,
+        pattern: "XK",
+        protocolVersion: 2,
+        remoteAddr: "127.0.0.1:5000",
+        nodeId: "node-a",
+        ttlSeconds: 60,
+      }, { opening: true });
+      assert.equal(rec.sessionId, `${u}-new-s`);
+      assert.ok(rec.createdAt instanceof Date);
+      assert.ok((await s.devices.get(d.id))!.lastSeenAt instanceof Date, "last seen stamped");
+      assert.equal((await s.relay.depth(d.id)).inFlight, 0, "earlier claims released");
+      assert.equal((await s.relay.depth(other)).inFlight, 1, "other devices untouched");
+      assert.equal((await s.relay.claim(d.id, `${u}-new-s`, 10)).length, 6);
+      // A refused row (duplicate session id) changes nothing else either.
+      await assert.rejects(
+        s.sessions.record({ ...rec, sessionId: `${u}-new-s` }, { opening: true }),
+      );
+      assert.equal((await s.relay.depth(d.id)).inFlight, 6, "claims of the failed statement kept");
+    },
+  ],
+
   ["relay: requeue by session and device, concurrent claims never overlap", async (s, _db, u) => {
     const dev = `${u}-rq`;
     const ids = await s.relay.enqueue(
