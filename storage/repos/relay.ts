@@ -245,7 +245,7 @@ export class PgRelayRepo implements RelayRepo {
     const res = await this.db.query<FastEnvelopeRow>(
       CLAIM_SQL,
       [deviceId, sessionId, limit, first ?? null],
-      { name: "commucat_relay_claim_v2" },
+      { name: "commucat_relay_claim" },
     );
     return res.rows.sort(byId).map(fromFastRow);
   }
@@ -304,7 +304,7 @@ export class PgRelayRepo implements RelayRepo {
     const res = await this.db.query<EnvelopeRow>(
       full ? ACK_FULL_SQL : ACK_IDS_SQL,
       [deviceId, sessionId, seqs],
-      { name: full ? "commucat_relay_ack" : "commucat_relay_ack_ids_v2" },
+      { name: full ? "commucat_relay_ack" : "commucat_relay_ack_ids" },
     );
     const rows = res.rows.sort(byId);
     if (full) return rows.map(toEnvelope);
