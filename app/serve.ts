@@ -28,6 +28,9 @@ export async function main(): Promise<number> {
     console.error(`commucat: ${(err as Error).message}`);
     return 1;
   }
+  // Listening for the stop signal from here on: a SIGTERM while the console starts still stops
+  // the process gracefully (the relay answers /healthz already).
+  const stopSignal = untilStopSignal();
   const scheme = handle.tls ? "tls" : "tcp";
   const web = handle.tls ? "https" : "http";
   const { tcpBind, bind } = config.server;
@@ -60,7 +63,7 @@ export async function main(): Promise<number> {
     log.error("admin console failed to start; the relay keeps running", { error: err });
   }
 
-  await untilStopSignal();
+  await stopSignal;
   console.log("shutting down…");
   await adminConsole?.stop();
   await handle.stop();
