@@ -7,7 +7,9 @@
  * @module
  */
 import { encodeFrame, FrameDecoder, FrameType } from "./frame.ts";
-import { decodeVarint, encodeVarint } from "./varint.ts";
+import { concatBytes } from "./bytes.ts";
+import { senderPrefix } from "./sender.ts";
+import { decodeVarint } from "./varint.ts";
 
 /** A frame being routed. `sender` is "" for frames the server itself originates. */
 export interface RelayItem {
@@ -17,7 +19,6 @@ export interface RelayItem {
   sender: string;
 }
 
-const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
 
 /** The item's frame as stored in the relay queue (sequence 0: replaced on delivery). */
@@ -46,14 +47,8 @@ export function itemFromFrame(frame: Uint8Array, sender: string | null): RelayIt
 
 /** `varint(sender length) ‖ sender ‖ frame`: the item as one packet. */
 export function encodeRelayItem(item: RelayItem): Uint8Array {
-  const sender = encoder.encode(item.sender);
-  const length = encodeVarint(sender.length);
-  const frame = encodeItemFrame(item);
-  const out = new Uint8Array(length.length + sender.length + frame.length);
-  out.set(length);
-  out.set(sender, length.length);
-  out.set(frame, length.length + sender.length);
-  return out;
+  // The same `varint(n) ‖ sender` as the sender capability's stamp (n may be 0 here).
+  return concatBytes(senderPrefix(item.sender), encodeItemFrame(item));
 }
 
 /** Reads {@link encodeRelayItem}'s packet; throws on malformed bytes. */

@@ -8,6 +8,7 @@
  *
  * @module
  */
+import { concatBytes } from "./bytes.ts";
 import { FrameType } from "./frame.ts";
 import { decodeVarint, encodeVarint } from "./varint.ts";
 
@@ -27,11 +28,7 @@ export function isOpaqueType(type: FrameType): boolean {
 /** The prefix `varint(n) ‖ sender` put before an opaque payload. */
 export function senderPrefix(sender: string): Uint8Array {
   const bytes = encoder.encode(sender);
-  const length = encodeVarint(bytes.length);
-  const out = new Uint8Array(length.length + bytes.length);
-  out.set(length);
-  out.set(bytes, length.length);
-  return out;
+  return concatBytes(encodeVarint(bytes.length), bytes);
 }
 
 /**

@@ -6,14 +6,14 @@
  *
  * @module
  */
-import { FrameType } from "../../protocol/frame.ts";
+import { concatBytes } from "../../protocol/bytes.ts";
+import { encodeControlPayload, FrameType } from "../../protocol/frame.ts";
 import {
   decodeRelayItem,
   encodeItemFrame,
   encodeRelayItem,
   itemFromFrame,
 } from "../../protocol/relay_item.ts";
-import { encodeControlPayload } from "../../protocol/frame.ts";
 import { nodeChannel, type NodeContext } from "../context.ts";
 import { type FederationRouter, localDeviceId } from "../federation.ts";
 import type { Connection } from "../session/connection.ts";
@@ -28,21 +28,19 @@ const FLAG_NUDGE = 2;
 const encoder = new TextEncoder();
 const strict = new TextDecoder("utf-8", { fatal: true });
 
+/** flags(1) ‖ device length(2, BE) ‖ device id: how every bus packet starts. */
+function busHeader(flags: number, deviceId: string): Uint8Array {
+  const id = encoder.encode(deviceId);
+  return concatBytes(Uint8Array.of(flags, id.length >> 8, id.length & 0xff), id);
+}
+
 /** Bus packet: flags(1) ‖ device length(2, BE) ‖ device id ‖ relay item (sender ‖ frame). */
 export function encodeBusPacket(
   deviceId: string,
   item: RoutedItem,
   ephemeral: boolean,
 ): Uint8Array {
-  const id = encoder.encode(deviceId);
-  const body = encodeRelayItem(item);
-  const out = new Uint8Array(3 + id.length + body.length);
-  out[0] = ephemeral ? FLAG_EPHEMERAL : 0;
-  out[1] = id.length >> 8;
-  out[2] = id.length & 0xff;
-  out.set(id, 3);
-  out.set(body, 3 + id.length);
-  return out;
+  return concatBytes(busHeader(ephemeral ? FLAG_EPHEMERAL : 0, deviceId), encodeRelayItem(item));
 }
 
 /**
@@ -50,13 +48,7 @@ export function encodeBusPacket(
  * the relay queue; the node holding the device claims it from there.
  */
 export function encodeNudge(deviceId: string): Uint8Array {
-  const id = encoder.encode(deviceId);
-  const out = new Uint8Array(3 + id.length);
-  out[0] = FLAG_NUDGE;
-  out[1] = id.length >> 8;
-  out[2] = id.length & 0xff;
-  out.set(id, 3);
-  return out;
+  return busHeader(FLAG_NUDGE, deviceId);
 }
 
 /** The device a nudge names; null when `bytes` is not a well-formed nudge. */
