@@ -60,11 +60,17 @@ Deno.test("markup and script in query strings and paths render inert", async () 
 Deno.test("markup stored in every field renders inert on every page", async () => {
   const h = await harness();
   const s = h.storage;
-  // Handles and domains like these the real store refuses; seeded as if a database held them.
+  // Handles, ids and domains like these the real store refuses; seeded as if a database held
+  // them. Free text (actors) goes through the repositories, on rows with well-formed ids.
   const u = s.seedUser({ handle: XSS, displayName: XSS, avatarUrl: XSS });
-  await s.devices.register({ id: XSS, userId: u.id, publicKey: key(7), status: "pending" }, XSS);
-  await s.groups.create({ id: XSS, ownerDeviceId: XSS, relay: true }, XSS);
-  await s.groups.addMember(XSS, "dev-a1", "member", XSS);
+  s.seedDevice({ id: XSS, userId: u.id, publicKey: key(7), status: "pending", actor: XSS });
+  s.seedGroup({ id: XSS, ownerDeviceId: XSS, actor: XSS, members: [["dev-a1", "member"]] });
+  await s.devices.register(
+    { id: "dev-x", userId: u.id, publicKey: key(6), status: "pending" },
+    XSS,
+  );
+  await s.groups.create({ id: "grp-x", ownerDeviceId: "dev-x", relay: true }, XSS);
+  await s.groups.addMember("grp-x", "dev-a1", "member", XSS);
   s.seedPeer({ domain: XSS, endpoint: XSS, publicKey: key(8), status: "pending" });
   const entry = await s.outbox.enqueue({ eventId: XSS, peerDomain: XSS, endpoint: XSS, body: XSS });
   await s.outbox.markFailed(entry.id, XSS);
@@ -77,11 +83,15 @@ Deno.test("markup stored in every field renders inert on every page", async () =
       "/devices",
       `/devices/${id}`,
       `/devices/${id}/approve`,
+      "/devices/dev-x",
+      "/devices/dev-x/approve",
       "/users",
       `/users/${encodeURIComponent(u.id)}`,
       "/groups",
       `/groups/${id}`,
       `/groups/${id}/members/dev-a1/remove`,
+      "/groups/grp-x",
+      "/groups/grp-x/members/dev-a1/remove",
       "/peers",
       `/peers/${id}/status?to=blocked`,
       "/key-events",
@@ -89,8 +99,9 @@ Deno.test("markup stored in every field renders inert on every page", async () =
     ]
   ) {
     const res = await c.get(path);
-    // Such a domain is not one: the peer repository refuses to look it up (400), as in production.
-    assert.equal(res.status, path.startsWith("/peers/") ? 400 : 200, path);
+    // Such an id or domain is not one: the repositories refuse to look it up (400), as in
+    // production; the page that says so is inert too.
+    assert.equal(res.status, path.includes(id) ? 400 : 200, path);
     assertInert(await res.text(), path);
   }
   h.close();
@@ -318,10 +329,14 @@ Deno.test("exported CSV cells cannot run as spreadsheet formulas", async () => {
   }
   assert.equal(csvCell("plain"), `"plain"`);
   const h = await harness();
-  await h.storage.devices.register(
-    { id: "=cmd|' /C calc'!A0", userId: "u-alice", publicKey: key(5), status: "pending" },
-    "@SUM(A1)",
-  );
+  // Such a device id the real store refuses; seeded as if a database held it.
+  h.storage.seedDevice({
+    id: "=cmd|' /C calc'!A0",
+    userId: "u-alice",
+    publicKey: key(5),
+    status: "pending",
+    actor: "@SUM(A1)",
+  });
   const c = await signIn(h);
   const csv = await (await c.get("/key-events/export.csv")).text();
   assert.match(csv, /"'=cmd\|' \/C calc'!A0"/);

@@ -1,8 +1,10 @@
 // deno-lint-ignore-file require-await -- async so a refusal rejects, as in the real repositories
 /**
- * An in-memory Storage for fast console page tests. It follows storage/types.ts closely enough
- * for the console: keyset pages (cursor = last item's position key), status transitions that
- * refuse with the typed errors, key events, audit entries and a recorded control bus.
+ * An in-memory Storage for fast console page tests: keyset pages, the real repositories'
+ * validators, status transitions and group role rules that refuse with the typed errors, key
+ * events, audit entries and a recorded control bus. Its users, devices, handshake
+ * registration, key events, sessions, groups, peers and audit run through the storage contract
+ * (tests/storage/contract_fakes_test.ts); the rest answers what the console reads.
  */
 import { MemoryEphemeralStore } from "../../storage/ephemeral/mod.ts";
 import { bytesToHex } from "@noble/hashes/utils.js";
@@ -10,9 +12,13 @@ import {
   Conflict,
   InvalidValue,
   NotFound,
+  NotPermitted,
+  PairingRefused,
   StorageFailure,
   TransitionNotAllowed,
 } from "../../storage/errors.ts";
+import { type Actor, decideRemoval, decideRole, type Decision } from "../../storage/group_roles.ts";
+import { sameBytes } from "../../storage/repos/rows.ts";
 import * as v from "../../storage/repos/validate.ts";
 import { outboxBacklog } from "../helpers/outbox.ts";
 import { validateNewUser } from "../../storage/repos/users.ts";
@@ -30,6 +36,7 @@ import type {
   Group,
   GroupMember,
   GroupRole,
+  HandshakeRegistration,
   KeyEventKind,
   MembershipEvent,
   NodeHeartbeat,
@@ -62,8 +69,7 @@ function page<T>(items: T[], key: (t: T) => string, req: PageRequest): Page<T> {
   return { items: slice, nextCursor: more ? key(slice.at(-1)!) : null };
 }
 
-const contains = (hay: string | null | undefined, needle: string | undefined) =>
-  !needle || (hay ?? "").toLowerCase().includes(needle.toLowerCase());
+type HelloUser = { id?: string; handle?: string; displayName?: string; avatarUrl?: string };
 
 /** Parts of the contract the console never calls. */
 const notInFake = (): never => {
@@ -94,6 +100,24 @@ export interface FakeStorage extends Storage {
   seedPeer(peer: Omit<FederationPeer, "source" | "lastSeenAt" | "createdAt">): void;
   /** Stores a user as given (a handle the real store refuses, such as markup), likewise. */
   seedUser(fields: { handle: string; displayName: string | null; avatarUrl: string | null }): User;
+  /**
+   * Stores a device as given (an id the real store refuses, such as markup), with its key
+   * event, likewise.
+   */
+  seedDevice(fields: {
+    id: string;
+    userId: string;
+    publicKey: Uint8Array;
+    status: "active" | "pending";
+    actor: string;
+  }): Device;
+  /** Stores a group (and members) as given (ids the real store refuses), likewise. */
+  seedGroup(fields: {
+    id: string;
+    ownerDeviceId: string;
+    actor: string;
+    members?: [string, GroupRole][];
+  }): void;
   /** An active device asks for a new key, as a handshake without auto-approve would. */
   requestKey(deviceId: string, publicKey: Uint8Array): void;
   routes: Map<string, Route>;
@@ -194,6 +218,201 @@ export function fakeStorage(
     userHandle: users.get(d.userId)?.handle ?? d.userId,
   });
 
+  const addDevice = (id: string, userId: string, publicKey: Uint8Array, status: DeviceStatus) => {
+    const d: Device = {
+      id,
+      userId,
+      publicKey,
+      status,
+      pendingPublicKey: null,
+      createdAt: now(),
+      updatedAt: now(),
+      lastSeenAt: null,
+    };
+    devices.set(id, d);
+    return d;
+  };
+  /** A status or key change with its key event (and audit note), as the real repository. */
+  const change = async (
+    id: string,
+    actor: string,
+    note: AuditNote | undefined,
+    fn: (d: Device) => DeviceKeyEvent,
+  ) => {
+    guard();
+    v.actor(actor);
+    const d = mustDevice(v.id("device id", id));
+    const before = deviceView(d);
+    const event = fn(d);
+    d.updatedAt = now();
+    noteAudit(note, `device:${id}`, before, deviceView(d));
+    return { device: { ...d }, event };
+  };
+  /** The user a new device names (storage/repos/devices.ts resolveUser). */
+  const resolveUser = (hello: HelloUser): { user: User; created: boolean } => {
+    if (hello.id !== undefined) {
+      const found = users.get(v.id("user id", hello.id));
+      if (found) return { user: found, created: false };
+      if (hello.handle === undefined) throw new NotFound("user", hello.id);
+    }
+    if (hello.handle === undefined) throw new InvalidValue("user", hello, "a user id or a handle");
+    const fields = validateNewUser({
+      id: hello.id,
+      handle: hello.handle,
+      displayName: hello.displayName ?? null,
+      avatarUrl: hello.avatarUrl ?? null,
+    });
+    const holder = [...users.values()].find((u) => u.handle === fields.handle);
+    if (holder && hello.id === undefined) return { user: holder, created: false };
+    if (holder || users.has(fields.id)) {
+      throw new Conflict(
+        `handle ${JSON.stringify(fields.handle)} is already taken by another user`,
+      );
+    }
+    const user: User = { ...fields, createdAt: now(), updatedAt: now() };
+    users.set(user.id, user);
+    return { user, created: true };
+  };
+  /** The registration table of ccp1.md §3 after the fast path (a known key) missed. */
+  const handshake = (
+    id: string,
+    key: Uint8Array,
+    hello: HelloUser,
+    autoApprove: boolean,
+    maxDevicesPerUser = Number.MAX_SAFE_INTEGER,
+  ): HandshakeRegistration => {
+    const actor = "handshake";
+    const device = devices.get(id);
+    if (!device) {
+      const { user, created } = resolveUser(hello);
+      if (!created) {
+        // The fake keeps no per-user limits (pairing.deviceLimit): the default applies.
+        const count = [...devices.values()]
+          .filter((d) => d.userId === user.id && d.status !== "revoked").length;
+        if (count >= maxDevicesPerUser) {
+          throw new PairingRefused(
+            "device-limit",
+            `user ${user.handle} has ${count} devices; at most ${maxDevicesPerUser} ([limits] max_devices_per_user, or the user's own limit set by an operator)`,
+            user.id,
+          );
+        }
+      }
+      const approve = autoApprove && created;
+      const d = addDevice(id, user.id, key, approve ? "active" : "pending");
+      const event = keyEvent(d, approve ? "registered" : "pending", actor);
+      return { outcome: approve ? "registered" : "pending", device: { ...d }, user, event };
+    }
+    const user = { ...users.get(device.userId)! };
+    if (device.status === "revoked") return { outcome: "revoked", device: { ...device }, user };
+    if (device.status === "pending") {
+      if (sameBytes(device.publicKey, key)) {
+        return { outcome: "pending", device: { ...device }, user, event: null };
+      }
+      device.publicKey = key;
+      device.updatedAt = now();
+      const event = keyEvent(device, "pending", actor);
+      return { outcome: "pending", device: { ...device }, user, event };
+    }
+    if (sameBytes(device.publicKey, key)) {
+      return { outcome: "accepted", device: { ...device }, user };
+    }
+    if (sameBytes(device.pendingPublicKey, key)) {
+      return { outcome: "pending", device: { ...device }, user, event: null };
+    }
+    device.pendingPublicKey = key;
+    device.updatedAt = now();
+    const event = keyEvent(device, "rotation-pending", actor, key);
+    return { outcome: "pending", device: { ...device }, user, event };
+  };
+
+  // Groups, with the role rules of storage/group_roles.ts as the real repository applies them.
+  const memberOf = (groupId: string, deviceId: string) =>
+    members.find((m) => m.groupId === groupId && m.deviceId === deviceId);
+  const withCount = (g: Omit<Group, "memberCount">): Group => ({
+    ...g,
+    memberCount: members.filter((m) => m.groupId === g.id).length,
+  });
+  const ownerCount = (groupId: string) =>
+    members.filter((m) => m.groupId === groupId && m.role === "owner").length;
+  const actingAs = (groupId: string, by: string | undefined): Actor | null =>
+    by === undefined ? "operator" : memberOf(groupId, by)?.role ?? null;
+  const enforce = (d: Decision, groupId: string, deviceId: string): GroupRole => {
+    if (d.ok) return d.role;
+    if (d.kind === "last-owner") {
+      throw new Conflict(
+        `device ${JSON.stringify(deviceId)} owns group ${JSON.stringify(groupId)}: ${d.reason}`,
+      );
+    }
+    throw new NotPermitted(`group ${JSON.stringify(groupId)}: ${d.reason}`);
+  };
+  const membershipEvent = (
+    groupId: string,
+    deviceId: string,
+    action: MembershipEvent["action"],
+    role: GroupRole | null,
+    actor: string,
+    previousRole: GroupRole | null,
+  ) =>
+    membership.push({
+      id: nextId("mem"),
+      groupId,
+      deviceId,
+      action,
+      role,
+      previousRole,
+      actor,
+      recordedAt: now(),
+    });
+  /** Sets a member's role (adding it when absent) with its membership event. */
+  const putRole = (
+    groupId: string,
+    deviceId: string,
+    role: GroupRole,
+    actor: string,
+    previous: GroupRole | null,
+  ): GroupMember => {
+    let m = memberOf(groupId, deviceId);
+    if (m) m.role = role;
+    else members.push(m = { groupId, deviceId, role, joinedAt: now() });
+    membershipEvent(groupId, deviceId, previous ? "role-changed" : "added", role, actor, previous);
+    return { ...m };
+  };
+  const setRoleRuled = (
+    groupId: string,
+    deviceId: string,
+    requested: GroupRole,
+    actor: string,
+    by: string | undefined,
+  ) => {
+    const current = memberOf(groupId, deviceId)?.role ?? null;
+    const role = enforce(
+      decideRole({
+        by: actingAs(groupId, by),
+        current,
+        requested,
+        owners: ownerCount(groupId),
+        self: by === deviceId,
+      }),
+      groupId,
+      deviceId,
+    );
+    if (current === role) return { member: { ...memberOf(groupId, deviceId)! }, previous: current };
+    return { member: putRole(groupId, deviceId, role, actor, current), previous: current };
+  };
+  /** When the primary owner stops owning the group, the longest-standing owner takes it. */
+  const settlePrimaryOwner = (g: Omit<Group, "memberCount">) => {
+    if (memberOf(g.id, g.ownerDeviceId)?.role === "owner") return;
+    const next = members.find((m) => m.groupId === g.id && m.role === "owner");
+    if (next) g.ownerDeviceId = next.deviceId;
+  };
+  const addGroup = (id: string, owner: string, relay: boolean, actor: string) => {
+    const g = { id, ownerDeviceId: owner, relay, createdAt: now() };
+    groups.set(id, g);
+    members.push({ groupId: id, deviceId: owner, role: "owner", joinedAt: now() });
+    membershipEvent(id, owner, "added", "owner", actor, null);
+    return g;
+  };
+
   Object.assign(
     fs,
     {
@@ -226,9 +445,18 @@ export function fakeStorage(
       requestKey(deviceId: string, publicKey: Uint8Array) {
         const d = mustDevice(deviceId);
         if (d.status !== "active") throw new Error(`requestKey: ${deviceId} is ${d.status}`);
-        d.pendingPublicKey = publicKey;
-        d.updatedAt = now();
-        keyEvent(d, "rotation-pending", "handshake", publicKey);
+        handshake(deviceId, publicKey, {}, false);
+      },
+      seedDevice(fields) {
+        const d = addDevice(fields.id, fields.userId, fields.publicKey, fields.status);
+        keyEvent(d, fields.status === "active" ? "registered" : "pending", fields.actor);
+        return { ...d };
+      },
+      seedGroup(fields) {
+        addGroup(fields.id, fields.ownerDeviceId, true, fields.actor);
+        for (const [deviceId, role] of fields.members ?? []) {
+          putRole(fields.id, deviceId, role, fields.actor, null);
+        }
       },
       users: {
         async create(input, note) {
@@ -282,107 +510,146 @@ export function fakeStorage(
         },
       },
       devices: {
-        register(input, actor) {
+        async register(input, actor, note) {
           guard();
-          if (devices.has(input.id)) throw new Conflict(`device ${input.id} exists`);
-          const d: Device = {
-            id: input.id,
-            userId: input.userId,
-            publicKey: input.publicKey,
-            status: input.status,
-            pendingPublicKey: null,
-            createdAt: now(),
-            updatedAt: now(),
-            lastSeenAt: null,
-          };
-          devices.set(d.id, d);
-          const event = keyEvent(d, input.status === "active" ? "registered" : "pending", actor);
-          return Promise.resolve({ device: d, event });
-        },
-        get: (id) => (guard(), Promise.resolve(devices.get(id) ?? null)),
-        approve(id, actor, note) {
-          guard();
-          const d = mustDevice(id);
-          const before = deviceView(d);
-          if (d.status === "pending") {
-            d.status = "active";
-          } else if (d.status === "active" && d.pendingPublicKey) {
-            d.publicKey = d.pendingPublicKey;
-            d.pendingPublicKey = null;
-          } else throw new TransitionNotAllowed(`device ${id}`, d.status, "active");
-          d.updatedAt = now();
-          noteAudit(note, `device:${id}`, before, deviceView(d));
-          return Promise.resolve({ device: d, event: keyEvent(d, "approved", actor) });
-        },
-        reject(id, actor, note) {
-          guard();
-          const d = mustDevice(id);
-          const before = deviceView(d);
-          if (d.status === "pending") d.status = "revoked";
-          else if (d.status === "active" && d.pendingPublicKey) d.pendingPublicKey = null;
-          else throw new TransitionNotAllowed(`device ${id}`, d.status, "rejected");
-          d.updatedAt = now();
-          noteAudit(note, `device:${id}`, before, deviceView(d));
-          return Promise.resolve({ device: d, event: keyEvent(d, "rejected", actor) });
-        },
-        revoke(id, actor, note) {
-          guard();
-          const d = mustDevice(id);
-          const before = deviceView(d);
-          if (d.status === "revoked") {
-            throw new TransitionNotAllowed(
-              `device ${id}`,
-              "revoked",
-              "revoked",
-            );
+          // The real repository's checks (storage/repos/devices.ts), with its validators.
+          const id = v.newId("device id", input.id);
+          const userId = v.id("user id", input.userId);
+          const publicKey = v.key32("public key", input.publicKey);
+          if (input.status !== "active" && input.status !== "pending") {
+            throw new InvalidValue("device status", input.status, "active or pending");
           }
-          d.status = "revoked";
-          d.pendingPublicKey = null;
-          d.updatedAt = now();
-          noteAudit(note, `device:${id}`, before, deviceView(d));
-          return Promise.resolve({ device: d, event: keyEvent(d, "revoked", actor) });
+          v.actor(actor);
+          if (!users.has(userId)) throw new NotFound("user", userId);
+          if (devices.has(id)) throw new Conflict(`device ${JSON.stringify(id)} already exists`);
+          const d = addDevice(id, userId, publicKey, input.status);
+          const event = keyEvent(d, input.status === "active" ? "registered" : "pending", actor);
+          noteAudit(note, `device:${id}`, null, deviceView(d));
+          return { device: { ...d }, event };
         },
-        rotateKey(id, publicKey, actor, note) {
+        async get(id) {
           guard();
-          const d = mustDevice(id);
-          const before = deviceView(d);
-          d.publicKey = publicKey;
-          noteAudit(note, `device:${id}`, before, deviceView(d));
-          return Promise.resolve({ device: d, event: keyEvent(d, "rotated", actor) });
+          const d = devices.get(v.id("device id", id));
+          return d ? { ...d } : null;
         },
-        resolveForHandshake() {
-          throw new Error("not in the fake");
+        async approve(id, actor, note) {
+          return change(id, actor, note, (d) => {
+            if (d.status === "pending") {
+              d.status = "active";
+              return keyEvent(d, "approved", actor);
+            }
+            if (d.status === "active" && d.pendingPublicKey) {
+              d.publicKey = d.pendingPublicKey;
+              d.pendingPublicKey = null;
+              return keyEvent(d, "approved", actor);
+            }
+            throw new TransitionNotAllowed(`device ${JSON.stringify(id)}`, d.status, "active");
+          });
         },
-        touch(id) {
-          mustDevice(id).lastSeenAt = now();
-          return Promise.resolve();
+        async reject(id, actor, note) {
+          return change(id, actor, note, (d) => {
+            if (d.status === "pending") {
+              d.status = "revoked";
+              return keyEvent(d, "rejected", actor);
+            }
+            if (d.status === "active" && d.pendingPublicKey) {
+              const dropped = d.pendingPublicKey;
+              d.pendingPublicKey = null;
+              return keyEvent(d, "rejected", actor, dropped);
+            }
+            throw new TransitionNotAllowed(`device ${JSON.stringify(id)}`, d.status, "rejected");
+          });
         },
-        revokedAmong(ids) {
+        async revoke(id, actor, note) {
+          return change(id, actor, note, (d) => {
+            if (d.status === "revoked") {
+              throw new TransitionNotAllowed(`device ${JSON.stringify(id)}`, "revoked", "revoked");
+            }
+            d.status = "revoked";
+            d.pendingPublicKey = null;
+            return keyEvent(d, "revoked", actor);
+          });
+        },
+        async rotateKey(id, publicKey, actor, note) {
+          const key = v.key32("public key", publicKey);
+          return change(id, actor, note, (d) => {
+            if (d.status !== "active") {
+              throw new TransitionNotAllowed(`device ${JSON.stringify(id)}`, d.status, "rotated");
+            }
+            d.publicKey = key;
+            d.pendingPublicKey = null;
+            return keyEvent(d, "rotated", actor);
+          });
+        },
+        async resolveForHandshake(input) {
           guard();
-          return Promise.resolve(ids.filter((id) => devices.get(id)?.status === "revoked"));
+          const id = v.newId("device id", input.deviceId);
+          const key = v.key32("client static key", input.publicKey);
+          if (typeof input.user !== "object" || input.user === null) {
+            throw new InvalidValue("user", input.user, "an object with an id or a handle");
+          }
+          const known = devices.get(id);
+          if (known?.status === "active" && sameBytes(known.publicKey, key)) {
+            return {
+              outcome: "accepted",
+              device: { ...known },
+              user: { ...users.get(known.userId)! },
+            };
+          }
+          if (input.pairingCode !== undefined) {
+            // The fake issues no pairing codes (pairing.issue), so none can be redeemed.
+            throw new Error("the fake storage pairs no devices");
+          }
+          if (input.beforeChange) await input.beforeChange();
+          return handshake(id, key, input.user, input.autoApprove, input.maxDevicesPerUser);
         },
-        list(filter) {
+        async touch(id) {
           guard();
+          const d = devices.get(v.id("device id", id));
+          if (d) d.lastSeenAt = now();
+        },
+        async revokedAmong(ids) {
+          guard();
+          if (!Array.isArray(ids)) {
+            throw new InvalidValue("device ids", ids, "an array of device ids");
+          }
+          return ids.map((id) => v.id("device id", id))
+            .filter((id) => devices.get(id)?.status === "revoked");
+        },
+        async list(filter) {
+          guard();
+          // As the real listing: AND of the filters, a case-insensitive literal prefix of the
+          // device id or the owner's handle, newest first (ties by device id, descending).
+          const status = filter.status === undefined ? null : v.deviceStatus(filter.status);
+          const userId = filter.userId === undefined ? null : v.id("user id", filter.userId);
+          const prefix = filter.search ? v.text("search", filter.search, 256).toLowerCase() : "";
+          const awaitingOnly = filter.awaitingApproval ?? false;
+          if (typeof awaitingOnly !== "boolean") {
+            throw new InvalidValue("awaiting approval", awaitingOnly, "true or false");
+          }
           const all = [...devices.values()]
-            .filter((d) => !filter.status || d.status === filter.status)
-            .filter((d) => !filter.awaitingApproval || awaiting(d))
-            .filter((d) => !filter.userId || d.userId === filter.userId)
-            .filter((d) => contains(d.id, filter.search))
-            .sort((a, b) =>
-              b.createdAt.getTime() - a.createdAt.getTime() || a.id.localeCompare(b.id)
+            .map(withUser)
+            .filter((d) => status === null || d.status === status)
+            .filter((d) => !awaitingOnly || awaiting(d))
+            .filter((d) => userId === null || d.userId === userId)
+            .filter((d) =>
+              d.id.toLowerCase().startsWith(prefix) || d.userHandle.toLowerCase().startsWith(prefix)
             )
-            .map(withUser);
-          return Promise.resolve(page(all, (d) => d.id, filter));
+            .sort((a, b) =>
+              b.createdAt.getTime() - a.createdAt.getTime() ||
+              (a.id < b.id ? 1 : a.id > b.id ? -1 : 0)
+            );
+          return page(all, (d) => d.id, filter);
         },
-        countByStatus() {
+        async countByStatus() {
           guard();
           const counts: Record<DeviceStatus, number> = { pending: 0, active: 0, revoked: 0 };
           for (const d of devices.values()) counts[d.status]++;
-          return Promise.resolve(counts);
+          return counts;
         },
-        countAwaitingApproval() {
+        async countAwaitingApproval() {
           guard();
-          return Promise.resolve([...devices.values()].filter(awaiting).length);
+          return [...devices.values()].filter(awaiting).length;
         },
       },
       keyEvents: {
@@ -481,113 +748,129 @@ export function fakeStorage(
       },
       offsets: { store: notInFake, read: notInFake, list: notInFake },
       groups: {
-        create(input, actor) {
-          const g = {
-            id: input.id ?? nextId("grp"),
-            ownerDeviceId: input.ownerDeviceId,
-            relay: input.relay,
-            createdAt: now(),
-          };
-          groups.set(g.id, g);
-          members.push({
-            groupId: g.id,
-            deviceId: g.ownerDeviceId,
-            role: "owner",
-            joinedAt: now(),
-          });
-          membership.push({
-            id: nextId("mem"),
-            groupId: g.id,
-            deviceId: g.ownerDeviceId,
-            action: "added",
-            role: "owner",
-            previousRole: null,
-            actor,
-            recordedAt: now(),
-          });
-          return Promise.resolve({ ...g, memberCount: 1 });
-        },
-        get(id) {
+        async create(input, actor) {
           guard();
-          const g = groups.get(id);
-          return Promise.resolve(
-            g ? { ...g, memberCount: members.filter((m) => m.groupId === id).length } : null,
+          // The real repository's checks (storage/repos/groups.ts), with its validators.
+          const id = input.id === undefined ? crypto.randomUUID() : v.newId("group id", input.id);
+          const owner = v.id("owner device id", input.ownerDeviceId);
+          if (typeof input.relay !== "boolean") {
+            throw new InvalidValue("relay", input.relay, "true or false");
+          }
+          v.actor(actor);
+          if (groups.has(id)) throw new Conflict(`group ${JSON.stringify(id)} already exists`);
+          return { ...addGroup(id, owner, input.relay, actor), memberCount: 1 };
+        },
+        async get(id) {
+          guard();
+          const g = groups.get(v.id("group id", id));
+          return g ? withCount(g) : null;
+        },
+        async list(filter) {
+          guard();
+          // As the real listing: id order, a case-insensitive literal prefix of the group id.
+          const prefix = filter.search ? v.text("search", filter.search, 256).toLowerCase() : "";
+          const all = [...groups.values()].filter((g) => g.id.toLowerCase().startsWith(prefix))
+            .sort((a, b) => a.id < b.id ? -1 : a.id > b.id ? 1 : 0)
+            .map(withCount);
+          return page(all, (g) => g.id, filter);
+        },
+        async addMember(groupId, deviceId, role, actor) {
+          guard();
+          v.id("group id", groupId);
+          v.id("device id", deviceId);
+          const wanted: GroupRole = v.groupRole(role) === "owner" ? "admin" : role;
+          v.actor(actor);
+          if (!groups.has(groupId)) throw new NotFound("group", groupId);
+          const existing = memberOf(groupId, deviceId);
+          if (existing?.role === wanted) return { ...existing };
+          if (existing?.role === "owner") {
+            throw new TransitionNotAllowed(`owner ${JSON.stringify(deviceId)}`, "owner", wanted);
+          }
+          return putRole(groupId, deviceId, wanted, actor, existing?.role ?? null);
+        },
+        async removeMember(groupId, deviceId, actor, opts = {}) {
+          guard();
+          v.id("group id", groupId);
+          v.id("device id", deviceId);
+          v.actor(actor);
+          if (opts.by !== undefined) v.id("acting device id", opts.by);
+          if (opts.successor !== undefined) {
+            v.id("successor device id", opts.successor);
+            if (opts.successor === deviceId) {
+              throw new InvalidValue(
+                "successor",
+                opts.successor,
+                "a device other than the one leaving",
+              );
+            }
+          }
+          const g = groups.get(groupId);
+          const current = g ? memberOf(groupId, deviceId)?.role ?? null : null;
+          if (!g || current === null) return false;
+          enforce(
+            decideRemoval({
+              by: actingAs(groupId, opts.by),
+              current,
+              owners: ownerCount(groupId),
+              self: opts.by === deviceId,
+              successor: opts.successor,
+            }),
+            groupId,
+            deviceId,
           );
+          if (current === "owner" && opts.successor !== undefined) {
+            setRoleRuled(
+              groupId,
+              opts.successor,
+              "owner",
+              actor,
+              opts.by === undefined ? undefined : deviceId,
+            );
+          }
+          members.splice(members.indexOf(memberOf(groupId, deviceId)!), 1);
+          membershipEvent(groupId, deviceId, "removed", current, actor, null);
+          if (current === "owner") settlePrimaryOwner(g);
+          noteAudit(opts.audit, `group:${groupId}`, { deviceId, role: current }, null);
+          return true;
         },
-        list(filter) {
+        async setRole(groupId, deviceId, role, actor, opts = {}) {
           guard();
-          const all = [...groups.values()].filter((g) => contains(g.id, filter.search))
-            .sort((a, b) => a.id.localeCompare(b.id))
-            .map((g) => ({ ...g, memberCount: members.filter((m) => m.groupId === g.id).length }));
-          return Promise.resolve(page(all, (g) => g.id, filter));
-        },
-        addMember(groupId, deviceId, role: GroupRole, actor) {
-          const r: GroupRole = role === "owner" ? "admin" : role;
-          const m = { groupId, deviceId, role: r, joinedAt: now() };
-          members.push(m);
-          membership.push({
-            id: nextId("mem"),
-            groupId,
-            deviceId,
-            action: "added",
-            role: r,
-            previousRole: null,
-            actor,
-            recordedAt: now(),
-          });
-          return Promise.resolve(m);
-        },
-        removeMember(groupId, deviceId, actor, opts) {
-          guard();
-          const i = members.findIndex((m) => m.groupId === groupId && m.deviceId === deviceId);
-          if (i < 0) return Promise.resolve(false);
-          noteAudit(opts?.audit, `group:${groupId}`, { deviceId, role: members[i].role }, null);
-          members.splice(i, 1);
-          membership.push({
-            id: nextId("mem"),
-            groupId,
-            deviceId,
-            action: "removed",
-            role: null,
-            previousRole: null,
-            actor,
-            recordedAt: now(),
-          });
-          return Promise.resolve(true);
-        },
-        setRole(groupId, deviceId, role: GroupRole, actor) {
-          guard();
-          const m = members.find((x) => x.groupId === groupId && x.deviceId === deviceId);
-          const previous = m?.role ?? null;
-          const member = m ?? { groupId, deviceId, role, joinedAt: now() };
-          if (!m) members.push(member);
-          member.role = role;
-          membership.push({
-            id: nextId("mem"),
-            groupId,
-            deviceId,
-            action: m ? "role-changed" : "added",
-            role,
-            previousRole: previous,
-            actor,
-            recordedAt: now(),
-          });
-          return Promise.resolve({ member: { ...member }, previous });
+          v.id("group id", groupId);
+          v.id("device id", deviceId);
+          v.groupRole(role);
+          v.actor(actor);
+          if (opts.by !== undefined) v.id("acting device id", opts.by);
+          const g = groups.get(groupId);
+          if (!g) throw new NotFound("group", groupId);
+          const result = setRoleRuled(groupId, deviceId, role, actor, opts.by);
+          if (result.previous === "owner") settlePrimaryOwner(g);
+          return result;
         },
         transferOwnership: () => Promise.reject(new Error("the fake storage transfers nothing")),
-        roster: (id) => (guard(), Promise.resolve(members.filter((m) => m.groupId === id))),
-        role: (g, d) => (guard(),
-          Promise.resolve(
-            members.find((m) => m.groupId === g && m.deviceId === d)?.role ?? null,
-          )),
-        groupsOf: (d) => (guard(), Promise.resolve(members.filter((m) => m.deviceId === d))),
-        auditTrail: (
-          id,
-          p,
-        ) => (guard(),
-          Promise.resolve(
-            page(membership.filter((m) => m.groupId === id).reverse(), (m) => m.id, p),
-          )),
+        async roster(id) {
+          guard();
+          v.id("group id", id);
+          // Owner first, then in the order they joined.
+          return members.filter((m) => m.groupId === id)
+            .sort((a, b) => Number(b.role === "owner") - Number(a.role === "owner"))
+            .map((m) => ({ ...m }));
+        },
+        async role(g, d) {
+          guard();
+          return memberOf(v.id("group id", g), v.id("device id", d))?.role ?? null;
+        },
+        async groupsOf(d) {
+          guard();
+          v.id("device id", d);
+          return members.filter((m) => m.deviceId === d)
+            .sort((a, b) => a.groupId < b.groupId ? -1 : a.groupId > b.groupId ? 1 : 0)
+            .map((m) => ({ ...m }));
+        },
+        async auditTrail(id, p) {
+          guard();
+          v.id("group id", id);
+          return page(membership.filter((m) => m.groupId === id).reverse(), (m) => m.id, p);
+        },
       },
       peers: {
         async upsert(input, actor) {

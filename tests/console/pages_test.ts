@@ -148,7 +148,10 @@ Deno.test("revoking a device interrupts it on every node", async () => {
   // Revoking again is refused with a message, not a crash.
   await c.post("/devices/dev-a1/revoke", { confirm: "yes" });
   const page = await (await c.get("/devices/dev-a1")).text();
-  assert.match(page, /was not changed: device dev-a1 cannot go from revoked to revoked/);
+  assert.match(
+    page,
+    /was not changed: device &quot;dev-a1&quot; cannot go from revoked to revoked/,
+  );
   h.close();
 });
 
