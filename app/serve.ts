@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { describeKeys } from "../server/config.ts";
+import { describeKeys } from "../server/config/mod.ts";
 import { loadConfigOrReport, untilStopSignal } from "../server/process.ts";
 import { log } from "../server/log.ts";
 import { startServer } from "../server/server.ts";

@@ -11,7 +11,7 @@ import { concatChunks } from "../protocol/bytes.ts";
 import { encodeFrame, type Frame, FrameDecoder, FrameType } from "../protocol/frame.ts";
 import { setLogLevel } from "../server/log.ts";
 import { type ServerHandle, startServer } from "../server/server.ts";
-import type { Config } from "../server/config_types.ts";
+import type { Config } from "../server/config/mod.ts";
 import { openStorage } from "../storage/mod.ts";
 import type { Storage } from "../storage/types.ts";
 import { TestClient } from "../tests/server/helpers/client.ts";

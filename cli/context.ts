@@ -5,7 +5,7 @@
  */
 import { userInfo } from "node:os";
 import { ProblemError } from "../protocol/errors.ts";
-import { type Config, loadConfig, unknownVariableWarnings } from "../server/config.ts";
+import { type Config, loadConfig, unknownVariableWarnings } from "../server/config/mod.ts";
 import { log, setLogSink } from "../server/log.ts";
 import { createLedger, type Ledger } from "../storage/ledger.ts";
 import type { AdminOps } from "../admin/ops.ts";

@@ -24,7 +24,7 @@ import { peersCommand } from "./commands/peers.ts";
 import { rotateKeysCommand } from "./commands/rotate_keys.ts";
 import { rotateServerKeyCommand } from "./commands/rotate_server_key.ts";
 import { registerUserCommand, usersCommand } from "./commands/users.ts";
-import { ConfigError } from "../server/config.ts";
+import { ConfigError } from "../server/config/mod.ts";
 import { redactUrlPassword } from "../server/log.ts";
 import { LedgerError } from "../storage/ledger.ts";
 import { DbFailure, StorageError, troubleshootingHint } from "../storage/mod.ts";

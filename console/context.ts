@@ -1,5 +1,5 @@
 /** What the console needs from its host, and the per-request state its middleware sets. */
-import type { Config } from "../server/config_types.ts";
+import type { Config } from "../server/config/mod.ts";
 import type { Storage } from "../storage/types.ts";
 import type { Ledger } from "../storage/ledger.ts";
 import type { FigureSampler, FiguresSource } from "./figures.ts";

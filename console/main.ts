@@ -7,7 +7,7 @@
  * @module
  */
 import { loadConfigOrReport, untilStopSignal } from "../server/process.ts";
-import type { Config } from "../server/config_types.ts";
+import type { Config } from "../server/config/mod.ts";
 import { log } from "../server/log.ts";
 import { openStorage } from "../storage/mod.ts";
 import { troubleshootingHint } from "../storage/errors.ts";

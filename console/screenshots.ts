@@ -6,7 +6,7 @@
  * @module
  */
 import { randomBytes } from "node:crypto";
-import { loadConfig } from "../server/config.ts";
+import { loadConfig } from "../server/config/mod.ts";
 import { openStorage } from "../storage/mod.ts";
 import { startConsole } from "./server.ts";
 import { seedDemo } from "./demo_data.ts";

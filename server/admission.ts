@@ -9,7 +9,7 @@
  */
 import { MAX_CONTROL_JSON_LEN } from "../protocol/frame.ts";
 import { ProtocolError } from "../protocol/errors.ts";
-import type { Config } from "./config_types.ts";
+import type { Config } from "./config/mod.ts";
 
 /** Largest frame body accepted before the handshake completed: a control payload plus header. */
 export const HANDSHAKE_FRAME_LIMIT = MAX_CONTROL_JSON_LEN + 32;

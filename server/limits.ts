@@ -19,7 +19,7 @@ import {
   type LimitedNote,
 } from "../storage/ephemeral/shared.ts";
 import type { EphemeralStore, RateRule } from "../storage/types.ts";
-import type { Config } from "./config_types.ts";
+import type { Config } from "./config/mod.ts";
 
 /** What a limit counts. */
 export type LimitKind =

@@ -10,11 +10,11 @@
  * message authenticates `es` with an AEAD tag, so a wrong key fails cleanly and costs one DH).
  */
 import { ed25519, x25519 } from "@noble/curves/ed25519.js";
-import { blake3 } from "@noble/hashes/blake3.js";
 import { bytesToHex, hexToBytes } from "@noble/hashes/utils.js";
 import { HandshakeState, importStaticKey, type PatternName } from "../protocol/noise.ts";
 import type { DhKey } from "../protocol/crypto.ts";
-import type { Config } from "./config_types.ts";
+import { federationKeypair } from "../protocol/federation.ts";
+import type { Config } from "./config/mod.ts";
 
 export const CATALOG_PATH = "/.well-known/commucat";
 export const CATALOG_FORMAT = "commucat-key-catalog/1";
@@ -136,12 +136,14 @@ export function canonicalJson(value: unknown): string {
 
 /** The signed catalog of this server's Noise keys (current, next, previous in its grace). */
 export function keyCatalog(config: Config, now = new Date()): KeyCatalog {
-  const secret = blake3(config.crypto.federationSeed);
+  const { secretKey: secret, publicKey: federationKey } = federationKeypair(
+    config.crypto.federationSeed,
+  );
   const body: KeyCatalogBody = {
     format: CATALOG_FORMAT,
     domain: config.server.domain,
     issued_at: now.toISOString(),
-    federation_key: bytesToHex(ed25519.getPublicKey(secret)),
+    federation_key: bytesToHex(federationKey),
     keys: acceptedKeys(config, now).map((k) => ({
       public_key: bytesToHex(k.publicKey),
       status: k.status,

@@ -5,8 +5,7 @@
  *
  * @module
  */
-import { ConfigError, loadConfig, unknownVariableWarnings } from "./config.ts";
-import type { Config } from "./config_types.ts";
+import { type Config, ConfigError, loadConfig, unknownVariableWarnings } from "./config/mod.ts";
 
 /**
  * Loads the configuration; a ConfigError is printed on stderr and yields null (the caller exits

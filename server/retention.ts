@@ -3,9 +3,8 @@
  * the advisory lock) archives key events older than `key_events_days` to the configured target
  * and deletes them (storage/archive/key_events.ts). The CLI runs the same pass on demand.
  */
-import { ed25519 } from "@noble/curves/ed25519.js";
-import { blake3 } from "@noble/hashes/blake3.js";
-import type { Config } from "./config_types.ts";
+import { federationKeypair } from "../protocol/federation.ts";
+import type { Config } from "./config/mod.ts";
 import type { Storage } from "../storage/types.ts";
 import {
   archiveKeyEvents,
@@ -18,8 +17,7 @@ const DAY_MS = 86_400_000;
 
 /** The federation Ed25519 key pair (secret = BLAKE3(seed)) that signs archive manifests. */
 export function archiveSigner(config: Config): ArchiveSigner {
-  const secretKey = blake3(config.crypto.federationSeed);
-  return { secretKey, publicKey: ed25519.getPublicKey(secretKey) };
+  return federationKeypair(config.crypto.federationSeed);
 }
 
 /** The configured archive target. */

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { Config } from "./config_types.ts";
+import type { Config } from "./config/mod.ts";
 import { log as rootLog, type Logger } from "./log.ts";
 import { type MetricsSnapshot, RelayMetrics } from "./metrics.ts";
 import { RelayNode } from "./node.ts";

@@ -5,7 +5,7 @@
  * @module
  */
 import type { Browser, Page } from "playwright-core";
-import { loadConfig } from "../server/config.ts";
+import { loadConfig } from "../server/config/mod.ts";
 import { startServer } from "../server/server.ts";
 import type { Storage } from "../storage/types.ts";
 

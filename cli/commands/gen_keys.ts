@@ -1,8 +1,9 @@
 /** `gen-keys`: prints a fresh `[crypto]` section; touches no database and no file. */
 import { parseCommand, stringFlag } from "../args.ts";
 import type { Command } from "../command.ts";
-import { federationPublicKey, generateKeys } from "../../server/config.ts";
-import { bytesToHex, hexToBytes } from "@noble/hashes/utils.js";
+import { generateKeys } from "../../server/config/mod.ts";
+import { federationKeypair } from "../../protocol/federation.ts";
+import { bytesToHex, hexToBytes } from "../../protocol/hex.ts";
 
 const usage = "gen-keys [--prologue TEXT]";
 
@@ -23,7 +24,7 @@ Example:
     const args = parseCommand(argv, { usage, flags: { prologue: { type: "string" } } });
     const prologue = stringFlag(args, "prologue") ?? "commucat";
     const keys = generateKeys();
-    const fedPublic = federationPublicKey(hexToBytes(keys.federationSeed));
+    const fedPublic = federationKeypair(hexToBytes(keys.federationSeed)).publicKey;
     const hex = bytesToHex(fedPublic);
     ctx.out(
       [

@@ -9,7 +9,7 @@
  *
  * @module
  */
-import type { Config } from "../config.ts";
+import type { Config } from "../config/mod.ts";
 import type { Logger } from "../log.ts";
 import type { Storage } from "../../storage/types.ts";
 import {

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { StaticPeer } from "../config_types.ts";
+import type { StaticPeer } from "../config/mod.ts";
 import type { Logger } from "../log.ts";
 import { TransitionNotAllowed } from "../../storage/errors.ts";
 import type { FederationPeer, PeerRepo } from "../../storage/types.ts";

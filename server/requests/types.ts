@@ -7,7 +7,7 @@
  *
  * @module
  */
-import type { Config } from "../config_types.ts";
+import type { Config } from "../config/mod.ts";
 import type { Limits } from "../limits.ts";
 import type { Logger } from "../log.ts";
 import type { Storage } from "../../storage/types.ts";

@@ -8,7 +8,7 @@ import { x25519 } from "@noble/curves/ed25519.js";
 import { bytesToHex, hexToBytes } from "@noble/hashes/utils.js";
 import { cli, show } from "./run.ts";
 import { COMMANDS } from "../../cli/mod.ts";
-import { loadConfig } from "../../server/config.ts";
+import { loadConfig } from "../../server/config/mod.ts";
 
 /** Runs `n` at a time: enough to overlap process start-up without starving two cores. */
 async function inBatches<T, R>(items: T[], n: number, fn: (item: T) => Promise<R>): Promise<R[]> {

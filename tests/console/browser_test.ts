@@ -12,7 +12,7 @@ import { type Client, connect, type ConnectOptions } from "../../client/sdk.ts";
 import { CommuCatError } from "../../client/errors.ts";
 import { generateKeypair } from "../../protocol/crypto.ts";
 import { bytesToHex } from "../../protocol/hex.ts";
-import { loadConfig } from "../../server/config.ts";
+import { loadConfig } from "../../server/config/mod.ts";
 import { setLogLevel } from "../../server/log.ts";
 import { startServer } from "../../app/serve.ts";
 import { startConsole } from "../../console/server.ts";

@@ -9,7 +9,7 @@ import assert from "node:assert/strict";
 import { type Client, connect } from "../../client/sdk.ts";
 import { generateKeypair } from "../../protocol/crypto.ts";
 import { bytesToHex } from "../../protocol/hex.ts";
-import { loadConfig } from "../../server/config.ts";
+import { loadConfig } from "../../server/config/mod.ts";
 import { setLogLevel } from "../../server/log.ts";
 import { startServer } from "../../app/serve.ts";
 import { startConsole } from "../../console/server.ts";

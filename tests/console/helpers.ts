@@ -1,5 +1,5 @@
 /** Shared set-up for console tests: a config, seeded fake storage, and a signed-in client. */
-import type { Config } from "../../server/config_types.ts";
+import type { Config } from "../../server/config/mod.ts";
 import { buildConsole, type ConsoleApp } from "../../console/server.ts";
 import type { ConsoleContext } from "../../console/context.ts";
 import { type FakeStorage, fakeStorage } from "./fake_storage.ts";

@@ -11,7 +11,7 @@ import assert from "node:assert/strict";
 import { type Frame, FrameType } from "../../protocol/frame.ts";
 import { generateKeypair } from "../../protocol/crypto.ts";
 import { federationKeypair } from "../../protocol/federation.ts";
-import type { Config } from "../../server/config_types.ts";
+import type { Config } from "../../server/config/mod.ts";
 import { clientOptions, TestClient } from "../server/helpers/client.ts";
 import {
   LogCapture,

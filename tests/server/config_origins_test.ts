@@ -1,6 +1,6 @@
 /** `[server] allowed_origins`: from TOML arrays and "a,b" variables, with clear refusals. */
 import assert from "node:assert/strict";
-import { ConfigError, loadConfig } from "../../server/config.ts";
+import { ConfigError, loadConfig } from "../../server/config/mod.ts";
 
 async function load(env: Record<string, string>) {
   const cwd = await Deno.makeTempDir({ prefix: "commucat-origins-" });

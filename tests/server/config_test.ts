@@ -6,12 +6,12 @@ import {
   CONFIG_KEYS,
   ConfigError,
   describeKeys,
-  federationPublicKey,
   generateKeys,
   KEY_FILE_NAME,
   loadConfig,
   OTHER_VARIABLES,
-} from "../../server/config.ts";
+} from "../../server/config/mod.ts";
+import { federationKeypair } from "../../protocol/federation.ts";
 
 /** Rate limits and caps left at their defaults by the file test. */
 const DEFAULTS_OF_NEW = {
@@ -501,7 +501,7 @@ Deno.test("keys are generated once with mode 0600 and reused", async () => {
     assert.doesNotMatch(text, /generated keys kept in/);
     assert.match(text, /^keys read from .*keys\.json$/m);
     assert.ok(text.includes(bytesToHex(second.crypto.noisePublic)));
-    assert.ok(text.includes(bytesToHex(federationPublicKey(second.crypto.federationSeed))));
+    assert.ok(text.includes(bytesToHex(federationKeypair(second.crypto.federationSeed).publicKey)));
     assert.ok(text.includes(keyFile));
     assert.ok(!text.includes(bytesToHex(second.crypto.noisePrivate)));
     assert.ok(!text.includes(bytesToHex(second.crypto.federationSeed)));
@@ -601,7 +601,7 @@ Deno.test("generateKeys returns a matching pair and a 32-byte seed", () => {
 });
 
 Deno.test("unknown COMMUCAT_* variables are warned about, with a suggestion", async () => {
-  const { unknownVariableWarnings } = await import("../../server/config.ts");
+  const { unknownVariableWarnings } = await import("../../server/config/mod.ts");
   assert.deepEqual(
     unknownVariableWarnings({
       COMMUCAT_KEEPALIVES: "60",

@@ -23,7 +23,7 @@ import {
 } from "../../storage/errors.ts";
 import { DbFailure } from "../../storage/db.ts";
 import { refusalFor } from "../../server/errors.ts";
-import { ConfigError } from "../../server/config.ts";
+import { ConfigError } from "../../server/config/mod.ts";
 import { PageError } from "../../console/middleware/errors.tsx";
 import { ConsoleConfigError } from "../../console/auth.ts";
 import { DecryptError, InvalidKeyError } from "../../protocol/crypto.ts";

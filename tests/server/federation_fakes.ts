@@ -3,7 +3,7 @@
  * the Postgres repositories (pending peers, allowed transitions, leased claims, 2^n backoff),
  * a capturing logger, and a two-domain harness with real HTTP listeners on loopback.
  */
-import type { Config, StaticPeer } from "../../server/config.ts";
+import type { Config, StaticPeer } from "../../server/config/mod.ts";
 import type { LogFields, Logger } from "../../server/log.ts";
 import { Conflict, NotFound, TransitionNotAllowed } from "../../storage/errors.ts";
 import * as v from "../../storage/repos/validate.ts";

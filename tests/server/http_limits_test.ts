@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { LogCapture, openTestStorage, startServer, testConfig } from "./helpers/server.ts";
 import { withTimeout } from "./helpers/client.ts";
-import type { Config } from "../../server/config_types.ts";
+import type { Config } from "../../server/config/mod.ts";
 import { encodeVarint } from "../../protocol/varint.ts";
 
 const enc = new TextEncoder();

@@ -11,7 +11,7 @@ import { generateKeypair } from "../../protocol/crypto.ts";
 import { FrameType } from "../../protocol/frame.ts";
 import { openStorage } from "../../storage/mod.ts";
 import { acceptedKeys, CATALOG_PATH, verifyKeyCatalog } from "../../server/noise_keys.ts";
-import type { Config } from "../../server/config_types.ts";
+import type { Config } from "../../server/config/mod.ts";
 import { clientOptions, HandshakeRefused, TestClient } from "./helpers/client.ts";
 import { LogCapture, startServer, testConfig, uid } from "./helpers/server.ts";
 

@@ -1,7 +1,7 @@
 /** `[retention]`: defaults, a directory, an S3 bucket, and every wrong value reported. */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { ConfigError, loadConfig } from "../../server/config.ts";
+import { ConfigError, loadConfig } from "../../server/config/mod.ts";
 
 const KEYS_ENV = {
   COMMUCAT_NOISE_PRIVATE: "000102030405060708090a0b0c0d0e0f000102030405060708090a0b0c0d0e0f",

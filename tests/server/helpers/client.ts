@@ -16,7 +16,7 @@ import { HandshakeState } from "../../../protocol/noise.ts";
 import { generateKeypair, type Keypair } from "../../../protocol/crypto.ts";
 import { bytesToHex, hexToBytes } from "../../../protocol/hex.ts";
 import { SecureStreamReader, SecureStreamWriter } from "../../../protocol/secure_stream.ts";
-import type { Config } from "../../../server/config_types.ts";
+import type { Config } from "../../../server/config/mod.ts";
 import type { ServerHandle } from "../../../server/server.ts";
 
 export interface ClientOptions {

@@ -3,7 +3,7 @@
  * embedded defaults (PGlite in a temp dir + memory store) or on the real services named by
  * COMMUCAT_TEST_PG_DSN / COMMUCAT_TEST_REDIS_URL, and a running server.
  */
-import type { Config } from "../../../server/config_types.ts";
+import type { Config } from "../../../server/config/mod.ts";
 import { generateKeypair } from "../../../protocol/crypto.ts";
 import { openStorage } from "../../../storage/mod.ts";
 import type { Storage } from "../../../storage/types.ts";

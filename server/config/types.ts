@@ -1,7 +1,7 @@
-/** The typed, validated CommuCat configuration (see server/config.ts for loading). */
-import type { ArchiveTargetConfig } from "../storage/archive/targets.ts";
-import type { StaticPeer } from "../storage/repos/federation.ts";
-import type { LedgerMode } from "../storage/ledger.ts";
+/** The typed, validated CommuCat configuration (loader.ts builds it). */
+import type { ArchiveTargetConfig } from "../../storage/archive/targets.ts";
+import type { StaticPeer } from "../../storage/repos/federation.ts";
+import type { LedgerMode } from "../../storage/ledger.ts";
 
 /** `[retention]`: how long key events stay in the database and where they are archived. */
 export interface RetentionConfig {
@@ -16,8 +16,8 @@ export interface RetentionConfig {
 }
 
 // One definition each, where storage needs them: a configured peer and the ledger's mode.
-export type { StaticPeer } from "../storage/repos/federation.ts";
-export type { LedgerMode } from "../storage/ledger.ts";
+export type { StaticPeer } from "../../storage/repos/federation.ts";
+export type { LedgerMode } from "../../storage/ledger.ts";
 
 export interface Config {
   /** Path of the TOML file the values came from, or null when none was read. */
