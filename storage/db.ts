@@ -233,8 +233,14 @@ async function pgTransaction<T>(
   return result;
 }
 
-/** Open a pg Pool and check that it can connect. */
-export async function openPostgres(dsn: string, opts: { max?: number } = {}): Promise<Db> {
+/**
+ * Open a pg Pool and check that it can connect. `warn` hears of idle connections that fail
+ * (the process's logger; the next query reports the failure to its caller either way).
+ */
+export async function openPostgres(
+  dsn: string,
+  opts: { max?: number; warn?: (message: string) => void } = {},
+): Promise<Db> {
   let secret: string | undefined;
   try {
     secret = decodeURIComponent(new URL(dsn).password) || undefined;
@@ -250,7 +256,10 @@ export async function openPostgres(dsn: string, opts: { max?: number } = {}): Pr
     idleTimeoutMillis: 10_000,
   });
   // An idle client losing its connection must not crash the process; the next query reports it.
-  pool.on("error", () => {});
+  pool.on(
+    "error",
+    (err) => opts.warn?.(wrap(err, `postgres at ${where}: idle connection`, secret).message),
+  );
   const connectErr = (err: unknown) => wrap(err, `cannot connect to postgres at ${where}`, secret);
 
   async function connect(): Promise<pg.PoolClient> {

@@ -13,7 +13,9 @@ import { bytesToHex } from "@noble/hashes/utils.js";
 import { dirname } from "node:path";
 import { ProblemError } from "../protocol/errors.ts";
 
-export type LedgerMode = "null" | "debug" | "file";
+/** The ledger's modes, as `[ledger] mode` names them. */
+export const LEDGER_MODES = ["null", "debug", "file"] as const;
+export type LedgerMode = typeof LEDGER_MODES[number];
 
 /**
  * The little the ledger needs of a logger, so storage never imports server code; the server's

@@ -47,9 +47,10 @@ export interface OpenStorageOptions extends StorageOptions {
   /** Pool size for real Postgres (default 10). */
   poolSize?: number;
   /**
-   * The process's logger (server/log.ts `Logger` fits): the ephemeral store's warnings
-   * (Redis connection lost and regained, malformed bus messages) go to its `warn`, unless
-   * `ephemeral.warn` says otherwise. Without one they go to `console.warn`.
+   * The process's logger (server/log.ts `Logger` fits): storage warnings (an idle Postgres
+   * connection failed; Redis connection lost and regained, malformed bus messages) go to its
+   * `warn`, unless `ephemeral.warn` says otherwise. Without one, the ephemeral store's go to
+   * `console.warn` and the database's are dropped.
    */
   log?: { warn(message: string, fields?: Record<string, unknown>): void };
 }
@@ -59,10 +60,12 @@ export interface OpenStorageOptions extends StorageOptions {
  * `<dataDir>/pg`. Migrations are not applied (see `migrate`).
  */
 export async function openDb(
-  opts: Pick<StorageOptions, "postgresDsn" | "dataDir"> & { poolSize?: number },
+  opts: Pick<OpenStorageOptions, "postgresDsn" | "dataDir" | "poolSize" | "log">,
 ): Promise<Db> {
   if (opts.postgresDsn !== null && opts.postgresDsn.trim() !== "") {
-    return await openPostgres(opts.postgresDsn.trim(), { max: opts.poolSize });
+    const log = opts.log;
+    const warn = log ? (message: string) => log.warn(message) : undefined;
+    return await openPostgres(opts.postgresDsn.trim(), { max: opts.poolSize, warn });
   }
   return await openPglite(opts.dataDir);
 }

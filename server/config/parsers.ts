@@ -8,6 +8,7 @@ import { resolve } from "node:path";
 import { hexToBytes, isHex } from "../../protocol/hex.ts";
 import { toDomain } from "../../protocol/ids.ts";
 import { isLoopbackHost } from "../../protocol/net.ts";
+import { LEDGER_MODES } from "../../storage/ledger.ts";
 import type { LedgerMode, StaticPeer } from "./types.ts";
 
 /** What a parser may need beyond the value: where relative paths start, this server's domain. */
@@ -234,10 +235,12 @@ export function parseS3Endpoint(value: unknown): string {
   return url.origin + url.pathname.replace(/\/+$/, "");
 }
 
-/** `"null"`, `"debug"` or `"file"`. */
+/** One of LEDGER_MODES: `"null"`, `"debug"` or `"file"`. */
 export function parseLedgerMode(value: unknown): LedgerMode {
-  if (value === "null" || value === "debug" || value === "file") return value;
-  throw new Expected('"null", "debug" or "file"');
+  const mode = LEDGER_MODES.find((m) => m === value);
+  if (mode !== undefined) return mode;
+  const names = LEDGER_MODES.map((m) => JSON.stringify(m));
+  throw new Expected(`${names.slice(0, -1).join(", ")} or ${names.at(-1)}`);
 }
 
 /** A bearer token: no white space, and not the sample's placeholder. */
