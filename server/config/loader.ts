@@ -138,15 +138,15 @@ export async function loadConfig(options: LoadConfigOptions = {}): Promise<Confi
   const ctx: ParseContext = { cwd, domain: "" };
 
   const server = read.section(SERVER_KEYS, ctx);
-  ctx.domain = server.domain;
+  ctx.domain = server.domain; // no [federation] peer may claim it
   read.together(
     SERVER_KEYS.tlsCert,
     SERVER_KEYS.tlsKey,
     [server.tlsCert, server.tlsKey],
     "set both or neither",
   );
-  for (const spec of [SERVER_KEYS.tlsCert, SERVER_KEYS.tlsKey]) {
-    const file = spec === SERVER_KEYS.tlsCert ? server.tlsCert : server.tlsKey;
+  const tlsFiles = [[SERVER_KEYS.tlsCert, server.tlsCert], [SERVER_KEYS.tlsKey, server.tlsKey]];
+  for (const [spec, file] of tlsFiles as [KeySpec<unknown>, string | null][]) {
     const problem = file ? await checkReadableFile(file) : null;
     if (problem) problems.push(`invalid ${read.where(spec)}: ${problem}`);
   }

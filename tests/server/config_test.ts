@@ -572,15 +572,21 @@ Deno.test("the committed commucat.toml loads cleanly", async () => {
   });
 });
 
-Deno.test("every key is in .env.sample, docs/CONFIG.md and the README", async () => {
+Deno.test("every key is in .env.sample, docs/CONFIG.md and the README, with its default", async () => {
   const sample = await Deno.readTextFile(join(REPO, ".env.sample"));
   const docs = await Deno.readTextFile(join(REPO, "docs/CONFIG.md"));
   const readme = await Deno.readTextFile(join(REPO, "README.md"));
   const toml = await Deno.readTextFile(join(REPO, "commucat.toml"));
+  /** The default column of the key table row naming `env` (cells without backticks). */
+  const documentedDefault = (text: string, env: string) =>
+    text.split("\n").map((line) => line.split("|").slice(1, -1).map((c) => c.trim()))
+      .find((cells) => cells.length === 5 && cells[2] === `\`${env}\``)?.[3].replaceAll("`", "");
   for (const spec of CONFIG_KEYS) {
     assert.match(sample, new RegExp(`^#?\\s*${spec.env}=`, "m"), spec.env);
     assert.ok(docs.includes(`\`${spec.env}\``), `docs: ${spec.env}`);
     assert.ok(readme.includes(`\`${spec.env}\``), `README: ${spec.env}`);
+    assert.equal(documentedDefault(docs, spec.env), spec.default, `docs default: ${spec.env}`);
+    assert.equal(documentedDefault(readme, spec.env), spec.default, `README default: ${spec.env}`);
     assert.match(toml, new RegExp(`^#?\\s*${spec.key} =`, "m"), `commucat.toml: ${spec.key}`);
   }
   for (const { env } of OTHER_VARIABLES) {
