@@ -14,11 +14,13 @@ export {
   connect,
   type ConnectOptions,
   type CreateGroupOptions,
+  type DeliveryReceipt,
   type InboundKind,
   type InboundMessage,
   type JoinOptions,
   parseServerKey,
   type ReconnectPolicy,
+  type RemoteCopy,
 } from "./sdk.ts";
 export { CommuCatError, type ErrorSource } from "./errors.ts";
 export {

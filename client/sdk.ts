@@ -166,7 +166,34 @@ export interface AckResult {
   ack: number;
   group_id?: string;
   device?: string;
+  /**
+   * Copies of a frame sent to members of other domains: one per remote member, with the id a
+   * delivery receipt names once that member's device acknowledged the copy (see "receipt").
+   */
+  remote?: RemoteCopy[];
   [key: string]: unknown;
+}
+
+/** A copy of a sent frame on its way to a member of another domain. */
+export interface RemoteCopy {
+  /** The remote member, `device@domain`. */
+  recipient: string;
+  /** The copy's id (the federation event id); a receipt names it. */
+  id: string;
+}
+
+/**
+ * A delivery receipt: the recipient's device (on another domain) acknowledged a copy of a frame
+ * this device sent (docs/PROTOCOL.md "Delivery receipts").
+ */
+export interface DeliveryReceipt {
+  /** The copy's id, as the send's ACK named it in `remote`. */
+  id: string;
+  channel: number;
+  /** The remote device that acknowledged it, `device@domain`. */
+  recipient: string;
+  /** When its server says it was acknowledged. */
+  ackedAt: Date;
 }
 
 /** JOIN options. */
@@ -202,6 +229,12 @@ export interface ClientEvents {
    * one entry per channel and recipient; `moreFrames` counts frames the notice did not list).
    */
   expired: { entries: ExpiredFrames[]; moreFrames: number };
+  /**
+   * Copies this device sent to members of other domains were acknowledged by their recipients
+   * (one event per receipt frame; match `id` against the `remote` ids of a send's ACK, or use
+   * {@link Client.delivered}).
+   */
+  receipt: { delivered: DeliveryReceipt[] };
 }
 
 /** One entry of an expiry notice (docs/PROTOCOL.md "Expiry notices"). */
@@ -373,6 +406,12 @@ export class Client {
     let set = this.#listeners.get(event);
     if (!set) this.#listeners.set(event, set = new Set());
     set.add(listener as (value: never) => void);
+    if (event === "receipt" && this.#heldReceipts.length > 0) {
+      const held = this.#heldReceipts.splice(0);
+      queueMicrotask(() => {
+        for (const receipt of held) this.#emit("receipt", receipt);
+      });
+    }
     if (event === "expired" && this.#heldNotices.length > 0) {
       // Notices that arrived before anyone listened (a replay right after connect).
       const held = this.#heldNotices.splice(0);
@@ -385,6 +424,68 @@ export class Client {
 
   /** Expiry notices received while nobody listened for "expired" (at most 64 kept). */
   #heldNotices: ClientEvents["expired"][] = [];
+  /** Receipt frames received while nobody listened for "receipt" (at most 64 kept). */
+  #heldReceipts: ClientEvents["receipt"][] = [];
+  /** Receipts received lately, by copy id, for {@link delivered} (at most RECENT_RECEIPTS). */
+  #receipts = new Map<string, DeliveryReceipt>();
+  /** {@link delivered} calls waiting for a receipt, by copy id. */
+  #receiptWaiters = new Map<string, Set<(r: DeliveryReceipt | null) => void>>();
+
+  /**
+   * Resolves with the receipt of the remote copy `id` (from `ack.remote`), when its recipient's
+   * device acknowledges it; at once when that receipt was received already (the last
+   * 4096 are remembered). Rejects after `timeoutMs` (default: waits until the client closes,
+   * then rejects). Receipts come only for members of other domains whose servers report
+   * acknowledgements (CommuCat servers do).
+   */
+  delivered(id: string, options: { timeoutMs?: number } = {}): Promise<DeliveryReceipt> {
+    const known = this.#receipts.get(id);
+    if (known) return Promise.resolve(known);
+    if (this.#closed) return Promise.reject(connectionClosed("the client is closed"));
+    return new Promise((resolve, reject) => {
+      let timer: Timer | undefined;
+      const done = (r: DeliveryReceipt | null) => {
+        clearTimeout(timer);
+        const set = this.#receiptWaiters.get(id);
+        set?.delete(done);
+        if (set?.size === 0) this.#receiptWaiters.delete(id);
+        if (r) resolve(r);
+        else reject(connectionClosed(`the client closed before copy ${id} was acknowledged`));
+      };
+      let set = this.#receiptWaiters.get(id);
+      if (!set) this.#receiptWaiters.set(id, set = new Set());
+      set.add(done);
+      if (options.timeoutMs !== undefined) {
+        timer = setTimeout(() => {
+          const waiting = this.#receiptWaiters.get(id);
+          waiting?.delete(done);
+          if (waiting?.size === 0) this.#receiptWaiters.delete(id);
+          reject(
+            new CommuCatError(
+              "Receipt Timeout",
+              504,
+              `no receipt for copy ${id} within ${options.timeoutMs} ms`,
+              { fatal: false },
+            ),
+          );
+        }, options.timeoutMs);
+      }
+    });
+  }
+
+  #onReceipts(entries: DeliveryReceipt[]): void {
+    for (const r of entries) {
+      this.#receipts.delete(r.id);
+      this.#receipts.set(r.id, r);
+      if (this.#receipts.size > RECENT_RECEIPTS) {
+        this.#receipts.delete(this.#receipts.keys().next().value!);
+      }
+      for (const waiter of [...(this.#receiptWaiters.get(r.id) ?? [])]) waiter(r);
+    }
+    const value = { delivered: entries };
+    if ((this.#listeners.get("receipt")?.size ?? 0) > 0) this.#emit("receipt", value);
+    else if (this.#heldReceipts.length < 64) this.#heldReceipts.push(value);
+  }
 
   #emit<E extends keyof ClientEvents>(event: E, value: ClientEvents[E]): void {
     for (const listener of this.#listeners.get(event) ?? []) {
@@ -682,6 +783,14 @@ export class Client {
     switch (frame.type) {
       case FrameType.Ack: {
         const json = frame.json as Record<string, unknown> | null;
+        if (json?.receipt === "delivered" && Array.isArray(json.delivered)) {
+          // A delivery receipt, queued for this device: acknowledged like a relayed frame.
+          link.unacked.set(frame.sequence, frame.channel);
+          this.#ackOn(link, frame.sequence);
+          const entries = parseReceipts(json.delivered);
+          if (entries.length > 0) this.#onReceipts(entries);
+          return;
+        }
         const seq = json && typeof json === "object" ? json.ack : undefined;
         if (typeof seq !== "number") return; // e.g. a repeated handshake ACK: nothing waits.
         const pending = link.pending.get(seq);
@@ -988,6 +1097,7 @@ export class Client {
     clearTimeout(this.#retryTimer);
     this.#retryWake?.();
     for (const waiter of this.#waiters.splice(0)) waiter(null);
+    for (const set of [...this.#receiptWaiters.values()]) for (const w of [...set]) w(null);
     this.#emit("closed", error);
     this.#closedResolve(error);
   }
@@ -1019,6 +1129,25 @@ export class Client {
     }
     await this.#connecting?.catch(() => {});
   }
+}
+
+/** Receipts remembered for {@link Client.delivered}. */
+const RECENT_RECEIPTS = 4096;
+
+/** The well-formed entries of a receipt frame (others are skipped). */
+function parseReceipts(list: unknown[]): DeliveryReceipt[] {
+  const out: DeliveryReceipt[] = [];
+  for (const e of list) {
+    if (typeof e !== "object" || e === null) continue;
+    const r = e as Record<string, unknown>;
+    const at = typeof r.acked_at === "string" ? new Date(r.acked_at) : null;
+    if (
+      typeof r.id !== "string" || typeof r.recipient !== "string" ||
+      typeof r.channel !== "number" || at === null || Number.isNaN(at.getTime())
+    ) continue;
+    out.push({ id: r.id, channel: r.channel, recipient: r.recipient, ackedAt: at });
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------

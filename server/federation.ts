@@ -8,6 +8,7 @@
  */
 import type { NodeContext } from "./context.ts";
 import { encodeItemFrame, type RelayItem } from "../protocol/relay_item.ts";
+import type { RelayAck } from "../storage/types.ts";
 import { createFederation, type DeliverLocal, type Federation } from "./federation/mod.ts";
 
 /** Splits `device@domain`; a member without a domain, or with ours, is local. */
@@ -41,12 +42,14 @@ export class FederationRouter {
     private readonly ctx: NodeContext,
     deliverLocal: DeliverLocal,
     options: FederationOptions = {},
+    receiptsQueued?: (deviceId: string) => void,
   ) {
     this.#federation = createFederation({
       config: ctx.config,
       storage: ctx.storage,
       log: ctx.log,
       deliverLocal,
+      receiptsQueued,
       pollIntervalMs: options.pollIntervalMs,
       fetch: options.fetch,
     });
@@ -61,10 +64,11 @@ export class FederationRouter {
    * Signs and durably queues a frame for a remote member (logged once as "federation event
    * queued" by the federation service). Resolves once the event is in the outbox, which the
    * sender's ACK waits for; rejects with a non-fatal `FederationRefused` (e.g. 403 "federation
-   * peer not allowed") that the router sends back to the sender as an ERROR.
+   * peer not allowed") that the router sends back to the sender as an ERROR. Resolves to the
+   * event id (the sender's ACK names it in `remote`, and a receipt names it again).
    */
-  async queue(sender: string, target: string, item: RelayItem): Promise<void> {
-    await this.#federation.send({
+  async queue(sender: string, target: string, item: RelayItem): Promise<string> {
+    const { eventId } = await this.#federation.send({
       channel: item.channel,
       // The relay does not carry the sender's sequence across servers: the receiving server
       // numbers the frame for its recipient (ccp1.md §7 keeps the field; it is 0 here).
@@ -73,6 +77,15 @@ export class FederationRouter {
       sender,
       target,
     });
+    return eventId;
+  }
+
+  /**
+   * A local device acknowledged queued envelopes: those that came from peers are reported to
+   * their origins (signed offset events through the outbox). Never rejects.
+   */
+  reportAcknowledged(deviceId: string, acked: RelayAck[]): Promise<void> {
+    return this.#federation.reportAcknowledged(deviceId, acked);
   }
 
   /** `POST /federation/events`; never throws. */

@@ -8,7 +8,7 @@
  */
 import { expireWithNotices } from "./expiry_notices.ts";
 import type { Frame } from "../protocol/frame.ts";
-import type { ControlEvent } from "../storage/types.ts";
+import type { ControlEvent, RelayAck } from "../storage/types.ts";
 import { nodeChannel, type NodeContext, ROUTES_CHANNEL } from "./context.ts";
 import { Delivery } from "./delivery/delivery.ts";
 import { fatal, Titles } from "./errors.ts";
@@ -51,6 +51,7 @@ export class RelayNode implements SessionHost {
       ctx,
       (deviceId, frame, meta) => this.delivery.deliverFederated(deviceId, frame, meta),
       options.federation,
+      (deviceId) => this.delivery.wakeHolder(deviceId),
     );
     this.delivery = new Delivery(ctx, this.federation);
     this.conversations = new Conversations(ctx);
@@ -215,6 +216,15 @@ export class RelayNode implements SessionHost {
     this.delivery.wakeHolder(deviceId);
   }
 
+  /** Offset reports being queued for peers (awaited by idle and stop). */
+  readonly #reporting = new Set<Promise<void>>();
+
+  reportAcknowledged(deviceId: string, acked: RelayAck[]): void {
+    const report: Promise<void> = this.federation.reportAcknowledged(deviceId, acked)
+      .finally(() => this.#reporting.delete(report));
+    this.#reporting.add(report);
+  }
+
   // -------------------------------------------------------------------------------------
   // Routes shared between nodes
 
@@ -357,6 +367,7 @@ export class RelayNode implements SessionHost {
   async idle(): Promise<void> {
     await this.presence.idle();
     await this.delivery.idle();
+    while (this.#reporting.size > 0) await Promise.allSettled([...this.#reporting]);
   }
 
   /**

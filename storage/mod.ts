@@ -15,6 +15,7 @@ import { PgIdempotencyRepo } from "./repos/idempotency.ts";
 import { PgKeyEventRepo } from "./repos/key_events.ts";
 import { PgKeyEventArchiveRepo } from "./repos/key_event_archive.ts";
 import { PgPairingRepo } from "./repos/pairing.ts";
+import { PgRemoteOffsetRepo } from "./repos/remote_offsets.ts";
 import { PgOffsetRepo, PgRelayRepo } from "./repos/relay.ts";
 import { PgSessionRepo } from "./repos/sessions.ts";
 import { PgUserRepo } from "./repos/users.ts";
@@ -95,6 +96,7 @@ export function buildStorage(
     groups: new PgGroupRepo(db),
     peers: new PgPeerRepo(db, staticPeers),
     outbox: new PgOutboxRepo(db),
+    remoteOffsets: new PgRemoteOffsetRepo(db),
     audit: new PgAuditRepo(db),
     idempotency: new PgIdempotencyRepo(db),
     pairing: new PgPairingRepo(db),

@@ -113,6 +113,8 @@ export interface EnqueueItem {
   sender?: string | null;
   /** Write it as already handed to this session under this sequence (awaiting its ACK). */
   claim?: { sessionId: string; sequence: number };
+  /** A frame from a peer: the origin's event id, reported back when the recipient ACKs it. */
+  originEvent?: string | null;
 }
 
 /** Options of `RelayRepo.claim`; without them a claim records no sequences. */
@@ -145,6 +147,8 @@ export interface RelayAck {
   /** When it was enqueued and how often it was handed out (frame analytics). */
   enqueuedAt: Date;
   attempts: number;
+  /** A frame from a peer: the origin's event id and the remote sender (`device@domain`). */
+  origin?: { eventId: string; sender: string };
 }
 
 export interface Group {
@@ -746,6 +750,58 @@ export interface OutboxRepo {
   replay(id: string, actor: string): Promise<OutboxEntry>;
 }
 
+/** A peer's report that one of its devices acknowledged frames this server sent it. */
+export interface RemoteAckInput {
+  /** The peer that reported (the event's origin). */
+  peerDomain: string;
+  /** The peer's device that acknowledged: `device@peer`. */
+  recipient: string;
+  /** The local device that sent the frames, qualified: `device@ourdomain`. */
+  sender: string;
+  channel: number;
+  /** Our outbox event ids (1..256, distinct). */
+  eventIds: string[];
+  /** When the peer says its device acknowledged them. */
+  ackedAt: Date;
+}
+
+/** What `RemoteOffsetRepo.record` did: all recorded, or nothing and why. */
+export type RemoteAckResult =
+  | { ok: true; fresh: string[]; already: number; queued: number }
+  | { ok: false; eventId: string | null; reason: string };
+
+/** The last event a peer's device acknowledged on a channel, and how many it acknowledged. */
+export interface RemoteOffset {
+  peerDomain: string;
+  entityId: string;
+  channelId: number;
+  lastEventId: string;
+  ackedFrames: number;
+  ackedAt: Date;
+  updatedAt: Date;
+}
+
+/** inbox_offset across domains, on the origin's side (storage/repos/remote_offsets.ts). */
+export interface RemoteOffsetRepo {
+  /**
+   * Checks every event id against the outbox (sent to `peerDomain`, from `sender`, for
+   * `recipient`, on `channel`, a frame and not an offset report) and, only when all pass, marks
+   * the new ones acknowledged, raises `remote_inbox_offset` and queues the receipts `receipts`
+   * builds, in one transaction.
+   */
+  record(
+    input: RemoteAckInput,
+    receipts: (fresh: { eventId: string; createdAt: Date }[]) => {
+      items: { deviceId: string; channelId: number; payload: Uint8Array }[];
+      ttlSeconds: number;
+    },
+  ): Promise<RemoteAckResult>;
+  /** Remote offsets, most recently changed first (at most `limit`, 1..500, default 100). */
+  list(
+    filter?: { peerDomain?: string; entityId?: string; limit?: number },
+  ): Promise<RemoteOffset[]>;
+}
+
 /**
  * Keys that may be used once within a time window (`idempotency` table), shared by every process
  * on the database: federation replay protection across nodes, and any "do this once" guard.
@@ -941,6 +997,7 @@ export interface Storage {
   groups: GroupRepo;
   peers: PeerRepo;
   outbox: OutboxRepo;
+  remoteOffsets: RemoteOffsetRepo;
   audit: AuditRepo;
   idempotency: IdempotencyRepo;
   pairing: PairingRepo;

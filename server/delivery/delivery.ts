@@ -127,6 +127,7 @@ class EnqueueBatcher {
             channelId: item.channel,
             payload: encodeItemFrame(item),
             sender: item.sender || null,
+            originEvent: item.originEvent ?? null,
           })),
           config.limits.relayTtl,
         );
@@ -200,7 +201,9 @@ export class Delivery {
     if (domain !== null) {
       // TYPING is a hint of the moment: never queued, so never federated either.
       if (!durable) return "dropped";
-      waits.push(this.federation.queue(item.sender, rawMember, item));
+      const ack = item.ack;
+      const queued = this.federation.queue(item.sender, rawMember, item);
+      waits.push(ack === null ? queued : queued.then((id) => ack.remote(rawMember, id)));
       return "waiting";
     }
     const member = localDeviceId(rawMember, this.ctx.config.server.domain);
@@ -328,10 +331,12 @@ export class Delivery {
   async deliverFederated(
     deviceId: string,
     frame: Uint8Array,
-    meta: { origin: string; sender: string; channel: number },
+    meta: { origin: string; sender: string; channel: number; eventId?: string },
   ): Promise<void> {
     const sender = meta.sender.includes("@") ? meta.sender : `${meta.sender}@${meta.origin}`;
     const item = routed(itemFromFrame(frame, sender));
+    // Kept with the envelope: the recipient's ACK is reported back to the origin by this id.
+    if (meta.eventId !== undefined) item.originEvent = meta.eventId;
     // Federated copies are made durable before the peer is answered: the peer's outbox is the
     // sender's only copy, and a live connection here may die with this node. TYPING stays live.
     if (item.type === FrameType.Typing) {

@@ -24,6 +24,7 @@ export const FederationTitles = {
   unsupportedMediaType: "unsupported media type",
   busy: "federation busy",
   deliveryFailed: "delivery failed",
+  invalidOffset: "invalid offset",
 } as const;
 
 /**

@@ -186,10 +186,13 @@ export interface FrameRejection {
 }
 
 /**
- * Decodes `bytes` as exactly one CCP-1 frame of a federated type. Returns the frame or what is
- * wrong with it.
+ * Decodes `bytes` as exactly one CCP-1 frame of a federated type (with `offsets`, an ACK too:
+ * an offset report). Returns the frame or what is wrong with it.
  */
-export function decodeFederatedFrame(bytes: Uint8Array): Frame | FrameRejection {
+export function decodeFederatedFrame(
+  bytes: Uint8Array,
+  options: { offsets?: boolean } = {},
+): Frame | FrameRejection {
   const bad = (detail: string): FrameRejection => ({ status: 400, detail });
   if (bytes.length === 0) return bad("the frame is empty");
   if (bytes.length > MAX_FEDERATED_FRAME) {
@@ -212,7 +215,10 @@ export function decodeFederatedFrame(bytes: Uint8Array): Frame | FrameRejection 
   if (decoder.buffered !== 0) {
     return bad(`expected exactly one CCP-1 frame, found ${decoder.buffered} trailing bytes`);
   }
-  if (!FEDERATED_FRAME_TYPES.has(frame.type)) {
+  // An ACK is an offset report (server/federation/offsets.ts), accepted where asked for.
+  if (
+    !FEDERATED_FRAME_TYPES.has(frame.type) && !(options.offsets && frame.type === FrameType.Ack)
+  ) {
     return bad(
       `${FRAME_TYPE_NAMES[frame.type]} frames do not cross domains ` +
         `(only MSG, TYPING, KEY_UPDATE and GROUP_EVENT do)`,

@@ -19,7 +19,9 @@
 import type { Logger } from "../log.ts";
 import { eventDigest, rfc3339ToNanos, verifyEvent } from "../../protocol/federation.ts";
 import { bytesToHex, hexToBytes } from "../../protocol/hex.ts";
-import type { PeerRepo } from "../../storage/types.ts";
+import type { PeerRepo, RemoteAckResult } from "../../storage/types.ts";
+import { FrameType } from "../../protocol/frame.ts";
+import { parseOffsetReport } from "./offsets.ts";
 import { ProblemError, problemResponse } from "../../protocol/errors.ts";
 import { FederationRefused, FederationTitles as T } from "./errors.ts";
 import {
@@ -36,8 +38,20 @@ import { CLOCK_SKEW_MS, type ReplayGuard, ReplayGuardFull } from "./replay.ts";
 export type DeliverLocal = (
   targetDeviceId: string,
   frame: Uint8Array,
-  meta: { origin: string; sender: string; channel: number },
+  meta: { origin: string; sender: string; channel: number; eventId?: string },
 ) => Promise<void>;
+
+/** An offset report from a peer, checked and recorded (server/federation/offsets.ts). */
+export type AcceptOffsets = (report: {
+  origin: string;
+  /** The peer's device that acknowledged: `device@origin`. */
+  sender: string;
+  /** Our device that sent the frames (bare id). */
+  target: string;
+  channel: number;
+  eventIds: string[];
+  ackedAt: Date;
+}) => Promise<RemoteAckResult>;
 
 /** What the inbound handler needs. */
 export interface InboundOptions {
@@ -46,6 +60,8 @@ export interface InboundOptions {
   peerRepo: PeerRepo;
   replay: ReplayGuard;
   deliverLocal: DeliverLocal;
+  /** Offset reports (ACK frames); without it they are refused as invalid frames. */
+  acceptOffsets?: AcceptOffsets;
   log: Logger;
   now: () => Date;
   maxBodyBytes?: number;
@@ -231,12 +247,23 @@ export function inboundHandler(
       );
     }
     const frame = hexToBytes(event.payload.payload);
-    const decoded = decodeFederatedFrame(frame);
+    const decoded = decodeFederatedFrame(frame, { offsets: o.acceptOffsets !== undefined });
     if (!("type" in decoded)) {
       return refuse(400, T.invalidFrame, decoded.detail, {
         field: "event.payload.payload",
         event_id: eventId,
       });
+    }
+    let report: { eventIds: string[]; ackedAt: Date } | null = null;
+    if (decoded.type === FrameType.Ack) {
+      const parsed = parseOffsetReport(decoded.json);
+      if ("detail" in parsed) {
+        return refuse(400, T.invalidOffset, parsed.detail, {
+          field: "event.payload.payload",
+          event_id: eventId,
+        });
+      }
+      report = parsed;
     }
 
     try {
@@ -255,11 +282,51 @@ export function inboundHandler(
       throw err;
     }
 
+    if (report !== null) {
+      let result: RemoteAckResult;
+      try {
+        result = await o.acceptOffsets!({
+          origin: event.origin,
+          sender,
+          target: to.device,
+          channel: event.payload.channel,
+          eventIds: report.eventIds,
+          ackedAt: report.ackedAt,
+        });
+      } catch (err) {
+        await o.replay.release(event.origin, eventId).catch(() => {});
+        throw err;
+      }
+      if (!result.ok) {
+        // Nothing was recorded: forget the id, the report is refused as a whole.
+        await o.replay.release(event.origin, eventId).catch(() => {});
+        return refuse(400, T.invalidOffset, result.reason, {
+          field: "event.payload.payload",
+          event_id: eventId,
+        });
+      }
+      await o.peerRepo.touch(event.origin).catch(() => {});
+      o.log.info("federation offsets accepted", {
+        event_id: eventId,
+        origin: event.origin,
+        sender,
+        target,
+        channel: event.payload.channel,
+        acknowledged: result.fresh.length,
+        already: result.already,
+      });
+      return new Response(JSON.stringify({ accepted: eventId }), {
+        status: 202,
+        headers: { "content-type": "application/json" },
+      });
+    }
+
     try {
       await o.deliverLocal(to.device, frame, {
         origin: event.origin,
         sender,
         channel: event.payload.channel,
+        eventId,
       });
     } catch (err) {
       // Not delivered: forget the id so the sender's retry is accepted.

@@ -11,7 +11,7 @@
  */
 import type { Config } from "../config/mod.ts";
 import type { Logger } from "../log.ts";
-import type { Storage } from "../../storage/types.ts";
+import type { RelayAck, Storage } from "../../storage/types.ts";
 import {
   type FederationEvent,
   federationKeypair,
@@ -22,7 +22,14 @@ import { bytesToHex } from "../../protocol/hex.ts";
 import { MAX_U32 } from "../../protocol/varint.ts";
 import { FederationRefused, FederationTitles as T } from "./errors.ts";
 import { decodeFederatedFrame, MAX_ID_LENGTH } from "./event.ts";
-import { type DeliverLocal, inboundHandler } from "./inbound.ts";
+import { type AcceptOffsets, type DeliverLocal, inboundHandler } from "./inbound.ts";
+import {
+  type DeliveryReceipt,
+  MAX_REPORTED_EVENTS,
+  offsetFrame,
+  RECEIPT_MIN_TTL,
+  receiptFrame,
+} from "./offsets.ts";
 import { OutboxWorker } from "./outbound.ts";
 import { INBOUND_PATH, inboundUrl, parseMember, PeerDirectory, remoteDomainOf } from "./peers.ts";
 import { MemoryReplayGuard, REPLAY_WINDOW_MS, type ReplayGuard } from "./replay.ts";
@@ -37,7 +44,15 @@ export {
   type ReplayGuard,
   ReplayGuardFull,
 } from "./replay.ts";
-export type { DeliverLocal } from "./inbound.ts";
+export type { AcceptOffsets, DeliverLocal } from "./inbound.ts";
+export {
+  type DeliveryReceipt,
+  MAX_REPORTED_EVENTS,
+  offsetFrame,
+  parseOffsetReport,
+  RECEIPT_KIND,
+  receiptFrame,
+} from "./offsets.ts";
 
 /** What federation needs from the server. */
 export interface FederationContext {
@@ -46,6 +61,8 @@ export interface FederationContext {
   log: Logger;
   /** Hands a frame from a peer to a local device: its live connection or its relay queue. */
   deliverLocal: DeliverLocal;
+  /** Receipts were queued for a local device (wake the session holding it). */
+  receiptsQueued?: (deviceId: string) => void;
   /** HTTP client for outbound POSTs (tests inject one); default the global fetch. */
   fetch?: typeof fetch;
   /** Clock (tests inject one); default `new Date()`. */
@@ -85,6 +102,13 @@ export interface Federation {
    * propagate as they are.
    */
   send(input: FederationSendInput): Promise<{ eventId: string }>;
+  /**
+   * A local device acknowledged queued frames: those that came from peers (`origin` set) are
+   * reported to their origins as signed offset events, one per sender and channel (at most
+   * MAX_REPORTED_EVENTS ids each), through the outbox. Resolves once they are queued; never
+   * rejects (a failure is logged: the frames stay delivered, only their receipt is lost).
+   */
+  reportAcknowledged(deviceId: string, acked: RelayAck[]): Promise<void>;
   /** The inbound endpoint; never throws, always answers (problems as RFC 9457 JSON). */
   handleInbound(request: Request, remoteAddr?: string): Promise<Response>;
   /** Starts the outbox worker. */
@@ -133,12 +157,15 @@ export function createFederation(ctx: FederationContext): Federation {
     pollIntervalMs: ctx.pollIntervalMs,
     timeoutMs: ctx.timeoutMs,
   });
+  const remoteOffsets = (ctx.storage as Partial<Storage>).remoteOffsets;
   const handleInbound = inboundHandler({
     domain,
     peers,
     peerRepo: ctx.storage.peers,
     replay: ctx.replay ?? defaultReplayGuard(ctx.storage),
     deliverLocal: ctx.deliverLocal,
+    // Storage doubles without the repository refuse offset reports as invalid frames.
+    acceptOffsets: remoteOffsets ? acceptOffsets : undefined,
     log,
     now,
   });
@@ -193,6 +220,23 @@ export function createFederation(ctx: FederationContext): Federation {
       );
     }
 
+    const eventId = await queueEvent(peerDomain, {
+      channel: input.channel,
+      sequence: input.sequence,
+      frame: input.frame,
+      sender,
+      target,
+    });
+    return { eventId };
+  }
+
+  /** Signs one event for `peerDomain` and stores it in the outbox; returns its id. */
+  async function queueEvent(
+    peerDomain: string,
+    p: { channel: number; sequence: number; frame: Uint8Array; sender: string; target: string },
+    kind: "frame" | "offsets" = "frame",
+  ): Promise<string> {
+    const { sender, target } = p;
     const peer = await peers.forOutbound(peerDomain).catch((err) => {
       if (err instanceof FederationRefused) {
         log.warn(T.peerNotAllowed, { direction: "outbound", peer: peerDomain, sender, target });
@@ -205,9 +249,9 @@ export function createFederation(ctx: FederationContext): Federation {
       scope: peer.domain,
       created_at: toRfc3339(now()),
       payload: {
-        channel: input.channel,
-        sequence: input.sequence,
-        payload: bytesToHex(input.frame),
+        channel: p.channel,
+        sequence: p.sequence,
+        payload: bytesToHex(p.frame),
         sender,
         target,
       },
@@ -219,20 +263,90 @@ export function createFederation(ctx: FederationContext): Federation {
       endpoint: inboundUrl(peer.endpoint),
       body: { event, signature },
     });
-    log.info("federation event queued", {
+    log.info(kind === "frame" ? "federation event queued" : "federation offsets queued", {
       event_id: event.event_id,
       peer: peer.domain,
       sender,
       target,
-      channel: input.channel,
-      bytes: input.frame.length,
+      channel: p.channel,
+      bytes: p.frame.length,
     });
     worker.nudge();
-    return { eventId: event.event_id };
+    return event.event_id;
+  }
+
+  async function reportAcknowledged(deviceId: string, acked: RelayAck[]): Promise<void> {
+    // One report per (remote sender, channel): the origin checks each id against both.
+    const groups = new Map<
+      string,
+      { origin: string; sender: string; channel: number; ids: string[] }
+    >();
+    for (const row of acked) {
+      if (!row.origin) continue;
+      const origin = remoteDomainOf(row.origin.sender, domain);
+      if (origin === null) continue;
+      const key = `${row.origin.sender}\n${row.channelId}`;
+      let g = groups.get(key);
+      if (!g) {
+        groups.set(key, g = { origin, sender: row.origin.sender, channel: row.channelId, ids: [] });
+      }
+      g.ids.push(row.origin.eventId);
+    }
+    if (groups.size === 0) return;
+    const ackedAt = now();
+    const local = `${deviceId}@${domain}`;
+    for (const g of groups.values()) {
+      for (let i = 0; i < g.ids.length; i += MAX_REPORTED_EVENTS) {
+        const ids = [...new Set(g.ids.slice(i, i + MAX_REPORTED_EVENTS))];
+        try {
+          await queueEvent(g.origin, {
+            channel: g.channel,
+            sequence: 0,
+            frame: offsetFrame(g.channel, ids, ackedAt),
+            sender: local,
+            target: g.sender,
+          }, "offsets");
+        } catch (err) {
+          log.warn("federation offsets not queued", {
+            peer: g.origin,
+            device: deviceId,
+            events: ids.length,
+            error: err,
+          });
+        }
+      }
+    }
+  }
+
+  /** An offset report from a peer that passed every event check (inbound.ts). */
+  async function acceptOffsets(report: Parameters<AcceptOffsets>[0]) {
+    const result = await remoteOffsets!.record({
+      peerDomain: report.origin,
+      recipient: report.sender,
+      sender: `${report.target}@${domain}`,
+      channel: report.channel,
+      eventIds: report.eventIds,
+      ackedAt: report.ackedAt,
+    }, (fresh) => {
+      const at = new Date(Math.min(report.ackedAt.getTime(), now().getTime())).toISOString();
+      const entries: DeliveryReceipt[] = fresh.map((f) => ({
+        id: f.eventId,
+        channel: report.channel,
+        recipient: report.sender,
+        acked_at: at,
+      }));
+      return {
+        items: [{ deviceId: report.target, channelId: 0, payload: receiptFrame(entries) }],
+        ttlSeconds: Math.max(ctx.config.limits?.relayTtl ?? 0, RECEIPT_MIN_TTL),
+      };
+    });
+    if (result.ok && result.queued > 0) ctx.receiptsQueued?.(report.target);
+    return result;
   }
 
   return {
     send,
+    reportAcknowledged,
     handleInbound,
     start: () => worker.start(),
     stop: () => worker.stop(),

@@ -20,7 +20,7 @@ import type { UserInfo } from "../../protocol/control.ts";
 import { MAX_U32 } from "../../protocol/varint.ts";
 import { encodeItemFrame, itemFromFrame } from "../../protocol/relay_item.ts";
 import { isOpaqueType, SENDER_CAPABILITY, senderPrefix, stampJson } from "../../protocol/sender.ts";
-import type { RelayEnvelope } from "../../storage/types.ts";
+import type { RelayAck, RelayEnvelope } from "../../storage/types.ts";
 import type { NodeContext } from "../context.ts";
 import { type HandshakeResult, ServerHandshake } from "./handshake.ts";
 import { fatal, refusalFor, Titles } from "../errors.ts";
@@ -50,6 +50,8 @@ export interface SessionHost {
   closed(conn: Connection): Promise<void>;
   /** Frames of this device went back to the queue: wake whichever session holds it now. */
   requeued(deviceId: string): void;
+  /** The device acknowledged envelopes some of which came from peers (their origins hear of it). */
+  reportAcknowledged(deviceId: string, acked: RelayAck[]): void;
 }
 
 /** A live copy being made durable (it waited too long for the recipient's ACK). */
@@ -712,6 +714,10 @@ export class Connection {
       // The same statement advanced inbox_offset per channel (storage/repos/relay.ts ack).
       metrics.acknowledged(deleted.length);
       this.node.ctx.analytics?.acknowledged(deleted);
+      // Frames from peers: their origins hear of the ACK (inbox_offset across domains).
+      if (deleted.some((d) => d.origin !== undefined)) {
+        this.node.reportAcknowledged(this.deviceId, deleted);
+      }
     } catch (err) {
       // The envelopes stay claimed and go back to the queue when this session ends.
       this.log.warn("relay ack failed", { error: err, count: acked.length });

@@ -5,13 +5,14 @@
  *
  * @module
  */
-import type { FrameType } from "../../protocol/frame.ts";
+import { FrameType } from "../../protocol/frame.ts";
 import type { RelayItem } from "../../protocol/relay_item.ts";
 
 /** What the sender's connection offers the ACK: send it, or refuse the frame. */
 export interface AckTarget {
   readonly state: string;
   sendAck(channel: number, acked: number): number;
+  sendControl(type: FrameType, channel: number, value: unknown): number;
 }
 
 /** A relayed frame as it travels through this node. */
@@ -22,6 +23,8 @@ export interface RoutedItem extends RelayItem {
   at: number;
   /** The sender stamp for capable recipients, made once per item (ccp1.md §4.2). */
   stamp?: Uint8Array;
+  /** A frame from a peer: the origin's event id, kept with its envelope for the offset report. */
+  originEvent?: string;
 }
 
 /** Wraps a relay item from the queue, the bus or federation (no sender ACK to settle). */
@@ -44,6 +47,8 @@ export function routed(item: RelayItem): RoutedItem {
 export class SenderAck {
   #remaining = 1;
   #done = false;
+  /** Copies queued for remote members: the ACK names their event ids (`remote`). */
+  #remote: { recipient: string; id: string }[] | null = null;
 
   constructor(
     private readonly target: AckTarget,
@@ -52,6 +57,11 @@ export class SenderAck {
     readonly sequence: number,
     private readonly onSent: (ack: SenderAck) => void,
   ) {}
+
+  /** A copy for a remote member went into the federation outbox as event `id`. */
+  remote(recipient: string, id: string): void {
+    (this.#remote ??= []).push({ recipient, id });
+  }
 
   /** One more copy to wait for. */
   hold(): void {
@@ -63,7 +73,13 @@ export class SenderAck {
     if (this.#done || --this.#remaining > 0) return;
     this.#done = true;
     if (this.target.state !== "open") return; // the sender resends after its reconnect
-    this.target.sendAck(this.channel, this.sequence);
+    if (this.#remote === null) this.target.sendAck(this.channel, this.sequence);
+    else {
+      this.target.sendControl(FrameType.Ack, this.channel, {
+        ack: this.sequence,
+        remote: this.#remote,
+      });
+    }
     this.onSent(this);
   }
 

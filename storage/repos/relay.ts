@@ -55,9 +55,12 @@ interface EnvelopeRow {
 
 const ENVELOPE_COLUMNS =
   "envelope_id, device_id, channel_id, payload, enqueued_at, expires_at, attempts, last_sequence, sender";
-/** What the fast ack reads back: no payloads or timestamps to transfer and decode. */
+/**
+ * What the fast ack reads back: no payloads or timestamps to transfer and decode (a federated
+ * frame's origin event and sender too, which are NULL for every other envelope).
+ */
 const ACK_COLUMNS =
-  "envelope_id, channel_id, last_sequence, floor(extract(epoch FROM enqueued_at) * 1000)::int8 AS enqueued_ms, attempts";
+  "envelope_id, channel_id, last_sequence, floor(extract(epoch FROM enqueued_at) * 1000)::int8 AS enqueued_ms, attempts, origin_event, CASE WHEN origin_event IS NULL THEN NULL ELSE sender END AS origin_sender";
 
 /**
  * The delivery path's statements, each run as a named prepared statement (parsed and planned
@@ -65,11 +68,11 @@ const ACK_COLUMNS =
  */
 const ENQUEUE_SQL =
   `INSERT INTO relay_queue (device_id, channel_key, channel_id, payload, expires_at, sender,
-                           claimed_by, claimed_at, last_sequence, attempts)
+                           claimed_by, claimed_at, last_sequence, attempts, origin_event)
   SELECT d, 'inbox:' || d, c, p, now() + make_interval(secs => $4), s,
-         cb, CASE WHEN cb IS NULL THEN NULL ELSE now() END, ls, CASE WHEN cb IS NULL THEN 0 ELSE 1 END
-  FROM unnest($1::text[], $2::int8[], $3::bytea[], $5::text[], $6::text[], $7::int8[])
-    AS t(d, c, p, s, cb, ls)
+         cb, CASE WHEN cb IS NULL THEN NULL ELSE now() END, ls, CASE WHEN cb IS NULL THEN 0 ELSE 1 END, oe
+  FROM unnest($1::text[], $2::int8[], $3::bytea[], $5::text[], $6::text[], $7::int8[], $8::text[])
+    AS t(d, c, p, s, cb, ls, oe)
   RETURNING envelope_id`;
 
 /**
@@ -184,6 +187,9 @@ export class PgRelayRepo implements RelayRepo {
         throw new InvalidValue("payload", typeof it.payload, "a Uint8Array");
       }
       if (it.sender !== undefined && it.sender !== null) v.text("sender", it.sender, 300, 1);
+      if (it.originEvent !== undefined && it.originEvent !== null) {
+        v.text("origin event", it.originEvent, 128, 1);
+      }
       if (it.claim !== undefined) {
         v.id("session id", it.claim.sessionId);
         v.u32("sequence", it.claim.sequence);
@@ -201,6 +207,7 @@ export class PgRelayRepo implements RelayRepo {
           batch.map((i) => i.sender ?? null),
           batch.map((i) => i.claim?.sessionId ?? null),
           batch.map((i) => i.claim?.sequence ?? null),
+          batch.map((i) => i.originEvent ?? null),
         ],
         { name: "commucat_relay_enqueue" },
       );
@@ -308,13 +315,24 @@ export class PgRelayRepo implements RelayRepo {
     );
     const rows = res.rows.sort(byId);
     if (full) return rows.map(toEnvelope);
-    return (rows as unknown as (EnvelopeRow & { enqueued_ms: string })[]).map((r) => ({
-      envelopeId: String(r.envelope_id),
-      channelId: Number(r.channel_id),
-      sequence: Number(r.last_sequence),
-      enqueuedAt: new Date(Number(r.enqueued_ms)),
-      attempts: r.attempts,
-    }));
+    type AckRow = EnvelopeRow & {
+      enqueued_ms: string;
+      origin_event: string | null;
+      origin_sender: string | null;
+    };
+    return (rows as unknown as AckRow[]).map((r) => {
+      const acked: RelayAck = {
+        envelopeId: String(r.envelope_id),
+        channelId: Number(r.channel_id),
+        sequence: Number(r.last_sequence),
+        enqueuedAt: new Date(Number(r.enqueued_ms)),
+        attempts: r.attempts,
+      };
+      if (r.origin_event !== null && r.origin_sender !== null) {
+        acked.origin = { eventId: r.origin_event, sender: r.origin_sender };
+      }
+      return acked;
+    });
   }
 
   /** Release claims (by session, or every claim on a device) so they are replayed again. */
