@@ -20,7 +20,6 @@ import {
   signEvent,
   toRfc3339,
 } from "../../protocol/federation.ts";
-import { FrameType } from "../../protocol/frame.ts";
 import type { Config } from "../../server/config_types.ts";
 import { offsetFrame } from "../../server/federation/offsets.ts";
 import { openPglite, openPostgres } from "../../storage/db.ts";

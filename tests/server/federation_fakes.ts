@@ -274,7 +274,7 @@ export function fakeStorage(peers: PeerRepo, outbox: OutboxRepo): Storage {
 export interface Delivered {
   device: string;
   frame: Uint8Array;
-  meta: { origin: string; sender: string; channel: number };
+  meta: { origin: string; sender: string; channel: number; eventId?: string };
 }
 
 /** One domain of a test: its federation, storage doubles, clock, log and HTTP listener. */

@@ -85,7 +85,9 @@ async function scenario(storage: Storage): Promise<void> {
     });
     await b.fed.deliverDue();
     assert.equal(a.delivered.length, 1);
-    assert.deepEqual(a.delivered[0].meta, { origin: "b.test", sender: "bob@b.test", channel: 5 });
+    const { eventId, ...meta } = a.delivered[0].meta;
+    assert.deepEqual(meta, { origin: "b.test", sender: "bob@b.test", channel: 5 });
+    assert.equal(typeof eventId, "string");
     assert.notEqual((await storage.peers.get("b.test"))?.lastSeenAt, null);
 
     // Blocked: refused both ways.

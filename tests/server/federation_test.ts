@@ -170,6 +170,8 @@ Deno.test("a frame sent from a.test arrives on b.test with its sender and bytes"
       origin: "a.test",
       sender: "alice@a.test",
       channel: 42,
+      // Kept with the queued copy: the recipient's ACK is reported back by it.
+      eventId,
     });
     await waitFor(() => a.outbox.entries[0].deliveredAt !== null, "outbox marked delivered");
     assert.equal(a.outbox.entries[0].eventId, eventId);
