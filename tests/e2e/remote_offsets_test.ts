@@ -20,7 +20,7 @@ import {
   signEvent,
   toRfc3339,
 } from "../../protocol/federation.ts";
-import type { Config } from "../../server/config_types.ts";
+import type { Config } from "../../server/config/mod.ts";
 import { offsetFrame } from "../../server/federation/offsets.ts";
 import { openPglite, openPostgres } from "../../storage/db.ts";
 import { openEphemeral } from "../../storage/ephemeral/mod.ts";
