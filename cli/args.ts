@@ -168,9 +168,44 @@ export const LIST_FLAGS: Record<string, FlagSpec> = {
   format: { type: "string" },
 };
 
-/** `--format text|json`, text when absent. */
-export function formatFlag(args: ParsedArgs, usage: string): "text" | "json" {
-  return oneOf("format", stringFlag(args, "format") ?? "text", ["text", "json"], usage);
+/** A `--<flag> CHOICE` value checked against `choices`; absent → `fallback`. */
+export function choiceFlag<T extends string>(
+  args: ParsedArgs,
+  flag: string,
+  choices: readonly T[],
+  usage: string,
+): T | undefined;
+export function choiceFlag<T extends string>(
+  args: ParsedArgs,
+  flag: string,
+  choices: readonly T[],
+  usage: string,
+  fallback: T,
+): T;
+export function choiceFlag<T extends string>(
+  args: ParsedArgs,
+  flag: string,
+  choices: readonly T[],
+  usage: string,
+  fallback?: T,
+): T | undefined {
+  const value = stringFlag(args, flag);
+  return value === undefined ? fallback : oneOf(flag, value, choices, usage);
+}
+
+/** `--format text|json` (or the `choices` given), text when absent. */
+export function formatFlag(args: ParsedArgs, usage: string): "text" | "json";
+export function formatFlag<T extends string>(
+  args: ParsedArgs,
+  usage: string,
+  choices: readonly T[],
+): T;
+export function formatFlag(
+  args: ParsedArgs,
+  usage: string,
+  choices: readonly string[] = ["text", "json"],
+): string {
+  return choiceFlag(args, "format", choices, usage, "text");
 }
 
 /** A paged listing's `--limit` (1..500; absent leaves the repository's default) and `--cursor`. */

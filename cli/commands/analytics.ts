@@ -1,5 +1,13 @@
 /** `analytics`: frame counts and delivery latency per hour or day (counts and times only). */
-import { oneOf, parseCommand, stringFlag, timeFlag, UsageError } from "../args.ts";
+import {
+  choiceFlag,
+  formatFlag,
+  oneOf,
+  parseCommand,
+  stringFlag,
+  timeFlag,
+  UsageError,
+} from "../args.ts";
 import type { Command } from "../command.ts";
 import { table, toJson } from "../format.ts";
 import { analyticsReport, reportCsv } from "../../storage/analytics_report.ts";
@@ -36,18 +44,8 @@ Example:
         format: { type: "string" },
       },
     });
-    const granularity = oneOf(
-      "granularity",
-      stringFlag(args, "granularity") ?? "hour",
-      ["hour", "day"],
-      usage,
-    );
-    const format = oneOf(
-      "format",
-      stringFlag(args, "format") ?? "text",
-      ["text", "json", "csv"],
-      usage,
-    );
+    const granularity = choiceFlag(args, "granularity", ["hour", "day"], usage, "hour");
+    const format = formatFlag(args, usage, ["text", "json", "csv"]);
     const now = Date.now();
     const span = granularity === "day" ? 30 * 86_400_000 : 86_400_000;
     const to = timeFlag(args, "to", usage) ?? new Date(now + 1);

@@ -1,6 +1,6 @@
 /** `devices`, `approve-device`, `reject-device`, `revoke-device`. */
-import { formatFlag, LIST_FLAGS, oneOf, pageFlags, parseCommand, stringFlag } from "../args.ts";
-import { printPage } from "../page.ts";
+import { choiceFlag, LIST_FLAGS, parseCommand, stringFlag } from "../args.ts";
+import { listCommand, printNotes } from "../page.ts";
 import type { Command } from "../command.ts";
 import type { CliContext } from "../context.ts";
 import { keyValues } from "../format.ts";
@@ -13,10 +13,9 @@ const listUsage =
 
 const shortKey = (key: string | null) => key ? `${key.slice(0, 16)}…` : null;
 
-export const devicesCommand: Command = {
+export const devicesCommand: Command = listCommand({
   name: "devices",
   summary: "list devices (filter by status, awaiting approval, user, text)",
-  usage: listUsage,
   help: `Lists devices, newest first, with their owner's handle and status. --awaiting lists
 only what waits for an operator: pending devices and active devices with a new key waiting
 for approval (PENDING_KEY set); approve-device or reject-device decides either kind. Filters
@@ -30,23 +29,17 @@ shortens keys; --format json has them whole.
 Examples:
   deno task cli devices --awaiting
   deno task cli devices --status pending`,
-  async run(argv, ctx) {
-    const args = parseCommand(argv, {
-      usage: listUsage,
-      flags: {
-        status: { type: "string" },
-        awaiting: { type: "boolean" },
-        user: { type: "string" },
-        ...LIST_FLAGS,
-      },
-    });
-    const statusText = stringFlag(args, "status");
-    const status = statusText === undefined
-      ? undefined
-      : oneOf<DeviceStatus>("status", statusText, STATUSES, listUsage);
-    const format = formatFlag(args, listUsage);
-    const paging = pageFlags(args, listUsage);
-    const admin = await ctx.admin();
+}, {
+  usage: listUsage,
+  flags: {
+    status: { type: "string" },
+    awaiting: { type: "boolean" },
+    user: { type: "string" },
+    ...LIST_FLAGS,
+  },
+  async query(args, paging, open) {
+    const status = choiceFlag<DeviceStatus>(args, "status", STATUSES, listUsage);
+    const admin = await open();
     // --user takes a user id or a handle (a user's devices, e.g. after pairings).
     let userId = stringFlag(args, "user");
     if (userId !== undefined) {
@@ -54,30 +47,25 @@ Examples:
       const named = await admin.users({ search: wanted, limit: 50 });
       userId = named.items.find((u) => u.handle === wanted)?.id ?? wanted;
     }
-    const page = await admin.devices({
+    return await admin.devices({
       status,
       awaitingApproval: args.flags.awaiting === true,
       userId,
       search: stringFlag(args, "search"),
       ...paging,
     });
-    return printPage(
-      ctx,
-      format,
-      page,
-      ["DEVICE_ID", "HANDLE", "USER_ID", "STATUS", "PUBLIC_KEY", "PENDING_KEY", "LAST_SEEN"],
-      (d) => [
-        d.id,
-        d.userHandle,
-        d.userId,
-        d.status,
-        shortKey(d.publicKey),
-        shortKey(d.pendingPublicKey),
-        d.lastSeenAt,
-      ],
-    );
   },
-};
+  headers: ["DEVICE_ID", "HANDLE", "USER_ID", "STATUS", "PUBLIC_KEY", "PENDING_KEY", "LAST_SEEN"],
+  row: (d) => [
+    d.id,
+    d.userHandle,
+    d.userId,
+    d.status,
+    shortKey(d.publicKey),
+    shortKey(d.pendingPublicKey),
+    d.lastSeenAt,
+  ],
+});
 
 type Action = "approve" | "reject" | "revoke";
 
@@ -99,7 +87,7 @@ function statusCommand(action: Action, summary: string, help: string): Command {
         revoke: () => admin.revokeDevice(id),
       }[action];
       const { device, event, notes } = await run();
-      for (const note of notes) ctx.note(`note: ${note}`);
+      printNotes(ctx, notes);
       ctx.out(keyValues([
         ["device_id", device.id],
         ["status", device.status],

@@ -1,13 +1,6 @@
 /** `groups list | show <id>`: chat groups and their rosters. */
-import {
-  formatFlag,
-  LIST_FLAGS,
-  pageFlags,
-  parseCommand,
-  stringFlag,
-  UsageError,
-} from "../args.ts";
-import { printPage } from "../page.ts";
+import { formatFlag, LIST_FLAGS, parseCommand, stringFlag, UsageError } from "../args.ts";
+import { printNotes, runList } from "../page.ts";
 import type { Command } from "../command.ts";
 import { keyValues, table, toJson } from "../format.ts";
 
@@ -31,22 +24,15 @@ Examples:
   async run(argv, ctx) {
     const [sub, ...rest] = argv;
     switch (sub) {
-      case "list": {
-        const args = parseCommand(rest, { usage: listUsage, flags: LIST_FLAGS });
-        const format = formatFlag(args, listUsage);
-        const paging = pageFlags(args, listUsage);
-        const page = await (await ctx.admin()).groups({
-          search: stringFlag(args, "search"),
-          ...paging,
+      case "list":
+        return await runList(rest, ctx, {
+          usage: listUsage,
+          flags: LIST_FLAGS,
+          query: async (args, paging, admin) =>
+            (await admin()).groups({ search: stringFlag(args, "search"), ...paging }),
+          headers: ["GROUP_ID", "OWNER_DEVICE", "RELAY", "MEMBERS", "CREATED"],
+          row: (g) => [g.id, g.ownerDeviceId, g.relay, g.memberCount, g.createdAt],
         });
-        return printPage(
-          ctx,
-          format,
-          page,
-          ["GROUP_ID", "OWNER_DEVICE", "RELAY", "MEMBERS", "CREATED"],
-          (g) => [g.id, g.ownerDeviceId, g.relay, g.memberCount, g.createdAt],
-        );
-      }
       case "show": {
         const args = parseCommand(rest, {
           usage: showUsage,
@@ -87,7 +73,7 @@ Examples:
         });
         const [groupId, deviceId] = args.positionals;
         const r = await (await ctx.admin()).removeGroupMember(groupId, deviceId);
-        for (const n of r.notes) ctx.note(`note: ${n}`);
+        printNotes(ctx, r.notes);
         ctx.out(keyValues([["group_id", groupId], ["removed", deviceId]]));
         return 0;
       }

@@ -1,5 +1,5 @@
 /** `key-events`: a device's key history, as a table, JSON or CSV (export). */
-import { oneOf, parseCommand, stringFlag, timeFlag } from "../args.ts";
+import { formatFlag, parseCommand, timeFlag } from "../args.ts";
 import type { Command } from "../command.ts";
 import { table } from "../format.ts";
 import { CSV_HEADER, csvLine, jsonRow } from "../../admin/export.ts";
@@ -42,12 +42,7 @@ A device whose id is one of these words is shown with "key-events -- <id>".`,
       flags: { format: { type: "string" }, from: { type: "string" }, to: { type: "string" } },
     });
     const [deviceId] = args.positionals;
-    const format = oneOf(
-      "format",
-      stringFlag(args, "format") ?? "text",
-      ["text", "json", "csv"],
-      usage,
-    );
+    const format = formatFlag(args, usage, ["text", "json", "csv"]);
     const from = timeFlag(args, "from", usage);
     const to = timeFlag(args, "to", usage);
     const events = await (await ctx.admin()).keyEvents(deviceId, { from, to });

@@ -9,6 +9,7 @@ import { parseCommand, stringFlag, timeFlag } from "../args.ts";
 import type { CliContext } from "../context.ts";
 import { CliFailure } from "../context.ts";
 import { table, toJson } from "../format.ts";
+import { printAs } from "../page.ts";
 import {
   archivedHistory,
   restoreKeyEvents,
@@ -121,24 +122,20 @@ export async function runArchiveSubcommand(argv: string[], ctx: CliContext): Pro
     flags: { device: { type: "string" }, format: { type: "string" } },
   });
   const storage = await ctx.storage();
-  const json = stringFlag(args, "format") === "json";
+  const format = stringFlag(args, "format") === "json" ? "json" : "text";
   const device = stringFlag(args, "device");
   if (device !== undefined) {
     const h = await archivedHistory(storage.keyEventArchive, target, device);
-    if (json) ctx.out(toJson(h.events));
-    else {
-      ctx.out(table(
+    printAs(ctx, format, h.events, (events) =>
+      table(
         ["RECORDED_AT", "KIND", "EVENT_ID", "PUBLIC_KEY", "ACTOR"],
-        h.events.map((e) => [e.recorded_at, e.kind, e.event_id, e.public_key, e.actor]),
+        events.map((e) => [e.recorded_at, e.kind, e.event_id, e.public_key, e.actor]),
       ));
-    }
     if (h.truncated) ctx.note("showing the first 1000 archived events");
     return 0;
   }
-  const chunks = await storage.keyEventArchive.chunks();
-  if (json) ctx.out(toJson(chunks));
-  else {
-    ctx.out(table(
+  return printAs(ctx, format, await storage.keyEventArchive.chunks(), (chunks) =>
+    table(
       ["SEQ", "FIRST", "LAST", "EVENTS", "SHA256", "ARCHIVED_AT", "TARGET"],
       chunks.map((c) => [
         c.seq,
@@ -150,6 +147,4 @@ export async function runArchiveSubcommand(argv: string[], ctx: CliContext): Pro
         c.target,
       ]),
     ));
-  }
-  return 0;
 }

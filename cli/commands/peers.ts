@@ -2,13 +2,12 @@
  * `peers list | add | set-status | retry | dead | replay`: federation peers (database rows
  * merged with [federation]), their outbox backoff, and dead letters.
  */
-import { formatFlag, intValue, oneOf, parseCommand, stringFlag, UsageError } from "../args.ts";
+import { choiceFlag, hexKey, oneOf, parseCommand, stringFlag, UsageError } from "../args.ts";
 import type { Command } from "../command.ts";
-import { hex, keyValues, table, toJson } from "../format.ts";
-import type { CliContext } from "../context.ts";
+import { hex, keyValues } from "../format.ts";
+import { printNotes, runList } from "../page.ts";
 import type { PeerStatus } from "../../storage/mod.ts";
 import type { PeerView } from "../../admin/views.ts";
-import { hexKey } from "../args.ts";
 
 const STATUSES = ["active", "pending", "blocked"] as const;
 const listUsage = "peers list [--format text|json]";
@@ -27,10 +26,6 @@ const peerLines = (p: PeerView) =>
     ["status", p.status],
     ["source", p.source],
   ]);
-
-const notes = (ctx: CliContext, list: string[]) => {
-  for (const n of list) ctx.note(`note: ${n}`);
-};
 
 export const peersCommand: Command = {
   name: "peers",
@@ -57,19 +52,11 @@ Examples:
   async run(argv, ctx) {
     const [sub, ...rest] = argv;
     switch (sub) {
-      case "list": {
-        const args = parseCommand(rest, {
+      case "list":
+        return await runList(rest, ctx, {
           usage: listUsage,
-          flags: { format: { type: "string" } },
-        });
-        const format = formatFlag(args, listUsage);
-        const peers = await (await ctx.admin()).peers();
-        if (format === "json") {
-          ctx.out(toJson(peers));
-          return 0;
-        }
-        ctx.out(table(
-          [
+          query: async (_args, _paging, admin) => (await admin()).peers(),
+          headers: [
             "DOMAIN",
             "STATUS",
             "SOURCE",
@@ -81,7 +68,7 @@ Examples:
             "NEXT_RETRY",
             "DEAD",
           ],
-          peers.map((p) => [
+          row: (p) => [
             p.domain,
             p.status,
             p.source,
@@ -92,10 +79,8 @@ Examples:
             p.attempts,
             p.nextRetryAt,
             p.dead,
-          ]),
-        ));
-        return 0;
-      }
+          ],
+        });
       case "add": {
         const args = parseCommand(rest, {
           usage: addUsage,
@@ -104,12 +89,9 @@ Examples:
         });
         const [domain, endpoint, keyText] = args.positionals;
         const publicKey = hex(hexKey("hexkey", keyText, addUsage));
-        const statusText = stringFlag(args, "status");
-        const status = statusText === undefined
-          ? undefined
-          : oneOf<PeerStatus>("status", statusText, STATUSES, addUsage);
+        const status = choiceFlag<PeerStatus>(args, "status", STATUSES, addUsage);
         const r = await (await ctx.admin()).addPeer({ domain, endpoint, publicKey, status });
-        notes(ctx, r.notes);
+        printNotes(ctx, r.notes);
         ctx.out(peerLines(r.peer));
         return 0;
       }
@@ -118,49 +100,33 @@ Examples:
         const [domain, statusText] = args.positionals;
         const status = oneOf<PeerStatus>("status", statusText, STATUSES, setUsage);
         const r = await (await ctx.admin()).setPeerStatus(domain, status);
-        notes(ctx, r.notes);
+        printNotes(ctx, r.notes);
         ctx.out(peerLines(r.peer));
         return 0;
       }
       case "retry": {
         const args = parseCommand(rest, { usage: retryUsage, positionals: ["domain"] });
         const r = await (await ctx.admin()).retryPeer(args.positionals[0]);
-        notes(ctx, r.notes);
+        printNotes(ctx, r.notes);
         ctx.out(keyValues([["domain", r.domain], ["due_now", r.dueNow]]));
         return 0;
       }
-      case "dead": {
-        const args = parseCommand(rest, {
+      case "dead":
+        return await runList(rest, ctx, {
           usage: deadUsage,
-          flags: {
-            peer: { type: "string" },
-            limit: { type: "string" },
-            format: { type: "string" },
-          },
+          flags: { peer: { type: "string" }, limit: { type: "string" } },
+          query: async (args, paging, admin) =>
+            (await admin()).deadLetters({
+              peerDomain: stringFlag(args, "peer"),
+              limit: paging.limit,
+            }),
+          headers: ["ID", "PEER", "EVENT_ID", "ATTEMPTS", "DEAD_AT", "LAST_ERROR"],
+          row: (e) => [e.id, e.peerDomain, e.eventId, e.attempts, e.deadAt, e.lastError],
         });
-        const format = formatFlag(args, deadUsage);
-        const limitText = stringFlag(args, "limit");
-        const limit = limitText === undefined
-          ? undefined
-          : intValue("limit", limitText, 1, 500, deadUsage);
-        const entries = await (await ctx.admin()).deadLetters({
-          peerDomain: stringFlag(args, "peer"),
-          limit,
-        });
-        if (format === "json") {
-          ctx.out(toJson(entries));
-          return 0;
-        }
-        ctx.out(table(
-          ["ID", "PEER", "EVENT_ID", "ATTEMPTS", "DEAD_AT", "LAST_ERROR"],
-          entries.map((e) => [e.id, e.peerDomain, e.eventId, e.attempts, e.deadAt, e.lastError]),
-        ));
-        return 0;
-      }
       case "replay": {
         const args = parseCommand(rest, { usage: replayUsage, positionals: ["outbox_id"] });
         const r = await (await ctx.admin()).replayDeadLetter(args.positionals[0]);
-        notes(ctx, r.notes);
+        printNotes(ctx, r.notes);
         ctx.out(keyValues([
           ["id", r.entry.id],
           ["peer", r.entry.peerDomain],

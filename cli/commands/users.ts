@@ -1,8 +1,8 @@
 /** `register-user` and `users`: create a user, list users. */
-import { formatFlag, LIST_FLAGS, pageFlags, parseCommand, stringFlag } from "../args.ts";
+import { LIST_FLAGS, parseCommand, stringFlag } from "../args.ts";
 import type { Command } from "../command.ts";
 import { keyValues } from "../format.ts";
-import { printPage } from "../page.ts";
+import { listCommand } from "../page.ts";
 
 const registerUsage = "register-user <handle> [display_name] [avatar_url]";
 
@@ -37,31 +37,19 @@ Example:
   },
 };
 
-const usersUsage = "users [--search TEXT] [--limit N] [--cursor C] [--format text|json]";
-
-export const usersCommand: Command = {
+export const usersCommand: Command = listCommand({
   name: "users",
   summary: "list users",
-  usage: usersUsage,
   help: `Lists users in handle order. --search matches the start of the handle (case-insensitive).
 Pages hold --limit rows (1..500, default 50); the next page's cursor is printed on stderr.
 
 Example:
   deno task cli users --search ali --format json`,
-  async run(argv, ctx) {
-    const args = parseCommand(argv, { usage: usersUsage, flags: LIST_FLAGS });
-    const format = formatFlag(args, usersUsage);
-    const paging = pageFlags(args, usersUsage);
-    const page = await (await ctx.admin()).users({
-      search: stringFlag(args, "search"),
-      ...paging,
-    });
-    return printPage(
-      ctx,
-      format,
-      page,
-      ["USER_ID", "HANDLE", "DISPLAY_NAME", "AVATAR_URL", "CREATED"],
-      (u) => [u.id, u.handle, u.displayName, u.avatarUrl, u.createdAt],
-    );
-  },
-};
+}, {
+  usage: "users [--search TEXT] [--limit N] [--cursor C] [--format text|json]",
+  flags: LIST_FLAGS,
+  query: async (args, paging, admin) =>
+    (await admin()).users({ search: stringFlag(args, "search"), ...paging }),
+  headers: ["USER_ID", "HANDLE", "DISPLAY_NAME", "AVATAR_URL", "CREATED"],
+  row: (u) => [u.id, u.handle, u.displayName, u.avatarUrl, u.createdAt],
+});
