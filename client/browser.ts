@@ -12,35 +12,7 @@
  *
  * @module
  */
-export {
-  type AckResult,
-  type Client,
-  type ClientEvents,
-  connect,
-  type ConnectOptions,
-  type CreateGroupOptions,
-  type DeliveryReceipt,
-  type InboundKind,
-  type InboundMessage,
-  type JoinOptions,
-  parseServerKey,
-  type ReconnectPolicy,
-  type RemoteCopy,
-} from "./sdk.ts";
-export { CommuCatError, type ErrorSource } from "./errors.ts";
-export {
-  type DirectoryEntry,
-  E2E,
-  E2EError,
-  type E2EErrorCode,
-  type E2EEvents,
-  type E2EOptions,
-  type SealedAck,
-  type SealedFields,
-} from "./e2e.ts";
-export { type PeerRecord, safetyNumber, TrustStore } from "./trust.ts";
-export { directChannelId, groupChannelId } from "./channels.ts";
-export { isLoopbackHost, type Transport, type TransportKind, websocketUrl } from "./transport.ts";
+export * from "./surface.ts";
 export {
   type BrowserDevice,
   type BrowserDeviceSummary,

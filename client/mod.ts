@@ -7,35 +7,8 @@
  */
 import "./transport_deno.ts";
 
-export {
-  type AckResult,
-  type Client,
-  type ClientEvents,
-  connect,
-  type ConnectOptions,
-  type CreateGroupOptions,
-  type DeliveryReceipt,
-  type InboundKind,
-  type InboundMessage,
-  type JoinOptions,
-  parseServerKey,
-  type ReconnectPolicy,
-  type RemoteCopy,
-} from "./sdk.ts";
-export { CommuCatError, type ErrorSource } from "./errors.ts";
-export {
-  type DirectoryEntry,
-  E2E,
-  E2EError,
-  type E2EErrorCode,
-  type E2EEvents,
-  type E2EOptions,
-  type SealedAck,
-  type SealedFields,
-} from "./e2e.ts";
-export { type PeerRecord, safetyNumber, TrustStore } from "./trust.ts";
+export * from "./surface.ts";
 export { type Conversation, EnvelopeError, type EnvelopeErrorCode } from "../protocol/envelope.ts";
-export { directChannelId, groupChannelId } from "./channels.ts";
 export {
   defaultKeyFile,
   type DeviceIdentity,
@@ -45,10 +18,4 @@ export {
   openTrustStore,
   trustFileFor,
 } from "./keystore.ts";
-export {
-  isLoopbackHost,
-  type Transport,
-  type TransportKind,
-  type TransportOptions,
-  websocketUrl,
-} from "./transport.ts";
+export type { TransportOptions } from "./transport.ts";

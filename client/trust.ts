@@ -12,6 +12,7 @@
 import { blake2s } from "@noble/hashes/blake2.js";
 import { assertValidPublicKey, ReplayWindow } from "../protocol/envelope.ts";
 import { bytesToHex, hexToBytes, isHex } from "../protocol/hex.ts";
+import { concatBytes } from "../protocol/bytes.ts";
 
 /** Most peer devices a store keeps (a refusal beyond, never a silent eviction of a pin). */
 export const MAX_PEERS = 10_000;
@@ -254,8 +255,8 @@ const SAFETY_ITERATIONS = 1024;
 /** 30 digits for one device: iterated BLAKE2s over its key and id, 6 groups of 5 digits. */
 function partyDigits(deviceId: string, key: Uint8Array): string {
   const id = new TextEncoder().encode(deviceId);
-  let h = blake2s(concat(SAFETY_LABEL, key, id));
-  for (let i = 1; i < SAFETY_ITERATIONS; i++) h = blake2s(concat(h, key));
+  let h = blake2s(concatBytes(SAFETY_LABEL, key, id));
+  for (let i = 1; i < SAFETY_ITERATIONS; i++) h = blake2s(concatBytes(h, key));
   let digits = "";
   for (let g = 0; g < 6; g++) {
     let v = 0;
@@ -278,12 +279,3 @@ export function safetyNumber(
   return (parts[0] + parts[1]).match(/\d{5}/g)!.join(" ");
 }
 
-function concat(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
-}

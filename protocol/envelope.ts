@@ -16,7 +16,7 @@
  * @module
  */
 import { ed25519 } from "@noble/curves/ed25519.js";
-import { concatBytes } from "./bytes.ts";
+import { concatBytes, concatChunks } from "./bytes.ts";
 import { bytesEqual, type CryptoBackend, DHLEN, TAGLEN } from "./crypto.ts";
 import { ProblemError } from "./errors.ts";
 import { defaultBackend } from "./crypto.ts";
@@ -242,13 +242,7 @@ class Writer {
     this.push(b);
   }
   bytes(): Uint8Array {
-    const out = new Uint8Array(this.length);
-    let off = 0;
-    for (const p of this.parts) {
-      out.set(p, off);
-      off += p.length;
-    }
-    return out;
+    return concatChunks(this.parts);
   }
 }
 

@@ -265,7 +265,7 @@ function readBodyVarint(body: Uint8Array, pos: number, field: string): number {
 function parseBody(body: Uint8Array): Frame {
   const type = body[0];
   if (!isFrameType(type)) {
-    throw new CodecError("Invalid Frame Type", `unknown frame type 0x${hex2(type)}`);
+    throw new CodecError("Invalid Frame Type", `unknown frame type ${frameTypeText(type)}`);
   }
   const channel = readBodyVarint(body, 1, "channel_id");
   if (channel > MAX_U32) {
@@ -326,8 +326,9 @@ function parseControlJson(type: FrameType, payload: Uint8Array): unknown {
   }
 }
 
-function hex2(byte: number): string {
-  return byte.toString(16).padStart(2, "0");
+/** A frame type as messages name it: `0x0a`. */
+export function frameTypeText(type: number): string {
+  return `0x${type.toString(16).padStart(2, "0")}`;
 }
 
 /** Options for {@link FrameDecoder}. */

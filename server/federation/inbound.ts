@@ -22,6 +22,7 @@ import { bytesToHex, hexToBytes } from "../../protocol/hex.ts";
 import type { PeerRepo, RemoteAckResult } from "../../storage/types.ts";
 import { FrameType } from "../../protocol/frame.ts";
 import { parseOffsetReport } from "./offsets.ts";
+import { concatChunks } from "../../protocol/bytes.ts";
 import { ProblemError, problemResponse } from "../../protocol/errors.ts";
 import { FederationRefused, FederationTitles as T } from "./errors.ts";
 import {
@@ -89,13 +90,7 @@ async function readBody(request: Request, limit: number): Promise<Uint8Array> {
     await reader.cancel().catch(() => {});
     throw err;
   }
-  const out = new Uint8Array(size);
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
+  return concatChunks(parts);
 }
 
 /** Builds the `handleInbound(request, remoteAddr?)` function. */

@@ -26,6 +26,7 @@ import type { Logger } from "../log.ts";
 import type { OutboxEntry, OutboxRepo } from "../../storage/types.ts";
 import { type FederationEvent, signEvent, toRfc3339 } from "../../protocol/federation.ts";
 import { bytesToHex } from "../../protocol/hex.ts";
+import { concatChunks } from "../../protocol/bytes.ts";
 import { FederationTitles } from "./errors.ts";
 import { EventShapeError, parseSignedEventBody, type SignedEventBody } from "./event.ts";
 import { inboundUrl, type PeerDirectory } from "./peers.ts";
@@ -308,13 +309,7 @@ async function readLimited(res: Response, max: number): Promise<string> {
   } finally {
     await reader.cancel().catch(() => {});
   }
-  const all = new Uint8Array(size);
-  let at = 0;
-  for (const p of parts) {
-    all.set(p, at);
-    at += p.length;
-  }
-  return new TextDecoder().decode(all.subarray(0, max));
+  return new TextDecoder().decode(concatChunks(parts).subarray(0, max));
 }
 
 function errorText(err: unknown): string {

@@ -6,7 +6,7 @@
  * @module
  */
 import { respondToFirstMessage } from "../noise_keys.ts";
-import { type Frame, FrameType } from "../../protocol/frame.ts";
+import { type Frame, FrameType, frameTypeText } from "../../protocol/frame.ts";
 import {
   type Hello,
   negotiateVersion,
@@ -131,7 +131,7 @@ export class ServerHandshake {
     throw fatal(
       Titles.handshakeRequired,
       400,
-      `frame type 0x${frame.type.toString(16).padStart(2, "0")} before the handshake completed`,
+      `frame type ${frameTypeText(frame.type)} before the handshake completed`,
     );
   }
 

@@ -18,12 +18,12 @@ import type {
 } from "../types.ts";
 import {
   bindingsKey,
+  checkBind,
   checkChannel,
   checkChannelId,
   checkConversationId,
   checkDeviceId,
   checkHeartbeat,
-  checkMaxBindings,
   checkMessage,
   checkPresence,
   checkRate,
@@ -327,11 +327,7 @@ export class MemoryEphemeralStore implements EphemeralStore {
     ttl: number,
   ): Promise<BindOutcome> {
     return this.#run((): BindOutcome => {
-      checkDeviceId(deviceId);
-      checkChannelId(channel);
-      checkConversationId(conversationId);
-      checkMaxBindings(maxBindings);
-      const ex = ttlSeconds(ttl);
+      const ex = checkBind(deviceId, channel, conversationId, maxBindings, ttl);
       const key = bindingsKey(this.#prefix, deviceId);
       const current = this.#hub.hash(key);
       const bound = current?.get(String(channel));

@@ -24,12 +24,12 @@ import type {
 } from "../types.ts";
 import {
   bindingsKey,
+  checkBind,
   checkChannel,
   checkChannelId,
   checkConversationId,
   checkDeviceId,
   checkHeartbeat,
-  checkMaxBindings,
   checkMessage,
   checkPresence,
   checkRate,
@@ -441,11 +441,7 @@ export class RedisEphemeralStore implements EphemeralStore {
     maxBindings: number,
     ttl: number,
   ): Promise<BindOutcome> {
-    checkDeviceId(deviceId);
-    checkChannelId(channel);
-    checkConversationId(conversationId);
-    checkMaxBindings(maxBindings);
-    const ex = ttlSeconds(ttl);
+    const ex = checkBind(deviceId, channel, conversationId, maxBindings, ttl);
     const reply = await this.#command("bind channel", (c) =>
       c.eval(
         BIND_LUA,

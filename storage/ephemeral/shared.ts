@@ -188,6 +188,21 @@ export function checkMaxBindings(max: unknown): asserts max is number {
   }
 }
 
+/** The checks of a `bind` call: ids, channel and limit; returns the TTL in whole seconds. */
+export function checkBind(
+  deviceId: string,
+  channel: number,
+  conversationId: string,
+  maxBindings: number,
+  ttl: number,
+): number {
+  checkDeviceId(deviceId);
+  checkChannelId(channel);
+  checkConversationId(conversationId);
+  checkMaxBindings(maxBindings);
+  return ttlSeconds(ttl);
+}
+
 /** Refuse an empty or non-string device id, naming the value. */
 export function checkDeviceId(deviceId: unknown): asserts deviceId is string {
   if (typeof deviceId !== "string" || deviceId.length === 0 || deviceId.length > 512) {
