@@ -7,6 +7,7 @@ import type { AppEnv, ConsoleDeps } from "./context.ts";
 import { Layout } from "./components/layout.tsx";
 import type { NavKey } from "./components/nav.tsx";
 import { takeFlash } from "./middleware/session.ts";
+import { StorageError } from "../storage/errors.ts";
 
 export interface PageOptions {
   title: string;
@@ -53,4 +54,24 @@ export function seeOther(c: Context<AppEnv>, location: string): Response {
 /** Adds a one-shot message to the session, shown on the next page. */
 export function flash(c: Context<AppEnv>, kind: "ok" | "error", text: string): void {
   c.get("session")?.flash.push({ kind, text });
+}
+
+/**
+ * Runs an operator action. A refusal (a storage error below 500: a transition not allowed, a
+ * row that is gone) is news for the operator, not a crash: it becomes the error flash
+ * `<refused>: <reason>.` and resolves to false. Anything else is thrown on.
+ */
+export async function attempt(
+  c: Context<AppEnv>,
+  refused: string,
+  action: () => Promise<void>,
+): Promise<boolean> {
+  try {
+    await action();
+    return true;
+  } catch (err) {
+    if (!(err instanceof StorageError && err.status < 500)) throw err;
+    flash(c, "error", `${refused}: ${err.message}.`);
+    return false;
+  }
 }

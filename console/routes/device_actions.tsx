@@ -7,13 +7,12 @@ import type { Hono } from "hono";
 import type { AppEnv, ConsoleDeps } from "../context.ts";
 import type { Device } from "../../storage/types.ts";
 import { actorOf, approveDevice, rejectDevice, revokeDevice } from "../actions.ts";
-import { flash, renderPage, seeOther } from "../render.tsx";
+import { attempt, flash, renderPage, seeOther } from "../render.tsx";
 import { PostForm } from "../components/forms.tsx";
 import { Badge } from "../components/table.tsx";
 import { hex, href } from "../components/format.ts";
 import { PageError } from "../middleware/errors.tsx";
 import { safeNext } from "../middleware/guard.tsx";
-import { StorageError } from "../../storage/errors.ts";
 
 export type DeviceAction = "approve" | "reject" | "revoke";
 
@@ -145,17 +144,13 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
     const confirmPage = href(`/devices/${encodeURIComponent(id)}/${action}`, { back });
     if (form.confirm !== "yes") return seeOther(c, confirmPage);
     const actor = actorOf(c.get("session")!.label);
-    try {
+    // A refused transition (already revoked, not pending…) is flashed, not a crash.
+    await attempt(c, `Device ${id} was not changed`, async () => {
       const run = { approve: approveDevice, reject: rejectDevice, revoke: revokeDevice }[action];
       const device = await run(deps.storage, actor, id);
       deps.log.info("console: device " + action, { operator: actor, device: id });
       flash(c, "ok", `Device ${id} is now ${device.status}.`);
-    } catch (err) {
-      // A refused transition (already revoked, not pending…) is news for the operator, not a crash.
-      if (err instanceof StorageError && err.status < 500) {
-        flash(c, "error", `Device ${id} was not changed: ${err.message}.`);
-      } else throw err;
-    }
+    });
     return seeOther(c, back === "/" ? `/devices/${encodeURIComponent(id)}` : back);
   });
 }

@@ -8,10 +8,9 @@
 import type { Hono } from "hono";
 import type { AppEnv, ConsoleDeps } from "../context.ts";
 import { actorOf } from "../actions.ts";
-import { flash, renderPage, seeOther } from "../render.tsx";
+import { attempt, flash, renderPage, seeOther } from "../render.tsx";
 import { PostForm } from "../components/forms.tsx";
 import { PageError } from "../middleware/errors.tsx";
-import { StorageError } from "../../storage/errors.ts";
 import type { GroupRole } from "../../storage/types.ts";
 
 const ROLES: readonly GroupRole[] = ["member", "admin", "owner"];
@@ -89,7 +88,7 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
       return seeOther(c, rolePath(id, deviceId));
     }
     const actor = actorOf(c.get("session")!.label);
-    try {
+    const done = await attempt(c, "Nothing changed", async () => {
       const { member, previous } = await deps.storage.groups.setRole(
         id,
         deviceId,
@@ -112,14 +111,8 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
         });
       }
       flash(c, "ok", `Device ${deviceId} is ${member.role} of ${id}.`);
-    } catch (err) {
-      if (err instanceof StorageError && err.status < 500) {
-        flash(c, "error", `Nothing changed: ${err.message}.`);
-        return seeOther(c, rolePath(id, deviceId));
-      }
-      throw err;
-    }
-    return seeOther(c, groupPath(id));
+    });
+    return seeOther(c, done ? groupPath(id) : rolePath(id, deviceId));
   });
 
   app.post("/groups/:id/members/:device/transfer", async (c) => {
@@ -129,7 +122,7 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
     const successor = String(form.successor ?? "");
     const leave = form.leave === "yes";
     const actor = actorOf(c.get("session")!.label);
-    try {
+    const done = await attempt(c, "Nothing changed", async () => {
       await deps.storage.groups.transferOwnership(id, deviceId, successor, actor, { leave });
       if (leave) {
         await deps.storage.ephemeral.publishControl({
@@ -153,13 +146,7 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
         leave,
       });
       flash(c, "ok", `${successor} owns ${id} now${leave ? `; ${deviceId} was removed` : ""}.`);
-    } catch (err) {
-      if (err instanceof StorageError && err.status < 500) {
-        flash(c, "error", `Nothing changed: ${err.message}.`);
-        return seeOther(c, rolePath(id, deviceId));
-      }
-      throw err;
-    }
-    return seeOther(c, groupPath(id));
+    });
+    return seeOther(c, done ? groupPath(id) : rolePath(id, deviceId));
   });
 }

@@ -3,7 +3,7 @@
 import type { Hono } from "hono";
 import type { AppEnv, ConsoleDeps } from "../context.ts";
 import { actorOf, removeGroupMember } from "../actions.ts";
-import { flash, renderPage, seeOther } from "../render.tsx";
+import { attempt, flash, renderPage, seeOther } from "../render.tsx";
 import { Badge, Table } from "../components/table.tsx";
 import { Pagination } from "../components/pagination.tsx";
 import { Field, FilterForm, PostForm } from "../components/forms.tsx";
@@ -11,7 +11,6 @@ import { Empty } from "../components/empty.tsx";
 import { when } from "../components/format.ts";
 import { PageError } from "../middleware/errors.tsx";
 import { parseText } from "../validate.ts";
-import { StorageError } from "../../storage/errors.ts";
 import { rolePath } from "./group_roles.tsx";
 
 const groupPath = (id: string) => `/groups/${encodeURIComponent(id)}`;
@@ -181,7 +180,7 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
     const form = await c.req.parseBody();
     if (form.confirm !== "yes") return seeOther(c, removePath(id, deviceId));
     const actor = actorOf(c.get("session")!.label);
-    try {
+    await attempt(c, "Nothing was removed", async () => {
       await removeGroupMember(deps.storage, actor, id, deviceId);
       deps.log.info("console: group member removed", {
         operator: actor,
@@ -189,11 +188,7 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
         device: deviceId,
       });
       flash(c, "ok", `Device ${deviceId} was removed from ${id}.`);
-    } catch (err) {
-      if (err instanceof StorageError && err.status < 500) {
-        flash(c, "error", `Nothing was removed: ${err.message}.`);
-      } else throw err;
-    }
+    });
     return seeOther(c, groupPath(id));
   });
 }

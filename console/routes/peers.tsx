@@ -8,7 +8,7 @@ import type { AppEnv, ConsoleDeps } from "../context.ts";
 import type { FederationPeer, OutboxBacklog, PeerStatus } from "../../storage/types.ts";
 import { actorOf, addPeer, adminFor, setPeerStatus } from "../actions.ts";
 import type { OutboxEntry } from "../../storage/types.ts";
-import { flash, renderPage, seeOther } from "../render.tsx";
+import { attempt, flash, renderPage, seeOther } from "../render.tsx";
 import { Badge, Table } from "../components/table.tsx";
 import { Field, PostForm, Select } from "../components/forms.tsx";
 import { Empty } from "../components/empty.tsx";
@@ -285,7 +285,7 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
   app.post("/peers/:domain/retry", async (c) => {
     const domain = c.req.param("domain");
     const actor = actorOf(c.get("session")!.label);
-    try {
+    await attempt(c, "Nothing was retried", async () => {
       const r = await adminFor(deps.storage, actor).retryPeer(domain);
       deps.log.info("console: peer retry now", { operator: actor, domain, due: r.dueNow });
       flash(
@@ -297,26 +297,18 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
             r.dueNow === 1 ? "is" : "are"
           } due now.`,
       );
-    } catch (err) {
-      if (err instanceof StorageError && err.status < 500) {
-        flash(c, "error", `Nothing was retried: ${err.message}.`);
-      } else throw err;
-    }
+    });
     return seeOther(c, "/peers");
   });
 
   app.post("/peers/dead/:id/replay", async (c) => {
     const id = c.req.param("id");
     const actor = actorOf(c.get("session")!.label);
-    try {
+    await attempt(c, `Entry ${id} was not replayed`, async () => {
       const r = await adminFor(deps.storage, actor).replayDeadLetter(id);
       deps.log.info("console: outbox entry replayed", { operator: actor, id });
       flash(c, "ok", `Outbox entry ${id} for ${r.entry.peerDomain} is pending again, due now.`);
-    } catch (err) {
-      if (err instanceof StorageError && err.status < 500) {
-        flash(c, "error", `Entry ${id} was not replayed: ${err.message}.`);
-      } else throw err;
-    }
+    });
     return seeOther(c, "/peers");
   });
 
@@ -366,15 +358,11 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
     const to = parseTarget(typeof body.status === "string" ? body.status : undefined);
     if (body.confirm !== "yes") return seeOther(c, href(peerPath(domain), { to }));
     const actor = actorOf(c.get("session")!.label);
-    try {
+    await attempt(c, `Peer ${domain} was not changed`, async () => {
       await setPeerStatus(deps.storage, actor, domain, to, staticDomains());
       deps.log.info("console: peer status changed", { operator: actor, domain, status: to });
       flash(c, "ok", `Peer ${domain} is now ${to}.`);
-    } catch (err) {
-      if (err instanceof StorageError && err.status < 500) {
-        flash(c, "error", `Peer ${domain} was not changed: ${err.message}.`);
-      } else throw err;
-    }
+    });
     return seeOther(c, "/peers");
   });
 }
