@@ -2,10 +2,17 @@
  * The HTTP listener (`[server] bind`): `POST /connect` (CCP-1 over a duplex HTTP/1.1 or HTTP/2
  * stream), `GET /connect` upgraded to a WebSocket (server/websocket.ts), the web chat at `/chat/`
  * (web/mod.ts), `GET /healthz`, `GET /readyz`, `GET /metrics` (ccp1.md §8), and federation's
- * `POST /federation/events` (ccp1.md §7).
+ * `POST /federation/events` (ccp1.md §7). `/connect` is answered before routing (the stream is
+ * the request's own body and response); the rest are Hono routes, `/metrics` behind
+ * `hono/bearer-auth`. No body limit middleware: `/connect` is a stream whose frames the codec
+ * bounds, and the federation handler bounds its body itself, after its method and media-type
+ * checks and within the body deadline.
  *
  * @module
  */
+import { Hono, type MiddlewareHandler } from "hono";
+import { bearerAuth } from "hono/bearer-auth";
+import { HTTPException } from "hono/http-exception";
 import { CATALOG_PATH, keyCatalog } from "./noise_keys.ts";
 import { tokenMatches } from "../protocol/crypto.ts";
 import { problemResponse } from "../protocol/errors.ts";
@@ -15,109 +22,155 @@ import type { FrontInfo } from "./http_front.ts";
 import { isWebSocketUpgrade, upgradeToWebSocket } from "./websocket.ts";
 import { chatResponse, isChatPath } from "../web/mod.ts";
 
-/** Builds the request handler of the HTTP listener. */
+/** What the handler learns about the connection: Deno's info and, behind the front, its own. */
+type Info = Deno.ServeHandlerInfo & Partial<Pick<FrontInfo, "completed" | "finish">>;
+type Env = { Bindings: Info };
+
+/**
+ * Builds the request handler of the HTTP listener. `/connect` (the CCP-1 stream and the
+ * WebSocket upgrade) is answered before any routing, so a session's stream is the request's
+ * own; every other route is a Hono route.
+ */
 export function httpHandler(
   node: RelayNode,
   isTls: boolean,
 ): (request: Request, info: Deno.ServeHandlerInfo) => Promise<Response> | Response {
-  const { storage, config, metrics } = node.ctx;
-  return async (request, info) => {
-    const url = new URL(request.url);
-    switch (url.pathname) {
-      case CATALOG_PATH:
-        // The signed catalog of this server's Noise keys (server/noise_keys.ts).
-        if (request.method !== "GET" && request.method !== "HEAD") return methodNotAllowed("GET");
-        return Response.json(keyCatalog(config), { headers: { "cache-control": "max-age=300" } });
-      case "/healthz":
-        if (request.method !== "GET" && request.method !== "HEAD") return methodNotAllowed("GET");
-        return Response.json({ status: "ok", node: node.ctx.nodeId });
-      case "/readyz": {
-        if (request.method !== "GET" && request.method !== "HEAD") return methodNotAllowed("GET");
-        const readiness = await storage.readiness();
-        if (readiness.ok) return Response.json({ status: "ready", ...readiness });
-        const failing = [
-          readiness.postgres.ok
-            ? null
-            : `${readiness.postgres.kind}: ${readiness.postgres.error ?? "not reachable"}`,
-          readiness.redis.ok
-            ? null
-            : `${readiness.redis.kind}: ${readiness.redis.error ?? "not reachable"}`,
-        ].filter((part) => part !== null);
-        return problemResponse(503, "Not Ready", failing.join("; "), {
-          postgres: readiness.postgres,
-          redis: readiness.redis,
-        });
-      }
-      case "/metrics": {
-        if (request.method !== "GET") return methodNotAllowed("GET");
-        const token = config.admin.token;
-        if (token) {
-          const header = request.headers.get("authorization") ?? "";
-          const match = /^Bearer\s+(.+)$/i.exec(header);
-          if (!match || !tokenMatches(match[1].trim(), token)) {
-            return problemResponse(
-              401,
-              "Unauthorized",
-              "GET /metrics needs Authorization: Bearer <admin token>",
-              {},
-              { "www-authenticate": 'Bearer realm="commucat"' },
-            );
-          }
-        }
-        return new Response(await metrics.exposition(), {
-          headers: { "content-type": metrics.contentType },
-        });
-      }
-      case "/connect": {
-        if (isWebSocketUpgrade(request)) {
-          return upgradeToWebSocket(node, request, info, isTls, problemResponse);
-        }
-        if (request.method !== "POST") return methodNotAllowed("POST");
-        const addr = info.remoteAddr as Deno.NetAddr;
-        // Closing the stream (a fatal ERROR, the end of the session) also closes the client's
-        // connection, so a client that keeps trickling bytes holds nothing (server/http_front.ts).
-        const finish = (info as Partial<FrontInfo>).finish;
-        const transport = new HttpStreamTransport(
-          request,
-          formatAddr(addr),
-          addr.hostname,
-          isTls,
-          finish,
-        );
-        node.accept(transport).catch((err) => {
-          node.ctx.log.warn("connect stream failed", { error: err });
-        });
-        return transport.response;
-      }
-      default:
-        if (isChatPath(url.pathname)) {
-          const { crypto } = config;
-          return chatResponse(request, {
-            serverKey: crypto.noisePublic,
-            domain: config.server.domain,
-            prologue: crypto.prologue,
-            warn: (message, fields) => node.ctx.log.warn(message, fields),
-          }, isTls);
-        }
-        if (url.pathname === node.federation.inboundPath) {
-          // Federation events from peers: checks and answers of its own (docs/FEDERATION.md),
-          // within the body deadline ([limits] http_body_timeout).
-          return withinDeadline(
-            node.federation.handleInbound(request, formatAddr(info.remoteAddr as Deno.NetAddr)),
-            config.limits.httpBodyTimeout,
-            info as Partial<FrontInfo>,
-          );
-        }
-        return problemResponse(404, "Not Found", `no route for ${request.method} ${url.pathname}`);
-    }
+  const app = routes(node, isTls);
+  return (request, info) => {
+    if (new URL(request.url).pathname === "/connect") return connect(node, isTls, request, info);
+    return app.fetch(request, info);
   };
+}
+
+/** `POST /connect` (a duplex stream) or `GET /connect` upgraded to a WebSocket. */
+function connect(
+  node: RelayNode,
+  isTls: boolean,
+  request: Request,
+  info: Info,
+): Response {
+  if (isWebSocketUpgrade(request)) {
+    return upgradeToWebSocket(node, request, info, isTls, problemResponse);
+  }
+  if (request.method !== "POST") return methodNotAllowed("POST");
+  const addr = info.remoteAddr as Deno.NetAddr;
+  // Closing the stream (a fatal ERROR, the end of the session) also closes the client's
+  // connection, so a client that keeps trickling bytes holds nothing (server/http_front.ts).
+  const transport = new HttpStreamTransport(
+    request,
+    formatAddr(addr),
+    addr.hostname,
+    isTls,
+    info.finish,
+  );
+  node.accept(transport).catch((err) => {
+    node.ctx.log.warn("connect stream failed", { error: err });
+  });
+  return transport.response;
+}
+
+/** The listener's other routes; a refusal is an RFC 9457 problem, as everywhere. */
+function routes(node: RelayNode, isTls: boolean): Hono<Env> {
+  const { storage, config, metrics } = node.ctx;
+  const app = new Hono<Env>();
+  const only = (...methods: string[]): MiddlewareHandler<Env> => async (c, next) => {
+    if (!methods.includes(c.req.method)) return methodNotAllowed(methods[0]);
+    await next();
+  };
+
+  // The signed catalog of this server's Noise keys (server/noise_keys.ts).
+  app.use(CATALOG_PATH, only("GET", "HEAD"));
+  app.get(
+    CATALOG_PATH,
+    () => Response.json(keyCatalog(config), { headers: { "cache-control": "max-age=300" } }),
+  );
+
+  app.use("/healthz", only("GET", "HEAD"));
+  app.get("/healthz", () => Response.json({ status: "ok", node: node.ctx.nodeId }));
+
+  app.use("/readyz", only("GET", "HEAD"));
+  app.get("/readyz", async () => {
+    const readiness = await storage.readiness();
+    if (readiness.ok) return Response.json({ status: "ready", ...readiness });
+    const failing = [
+      readiness.postgres.ok
+        ? null
+        : `${readiness.postgres.kind}: ${readiness.postgres.error ?? "not reachable"}`,
+      readiness.redis.ok
+        ? null
+        : `${readiness.redis.kind}: ${readiness.redis.error ?? "not reachable"}`,
+    ].filter((part) => part !== null);
+    return problemResponse(503, "Not Ready", failing.join("; "), {
+      postgres: readiness.postgres,
+      redis: readiness.redis,
+    });
+  });
+
+  app.use("/metrics", only("GET"));
+  const token = config.admin.token;
+  if (token) {
+    // Every way of not presenting the token (none, malformed, wrong) gets the same answer.
+    const refusal = {
+      wwwAuthenticateHeader: 'Bearer realm="commucat"',
+      message: () =>
+        problemResponse(
+          401,
+          "Unauthorized",
+          "GET /metrics needs Authorization: Bearer <admin token>",
+          {},
+          { "www-authenticate": 'Bearer realm="commucat"' },
+        ),
+    };
+    app.use(
+      "/metrics",
+      bearerAuth({
+        verifyToken: (presented) => tokenMatches(presented, token),
+        noAuthenticationHeader: refusal,
+        invalidAuthenticationHeader: refusal,
+        invalidToken: refusal,
+      }),
+    );
+  }
+  app.get("/metrics", async () =>
+    new Response(await metrics.exposition(), {
+      headers: { "content-type": metrics.contentType },
+    }));
+
+  app.all("*", (c) => {
+    const { pathname } = new URL(c.req.url);
+    if (isChatPath(pathname)) {
+      const { crypto } = config;
+      return chatResponse(c.req.raw, {
+        serverKey: crypto.noisePublic,
+        domain: config.server.domain,
+        prologue: crypto.prologue,
+        warn: (message, fields) => node.ctx.log.warn(message, fields),
+      }, isTls);
+    }
+    if (pathname === node.federation.inboundPath) {
+      // Federation events from peers: checks and answers of its own (docs/FEDERATION.md),
+      // within the body deadline ([limits] http_body_timeout).
+      return withinDeadline(
+        node.federation.handleInbound(c.req.raw, formatAddr(c.env.remoteAddr as Deno.NetAddr)),
+        config.limits.httpBodyTimeout,
+        c.env,
+      );
+    }
+    return problemResponse(404, "Not Found", `no route for ${c.req.method} ${pathname}`);
+  });
+  // A refusal of bearer-auth is its answer; anything else goes on to the server's error handler.
+  app.onError((err) => {
+    if (err instanceof HTTPException) return err.getResponse();
+    throw err;
+  });
+  return app;
 }
 
 /** The handler's answer, or a 408 (and the connection closed) when it takes longer. */
 async function withinDeadline(
   answer: Promise<Response>,
   seconds: number,
-  info: Partial<FrontInfo>,
+  info: Partial<Pick<FrontInfo, "completed" | "finish">>,
 ): Promise<Response> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   const late = new Promise<null>((
