@@ -21,42 +21,21 @@ import type {
 
 const iso = (d: Date | null | undefined): string | null => d ? d.toISOString() : null;
 
-export interface UserView {
-  id: string;
-  handle: string;
-  displayName: string | null;
-  avatarUrl: string | null;
-  createdAt: string;
-}
+/** A storage field as JSON: times as RFC 3339 text, bytes as lowercase hex. */
+type ViewOf<V> = V extends Date ? string : V extends Uint8Array ? string : V;
+/** A storage record as JSON (field by field, see {@link ViewOf}). */
+export type Viewed<T> = { [K in keyof T]: ViewOf<T[K]> };
 
-export interface DeviceView {
-  id: string;
-  userId: string;
+export type UserView = Viewed<Omit<User, "updatedAt">>;
+
+export type DeviceView = Viewed<Omit<Device, "updatedAt">> & {
   /** The owner's handle, when the listing joined it. */
   userHandle: string | null;
-  status: Device["status"];
-  publicKey: string;
-  pendingPublicKey: string | null;
-  createdAt: string;
-  lastSeenAt: string | null;
-}
+};
 
-export interface KeyEventView {
-  eventId: string;
-  deviceId: string;
-  kind: DeviceKeyEvent["kind"];
-  publicKey: string;
-  actor: string;
-  recordedAt: string;
-}
+export type KeyEventView = Viewed<DeviceKeyEvent>;
 
-export interface PeerView {
-  domain: string;
-  endpoint: string;
-  publicKey: string;
-  status: FederationPeer["status"];
-  source: FederationPeer["source"];
-  lastSeenAt: string | null;
+export type PeerView = Viewed<Omit<FederationPeer, "createdAt">> & {
   /** Outbox entries still being retried, and the backoff state of the soonest one. */
   pending: number;
   dead: number;
@@ -64,53 +43,20 @@ export interface PeerView {
   nextRetryAt: string | null;
   oldestPendingAt: string | null;
   lastError: string | null;
-}
+};
 
-export interface OutboxView {
-  id: string;
-  eventId: string;
-  peerDomain: string;
-  endpoint: string;
-  attempts: number;
-  nextAttemptAt: string;
-  lastError: string | null;
-  deadAt: string | null;
-  createdAt: string;
-  /** The signed event as queued (inspect before replaying). */
-  body: unknown;
-}
+/** An outbox entry; `body` is the signed event as queued (inspect before replaying). */
+export type OutboxView = Viewed<Omit<OutboxEntry, "deliveredAt">>;
 
-export interface GroupView {
-  id: string;
-  ownerDeviceId: string;
-  relay: boolean;
-  memberCount: number;
-  createdAt: string;
-}
+export type GroupView = Viewed<Group>;
 
-export interface MemberView {
-  deviceId: string;
-  role: GroupMember["role"];
-  joinedAt: string;
-}
+export type MemberView = Viewed<Omit<GroupMember, "groupId">>;
 
-export interface MembershipView {
-  recordedAt: string;
-  action: MembershipEvent["action"];
-  deviceId: string;
-  role: MembershipEvent["role"];
-  actor: string;
-}
+export type MembershipView = Viewed<
+  Pick<MembershipEvent, "recordedAt" | "action" | "deviceId" | "role" | "actor">
+>;
 
-export interface AuditView {
-  id: string;
-  actor: string;
-  action: string;
-  target: string;
-  before: unknown;
-  after: unknown;
-  recordedAt: string;
-}
+export type AuditView = Viewed<AuditEntry>;
 
 export const userView = (u: User): UserView => ({
   id: u.id,
@@ -191,12 +137,7 @@ export const membershipView = (e: MembershipEvent): MembershipView => ({
 });
 
 export const auditView = (a: AuditEntry): AuditView => ({
-  id: a.id,
-  actor: a.actor,
-  action: a.action,
-  target: a.target,
-  before: a.before,
-  after: a.after,
+  ...a,
   recordedAt: a.recordedAt.toISOString(),
 });
 

@@ -20,7 +20,12 @@ interface RoutedConversation {
   readonly groupId: string | null;
 }
 import { FrameHistogram, type RelayMetrics } from "./metrics.ts";
-import type { AnalyticsRepo, FrameRollupDelta, LatencyDelta } from "../storage/types.ts";
+import type {
+  AnalyticsRepo,
+  FrameRollup,
+  FrameRollupDelta,
+  LatencyDelta,
+} from "../storage/types.ts";
 import { LATENCY_BOUNDS_MS } from "../storage/analytics_bounds.ts";
 
 export { LATENCY_BOUNDS_MS } from "../storage/analytics_bounds.ts";
@@ -35,17 +40,8 @@ export const MAX_KEYS = 10_000;
 
 const HOUR = 3_600_000;
 
-interface Counts {
-  bucket: number;
-  frameType: string;
-  conversation: string;
-  peerDomain: string;
-  sent: number;
-  delivered: number;
-  queued: number;
-  expired: number;
-  redelivered: number;
-}
+/** A rollup row as it is counted: the hour as epoch milliseconds. */
+type Counts = Omit<FrameRollup, "bucket"> & { bucket: number };
 
 /** The slot of a latency in LATENCY_BOUNDS_MS. */
 export function latencySlot(ms: number): number {

@@ -5,15 +5,8 @@ import { decodeCursor, pageLimit, toPage } from "../pagination.ts";
 import type { AuditEntry, AuditRepo, Page, PageRequest } from "../types.ts";
 import * as v from "./validate.ts";
 
-interface AuditRow {
-  id: string;
-  actor: string;
-  action: string;
-  target: string;
-  before: unknown;
-  after: unknown;
-  recorded_at: Date;
-}
+/** An `operator_audit` row: the entry's fields, the time under its column name. */
+type AuditRow = Omit<AuditEntry, "recordedAt"> & { recorded_at: Date };
 
 function toEntry(r: AuditRow): AuditEntry {
   return {

@@ -93,17 +93,7 @@ type FastEnvelopeRow = Omit<EnvelopeRow, "enqueued_at" | "expires_at"> & {
 };
 
 function fromFastRow(r: FastEnvelopeRow): RelayEnvelope {
-  return {
-    envelopeId: String(r.envelope_id),
-    deviceId: r.device_id,
-    channelId: Number(r.channel_id),
-    payload: r.payload,
-    enqueuedAt: new Date(Number(r.enqueued_ms)),
-    expiresAt: new Date(Number(r.expires_ms)),
-    attempts: r.attempts,
-    lastSequence: r.last_sequence === null ? null : Number(r.last_sequence),
-    sender: r.sender ?? null,
-  };
+  return envelopeOf(r, new Date(Number(r.enqueued_ms)), new Date(Number(r.expires_ms)));
 }
 
 // `next` is materialized so the row locks are taken once, before numbering; the window numbers
@@ -150,13 +140,22 @@ const ACK_FULL_SQL = ackSql(ENVELOPE_COLUMNS);
 const ACK_IDS_SQL = ackSql(ACK_COLUMNS);
 
 function toEnvelope(r: EnvelopeRow): RelayEnvelope {
+  return envelopeOf(r, r.enqueued_at, r.expires_at);
+}
+
+/** An envelope from a row of either kind and its two times. */
+function envelopeOf(
+  r: Omit<EnvelopeRow, "enqueued_at" | "expires_at">,
+  enqueuedAt: Date,
+  expiresAt: Date,
+): RelayEnvelope {
   return {
     envelopeId: String(r.envelope_id),
     deviceId: r.device_id,
     channelId: Number(r.channel_id),
     payload: r.payload,
-    enqueuedAt: r.enqueued_at,
-    expiresAt: r.expires_at,
+    enqueuedAt,
+    expiresAt,
     attempts: r.attempts,
     lastSequence: r.last_sequence === null ? null : Number(r.last_sequence),
     sender: r.sender ?? null,

@@ -4,6 +4,7 @@
  */
 import { Conflict, InvalidValue, NotFound, StorageError } from "../errors.ts";
 import { sqlState } from "../db.ts";
+import { bytesEqual } from "../../protocol/crypto.ts";
 import type { Device, DeviceKeyEvent, DeviceWithUser, KeyEventKind, User } from "../types.ts";
 
 /** SQL for a timestamp column as an exact microsecond key (int8, returned as a string). */
@@ -91,12 +92,9 @@ export function toKeyEvent(r: KeyEventRow): DeviceKeyEvent {
   };
 }
 
-/** Two byte strings are equal. */
+/** Two byte strings (or nulls) are equal; bytes compared by the one comparison of protocol/. */
 export function sameBytes(a: Uint8Array | null, b: Uint8Array | null): boolean {
-  if (a === null || b === null) return a === b;
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
+  return a === null || b === null ? a === b : bytesEqual(a, b);
 }
 
 /**
