@@ -278,4 +278,3 @@ export function safetyNumber(
   const parts = [partyDigits(a.deviceId, a.key), partyDigits(b.deviceId, b.key)].sort();
   return (parts[0] + parts[1]).match(/\d{5}/g)!.join(" ");
 }
-
