@@ -40,6 +40,7 @@ import { ID_RULE, isId } from "../protocol/ids.ts";
 import { MAX_U32 } from "../protocol/varint.ts";
 import { SENDER_CAPABILITY, splitSender } from "../protocol/sender.ts";
 import { writeRotationProof } from "../protocol/rotation.ts";
+import { type KeyCatalogBody, verifyKeyCatalog } from "../protocol/key_catalog.ts";
 import { CommuCatError, connectionClosed, toCommuCatError } from "./errors.ts";
 import { E2E, E2EError, type E2EOptions, type SealedAck, type SealedFields } from "./e2e.ts";
 import { FrameReader, FrameWriter } from "./framing.ts";
@@ -95,6 +96,19 @@ export interface ConnectOptions {
   keypair: Keypair;
   /** The server's static public key (32 bytes, or 64 hex characters): printed on start. */
   serverKey: Uint8Array | string;
+  /**
+   * Further server static keys to try, in order, when the handshake to `serverKey` fails with
+   * "Handshake Failed" (a server key rotation; the "serverKey" event hands them out).
+   */
+  nextServerKeys?: (Uint8Array | string)[];
+  /**
+   * The server's Ed25519 federation public key (32 bytes or 64 hex; printed on start as
+   * "federation public key (Ed25519)"). With it the client follows a rotation of the server's
+   * Noise key: it accepts key catalogs signed by this key (announced by the server, or passed
+   * to {@link Client.useKeyCatalog}), connects with the new key from then on and emits
+   * "serverKey" so it can be persisted. Without it, announced catalogs are ignored.
+   */
+  federationKey?: Uint8Array | string;
   /** Noise prologue; must match the server's `[crypto] prologue` (default "commucat"). */
   prologue?: string;
   /** Profile sent in HELLO (used when the server provisions the user). */
@@ -235,6 +249,24 @@ export interface ClientEvents {
    * {@link Client.delivered}).
    */
   receipt: { delivered: DeliveryReceipt[] };
+  /**
+   * The client accepted a signed key catalog (or a fallback key's handshake) that changes the
+   * server key it connects with: persist `serverKey` and `nextServerKeys` where the server key
+   * is kept and pass them to {@link connect} next time. The last one is held for the first
+   * listener when it came before any.
+   */
+  serverKey: ServerKeyUpdate;
+}
+
+/** The server keys a client connects with, after a rotation it followed. */
+export interface ServerKeyUpdate {
+  /** The key to connect with (hex): the catalog's current key. */
+  serverKey: string;
+  /** Keys to try when that one fails (hex): the catalog's next key, if any. */
+  nextServerKeys: string[];
+  /** The catalog's domain and time (absent when a fallback key's handshake taught it). */
+  domain?: string;
+  issuedAt?: Date;
 }
 
 /** One entry of an expiry notice (docs/PROTOCOL.md "Expiry notices"). */
@@ -304,6 +336,8 @@ type Settings =
     options: ConnectOptions;
     versions: number[];
     serverKey: Uint8Array;
+    nextServerKeys: Uint8Array[];
+    federationKey: Uint8Array | null;
     reconnect: Required<ReconnectPolicy> | null;
   };
 
@@ -398,6 +432,74 @@ export class Client {
 
   #lastHandshake: HandshakeResult | undefined;
 
+  /** The server key the next connection starts with (hex). */
+  get serverKey(): string {
+    return bytesToHex(this.#settings.serverKey);
+  }
+
+  /** Keys tried after `serverKey` fails (hex). */
+  get nextServerKeys(): string[] {
+    return this.#settings.nextServerKeys.map(bytesToHex);
+  }
+
+  /** issued_at of the last key catalog accepted (an older one is refused). */
+  #catalogIssuedAt = 0;
+  /** The last "serverKey" update when nobody listened yet. */
+  #heldServerKey: ServerKeyUpdate | null = null;
+
+  /**
+   * Accepts a signed server key catalog (docs/PROTOCOL.md "Server key catalog": announced by
+   * the server, or fetched from `GET /.well-known/commucat`): it must be signed by the
+   * `federationKey` given to connect, name this server's domain, and be no older than the last
+   * one accepted. The catalog's current key becomes the key of the next connection and its next
+   * key the fallback; "serverKey" is emitted when that changes. Throws a CommuCatError
+   * ("Invalid Key Catalog", 400) and changes nothing otherwise.
+   */
+  useKeyCatalog(catalog: unknown): ServerKeyUpdate {
+    const invalid = (detail: string) =>
+      new CommuCatError("Invalid Key Catalog", 400, detail, { fatal: false });
+    const trusted = this.#settings.federationKey;
+    if (trusted === null) {
+      throw invalid("no federationKey was given to connect: a catalog cannot be checked");
+    }
+    let body: KeyCatalogBody;
+    try {
+      body = verifyKeyCatalog(catalog, trusted);
+    } catch (err) {
+      throw invalid((err as Error).message);
+    }
+    const domain = this.domain;
+    if (domain !== undefined && body.domain.toLowerCase() !== domain.toLowerCase()) {
+      throw invalid(`the catalog is for ${body.domain}, not for ${domain}`);
+    }
+    const issued = Date.parse(body.issued_at);
+    if (issued < this.#catalogIssuedAt) {
+      throw invalid(`the catalog was issued at ${body.issued_at}, before the one in use`);
+    }
+    this.#catalogIssuedAt = issued;
+    const current = body.keys.find((k) => k.status === "current")!.public_key;
+    const next = body.keys.filter((k) => k.status === "next").map((k) => k.public_key);
+    const update: ServerKeyUpdate = {
+      serverKey: current,
+      nextServerKeys: next,
+      domain: body.domain,
+      issuedAt: new Date(issued),
+    };
+    const changed = current !== this.serverKey ||
+      next.join(",") !== this.nextServerKeys.join(",");
+    if (changed) {
+      this.#settings.serverKey = hexToBytes(current, 32);
+      this.#settings.nextServerKeys = next.map((k) => hexToBytes(k, 32));
+      this.#emitServerKey(update);
+    }
+    return update;
+  }
+
+  #emitServerKey(update: ServerKeyUpdate): void {
+    if ((this.#listeners.get("serverKey")?.size ?? 0) > 0) this.#emit("serverKey", update);
+    else this.#heldServerKey = update;
+  }
+
   /** Subscribes to a lifecycle event; returns a function that unsubscribes. */
   on<E extends keyof ClientEvents>(
     event: E,
@@ -406,6 +508,11 @@ export class Client {
     let set = this.#listeners.get(event);
     if (!set) this.#listeners.set(event, set = new Set());
     set.add(listener as (value: never) => void);
+    if (event === "serverKey" && this.#heldServerKey !== null) {
+      const held = this.#heldServerKey;
+      this.#heldServerKey = null;
+      queueMicrotask(() => this.#emit("serverKey", held));
+    }
     if (event === "receipt" && this.#heldReceipts.length > 0) {
       const held = this.#heldReceipts.splice(0);
       queueMicrotask(() => {
@@ -783,6 +890,16 @@ export class Client {
     switch (frame.type) {
       case FrameType.Ack: {
         const json = frame.json as Record<string, unknown> | null;
+        if (json !== null && typeof json === "object" && "key_catalog" in json) {
+          // The server's key catalog, announced during a rotation (live only, never queued).
+          if (this.#settings.federationKey === null) return;
+          try {
+            this.useKeyCatalog(json.key_catalog);
+          } catch (error) {
+            this.#emit("error", toCommuCatError(error));
+          }
+          return;
+        }
         if (json?.receipt === "delivered" && Array.isArray(json.delivered)) {
           // A delivery receipt, queued for this device: acknowledged like a relayed frame.
           link.unacked.set(frame.sequence, frame.channel);
@@ -935,33 +1052,54 @@ export class Client {
     });
     try {
       const attempt = (async () => {
-        transport = await openTransport({
-          transport: o.transport ?? "tcp",
-          host: o.host,
-          port: o.port,
-          url: o.url,
-          caCerts: o.caCerts,
-          serverName: o.serverName,
-        });
-        if (timedOut) transport.close();
-        const reader = new FrameReader(transport);
-        const handshake = await runHandshake(transport, reader, {
-          pattern: s.pattern,
-          deviceId: o.deviceId,
-          keypair: o.keypair,
-          serverStatic: s.serverKey,
-          prologue: s.prologue,
-          versions: s.versions,
-          user: o.user,
-          capabilities: s.capabilities,
-          pairingCode: this.#pairingCode,
-        });
-        return { transport, reader, handshake };
+        // The pinned key first, then the fallbacks (a rotation that happened while away).
+        const keys = [s.serverKey, ...s.nextServerKeys];
+        for (let i = 0;; i++) {
+          transport = await openTransport({
+            transport: o.transport ?? "tcp",
+            host: o.host,
+            port: o.port,
+            url: o.url,
+            caCerts: o.caCerts,
+            serverName: o.serverName,
+          });
+          if (timedOut) transport.close();
+          const reader = new FrameReader(transport);
+          try {
+            const handshake = await runHandshake(transport, reader, {
+              pattern: s.pattern,
+              deviceId: o.deviceId,
+              keypair: o.keypair,
+              serverStatic: keys[i],
+              prologue: s.prologue,
+              versions: s.versions,
+              user: o.user,
+              capabilities: s.capabilities,
+              pairingCode: this.#pairingCode,
+            });
+            return { transport, reader, handshake, key: keys[i], fallback: i > 0 };
+          } catch (error) {
+            const refused = toCommuCatError(error);
+            if (i + 1 >= keys.length || timedOut || refused.title !== "Handshake Failed") {
+              throw error;
+            }
+            (transport as Transport).close();
+          }
+        }
       })();
       attempt.catch(() => {}); // the race below reports it
       const opened = await Promise.race([attempt, timeout]);
       if (this.#closed) throw connectionClosed("the client was closed during the handshake");
       this.#pairingCode = undefined;
+      if (opened.fallback) {
+        // A fallback key answered: it is the server's key now.
+        s.serverKey = opened.key;
+        s.nextServerKeys = s.nextServerKeys.filter((k) => bytesToHex(k) !== bytesToHex(opened.key));
+        this.#emitServerKey({
+          serverKey: bytesToHex(opened.key),
+          nextServerKeys: s.nextServerKeys.map(bytesToHex),
+        });
+      }
       this.#start(opened.transport, opened.reader, opened.handshake);
     } catch (error) {
       (transport as Transport | null)?.close();
@@ -1170,6 +1308,18 @@ function normalise(options: ConnectOptions): Settings {
     throw new TypeError("connect: keypair must hold a 32-byte privateKey and publicKey");
   }
   const serverKey = parseServerKey(options.serverKey);
+  const nextServerKeys = (options.nextServerKeys ?? []).map(parseServerKey);
+  let federationKey: Uint8Array | null = null;
+  if (options.federationKey !== undefined) {
+    const f = options.federationKey;
+    if (f instanceof Uint8Array && f.length === 32) federationKey = f;
+    else if (typeof f === "string" && isHex(f.trim(), 32)) federationKey = hexToBytes(f.trim(), 32);
+    else {
+      throw new TypeError(
+        "connect: federationKey must be the server's Ed25519 federation key (32 bytes or 64 hex)",
+      );
+    }
+  }
   const pattern = options.pattern ?? "XK";
   if (pattern !== "XK" && pattern !== "IK") {
     throw new TypeError(`connect: pattern must be "XK" or "IK", got ${JSON.stringify(pattern)}`);
@@ -1214,6 +1364,8 @@ function normalise(options: ConnectOptions): Settings {
     pattern,
     versions: [...versions],
     serverKey,
+    nextServerKeys,
+    federationKey,
     prologue: options.prologue ?? "commucat",
     // The server's sender stamp is asked for always (ccp1.md §4.2): `sender` on every message.
     capabilities: [...new Set([...(options.capabilities ?? []), SENDER_CAPABILITY])],

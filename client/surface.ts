@@ -19,6 +19,7 @@ export {
   parseServerKey,
   type ReconnectPolicy,
   type RemoteCopy,
+  type ServerKeyUpdate,
 } from "./sdk.ts";
 export { CommuCatError, type ErrorSource } from "./errors.ts";
 export {

@@ -7,6 +7,8 @@
  * @module
  */
 import { expireWithNotices } from "./expiry_notices.ts";
+import { KeyAnnouncer } from "./key_announce.ts";
+import type { KeyStatus } from "../protocol/key_catalog.ts";
 import type { Frame } from "../protocol/frame.ts";
 import type { ControlEvent, RelayAck } from "../storage/types.ts";
 import { nodeChannel, type NodeContext, ROUTES_CHANNEL } from "./context.ts";
@@ -54,6 +56,7 @@ export class RelayNode implements SessionHost {
       (deviceId) => this.delivery.wakeHolder(deviceId),
     );
     this.delivery = new Delivery(ctx, this.federation);
+    this.keys = new KeyAnnouncer(ctx, () => this.delivery.sessions());
     this.conversations = new Conversations(ctx);
     this.presence = new PresenceService(ctx, this.conversations, this.delivery);
     this.requests = new Requests(ctx)
@@ -110,6 +113,7 @@ export class RelayNode implements SessionHost {
     });
     await this.#reconciler.start();
     this.federation.start();
+    this.keys.start();
   }
 
   #every(ms: number, fn: () => Promise<void> | void): void {
@@ -218,6 +222,13 @@ export class RelayNode implements SessionHost {
 
   /** Offset reports being queued for peers (awaited by idle and stop). */
   readonly #reporting = new Set<Promise<void>>();
+
+  /** The server key catalog, announced to sessions during a rotation (server/key_announce.ts). */
+  readonly keys: KeyAnnouncer;
+
+  keyAnnouncement(status: KeyStatus): unknown | null {
+    return this.keys.forSession(status);
+  }
 
   reportAcknowledged(deviceId: string, acked: RelayAck[]): void {
     const report: Promise<void> = this.federation.reportAcknowledged(deviceId, acked)
@@ -379,6 +390,7 @@ export class RelayNode implements SessionHost {
     this.#stopping = true;
     for (const id of this.#timers) clearInterval(id);
     this.#timers = [];
+    this.keys.stop();
     this.#reconciler?.stop();
     await this.federation.stop();
     this.ctx.log.info("shutting down: telling connections to reconnect", {

@@ -9,20 +9,34 @@
  * key the client's first message was made for: the responder tries each in turn (Noise's first
  * message authenticates `es` with an AEAD tag, so a wrong key fails cleanly and costs one DH).
  */
-import { ed25519, x25519 } from "@noble/curves/ed25519.js";
-import { bytesToHex, hexToBytes } from "@noble/hashes/utils.js";
+import { x25519 } from "@noble/curves/ed25519.js";
+import { bytesToHex } from "@noble/hashes/utils.js";
 import { HandshakeState, importStaticKey, type PatternName } from "../protocol/noise.ts";
 import type { DhKey } from "../protocol/crypto.ts";
 import { federationKeypair } from "../protocol/federation.ts";
 import type { Config } from "./config/mod.ts";
+import {
+  CATALOG_FORMAT,
+  type KeyCatalog,
+  type KeyCatalogBody,
+  type KeyStatus,
+  signKeyCatalog,
+} from "../protocol/key_catalog.ts";
 
-export const CATALOG_PATH = "/.well-known/commucat";
-export const CATALOG_FORMAT = "commucat-key-catalog/1";
+export {
+  canonicalJson,
+  CATALOG_FORMAT,
+  CATALOG_PATH,
+  type KeyCatalog,
+  type KeyCatalogBody,
+  type KeyStatus,
+  verifyKeyCatalog,
+} from "../protocol/key_catalog.ts";
 
 export interface StaticKey {
   privateKey: Uint8Array;
   publicKey: Uint8Array;
-  status: "current" | "next" | "previous";
+  status: KeyStatus;
   /** Previous key only: no handshake to it after this time. */
   notAfter: Date | null;
 }
@@ -106,34 +120,6 @@ export function respondToFirstMessage(
   throw failure;
 }
 
-export interface KeyCatalogBody {
-  format: typeof CATALOG_FORMAT;
-  domain: string;
-  issued_at: string;
-  /** Ed25519 public key (hex) the catalog is signed with. */
-  federation_key: string;
-  keys: { public_key: string; status: StaticKey["status"]; not_after: string | null }[];
-}
-
-export interface KeyCatalog {
-  body: KeyCatalogBody;
-  /** Ed25519 over canonicalJson(body). */
-  signature: string;
-}
-
-/** JSON with sorted keys at every level: the bytes the catalog signature covers. */
-export function canonicalJson(value: unknown): string {
-  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(",")}]`;
-  if (value !== null && typeof value === "object") {
-    const o = value as Record<string, unknown>;
-    return `{${
-      Object.keys(o).filter((k) => o[k] !== undefined).sort()
-        .map((k) => `${JSON.stringify(k)}:${canonicalJson(o[k])}`).join(",")
-    }}`;
-  }
-  return JSON.stringify(value);
-}
-
 /** The signed catalog of this server's Noise keys (current, next, previous in its grace). */
 export function keyCatalog(config: Config, now = new Date()): KeyCatalog {
   const { secretKey: secret, publicKey: federationKey } = federationKeypair(
@@ -150,36 +136,5 @@ export function keyCatalog(config: Config, now = new Date()): KeyCatalog {
       not_after: k.notAfter?.toISOString() ?? null,
     })),
   };
-  const signature = ed25519.sign(new TextEncoder().encode(canonicalJson(body)), secret);
-  return { body, signature: bytesToHex(signature) };
-}
-
-/**
- * Checks a catalog against a federation key the checker already trusts; returns its body or
- * throws saying what is wrong.
- */
-export function verifyKeyCatalog(catalog: unknown, trustedKey: Uint8Array): KeyCatalogBody {
-  const c = catalog as KeyCatalog;
-  if (
-    typeof c !== "object" || c === null || typeof c.body !== "object" || c.body === null ||
-    c.body.format !== CATALOG_FORMAT || typeof c.signature !== "string" ||
-    !/^[0-9a-f]{128}$/.test(c.signature) || !Array.isArray(c.body.keys)
-  ) {
-    throw new Error(`not a ${CATALOG_FORMAT} catalog`);
-  }
-  if (c.body.federation_key !== bytesToHex(trustedKey)) {
-    throw new Error("the catalog is signed by another federation key than the trusted one");
-  }
-  let ok = false;
-  try {
-    ok = ed25519.verify(
-      hexToBytes(c.signature),
-      new TextEncoder().encode(canonicalJson(c.body)),
-      trustedKey,
-    );
-  } catch {
-    ok = false;
-  }
-  if (!ok) throw new Error("the catalog's signature does not verify");
-  return c.body;
+  return signKeyCatalog(body, secret);
 }

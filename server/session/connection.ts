@@ -52,6 +52,11 @@ export interface SessionHost {
   requeued(deviceId: string): void;
   /** The device acknowledged envelopes some of which came from peers (their origins hear of it). */
   reportAcknowledged(deviceId: string, acked: RelayAck[]): void;
+  /**
+   * What a session that completed its handshake to the server key of `status` is told about the
+   * server's keys (ACK on channel 0), or null (server/key_announce.ts).
+   */
+  keyAnnouncement(status: HandshakeResult["serverKey"]): unknown | null;
 }
 
 /** A live copy being made durable (it waited too long for the recipient's ACK). */
@@ -403,6 +408,9 @@ export class Connection {
       protocol_version: result.version,
       user: result.user.id,
     });
+    // A rotation under way (a next key, or the client used one that is going): the catalog.
+    const keys = this.node.keyAnnouncement(result.serverKey);
+    if (keys !== null) this.sendControl(FrameType.Ack, 0, keys);
     this.startReplay();
   }
 

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { respondToFirstMessage } from "../noise_keys.ts";
+import { type KeyStatus, respondToFirstMessage } from "../noise_keys.ts";
 import { type Frame, FrameType, frameTypeText } from "../../protocol/frame.ts";
 import {
   type Hello,
@@ -42,6 +42,8 @@ export interface HandshakeResult {
   version: number;
   /** Capabilities the server granted (ccp1.md §4.2), as listed in AUTH. */
   capabilities: string[];
+  /** Which of the server's accepted static keys the client's handshake was made for. */
+  serverKey: KeyStatus;
   /** Cipher states from the server's point of view. */
   send: CipherState;
   recv: CipherState;
@@ -162,6 +164,7 @@ export class ServerHandshake {
       const matched = respondToFirstMessage(config, hello.pattern, hexToBytes(hello.handshake));
       noise = matched.noise;
       serverStatic = matched.key.publicKey;
+      this.#serverKey = matched.key.status;
     } catch (err) {
       throw fatal(Titles.handshakeFailed, 400, `HELLO.handshake: ${(err as Error).message}`);
     }
@@ -229,6 +232,8 @@ export class ServerHandshake {
     return this.ciphers;
   }
 
+  #serverKey: KeyStatus = "current";
+
   #finish(user: UserInfo): HandshakeResult {
     const { send, recv } = this.#split();
     this.#state = "done";
@@ -239,6 +244,7 @@ export class ServerHandshake {
       pattern: this.#hello!.pattern,
       version: this.#version,
       capabilities: this.#granted(),
+      serverKey: this.#serverKey,
       send,
       recv,
     };
