@@ -16,7 +16,8 @@
 
 import { parseArgs } from "node:util";
 import { join } from "node:path";
-import { bytesToHex, isHex } from "../protocol/hex.ts";
+import { bytesToHex, hexToBytes, isHex } from "../protocol/hex.ts";
+import { federationKeypair } from "../protocol/federation.ts";
 import { ProblemError } from "../protocol/errors.ts";
 import { directChannelId, groupChannelId } from "./channels.ts";
 import { decodeEnvelope, encodeEnvelope, messageId, type TextEnvelope } from "./chat_envelope.ts";
@@ -28,8 +29,11 @@ import {
   KeystoreError,
   loadOrCreateIdentity,
   openTrustStore,
+  readServerPin,
   replaceIdentityKey,
+  serverPinFileFor,
   trustFileFor,
+  writeServerPin,
 } from "./keystore.ts";
 import { type Client, connect, type ConnectOptions, type InboundMessage } from "./sdk.ts";
 import "./transport_deno.ts";
@@ -53,6 +57,9 @@ const USAGE = `usage: deno task client [flags]
   --ca-cert FILE       PEM certificate to trust (self-signed server)
   --server-key HEX|FILE  the server's Noise static public key (printed on start), or a file
                        holding it (hex, or the server's data_dir/keys.json)
+  --federation-key HEX the server's Ed25519 federation key (printed on start): follow the
+                       server's key rotations (signed catalogs), pinning new keys in
+                       ~/.commucat/NAME.servers.json (read from keys.json when given one)
   --data-dir DIR       read the key from DIR/keys.json (a local server's data_dir;
                        default ./data or $COMMUCAT_DATA_DIR when no key is given)
   --pattern XK|IK      Noise pattern (default XK)
@@ -93,6 +100,7 @@ interface ChatFlags {
   url?: string;
   caCert?: string;
   serverKey?: string;
+  federationKey?: string;
   dataDir?: string;
   pattern: "XK" | "IK";
   protocol?: number;
@@ -131,6 +139,7 @@ export function parseChatArgs(argv: string[]): ChatFlags | "help" {
         url: { type: "string" },
         "ca-cert": { type: "string" },
         "server-key": { type: "string" },
+        "federation-key": { type: "string" },
         "data-dir": { type: "string" },
         pattern: { type: "string" },
         protocol: { type: "string" },
@@ -195,6 +204,9 @@ export function parseChatArgs(argv: string[]): ChatFlags | "help" {
   if (v.pair !== undefined && v.handle === undefined) {
     throw new UsageError("--pair CODE needs --handle NAME (the user the code belongs to)");
   }
+  if (v["federation-key"] !== undefined && !isHex(v["federation-key"].trim(), 32)) {
+    throw new UsageError("--federation-key must be 64 hex characters (the Ed25519 key)");
+  }
   if (channel !== undefined && members.length === 0) {
     throw new UsageError("--channel needs --members A,B (the devices on that channel)");
   }
@@ -211,6 +223,7 @@ export function parseChatArgs(argv: string[]): ChatFlags | "help" {
     url: v.url,
     caCert: v["ca-cert"],
     serverKey: v["server-key"],
+    federationKey: v["federation-key"],
     dataDir: v["data-dir"],
     pattern,
     protocol,
@@ -230,7 +243,8 @@ export function parseChatArgs(argv: string[]): ChatFlags | "help" {
  */
 export async function resolveServerKey(
   flags: Pick<ChatFlags, "serverKey" | "dataDir">,
-): Promise<{ key: string; source: string }> {
+): Promise<{ key: string; source: string; federationKey?: string }> {
+  let federationKey: string | undefined;
   const fromFile = async (file: string): Promise<string> => {
     const text = (await Deno.readTextFile(file)).trim();
     if (isHex(text, 32)) return text;
@@ -244,13 +258,18 @@ export async function resolveServerKey(
     if (!isHex(key, 32)) {
       throw new UsageError(`${file} has no noise_public key (64 hex characters)`);
     }
+    // The server's own key file: its federation key is derived from the seed it holds.
+    const seed = (data as Record<string, unknown>).federation_seed;
+    if (typeof seed === "string" && /^([0-9a-f]{2}){16,1024}$/.test(seed)) {
+      federationKey = bytesToHex(federationKeypair(hexToBytes(seed)).publicKey);
+    }
     return key;
   };
   if (flags.serverKey !== undefined) {
     const text = flags.serverKey.trim();
     if (isHex(text, 32)) return { key: text, source: "--server-key" };
     try {
-      return { key: await fromFile(text), source: text };
+      return { key: await fromFile(text), source: text, federationKey };
     } catch (error) {
       if (error instanceof Deno.errors.NotFound) {
         throw new UsageError(
@@ -263,7 +282,7 @@ export async function resolveServerKey(
   const dir = flags.dataDir ?? Deno.env.get("COMMUCAT_DATA_DIR") ?? "./data";
   const file = join(dir, "keys.json");
   try {
-    return { key: await fromFile(file), source: file };
+    return { key: await fromFile(file), source: file, federationKey };
   } catch (error) {
     if (!(error instanceof Deno.errors.NotFound)) throw error;
   }
@@ -293,7 +312,8 @@ export async function runChat(argv: string[], io: ChatIo): Promise<number> {
   let peerLabel: string;
   let identity: DeviceIdentity;
   try {
-    const { key, source } = await resolveServerKey(flags);
+    const resolved = await resolveServerKey(flags);
+    const { source } = resolved;
     const keyFile = flags.keyFile ?? defaultKeyFile(flags.profile ?? flags.device ?? "default");
     identity = await loadOrCreateIdentity(keyFile, flags.device);
     if (identity.created) io.out(`* new device key for ${identity.deviceId} kept in ${keyFile}`);
@@ -311,7 +331,7 @@ export async function runChat(argv: string[], io: ChatIo): Promise<number> {
       versions: flags.protocol ? [flags.protocol] : undefined,
       deviceId: me,
       keypair: identity.keypair,
-      serverKey: key,
+      serverKey: resolved.key,
       prologue: flags.prologue,
       user: {
         ...(flags.handle ? { handle: flags.handle } : {}),
@@ -324,10 +344,36 @@ export async function runChat(argv: string[], io: ChatIo): Promise<number> {
         : false,
       pairingCode: flags.pair,
     };
-    io.out(
-      `* connecting to ${options.url ?? `${flags.host}:${flags.port}`} (server key from ${source})`,
-    );
+    // Server key rotations (PROTOCOL.md "Server key catalog"): keys learnt from a catalog signed
+    // by the federation key are pinned per address and tried first, the given key after them.
+    const address = options.url ?? `${flags.host}:${flags.port}`;
+    const pinFile = serverPinFileFor(keyFile);
+    const pinned = await readServerPin(pinFile, address);
+    const federationKey = flags.federationKey?.trim().toLowerCase() ?? resolved.federationKey ??
+      pinned?.federation_key;
+    let keySource = source;
+    if (pinned && federationKey !== undefined && pinned.federation_key === federationKey) {
+      options.serverKey = pinned.server_key;
+      options.nextServerKeys = [...new Set([...pinned.next_server_keys, resolved.key])]
+        .filter((k) => k !== pinned.server_key);
+      keySource = `${pinFile} (pinned after a key rotation)`;
+    }
+    if (federationKey !== undefined) options.federationKey = federationKey;
+    io.out(`* connecting to ${address} (server key from ${keySource})`);
     client = await connect(options);
+    if (federationKey !== undefined) {
+      client.on("serverKey", (update) => {
+        writeServerPin(pinFile, address, {
+          server_key: update.serverKey,
+          next_server_keys: update.nextServerKeys,
+          federation_key: federationKey,
+          updated_at: new Date().toISOString(),
+        }).then(
+          () => io.out(`* the server's key is now ${update.serverKey} (pinned in ${pinFile})`),
+          (error) => io.err(`* the server's new key could not be pinned: ${error.message}`),
+        );
+      });
+    }
     io.out(
       `* connected as ${me} (user ${client.user?.handle ?? "?"}, session ${client.session}, ` +
         `protocol v${client.protocolVersion})`,

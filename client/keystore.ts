@@ -243,3 +243,85 @@ export async function openTrustStore(file: string): Promise<TrustStore> {
     );
   }
 }
+
+/**
+ * The server keys a client pinned for one server address after following a key rotation
+ * (the SDK's "serverKey" event): kept in `<name>.servers.json` next to the key file.
+ */
+export interface ServerPin {
+  /** The key to connect with (hex). */
+  server_key: string;
+  /** Keys to try when that one fails (hex). */
+  next_server_keys: string[];
+  /** The Ed25519 federation key (hex) the catalog that taught them was signed with. */
+  federation_key: string;
+  updated_at: string;
+}
+
+/** The pinned-server-keys file that goes with a key file: `<name>.servers.json` next to it. */
+export function serverPinFileFor(keyFile: string): string {
+  return keyFile.endsWith(".json")
+    ? `${keyFile.slice(0, -5)}.servers.json`
+    : `${keyFile}.servers.json`;
+}
+
+function parsePins(text: string, file: string): Record<string, ServerPin> {
+  let data: unknown;
+  try {
+    data = JSON.parse(text);
+  } catch {
+    throw new KeystoreError(`pinned server keys ${file} are damaged (not JSON); left untouched`);
+  }
+  if (typeof data !== "object" || data === null || Array.isArray(data)) {
+    throw new KeystoreError(`pinned server keys ${file} are damaged (not an object)`);
+  }
+  const out: Record<string, ServerPin> = {};
+  for (const [address, pin] of Object.entries(data as Record<string, unknown>)) {
+    const p = pin as Partial<ServerPin> | null;
+    if (
+      !p || !isHex(p.server_key, 32) || !isHex(p.federation_key, 32) ||
+      !Array.isArray(p.next_server_keys) || !p.next_server_keys.every((k) => isHex(k, 32))
+    ) {
+      throw new KeystoreError(`pinned server keys ${file}: the entry of ${address} is damaged`);
+    }
+    out[address] = {
+      server_key: p.server_key!,
+      next_server_keys: [...p.next_server_keys],
+      federation_key: p.federation_key!,
+      updated_at: String(p.updated_at ?? ""),
+    };
+  }
+  return out;
+}
+
+/** The keys pinned for `address` in `file`, or null (no file, or no entry). */
+export async function readServerPin(file: string, address: string): Promise<ServerPin | null> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(file);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return null;
+    throw new KeystoreError(`cannot read ${file}: ${(error as Error).message}`, { cause: error });
+  }
+  return parsePins(text, file)[address] ?? null;
+}
+
+/** Pins `pin` for `address` in `file` (written atomically, mode 0600; other entries kept). */
+export async function writeServerPin(file: string, address: string, pin: ServerPin): Promise<void> {
+  let all: Record<string, ServerPin> = {};
+  try {
+    all = parsePins(await Deno.readTextFile(file), file);
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+  }
+  all[address] = pin;
+  const tmp = `${file}.${crypto.randomUUID().slice(0, 8)}.tmp`;
+  try {
+    await Deno.mkdir(dirname(file), { recursive: true, mode: 0o700 });
+    await Deno.writeTextFile(tmp, JSON.stringify(all, null, 2) + "\n", { mode: 0o600 });
+    await Deno.rename(tmp, file);
+  } catch (error) {
+    await Deno.remove(tmp).catch(() => {});
+    throw new KeystoreError(`cannot write ${file}: ${(error as Error).message}`, { cause: error });
+  }
+}
