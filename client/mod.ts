@@ -16,6 +16,10 @@ export {
   loadOrCreateIdentity,
   newDeviceId,
   openTrustStore,
+  readServerPin,
+  type ServerPin,
+  serverPinFileFor,
   trustFileFor,
+  writeServerPin,
 } from "./keystore.ts";
 export type { TransportOptions } from "./transport.ts";
