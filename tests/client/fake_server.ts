@@ -12,6 +12,7 @@ import { HandshakeState } from "../../protocol/noise.ts";
 import type { Problem } from "../../protocol/errors.ts";
 import { FrameReader, FrameWriter } from "../../client/framing.ts";
 import type { Transport } from "../../client/transport.ts";
+import { ConnTransport } from "../../server/transport.ts";
 
 const encoder = new TextEncoder();
 
@@ -279,43 +280,22 @@ export class FakeServer {
   }
 }
 
-/** A Deno.Conn transport whose writes are split into small pieces (odd chunk boundaries). */
-class ChunkingTransport implements Transport {
-  readonly kind = "tcp" as const;
+/**
+ * The relay's own TCP transport (server/transport.ts: its read loop and buffers), seen through
+ * the client's Transport interface, with writes split into `chunkSize` pieces when given (odd
+ * chunk boundaries).
+ */
+class ChunkingTransport extends ConnTransport implements Transport {
   readonly tls = false;
   readonly loopback = true;
-  #closed = false;
-  constructor(readonly conn: Deno.TcpConn, readonly chunkSize?: number) {
-    conn.setNoDelay(true);
+  constructor(conn: Deno.TcpConn, readonly chunkSize?: number) {
+    super(conn, false);
   }
 
-  async read(): Promise<Uint8Array | null> {
-    if (this.#closed) return null;
-    const buf = new Uint8Array(65536);
-    try {
-      const n = await this.conn.read(buf);
-      return n === null ? null : buf.slice(0, n);
-    } catch {
-      return null;
-    }
-  }
-
-  async write(bytes: Uint8Array): Promise<void> {
+  override async write(bytes: Uint8Array): Promise<void> {
     const step = this.chunkSize ?? bytes.length;
     for (let offset = 0; offset < bytes.length; offset += step) {
-      const piece = bytes.subarray(offset, Math.min(offset + step, bytes.length));
-      let done = 0;
-      while (done < piece.length) done += await this.conn.write(piece.subarray(done));
-    }
-  }
-
-  close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    try {
-      this.conn.close();
-    } catch {
-      // closed already
+      await super.write(bytes.subarray(offset, Math.min(offset + step, bytes.length)));
     }
   }
 }
