@@ -95,6 +95,23 @@ function describeParseError(err: unknown): string {
   }
 }
 
+/** The usage error for a missing (`sub` undefined) or unknown subcommand of `names`. */
+export function subcommandError(
+  sub: string | undefined,
+  names: readonly string[],
+  usage: string,
+): UsageError {
+  const expected = names.length === 1
+    ? names[0]
+    : `${names.slice(0, -1).join(", ")} or ${names[names.length - 1]}`;
+  return new UsageError(
+    sub === undefined
+      ? `missing subcommand: ${expected}`
+      : `unknown subcommand ${JSON.stringify(sub)}: expected ${expected}`,
+    usage,
+  );
+}
+
 /** A string flag's value, or undefined when the flag was not given. */
 export function stringFlag(args: ParsedArgs, name: string): string | undefined {
   const value = args.flags[name];

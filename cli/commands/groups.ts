@@ -1,5 +1,5 @@
 /** `groups list | show <id>`: chat groups and their rosters. */
-import { formatFlag, LIST_FLAGS, parseCommand, stringFlag, UsageError } from "../args.ts";
+import { formatFlag, LIST_FLAGS, parseCommand, stringFlag, subcommandError } from "../args.ts";
 import { printNotes, runList } from "../page.ts";
 import type { Command } from "../command.ts";
 import { keyValues, table, toJson } from "../format.ts";
@@ -77,13 +77,8 @@ Examples:
         ctx.out(keyValues([["group_id", groupId], ["removed", deviceId]]));
         return 0;
       }
-      case undefined:
-        throw new UsageError("missing subcommand: list, show or remove-member", listUsage);
       default:
-        throw new UsageError(
-          `unknown subcommand ${JSON.stringify(sub)}: expected list, show or remove-member`,
-          listUsage,
-        );
+        throw subcommandError(sub, ["list", "show", "remove-member"], listUsage);
     }
   },
 };

@@ -2,7 +2,7 @@
  * `peers list | add | set-status | retry | dead | replay`: federation peers (database rows
  * merged with [federation]), their outbox backoff, and dead letters.
  */
-import { choiceFlag, hexKey, oneOf, parseCommand, stringFlag, UsageError } from "../args.ts";
+import { choiceFlag, hexKey, oneOf, parseCommand, stringFlag, subcommandError } from "../args.ts";
 import type { Command } from "../command.ts";
 import { hex, keyValues } from "../format.ts";
 import { printNotes, runList } from "../page.ts";
@@ -136,16 +136,10 @@ Examples:
         ]));
         return 0;
       }
-      case undefined:
-        throw new UsageError(
-          "missing subcommand: list, add, set-status, retry, dead or replay",
-          listUsage,
-        );
       default:
-        throw new UsageError(
-          `unknown subcommand ${
-            JSON.stringify(sub)
-          }: expected list, add, set-status, retry, dead or replay`,
+        throw subcommandError(
+          sub,
+          ["list", "add", "set-status", "retry", "dead", "replay"],
           listUsage,
         );
     }

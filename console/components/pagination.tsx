@@ -1,5 +1,8 @@
 /** Keyset pagination: "first page" and "next page" links that keep the current filters. */
+import type { ComponentChildren } from "preact";
 import { href } from "./format.ts";
+import { type Column, Table } from "./table.tsx";
+import type { Page } from "../../storage/types.ts";
 
 export function Pagination(
   props: {
@@ -23,5 +26,39 @@ export function Pagination(
         </a>
       )}
     </nav>
+  );
+}
+
+/** A page of rows as a table with its page links, or `empty` when the page has no rows. */
+export function PagedTable<T>(
+  props: {
+    caption: string;
+    columns: Column<T>[];
+    page: Page<T>;
+    rowClass?: (row: T) => string;
+    path: string;
+    params: Record<string, string | null | undefined>;
+    cursor: string | null | undefined;
+    cursorParam?: string;
+    empty: ComponentChildren;
+  },
+) {
+  if (props.page.items.length === 0) return <>{props.empty}</>;
+  return (
+    <>
+      <Table
+        caption={props.caption}
+        columns={props.columns}
+        rows={props.page.items}
+        rowClass={props.rowClass}
+      />
+      <Pagination
+        path={props.path}
+        params={props.params}
+        cursor={props.cursor}
+        nextCursor={props.page.nextCursor}
+        cursorParam={props.cursorParam}
+      />
+    </>
   );
 }

@@ -3,8 +3,7 @@
 import type { Hono } from "hono";
 import type { AppEnv, ConsoleDeps } from "../context.ts";
 import { renderPage } from "../render.tsx";
-import { Table } from "../components/table.tsx";
-import { Pagination } from "../components/pagination.tsx";
+import { PagedTable } from "../components/pagination.tsx";
 import { Field, FilterForm } from "../components/forms.tsx";
 import { Empty } from "../components/empty.tsx";
 import { when } from "../components/format.ts";
@@ -37,39 +36,29 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
         <Field name="action" label="Action" value={action} placeholder="device.revoke" />
         <Field name="target" label="Target" value={target} placeholder="device:…" />
       </FilterForm>,
-      page.items.length
-        ? (
-          <>
-            <Table
-              caption="Operator actions, newest first"
-              rows={page.items}
-              columns={[
-                { label: "When", cell: (e) => when(e.recordedAt) },
-                {
-                  label: "Actor",
-                  cell: (e) => (
-                    <a href={`/audit?actor=${encodeURIComponent(e.actor)}`}>{e.actor}</a>
-                  ),
-                },
-                { label: "Action", cell: (e) => <code class="nowrap">{e.action}</code> },
-                { label: "Target", cell: (e) => e.target },
-                { label: "Before", cell: (e) => <Change value={e.before} /> },
-                { label: "After", cell: (e) => <Change value={e.after} /> },
-              ]}
-            />
-            <Pagination
-              path="/audit"
-              params={params}
-              cursor={cursor}
-              nextCursor={page.nextCursor}
-            />
-          </>
-        )
-        : (
+      <PagedTable
+        caption="Operator actions, newest first"
+        page={page}
+        columns={[
+          { label: "When", cell: (e) => when(e.recordedAt) },
+          {
+            label: "Actor",
+            cell: (e) => <a href={`/audit?actor=${encodeURIComponent(e.actor)}`}>{e.actor}</a>,
+          },
+          { label: "Action", cell: (e) => <code class="nowrap">{e.action}</code> },
+          { label: "Target", cell: (e) => e.target },
+          { label: "Before", cell: (e) => <Change value={e.before} /> },
+          { label: "After", cell: (e) => <Change value={e.after} /> },
+        ]}
+        path="/audit"
+        params={params}
+        cursor={cursor}
+        empty={
           <Empty title={filtered ? "No audit entries match." : "No operator actions yet."}>
             Every action taken in the console or the CLI is recorded here.
           </Empty>
-        ),
+        }
+      />,
     ]);
   });
 }

@@ -8,7 +8,7 @@ import type { AppEnv, ConsoleDeps } from "../context.ts";
 import type { DeviceStatus, DeviceWithUser, Page, User } from "../../storage/types.ts";
 import { renderPage } from "../render.tsx";
 import { Badge, type Column, Table } from "../components/table.tsx";
-import { Pagination } from "../components/pagination.tsx";
+import { PagedTable } from "../components/pagination.tsx";
 import { Field, FilterForm, Select } from "../components/forms.tsx";
 import { Empty } from "../components/empty.tsx";
 import { ErrorBox } from "../components/flash.tsx";
@@ -139,23 +139,22 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
         {userMissing && (
           <ErrorBox title="No such user:" detail={`no user has the handle or id “${userText}”.`} />
         )}
-        {list && list.items.length > 0 && (
-          <>
-            <Table caption="Devices" columns={columns(back)} rows={list.items} />
-            <Pagination
-              path="/devices"
-              params={params}
-              cursor={cursor}
-              nextCursor={list.nextCursor}
-            />
-          </>
-        )}
-        {list && list.items.length === 0 && (
-          <Empty title="No devices match.">
-            {showQueue
-              ? "Devices appear here after their first handshake."
-              : "Try a different filter, or clear it."}
-          </Empty>
+        {list && (
+          <PagedTable
+            caption="Devices"
+            columns={columns(back)}
+            page={list}
+            path="/devices"
+            params={params}
+            cursor={cursor}
+            empty={
+              <Empty title="No devices match.">
+                {showQueue
+                  ? "Devices appear here after their first handshake."
+                  : "Try a different filter, or clear it."}
+              </Empty>
+            }
+          />
         )}
       </section>,
     ]);

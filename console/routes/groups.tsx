@@ -5,7 +5,7 @@ import type { AppEnv, ConsoleDeps } from "../context.ts";
 import { actorOf, removeGroupMember } from "../actions.ts";
 import { attempt, flash, renderPage, seeOther } from "../render.tsx";
 import { Badge, Table } from "../components/table.tsx";
-import { Pagination } from "../components/pagination.tsx";
+import { PagedTable, Pagination } from "../components/pagination.tsx";
 import { Field, FilterForm, PostForm } from "../components/forms.tsx";
 import { Empty } from "../components/empty.tsx";
 import { when } from "../components/format.ts";
@@ -26,36 +26,28 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
       <FilterForm action="/groups" label="Search groups" clear={!!search}>
         <Field name="q" label="Group id contains" value={search} type="search" />
       </FilterForm>,
-      page.items.length
-        ? (
-          <>
-            <Table
-              caption="Groups"
-              rows={page.items}
-              columns={[
-                { label: "Group", cell: (g) => <a href={groupPath(g.id)}>{g.id}</a> },
-                {
-                  label: "Owner device",
-                  cell: (g) => (
-                    <a href={`/devices/${encodeURIComponent(g.ownerDeviceId)}`}>
-                      {g.ownerDeviceId}
-                    </a>
-                  ),
-                },
-                { label: "Members", cell: (g) => String(g.memberCount), numeric: true },
-                { label: "Relay", cell: (g) => (g.relay ? "yes" : "no") },
-                { label: "Created", cell: (g) => when(g.createdAt) },
-              ]}
-            />
-            <Pagination
-              path="/groups"
-              params={{ q: search }}
-              cursor={cursor}
-              nextCursor={page.nextCursor}
-            />
-          </>
-        )
-        : <Empty title={search ? "No group matches." : "No groups yet."} />,
+      <PagedTable
+        caption="Groups"
+        page={page}
+        columns={[
+          { label: "Group", cell: (g) => <a href={groupPath(g.id)}>{g.id}</a> },
+          {
+            label: "Owner device",
+            cell: (g) => (
+              <a href={`/devices/${encodeURIComponent(g.ownerDeviceId)}`}>
+                {g.ownerDeviceId}
+              </a>
+            ),
+          },
+          { label: "Members", cell: (g) => String(g.memberCount), numeric: true },
+          { label: "Relay", cell: (g) => (g.relay ? "yes" : "no") },
+          { label: "Created", cell: (g) => when(g.createdAt) },
+        ]}
+        path="/groups"
+        params={{ q: search }}
+        cursor={cursor}
+        empty={<Empty title={search ? "No group matches." : "No groups yet."} />}
+      />,
     ]);
   });
 

@@ -3,8 +3,8 @@
 import type { Context, Hono } from "hono";
 import type { AppEnv, ConsoleDeps } from "../context.ts";
 import { renderPage } from "../render.tsx";
-import { Badge, Table } from "../components/table.tsx";
-import { Pagination } from "../components/pagination.tsx";
+import { Badge } from "../components/table.tsx";
+import { PagedTable } from "../components/pagination.tsx";
 import { Field, FilterForm } from "../components/forms.tsx";
 import { Empty } from "../components/empty.tsx";
 import { ErrorBox } from "../components/flash.tsx";
@@ -73,39 +73,32 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
           <a href={href("/key-events/archive", { device: f.device })}>Archived key events</a>
         </p>
       ),
-      page && page.items.length > 0 && (
-        <>
-          <Table
-            caption="Device key events"
-            rows={page.items}
-            columns={[
-              { label: "When", cell: (e) => when(e.recordedAt) },
-              {
-                label: "Device",
-                cell: (e) => (
-                  <a href={`/devices/${encodeURIComponent(e.deviceId)}`}>{e.deviceId}</a>
-                ),
-              },
-              { label: "Kind", cell: (e) => <Badge value={e.kind} /> },
-              {
-                label: "Key",
-                cell: (e) => <code title={hex(e.publicKey)}>{hex(e.publicKey).slice(0, 16)}…</code>,
-              },
-              { label: "Actor", cell: (e) => e.actor },
-            ]}
-          />
-          <Pagination
-            path="/key-events"
-            params={params}
-            cursor={cursor}
-            nextCursor={page.nextCursor}
-          />
-        </>
-      ),
-      page && page.items.length === 0 && (
-        <Empty title="No key events match.">
-          Key events are written when devices register, are approved, rotate or are revoked.
-        </Empty>
+      page && (
+        <PagedTable
+          caption="Device key events"
+          page={page}
+          columns={[
+            { label: "When", cell: (e) => when(e.recordedAt) },
+            {
+              label: "Device",
+              cell: (e) => <a href={`/devices/${encodeURIComponent(e.deviceId)}`}>{e.deviceId}</a>,
+            },
+            { label: "Kind", cell: (e) => <Badge value={e.kind} /> },
+            {
+              label: "Key",
+              cell: (e) => <code title={hex(e.publicKey)}>{hex(e.publicKey).slice(0, 16)}…</code>,
+            },
+            { label: "Actor", cell: (e) => e.actor },
+          ]}
+          path="/key-events"
+          params={params}
+          cursor={cursor}
+          empty={
+            <Empty title="No key events match.">
+              Key events are written when devices register, are approved, rotate or are revoked.
+            </Empty>
+          }
+        />
       ),
     ]);
   });

@@ -3,8 +3,8 @@
 import type { Hono } from "hono";
 import type { AppEnv, ConsoleDeps } from "../context.ts";
 import { renderPage } from "../render.tsx";
-import { Badge, Table } from "../components/table.tsx";
-import { Pagination } from "../components/pagination.tsx";
+import { Badge } from "../components/table.tsx";
+import { PagedTable } from "../components/pagination.tsx";
 import { Field, FilterForm } from "../components/forms.tsx";
 import { Empty } from "../components/empty.tsx";
 import { shortKey, when } from "../components/format.ts";
@@ -30,49 +30,41 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
       <FilterForm action="/users" label="Search users" clear={!!search}>
         <Field name="q" label="Handle or name contains" value={search} type="search" />
       </FilterForm>,
-      page.items.length
-        ? (
-          <>
-            <Table
-              caption="Users"
-              rows={page.items}
-              columns={[
-                {
-                  label: "Handle",
-                  cell: (u) => <a href={`/users/${encodeURIComponent(u.id)}`}>{u.handle}</a>,
-                },
-                { label: "Display name", cell: (u) => u.displayName ?? "—" },
-                { label: "Id", cell: (u) => <code>{u.id}</code> },
-                { label: "Created", cell: (u) => when(u.createdAt) },
-                {
-                  label: "Devices",
-                  numeric: true,
-                  cell: (u) => (
-                    <a
-                      href={`/devices?user=${encodeURIComponent(u.id)}`}
-                      aria-label={`Devices of ${u.handle}`}
-                    >
-                      {counts.get(u.id)}
-                    </a>
-                  ),
-                },
-              ]}
-            />
-            <Pagination
-              path="/users"
-              params={{ q: search }}
-              cursor={cursor}
-              nextCursor={page.nextCursor}
-            />
-          </>
-        )
-        : (
+      <PagedTable
+        caption="Users"
+        page={page}
+        columns={[
+          {
+            label: "Handle",
+            cell: (u) => <a href={`/users/${encodeURIComponent(u.id)}`}>{u.handle}</a>,
+          },
+          { label: "Display name", cell: (u) => u.displayName ?? "—" },
+          { label: "Id", cell: (u) => <code>{u.id}</code> },
+          { label: "Created", cell: (u) => when(u.createdAt) },
+          {
+            label: "Devices",
+            numeric: true,
+            cell: (u) => (
+              <a
+                href={`/devices?user=${encodeURIComponent(u.id)}`}
+                aria-label={`Devices of ${u.handle}`}
+              >
+                {counts.get(u.id)}
+              </a>
+            ),
+          },
+        ]}
+        path="/users"
+        params={{ q: search }}
+        cursor={cursor}
+        empty={
           <Empty title={search ? "No user matches." : "No users yet."}>
             {search
               ? "Try part of the handle or display name."
               : "Users appear with their first device."}
           </Empty>
-        ),
+        }
+      />,
     ]);
   });
 
@@ -101,27 +93,24 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
         <dd>{when(user.updatedAt)}</dd>
       </dl>,
       <h2>Devices</h2>,
-      devices.items.length
-        ? (
-          <>
-            <Table
-              caption={`Devices of ${user.handle}`}
-              rows={devices.items}
-              columns={[
-                {
-                  label: "Device",
-                  cell: (d) => <a href={`/devices/${encodeURIComponent(d.id)}`}>{d.id}</a>,
-                },
-                { label: "Status", cell: (d) => <Badge value={d.status} /> },
-                { label: "Key", cell: (d) => <code>{shortKey(d.publicKey)}</code> },
-                { label: "Last seen", cell: (d) => when(d.lastSeenAt) },
-                { label: "Actions", cell: (d) => <DeviceActions device={d} back={path} /> },
-              ]}
-            />
-            <Pagination path={path} params={{}} cursor={cursor} nextCursor={devices.nextCursor} />
-          </>
-        )
-        : <Empty title="This user has no devices." />,
+      <PagedTable
+        caption={`Devices of ${user.handle}`}
+        page={devices}
+        columns={[
+          {
+            label: "Device",
+            cell: (d) => <a href={`/devices/${encodeURIComponent(d.id)}`}>{d.id}</a>,
+          },
+          { label: "Status", cell: (d) => <Badge value={d.status} /> },
+          { label: "Key", cell: (d) => <code>{shortKey(d.publicKey)}</code> },
+          { label: "Last seen", cell: (d) => when(d.lastSeenAt) },
+          { label: "Actions", cell: (d) => <DeviceActions device={d} back={path} /> },
+        ]}
+        path={path}
+        params={{}}
+        cursor={cursor}
+        empty={<Empty title="This user has no devices." />}
+      />,
     ]);
   });
 }
