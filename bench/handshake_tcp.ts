@@ -15,6 +15,7 @@ import { generateKeypair, type Keypair } from "../protocol/crypto.ts";
 import { HandshakeState } from "../protocol/noise.ts";
 import { TestClient } from "../tests/server/helpers/client.ts";
 import { testConfig } from "../tests/server/helpers/server.ts";
+import { benchServices } from "./helpers/env.ts";
 
 const HANDSHAKES = 800;
 const CONCURRENCY = 16;
@@ -107,17 +108,13 @@ export async function run(): Promise<void> {
     await embedded.close();
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
-  const dsn = Deno.env.get("COMMUCAT_BENCH_PG_DSN") ?? Deno.env.get("COMMUCAT_TEST_PG_DSN");
-  const redis = Deno.env.get("COMMUCAT_BENCH_REDIS_URL") ??
-    Deno.env.get("COMMUCAT_TEST_REDIS_URL");
-  if (!dsn || !redis) {
-    console.log(
-      "handshakes over TCP on Postgres + Redis: set COMMUCAT_BENCH_PG_DSN and " +
-        "COMMUCAT_BENCH_REDIS_URL to measure them",
-    );
-    return;
-  }
-  const real = await openStorage({ postgresDsn: dsn, redisUrl: redis, dataDir: "" });
+  const services = benchServices("handshakes over TCP");
+  if (!services) return;
+  const real = await openStorage({
+    postgresDsn: services.dsn,
+    redisUrl: services.redis,
+    dataDir: "",
+  });
   try {
     await tcpRates(real, "Postgres + Redis", inProcess);
   } finally {

@@ -16,6 +16,7 @@ import { openStorage } from "../storage/mod.ts";
 import type { Storage } from "../storage/types.ts";
 import { TestClient } from "../tests/server/helpers/client.ts";
 import { BenchClient } from "./helpers/relay_client.ts";
+import { benchServices } from "./helpers/env.ts";
 import { testConfig } from "../tests/server/helpers/server.ts";
 
 const PAYLOAD = 100;
@@ -338,17 +339,13 @@ export async function run(parts: string[] = []): Promise<void> {
     await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
   if (!want("offline")) return;
-  const dsn = Deno.env.get("COMMUCAT_BENCH_PG_DSN") ?? Deno.env.get("COMMUCAT_TEST_PG_DSN");
-  const redis = Deno.env.get("COMMUCAT_BENCH_REDIS_URL") ??
-    Deno.env.get("COMMUCAT_TEST_REDIS_URL");
-  if (!dsn || !redis) {
-    console.log(
-      "offline scenario on Postgres + Redis: set COMMUCAT_BENCH_PG_DSN and " +
-        "COMMUCAT_BENCH_REDIS_URL to measure it",
-    );
-    return;
-  }
-  const real = await openStorage({ postgresDsn: dsn, redisUrl: redis, dataDir: "" });
+  const services = benchServices("offline scenario");
+  if (!services) return;
+  const real = await openStorage({
+    postgresDsn: services.dsn,
+    redisUrl: services.redis,
+    dataDir: "",
+  });
   const realServer = await startServer(config, { storage: real });
   try {
     await offlineScenario(realServer, config, real, "Postgres + Redis");
