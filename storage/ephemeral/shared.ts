@@ -149,12 +149,8 @@ export function checkHeartbeat(h: NodeHeartbeat): string {
 /** A stored heartbeat, or null when the text is not one. */
 export function parseHeartbeat(text: string | null): NodeHeartbeat | null {
   if (text === null) return null;
-  try {
-    const v = JSON.parse(text);
-    return typeof v?.nodeId === "string" ? v as NodeHeartbeat : null;
-  } catch {
-    return null;
-  }
+  const v = jsonOrUndefined(text) as { nodeId?: unknown } | undefined;
+  return typeof v?.nodeId === "string" ? v as NodeHeartbeat : null;
 }
 
 /** A device's channel bindings (a hash: channel id → conversation id). */
@@ -233,17 +229,21 @@ export function checkMessage(message: unknown): asserts message is Uint8Array {
 
 const isObject = (v: unknown): v is Record<string, unknown> =>
   typeof v === "object" && v !== null && !Array.isArray(v);
+/** The JSON value of stored text, or undefined when the text is not JSON. */
+function jsonOrUndefined(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
 const isNonEmpty = (v: unknown): v is string => typeof v === "string" && v.length > 0;
 const isNullableString = (v: unknown) => v === null || typeof v === "string";
 
 /** A presence value as stored, or null when the stored text is not one. */
 export function parsePresence(text: string): Presence | null {
-  let v: unknown;
-  try {
-    v = JSON.parse(text);
-  } catch {
-    return null;
-  }
+  const v = jsonOrUndefined(text);
   if (!isObject(v) || !isNonEmpty(v.entity) || typeof v.expires_at !== "string") return null;
   if (v.state !== "online" && v.state !== "offline") return null;
   const u = v.user;
@@ -267,12 +267,7 @@ export function checkPresence(presence: Presence): string {
 
 /** A route as stored, or null when the stored text is not one. */
 export function parseRoute(text: string): Route | null {
-  let v: unknown;
-  try {
-    v = JSON.parse(text);
-  } catch {
-    return null;
-  }
+  const v = jsonOrUndefined(text);
   if (!isObject(v) || !isNonEmpty(v.nodeId) || !isNonEmpty(v.sessionId)) return null;
   return { nodeId: v.nodeId, sessionId: v.sessionId };
 }
