@@ -5,7 +5,13 @@
  */
 import type { Context, Hono } from "hono";
 import type { AppEnv, ConsoleDeps } from "../context.ts";
-import type { FederationPeer, OutboxBacklog, PeerStatus } from "../../storage/types.ts";
+import type {
+  FederationPeer,
+  OutboxBacklog,
+  PeerStatus,
+  RemoteOffset,
+  Storage,
+} from "../../storage/types.ts";
 import { actorOf, addPeer, adminFor, setPeerStatus } from "../actions.ts";
 import type { OutboxEntry } from "../../storage/types.ts";
 import { attempt, flash, renderPage, seeOther } from "../render.tsx";
@@ -17,6 +23,9 @@ import { age, figure, hex, href, shortKey, when } from "../components/format.ts"
 import { PageError } from "../middleware/errors.tsx";
 import { parsePeerForm, PEER_STATUSES, type PeerForm } from "../validate.ts";
 import { StorageError } from "../../storage/errors.ts";
+
+/** Remote offsets the page lists (most recently changed first). */
+const RECEIPT_ROWS = 50;
 
 const peerPath = (domain: string) => `/peers/${encodeURIComponent(domain)}/status`;
 const STATUS_VERB: Record<PeerStatus, string> = {
@@ -34,10 +43,13 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
     errors: Partial<Record<keyof PeerForm, string>>,
     status = 200,
   ) => {
-    const [peers, backlog, dead] = await Promise.all([
+    // Storage doubles without remote offsets show none.
+    const remoteOffsets = (deps.storage as Partial<Storage>).remoteOffsets;
+    const [peers, backlog, dead, offsets] = await Promise.all([
       deps.storage.peers.list(deps.config.federation.peers),
       deps.storage.outbox.backlog(),
       deps.storage.outbox.listDead({ limit: 50 }),
+      remoteOffsets ? remoteOffsets.list({ limit: RECEIPT_ROWS }) : Promise.resolve([]),
     ]);
     const byDomain = new Map<string, OutboxBacklog>(backlog.map((b) => [b.peerDomain, b]));
     const now = deps.now();
@@ -203,6 +215,31 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
                     </PostForm>
                   ),
                 },
+              ]}
+            />
+          )}
+      </section>,
+      <section aria-labelledby="receipts-title" class="remote-offsets">
+        <h2 id="receipts-title">Delivery receipts from peers</h2>
+        {offsets.length === 0
+          ? (
+            <p class="muted">
+              No peer has reported an acknowledgement yet. When a peer's device acknowledges frames
+              sent from here, the peer reports it (a signed offset event) and the sender gets a
+              receipt.
+            </p>
+          )
+          : (
+            <Table<RemoteOffset>
+              caption={`Remote offsets: the last frame each peer device acknowledged, per channel (the ${RECEIPT_ROWS} most recent)`}
+              rows={offsets}
+              columns={[
+                { label: "Peer", cell: (o) => o.peerDomain },
+                { label: "Device", cell: (o) => <code>{o.entityId}</code> },
+                { label: "Channel", numeric: true, cell: (o) => figure(o.channelId) },
+                { label: "Frames acknowledged", numeric: true, cell: (o) => figure(o.ackedFrames) },
+                { label: "Last event", cell: (o) => <code>{o.lastEventId}</code> },
+                { label: "Acknowledged", cell: (o) => when(o.ackedAt) },
               ]}
             />
           )}
