@@ -7,6 +7,7 @@ import { x25519 } from "@noble/curves/ed25519.js";
 import { cli, DENO_CONFIG, keyValues, show } from "./run.ts";
 import { operatorFlow } from "./flow.ts";
 import { openStorage } from "../../storage/mod.ts";
+import { freePort } from "../helpers/wait.ts";
 
 const dir = await Deno.makeTempDir({ prefix: "commucat-cli-" });
 const dataDir = `${dir}/data`;
@@ -16,12 +17,6 @@ const env = {
   COMMUCAT_LEDGER: "file",
   COMMUCAT_LEDGER_TARGET: ledgerFile,
 };
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
 
 const openHere = () => openStorage({ postgresDsn: null, redisUrl: null, dataDir, migrate: false });
 

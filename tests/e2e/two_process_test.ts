@@ -6,82 +6,22 @@
  */
 import assert from "node:assert/strict";
 import { type Frame, FrameType } from "../../protocol/frame.ts";
-import { bytesToHex } from "../../protocol/hex.ts";
 import { generateKeypair, type Keypair } from "../../protocol/crypto.ts";
-import { TestClient, withTimeout } from "../server/helpers/client.ts";
+import { TestClient } from "../server/helpers/client.ts";
+import {
+  nodeEnv as sharedNodeEnv,
+  type NodeProcess,
+  spawnNode,
+  stopNode,
+} from "../helpers/node_process.ts";
 import { realServices, uid } from "../server/helpers/server.ts";
 import { OPEN_LIMITS_ENV } from "../server/helpers/server.ts";
-
-const MAIN = new URL("../../app/serve.ts", import.meta.url).pathname;
-const DENO_JSON = new URL("../../deno.json", import.meta.url).pathname;
-
-interface RunningNode {
-  child: Deno.ChildProcess;
-  tcpPort: number;
-  httpPort: number;
-  output: string[];
-  stdoutDone: Promise<void>;
-}
-
-/** Starts `app/serve.ts` with `env` and waits until it prints where it listens. */
-async function spawnNode(env: Record<string, string>, cwd: string): Promise<RunningNode> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--config", DENO_JSON, MAIN],
-    env: { ...env, NO_COLOR: "1" },
-    cwd,
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const output: string[] = [];
-  const ports = Promise.withResolvers<{ tcp: number; http: number }>();
-  let tcp = 0;
-  const pump = async (stream: ReadableStream<Uint8Array>) => {
-    let rest = "";
-    const decoder = new TextDecoder();
-    for await (const chunk of stream) {
-      rest += decoder.decode(chunk, { stream: true });
-      const lines = rest.split("\n");
-      rest = lines.pop()!;
-      for (const line of lines) {
-        output.push(line);
-        const t = /^CCP-1 listening on tcp:\/\/[^:]+:(\d+)/.exec(line);
-        if (t) tcp = Number(t[1]);
-        const h = /^HTTP listening on http:\/\/[^:]+:(\d+)/.exec(line);
-        if (h) ports.resolve({ tcp, http: Number(h[1]) });
-      }
-    }
-    ports.reject(new Error(`server exited before listening:\n${output.join("\n")}`));
-  };
-  const stdoutDone = Promise.all([pump(child.stdout), pump(child.stderr)]).then(() => {});
-  const bound = await withTimeout(ports.promise, 60_000, "server start");
-  return { child, tcpPort: bound.tcp, httpPort: bound.http, output, stdoutDone };
-}
-
-async function stopNode(node: RunningNode): Promise<Deno.CommandStatus> {
-  try {
-    node.child.kill("SIGTERM");
-  } catch {
-    // already gone
-  }
-  const status = await node.child.status;
-  await node.stdoutDone;
-  return status;
-}
 
 const real = realServices();
 
 /** What every node shares: the real services, port 0 everywhere, one Noise key, auto-approval. */
 function nodeEnv(keys: Keypair): Record<string, string> {
-  return {
-    COMMUCAT_PG_DSN: real!.dsn,
-    COMMUCAT_REDIS_URL: real!.redis,
-    COMMUCAT_BIND: "127.0.0.1:0",
-    COMMUCAT_TCP_BIND: "127.0.0.1:0",
-    ...OPEN_LIMITS_ENV,
-    COMMUCAT_CONSOLE_BIND: "127.0.0.1:0",
-    COMMUCAT_NOISE_PRIVATE: bytesToHex(keys.privateKey),
-    COMMUCAT_AUTO_APPROVE_DEVICES: "true",
-  };
+  return sharedNodeEnv(keys, real!, OPEN_LIMITS_ENV);
 }
 
 /**
@@ -92,14 +32,9 @@ async function spawnNodes(
   dir: string,
   names: string[],
   env: Record<string, string>,
-  nodes: RunningNode[],
+  nodes: NodeProcess[],
 ): Promise<void> {
-  for (const name of names) {
-    await Deno.mkdir(`${dir}/${name}`);
-    nodes.push(
-      await spawnNode({ ...env, COMMUCAT_DATA_DIR: `${dir}/${name}/data` }, `${dir}/${name}`),
-    );
-  }
+  for (const name of names) nodes.push(await spawnNode(env, `${dir}/${name}`));
 }
 
 Deno.test({
@@ -109,7 +44,7 @@ Deno.test({
   const keys = generateKeypair();
   const dir = await Deno.makeTempDir({ prefix: "commucat-two-nodes-" });
   const env = { ...nodeEnv(keys), COMMUCAT_ADMIN_TOKEN: "two-node-token" };
-  const nodes: RunningNode[] = [];
+  const nodes: NodeProcess[] = [];
   const clients: TestClient[] = [];
   try {
     await spawnNodes(dir, ["one", "two"], env, nodes);
@@ -179,7 +114,7 @@ Deno.test({
   const keys = generateKeypair();
   const dir = await Deno.makeTempDir({ prefix: "commucat-crash-" });
   const env = nodeEnv(keys);
-  const nodes: RunningNode[] = [];
+  const nodes: NodeProcess[] = [];
   const clients: TestClient[] = [];
   try {
     await spawnNodes(dir, ["survivor", "victim"], env, nodes);
@@ -210,9 +145,7 @@ Deno.test({
     assert.equal(text(await b.nextOfType(FrameType.Msg)), "handed over, never acknowledged");
 
     // The node holding b dies without a graceful stop: no requeue, its route left behind.
-    victim.child.kill("SIGKILL");
-    await victim.child.status;
-    await victim.stdoutDone;
+    await stopNode(victim, "SIGKILL");
     await b.ended().catch(() => {});
     const s2 = a.msg(78, "sent while its node was dead");
     assert.equal((await a.reply(s2)).type, FrameType.Ack);
@@ -227,15 +160,7 @@ Deno.test({
   } finally {
     for (const c of clients) await c.close();
     const [survivor, victim] = nodes;
-    if (victim) {
-      try {
-        victim.child.kill("SIGKILL");
-      } catch {
-        // already gone
-      }
-      await victim.child.status;
-      await victim.stdoutDone;
-    }
+    if (victim) await stopNode(victim, "SIGKILL");
     if (survivor) {
       const status = await stopNode(survivor);
       assert.equal(status.code, 0, survivor.output.slice(-20).join("\n"));

@@ -3,21 +3,19 @@
  * test's own on other ports (never the shared ones), numbered frames counted on both ends.
  * Everything is loopback and bounded; every helper cleans up what it started.
  */
-import { bytesToHex } from "../../protocol/hex.ts";
 import { generateKeypair, type Keypair } from "../../protocol/crypto.ts";
 import { type Frame, FrameType } from "../../protocol/frame.ts";
-import { TestClient, withTimeout } from "../server/helpers/client.ts";
+import { TestClient } from "../server/helpers/client.ts";
+import { freePort, waitUntil } from "../helpers/wait.ts";
+import {
+  nodeEnv as sharedNodeEnv,
+  type NodeProcess,
+  ready,
+  spawnNode,
+  stopNode,
+} from "../helpers/node_process.ts";
 
-const MAIN = new URL("../../app/serve.ts", import.meta.url).pathname;
-const DENO_JSON = new URL("../../deno.json", import.meta.url).pathname;
-
-/** A free loopback TCP port (bound and released at once). */
-export function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
+export { freePort };
 
 /** Whether `cmd` runs here (e.g. redis-server, initdb). */
 export function available(path: string): boolean {
@@ -173,78 +171,15 @@ export function isRoot(): boolean {
 }
 
 /** One server process. */
-export interface NodeProcess {
-  child: Deno.ChildProcess;
-  tcpPort: number;
-  httpPort: number;
-  output: string[];
-  done: Promise<void>;
-}
+export { type NodeProcess, ready, spawnNode, stopNode };
 
-/** The environment every node of one test shares: one Noise key, port 0, auto-approval. */
+/** The environment every node of one test shares (tests/helpers/node_process.ts), less logging. */
 export function nodeEnv(
   keys: Keypair,
   services: { dsn: string; redis: string },
   extra: Record<string, string> = {},
 ): Record<string, string> {
-  return {
-    COMMUCAT_PG_DSN: services.dsn,
-    COMMUCAT_REDIS_URL: services.redis,
-    COMMUCAT_BIND: "127.0.0.1:0",
-    COMMUCAT_TCP_BIND: "127.0.0.1:0",
-    COMMUCAT_CONSOLE_BIND: "127.0.0.1:0",
-    COMMUCAT_NOISE_PRIVATE: bytesToHex(keys.privateKey),
-    COMMUCAT_AUTO_APPROVE_DEVICES: "true",
-    COMMUCAT_LOG_LEVEL: "warn",
-    ...extra,
-  };
-}
-
-/** Starts `app/serve.ts` in `dir` with `env`; resolves once it printed where it listens. */
-export async function spawnNode(env: Record<string, string>, dir: string): Promise<NodeProcess> {
-  await Deno.mkdir(`${dir}/data`, { recursive: true });
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--config", DENO_JSON, MAIN],
-    env: { ...env, COMMUCAT_DATA_DIR: `${dir}/data`, NO_COLOR: "1" },
-    cwd: dir,
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const output: string[] = [];
-  const ports = Promise.withResolvers<{ tcp: number; http: number }>();
-  let tcp = 0;
-  const pump = async (stream: ReadableStream<Uint8Array>) => {
-    let rest = "";
-    const decoder = new TextDecoder();
-    for await (const chunk of stream) {
-      rest += decoder.decode(chunk, { stream: true });
-      const lines = rest.split("\n");
-      rest = lines.pop()!;
-      for (const line of lines) {
-        if (output.length < 5000) output.push(line);
-        const t = /^CCP-1 listening on tcp:\/\/[^:]+:(\d+)/.exec(line);
-        if (t) tcp = Number(t[1]);
-        const h = /^HTTP listening on http:\/\/[^:]+:(\d+)/.exec(line);
-        if (h) ports.resolve({ tcp, http: Number(h[1]) });
-      }
-    }
-    ports.reject(new Error(`server exited before listening:\n${output.join("\n")}`));
-  };
-  const done = Promise.all([pump(child.stdout), pump(child.stderr)]).then(() => {});
-  ports.promise.catch(() => {});
-  const bound = await withTimeout(ports.promise, 60_000, "server start");
-  return { child, tcpPort: bound.tcp, httpPort: bound.http, output, done };
-}
-
-/** SIGTERM (graceful) or SIGKILL, and wait for the exit. */
-export async function stopNode(node: NodeProcess, signal: "SIGTERM" | "SIGKILL" = "SIGTERM") {
-  try {
-    node.child.kill(signal);
-  } catch {
-    // already gone
-  }
-  await node.child.status;
-  await node.done;
+  return sharedNodeEnv(keys, services, { COMMUCAT_LOG_LEVEL: "warn", ...extra });
 }
 
 /** Resident set size of a process in bytes (Linux /proc). */
@@ -260,12 +195,8 @@ export function fdsOf(pid: number): number {
 }
 
 /** Polls until `check` holds (a bound, not a timing assertion). */
-export async function until(check: () => boolean | Promise<boolean>, ms: number, what: string) {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
+export function until(check: () => boolean | Promise<boolean>, ms: number, what: string) {
+  return waitUntil(check, what, ms, 50);
 }
 
 /** A client of one node with a fixed identity, so it can come back elsewhere. */
@@ -371,5 +302,54 @@ export class NumberedInbox {
   /** Acknowledged frames never seen here. */
   lost(acked: Iterable<number>): number[] {
     return [...acked].filter((i) => !this.seen.has(i)).sort((a, b) => a - b);
+  }
+}
+
+/** What {@link withFaultNodes} hands its body. */
+export interface FaultNodes {
+  nodes: NodeProcess[];
+  /** The Noise key the nodes share. */
+  keys: Keypair;
+  redis: OwnRedis;
+  /** Registers a client (or socket) to be closed at the end; returns it. */
+  track: <C extends { close(): unknown }>(client: C) => C;
+}
+
+/**
+ * Two nodes of one deployment on the Postgres `dsn` and a Redis of the test's own, in a temp
+ * folder named after `prefix`; afterwards every tracked client is closed, the nodes are stopped
+ * with `stop` (SIGTERM by default), the Redis is killed and the folder removed, whatever `body`
+ * did.
+ */
+export async function withFaultNodes(
+  opts: {
+    prefix: string;
+    dsn: string;
+    env?: Record<string, string>;
+    stop?: "SIGTERM" | "SIGKILL";
+  },
+  body: (ctx: FaultNodes) => Promise<void>,
+): Promise<void> {
+  const redis = new OwnRedis();
+  await redis.start();
+  const dir = await Deno.makeTempDir({ prefix: `commucat-fault-${opts.prefix}-` });
+  const keys = generateKeypair();
+  const env = nodeEnv(keys, { dsn: opts.dsn, redis: redis.url }, opts.env);
+  const nodes: NodeProcess[] = [];
+  const clients: { close(): unknown }[] = [];
+  try {
+    for (const name of ["one", "two"]) nodes.push(await spawnNode(env, `${dir}/${name}`));
+    await body({ nodes, keys, redis, track: (c) => (clients.push(c), c) });
+  } finally {
+    for (const c of clients) {
+      try {
+        await c.close();
+      } catch {
+        // closed already
+      }
+    }
+    for (const n of nodes) await stopNode(n, opts.stop);
+    await redis.kill();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 }

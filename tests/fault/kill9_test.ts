@@ -12,20 +12,16 @@
  * Redis of its own.
  */
 import assert from "node:assert/strict";
-import { generateKeypair } from "../../protocol/crypto.ts";
-import { silentClient, type TestClient } from "../server/helpers/client.ts";
+import { silentClient } from "../server/helpers/client.ts";
 import {
   connect,
   identity,
-  nodeEnv,
-  type NodeProcess,
   NumberedInbox,
   NumberedSender,
-  OwnRedis,
   REDIS_SERVER,
-  spawnNode,
   stopNode,
   until,
+  withFaultNodes,
 } from "./harness.ts";
 
 const PG = Deno.env.get("COMMUCAT_TEST_PG_DSN") ?? null;
@@ -39,64 +35,59 @@ const PLACEMENTS = [
 ];
 
 for (const placement of PLACEMENTS) {
-  Deno.test({
-    name: `fault: kill -9 with a paused reader, ${placement.name}: 0 acknowledged frames lost`,
-    ignore: PG === null || REDIS_SERVER === null,
-    sanitizeOps: false,
-    sanitizeResources: false,
-  }, async () => {
-    const redis = new OwnRedis();
-    await redis.start();
-    const dir = await Deno.makeTempDir({ prefix: "commucat-fault-kill9-" });
-    const keys = generateKeypair();
-    const env = nodeEnv(keys, { dsn: PG!, redis: redis.url });
-    const nodes: NodeProcess[] = [];
-    const clients: TestClient[] = [];
-    let silent: Deno.Conn | null = null;
-    try {
-      nodes.push(await spawnNode(env, `${dir}/one`), await spawnNode(env, `${dir}/two`));
-      const run = crypto.randomUUID().slice(0, 8);
-      const bId = identity("kill-b");
-      const a = await connect(nodes[placement.sender].tcpPort, keys.publicKey, identity("kill-a"));
-      clients.push(a);
-      // The recipient completes its handshake, then never reads (a paused reader).
-      silent = await silentClient(
-        nodes[placement.recipient].tcpPort,
-        keys.publicKey,
-        bId.deviceId,
-        bId.keypair,
-      );
-      await a.join(47, [bId.deviceId]);
-      await new Promise((r) => setTimeout(r, 300));
-      const sender = new NumberedSender(a, 47, run);
-      sender.send(0, FRAMES);
-      await sender.settle(1500); // what was acknowledged during the 1.5 s pause
-      const ackedBeforeKill = sender.acked.size;
-      await stopNode(nodes[placement.killed], "SIGKILL");
-      silent.close();
-      silent = null;
+  Deno.test(
+    {
+      name: `fault: kill -9 with a paused reader, ${placement.name}: 0 acknowledged frames lost`,
+      ignore: PG === null || REDIS_SERVER === null,
+      sanitizeOps: false,
+      sanitizeResources: false,
+    },
+    () =>
+      withFaultNodes(
+        { prefix: "kill9", dsn: PG!, stop: "SIGKILL" },
+        async ({ nodes, keys, track }) => {
+          const run = crypto.randomUUID().slice(0, 8);
+          const bId = identity("kill-b");
+          const a = await connect(
+            nodes[placement.sender].tcpPort,
+            keys.publicKey,
+            identity("kill-a"),
+          );
+          track(a);
+          // The recipient completes its handshake, then never reads (a paused reader).
+          const silent = track(
+            await silentClient(
+              nodes[placement.recipient].tcpPort,
+              keys.publicKey,
+              bId.deviceId,
+              bId.keypair,
+            ),
+          );
+          await a.join(47, [bId.deviceId]);
+          await new Promise((r) => setTimeout(r, 300));
+          const sender = new NumberedSender(a, 47, run);
+          sender.send(0, FRAMES);
+          await sender.settle(1500); // what was acknowledged during the 1.5 s pause
+          const ackedBeforeKill = sender.acked.size;
+          await stopNode(nodes[placement.killed], "SIGKILL");
+          silent.close();
 
-      const survivor = nodes[1 - placement.killed];
-      const inbox = new NumberedInbox(run);
-      // A sender on the killed node learns nothing more; one elsewhere keeps counting.
-      if (placement.sender !== placement.killed) await sender.settle(10_000);
-      const b = await connect(survivor.tcpPort, keys.publicKey, bId, { sink: inbox.sink });
-      clients.push(b);
-      await until(() => inbox.lost(sender.acked).length === 0, 20_000, "acknowledged frames")
-        .catch(() => {});
-      const lost = inbox.lost(sender.acked);
-      console.log(
-        `kill -9 (${placement.name}): sent ${FRAMES}, acknowledged ${sender.acked.size} ` +
-          `(${ackedBeforeKill} before the kill), received ${inbox.seen.size}, lost ${lost.length}, ` +
-          `duplicates ${inbox.duplicates}`,
-      );
-      assert.deepEqual(lost, [], "acknowledged frames that never arrived");
-    } finally {
-      silent?.close();
-      for (const c of clients) await c.close().catch(() => {});
-      for (const n of nodes) await stopNode(n, "SIGKILL");
-      await redis.kill();
-      await Deno.remove(dir, { recursive: true }).catch(() => {});
-    }
-  });
+          const survivor = nodes[1 - placement.killed];
+          const inbox = new NumberedInbox(run);
+          // A sender on the killed node learns nothing more; one elsewhere keeps counting.
+          if (placement.sender !== placement.killed) await sender.settle(10_000);
+          const b = await connect(survivor.tcpPort, keys.publicKey, bId, { sink: inbox.sink });
+          track(b);
+          await until(() => inbox.lost(sender.acked).length === 0, 20_000, "acknowledged frames")
+            .catch(() => {});
+          const lost = inbox.lost(sender.acked);
+          console.log(
+            `kill -9 (${placement.name}): sent ${FRAMES}, acknowledged ${sender.acked.size} ` +
+              `(${ackedBeforeKill} before the kill), received ${inbox.seen.size}, lost ${lost.length}, ` +
+              `duplicates ${inbox.duplicates}`,
+          );
+          assert.deepEqual(lost, [], "acknowledged frames that never arrived");
+        },
+      ),
+  );
 }

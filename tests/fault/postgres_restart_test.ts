@@ -6,35 +6,20 @@
  * (initdb in a temp dir) and its own Redis, on other ports; the shared ones are never touched.
  */
 import assert from "node:assert/strict";
-import { generateKeypair } from "../../protocol/crypto.ts";
-import type { TestClient } from "../server/helpers/client.ts";
 import {
   connect,
   identity,
-  nodeEnv,
-  type NodeProcess,
   NumberedInbox,
   NumberedSender,
   OwnPostgres,
-  OwnRedis,
   postgresBin,
+  ready,
   REDIS_SERVER,
-  spawnNode,
-  stopNode,
   until,
+  withFaultNodes,
 } from "./harness.ts";
 
 const PG_BIN = postgresBin();
-
-async function ready(node: NodeProcess): Promise<boolean> {
-  try {
-    const res = await fetch(`http://127.0.0.1:${node.httpPort}/readyz`);
-    await res.body?.cancel();
-    return res.status === 200;
-  } catch {
-    return false;
-  }
-}
 
 Deno.test({
   name: "fault: Postgres restarts under two nodes; refused frames say so, none acknowledged lost",
@@ -43,59 +28,48 @@ Deno.test({
   sanitizeResources: false,
 }, async () => {
   const pg = new OwnPostgres(PG_BIN!);
-  const redis = new OwnRedis();
-  const dir = await Deno.makeTempDir({ prefix: "commucat-fault-pg-nodes-" });
-  const nodes: NodeProcess[] = [];
-  const clients: TestClient[] = [];
   try {
     await pg.init();
     await pg.start();
-    await redis.start();
-    const keys = generateKeypair();
-    const env = nodeEnv(keys, { dsn: pg.dsn, redis: redis.url });
-    nodes.push(await spawnNode(env, `${dir}/one`));
-    nodes.push(await spawnNode(env, `${dir}/two`));
-    const [one, two] = nodes;
-    const run = crypto.randomUUID().slice(0, 8);
-    const inbox = new NumberedInbox(run);
-    const bId = identity("pg-b");
-    const a = await connect(one.tcpPort, keys.publicKey, identity("pg-a"));
-    clients.push(a);
-    const b = await connect(two.tcpPort, keys.publicKey, bId, { sink: inbox.sink });
-    clients.push(b);
-    await a.join(43, [bId.deviceId]);
-    await new Promise((r) => setTimeout(r, 300));
-    const sender = new NumberedSender(a, 43, run);
+    await withFaultNodes({ prefix: "pg-nodes", dsn: pg.dsn }, async ({ nodes, keys, track }) => {
+      const [one, two] = nodes;
+      const run = crypto.randomUUID().slice(0, 8);
+      const inbox = new NumberedInbox(run);
+      const bId = identity("pg-b");
+      const a = await connect(one.tcpPort, keys.publicKey, identity("pg-a"));
+      track(a);
+      const b = await connect(two.tcpPort, keys.publicKey, bId, { sink: inbox.sink });
+      track(b);
+      await a.join(43, [bId.deviceId]);
+      await new Promise((r) => setTimeout(r, 300));
+      const sender = new NumberedSender(a, 43, run);
 
-    sender.send(0, 300);
-    await sender.settle(20_000);
-    await until(() => inbox.lost(sender.acked).length === 0, 10_000, "frames before the outage");
+      sender.send(0, 300);
+      await sender.settle(20_000);
+      await until(() => inbox.lost(sender.acked).length === 0, 10_000, "frames before the outage");
 
-    await pg.stop();
-    sender.send(300, 400);
-    await sender.settle(20_000);
-    const refusedDuring = sender.refused.size;
-    await pg.start();
-    await until(async () => (await ready(one)) && (await ready(two)), 30_000, "nodes ready");
+      await pg.stop();
+      sender.send(300, 400);
+      await sender.settle(20_000);
+      const refusedDuring = sender.refused.size;
+      await pg.start();
+      await until(async () => (await ready(one)) && (await ready(two)), 30_000, "nodes ready");
 
-    sender.send(400, 1400);
-    await sender.settle(30_000);
-    await until(() => inbox.lost(sender.acked).length === 0, 15_000, "acknowledged frames")
-      .catch(() => {});
-    const lost = inbox.lost(sender.acked);
-    console.log(
-      `postgres restart: sent 1400, acknowledged ${sender.acked.size}, refused ` +
-        `${sender.refused.size} (${refusedDuring} during the outage), lost ${lost.length}, ` +
-        `duplicates ${inbox.duplicates}`,
-    );
-    assert.deepEqual(lost, [], "acknowledged frames that never arrived");
-    assert.ok(refusedDuring > 0, "frames sent while Postgres was down are refused, not taken");
-    assert.ok(sender.acked.size + sender.refused.size === 1400, "every frame was answered");
+      sender.send(400, 1400);
+      await sender.settle(30_000);
+      await until(() => inbox.lost(sender.acked).length === 0, 15_000, "acknowledged frames")
+        .catch(() => {});
+      const lost = inbox.lost(sender.acked);
+      console.log(
+        `postgres restart: sent 1400, acknowledged ${sender.acked.size}, refused ` +
+          `${sender.refused.size} (${refusedDuring} during the outage), lost ${lost.length}, ` +
+          `duplicates ${inbox.duplicates}`,
+      );
+      assert.deepEqual(lost, [], "acknowledged frames that never arrived");
+      assert.ok(refusedDuring > 0, "frames sent while Postgres was down are refused, not taken");
+      assert.ok(sender.acked.size + sender.refused.size === 1400, "every frame was answered");
+    });
   } finally {
-    for (const c of clients) await c.close().catch(() => {});
-    for (const n of nodes) await stopNode(n);
-    await redis.kill();
     await pg.remove();
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
   }
 });

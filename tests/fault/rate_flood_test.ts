@@ -5,18 +5,8 @@
  * and a Redis of the test's own (so the buckets of 127.0.0.1 are the test's alone).
  */
 import assert from "node:assert/strict";
-import { generateKeypair } from "../../protocol/crypto.ts";
-import { HandshakeRefused, TestClient } from "../server/helpers/client.ts";
-import {
-  connect,
-  identity,
-  nodeEnv,
-  type NodeProcess,
-  OwnRedis,
-  REDIS_SERVER,
-  spawnNode,
-  stopNode,
-} from "./harness.ts";
+import { HandshakeRefused } from "../server/helpers/client.ts";
+import { connect, identity, REDIS_SERVER, withFaultNodes } from "./harness.ts";
 
 const PG = Deno.env.get("COMMUCAT_TEST_PG_DSN") ?? null;
 
@@ -25,23 +15,16 @@ Deno.test({
   ignore: PG === null || REDIS_SERVER === null,
   sanitizeOps: false,
   sanitizeResources: false,
-}, async () => {
-  const redis = new OwnRedis();
-  await redis.start();
-  const dir = await Deno.makeTempDir({ prefix: "commucat-fault-flood-" });
-  const keys = generateKeypair();
-  const env = nodeEnv(keys, { dsn: PG!, redis: redis.url }, {
-    COMMUCAT_HANDSHAKES_PER_MINUTE: "40",
-    COMMUCAT_REGISTRATIONS_PER_HOUR: "10",
-  });
-  const nodes: NodeProcess[] = [];
-  const clients: TestClient[] = [];
-  try {
-    nodes.push(await spawnNode(env, `${dir}/one`), await spawnNode(env, `${dir}/two`));
+}, () =>
+  withFaultNodes({
+    prefix: "flood",
+    dsn: PG!,
+    env: { COMMUCAT_HANDSHAKES_PER_MINUTE: "40", COMMUCAT_REGISTRATIONS_PER_HOUR: "10" },
+  }, async ({ nodes, keys, track }) => {
     // Ten known devices first (the registration limit: 10 per hour).
     const known = Array.from({ length: 10 }, () => identity("flood"));
     for (const [i, who] of known.entries()) {
-      clients.push(await connect(nodes[i % 2].tcpPort, keys.publicKey, who));
+      track(await connect(nodes[i % 2].tcpPort, keys.publicKey, who));
     }
     // An eleventh new device is refused, on either node.
     const extra = await connect(nodes[1].tcpPort, keys.publicKey, identity("flood-new"))
@@ -80,10 +63,4 @@ Deno.test({
       const text = await (await fetch(`http://127.0.0.1:${n.httpPort}/metrics`)).text();
       assert.match(text, /commucat_rate_limited_total\{kind="handshake"/);
     }
-  } finally {
-    for (const c of clients) await c.close().catch(() => {});
-    for (const n of nodes) await stopNode(n);
-    await redis.kill();
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
-  }
-});
+  }));

@@ -7,58 +7,35 @@
  * test's own on another port; the shared one is never touched).
  */
 import assert from "node:assert/strict";
-import { generateKeypair } from "../../protocol/crypto.ts";
-import { TestClient } from "../server/helpers/client.ts";
 import {
   connect,
   identity,
-  nodeEnv,
-  type NodeProcess,
   NumberedInbox,
   NumberedSender,
-  OwnRedis,
+  ready,
   REDIS_SERVER,
-  spawnNode,
-  stopNode,
   until,
+  withFaultNodes,
 } from "./harness.ts";
 
 const PG = Deno.env.get("COMMUCAT_TEST_PG_DSN") ?? null;
-
-async function ready(node: NodeProcess): Promise<boolean> {
-  try {
-    const res = await fetch(`http://127.0.0.1:${node.httpPort}/readyz`);
-    await res.body?.cancel();
-    return res.status === 200;
-  } catch {
-    return false;
-  }
-}
 
 Deno.test({
   name: "fault: Redis restarts under two nodes; no acknowledged frame lost, none stuck",
   ignore: PG === null || REDIS_SERVER === null,
   sanitizeOps: false,
   sanitizeResources: false,
-}, async () => {
-  const redis = new OwnRedis();
-  await redis.start();
-  const dir = await Deno.makeTempDir({ prefix: "commucat-fault-redis-" });
-  const keys = generateKeypair();
-  const env = nodeEnv(keys, { dsn: PG!, redis: redis.url });
-  const nodes: NodeProcess[] = [];
-  const clients: TestClient[] = [];
-  try {
-    nodes.push(await spawnNode(env, `${dir}/one`), await spawnNode(env, `${dir}/two`));
+}, () =>
+  withFaultNodes({ prefix: "redis", dsn: PG! }, async ({ nodes, keys, redis, track }) => {
     const [one, two] = nodes;
     const run = crypto.randomUUID().slice(0, 8);
     const inbox = new NumberedInbox(run);
     const aId = identity("redis-a");
     const bId = identity("redis-b");
     const a = await connect(one.tcpPort, keys.publicKey, aId);
-    clients.push(a);
+    track(a);
     const b = await connect(two.tcpPort, keys.publicKey, bId, { sink: inbox.sink });
-    clients.push(b);
+    track(b);
     await a.join(41, [bId.deviceId]);
     await new Promise((r) => setTimeout(r, 300)); // the route change crosses the bus
     const sender = new NumberedSender(a, 41, run);
@@ -92,10 +69,4 @@ Deno.test({
     }
     assert.deepEqual(lost, [], "acknowledged frames that never arrived");
     assert.ok(sender.acked.size >= 1300, `most frames acknowledged (${sender.acked.size})`);
-  } finally {
-    for (const c of clients) await c.close().catch(() => {});
-    for (const n of nodes) await stopNode(n);
-    await redis.kill();
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
-  }
-});
+  }));

@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { InvalidValue, RedisFailure } from "../../storage/errors.ts";
 import { CONTROL_CHANNEL, decodeControl } from "../../storage/ephemeral/mod.ts";
 import type { ControlEvent, EphemeralStore, Presence } from "../../storage/types.ts";
+import { waitUntil } from "../helpers/wait.ts";
 
 export interface EphemeralHarness {
   /** Open a store on this harness's shared backing; `warn` receives the store's warnings. */
@@ -14,13 +15,8 @@ export interface EphemeralHarness {
 }
 
 /** Poll until `done()` holds; rejects naming `what` after `ms` (a bound, not a timing test). */
-export async function waitFor(done: () => boolean, what: string, ms = 5000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!done()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
-}
+export const waitFor = (done: () => boolean, what: string, ms = 5000): Promise<void> =>
+  waitUntil(done, what, ms, 5);
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 

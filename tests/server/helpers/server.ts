@@ -9,6 +9,7 @@ import { openStorage } from "../../../storage/mod.ts";
 import type { Storage } from "../../../storage/types.ts";
 import { setLogSink } from "../../../server/log.ts";
 import { type ServerHandle, startServer } from "../../../server/server.ts";
+import { waitUntil } from "../../helpers/wait.ts";
 
 export type StorageKind = "embedded" | "real";
 
@@ -178,15 +179,11 @@ export function uid(prefix: string): string {
 export { type ServerHandle, startServer };
 
 /** Polls `check` every 25 ms until it holds; throws after `timeoutMs`. */
-export async function waitFor(
+export function waitFor(
   check: () => boolean | Promise<boolean>,
   timeoutMs = 5000,
 ): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error("condition not met in time");
-    await new Promise((r) => setTimeout(r, 25));
-  }
+  return waitUntil(check, "a condition", timeoutMs, 25);
 }
 
 /** A node of {@link withSharedNodes}: its handle and the config it was started with. */
