@@ -8,16 +8,9 @@ import assert from "node:assert/strict";
 import { connect } from "../../client/sdk.ts";
 import { CommuCatError } from "../../client/errors.ts";
 import { generateKeypair } from "../../protocol/crypto.ts";
-import { cli, DENO_CONFIG, keyValues, show } from "./run.ts";
-
-const SERVER = new URL("../../app/serve.ts", import.meta.url).pathname;
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
+import { cli, keyValues, show } from "./run.ts";
+import { freePort, waitUntil } from "../helpers/wait.ts";
+import { spawnNode, stopNode } from "../helpers/node_process.ts";
 
 Deno.test({
   name: "cli approve-device beside a running server on the embedded defaults",
@@ -32,32 +25,16 @@ Deno.test({
       COMMUCAT_CONSOLE_BIND: `127.0.0.1:${consolePort}`,
       COMMUCAT_AUTO_APPROVE_DEVICES: "false",
     };
-    const server = new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", "--config", DENO_CONFIG, SERVER],
-      env: {
-        ...env,
-        NO_COLOR: "1",
-        PATH: Deno.env.get("PATH") ?? "",
-        HOME: Deno.env.get("HOME") ?? "",
-        ...(Deno.env.get("DENO_DIR") ? { DENO_DIR: Deno.env.get("DENO_DIR")! } : {}),
-      },
-      clearEnv: true,
-      cwd: dir,
-      stdin: "null",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    const stderr = new Response(server.stderr).text();
-    const reader = server.stdout.pipeThrough(new TextDecoderStream()).getReader();
-    let seen = "";
+    const server = await spawnNode(env, dir, { clean: true });
     try {
-      let tcpPort = 0;
-      while (!seen.includes("admin console on")) {
-        const { value, done } = await reader.read();
-        if (done) throw new Error(`the server exited:\n${seen}\n${await stderr}`);
-        seen += value;
-      }
-      tcpPort = Number(seen.match(/CCP-1 listening on tcp:\/\/127\.0\.0\.1:(\d+)/)![1]);
+      // The console (and with it the admin API the CLI uses) is up a little after the relay.
+      await waitUntil(
+        () => server.output.some((l) => l.startsWith("admin console on")),
+        "the admin console",
+        60_000,
+      );
+      const seen = server.output.join("\n");
+      const tcpPort = server.tcpPort;
       const serverKey = seen.match(/noise static public key: ([0-9a-f]{64})/)![1];
 
       const deviceId = `phone-${crypto.randomUUID().slice(0, 8)}`;
@@ -115,11 +92,7 @@ Deno.test({
       assert.equal(unknown.code, 1, show(["approve-device", "nobody"], unknown));
       assert.match(unknown.stderr, /^error: device "nobody" not found$/m);
     } finally {
-      reader.releaseLock();
-      server.kill("SIGTERM");
-      await server.status;
-      await server.stdout.cancel().catch(() => {});
-      await stderr;
+      await stopNode(server);
       await Deno.remove(dir, { recursive: true }).catch(() => {});
     }
   },

@@ -5,6 +5,7 @@
  * the new key — with the louder warning for a verified key — until /trust accepts it.
  */
 import assert from "node:assert/strict";
+import { LineWatcher } from "../helpers/lines.ts";
 import { join } from "node:path";
 import { generateKeypair } from "../../protocol/crypto.ts";
 import { bytesToHex } from "../../protocol/hex.ts";
@@ -17,61 +18,8 @@ import {
   uid,
 } from "../server/helpers/server.ts";
 
-const decoder = new TextDecoder();
 const encoder = new TextEncoder();
 const WAIT_MS = 30_000;
-
-/** Collects a child's output lines and waits (bounded) for one matching a pattern. */
-class LineWatcher {
-  readonly lines: string[] = [];
-  readonly done: Promise<void>;
-  #wake: (() => void)[] = [];
-  #ended = false;
-
-  constructor(stream: ReadableStream<Uint8Array>) {
-    this.done = (async () => {
-      let buffer = "";
-      for await (const chunk of stream) {
-        buffer += decoder.decode(chunk, { stream: true });
-        const parts = buffer.split("\n");
-        buffer = parts.pop()!;
-        this.lines.push(...parts);
-        for (const w of this.#wake.splice(0)) w();
-      }
-      if (buffer) this.lines.push(buffer);
-      this.#ended = true;
-      for (const w of this.#wake.splice(0)) w();
-    })();
-  }
-
-  text(): string {
-    return this.lines.join("\n");
-  }
-
-  /** Resolves with the `count`-th matching line (and its index); fails after WAIT_MS. */
-  async waitFor(pattern: RegExp, other?: LineWatcher, count = 1): Promise<[string, number]> {
-    const deadline = Date.now() + WAIT_MS;
-    for (;;) {
-      let seen = 0;
-      for (const [i, l] of this.lines.entries()) {
-        if (pattern.test(l) && ++seen === count) return [l, i];
-      }
-      if (this.#ended || Date.now() > deadline) {
-        throw new Error(
-          `no line matching ${pattern}; output:\n${this.text()}\nother stream:\n${
-            other?.text() ?? ""
-          }`,
-        );
-      }
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      await new Promise<void>((resolve) => {
-        this.#wake.push(resolve);
-        timer = setTimeout(resolve, 250);
-      });
-      clearTimeout(timer);
-    }
-  }
-}
 
 interface Chat {
   out: LineWatcher;
@@ -117,8 +65,8 @@ Deno.test({
       }).spawn();
       const w = p.stdin.getWriter();
       const chat: Chat = {
-        out: new LineWatcher(p.stdout),
-        err: new LineWatcher(p.stderr),
+        out: new LineWatcher(p.stdout, WAIT_MS),
+        err: new LineWatcher(p.stderr, WAIT_MS),
         say: (line) => w.write(encoder.encode(line + "\n")),
         async quit() {
           await w.close().catch(() => {});

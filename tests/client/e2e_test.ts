@@ -4,6 +4,8 @@
  */
 import { LocalAdmin } from "../../admin/local.ts";
 import assert from "node:assert/strict";
+import { LineWatcher } from "../helpers/lines.ts";
+import { sdkOptions, startEnvServer } from "../helpers/env_server.ts";
 import { join } from "node:path";
 import { directChannelId, groupChannelId } from "../../client/channels.ts";
 import {
@@ -14,12 +16,7 @@ import {
 } from "../../client/sdk.ts";
 import { generateKeypair, type Keypair } from "../../protocol/crypto.ts";
 import { bytesToHex } from "../../protocol/hex.ts";
-import { loadConfig } from "../../server/config/mod.ts";
 import { setLogLevel } from "../../server/log.ts";
-import { startServer } from "../../app/serve.ts";
-import { OPEN_LIMITS_ENV } from "../server/helpers/server.ts";
-
-const decoder = new TextDecoder();
 
 /** Device ids unique to this run, so a shared real database holds no stale queue for them. */
 const run = crypto.randomUUID().slice(0, 8);
@@ -59,34 +56,14 @@ Deno.test({
   sanitizeOps: true,
   async fn(t) {
     setLogLevel("error");
-    const dataDir = await Deno.makeTempDir({ prefix: "commucat-client-e2e-" });
-    const env: Record<string, string> = {
-      COMMUCAT_DATA_DIR: dataDir,
-      COMMUCAT_BIND: "127.0.0.1:0",
-      COMMUCAT_TCP_BIND: "127.0.0.1:0",
-      ...OPEN_LIMITS_ENV,
-      COMMUCAT_CONSOLE_BIND: "127.0.0.1:0",
-    };
-    const pg = Deno.env.get("COMMUCAT_TEST_PG_DSN");
-    const redis = Deno.env.get("COMMUCAT_TEST_REDIS_URL");
-    if (pg) env.COMMUCAT_PG_DSN = pg;
-    if (redis) env.COMMUCAT_REDIS_URL = redis;
-    const config = await loadConfig({ env, file: null, cwd: dataDir });
-    const server = await startServer(config);
+    const relay = await startEnvServer("client-e2e");
+    const { config, server, dataDir } = relay;
     const serverKey = bytesToHex(config.crypto.noisePublic);
     const clients: Client[] = [];
     const open = async (d: Device, extra: Partial<ConnectOptions> = {}) => {
-      const client = await connect({
-        transport: "tcp",
-        host: "127.0.0.1",
-        port: server.ports.tcp,
-        deviceId: d.id,
-        keypair: d.keypair,
-        serverKey,
-        user: { handle: d.id },
-        keepaliveMs: 0,
-        ...extra,
-      });
+      const client = await connect(
+        sdkOptions(relay, d.id, d.keypair, { user: { handle: d.id }, ...extra }),
+      );
       clients.push(client);
       return client;
     };
@@ -307,50 +284,7 @@ Deno.test({
       );
     } finally {
       for (const c of clients) await c.close();
-      await server.stop();
-      await Deno.remove(dataDir, { recursive: true }).catch(() => {});
+      await relay.stop();
     }
   },
 });
-
-/** Collects a child's output lines and waits for one matching a pattern. */
-class LineWatcher {
-  readonly lines: string[] = [];
-  readonly done: Promise<void>;
-  #wake: (() => void)[] = [];
-  #ended = false;
-
-  constructor(stream: ReadableStream<Uint8Array>) {
-    this.done = (async () => {
-      let buffer = "";
-      for await (const chunk of stream) {
-        buffer += decoder.decode(chunk, { stream: true });
-        const parts = buffer.split("\n");
-        buffer = parts.pop()!;
-        this.lines.push(...parts);
-        for (const w of this.#wake.splice(0)) w();
-      }
-      if (buffer) this.lines.push(buffer);
-      this.#ended = true;
-      for (const w of this.#wake.splice(0)) w();
-    })();
-  }
-
-  text(): string {
-    return this.lines.join("\n");
-  }
-
-  /** Resolves when `count` lines match; fails (with `errors`' text) when the stream ends first. */
-  async waitFor(pattern: RegExp, errors?: LineWatcher, count = 1): Promise<string> {
-    for (;;) {
-      const hits = this.lines.filter((l) => pattern.test(l));
-      if (hits.length >= count) return hits[count - 1];
-      if (this.#ended) {
-        throw new Error(
-          `no line matching ${pattern}; output:\n${this.text()}\nstderr:\n${errors?.text() ?? ""}`,
-        );
-      }
-      await new Promise<void>((resolve) => this.#wake.push(resolve));
-    }
-  }
-}

@@ -11,46 +11,22 @@ import assert from "node:assert/strict";
 import { type Client, connect, type ConnectOptions } from "../../client/sdk.ts";
 import { CommuCatError } from "../../client/errors.ts";
 import { generateKeypair } from "../../protocol/crypto.ts";
-import { bytesToHex } from "../../protocol/hex.ts";
-import { loadConfig } from "../../server/config/mod.ts";
 import { setLogLevel } from "../../server/log.ts";
-import { startServer } from "../../app/serve.ts";
-import { startConsole } from "../../console/server.ts";
 import { browserTest, launchChromium } from "../helpers/browser.ts";
-import { OPEN_LIMITS_ENV } from "../server/helpers/server.ts";
+import { sdkOptions, startEnvServer, startRelayConsole } from "../helpers/env_server.ts";
 
 const ADMIN_TOKEN = "browser-test-token-" + crypto.randomUUID();
 
 browserTest("console in headless Chromium against a real relay", async (t) => {
   setLogLevel("error");
   const run = crypto.randomUUID().slice(0, 8);
-  const dataDir = await Deno.makeTempDir({ prefix: "commucat-console-browser-" });
-  const env: Record<string, string> = {
-    COMMUCAT_DATA_DIR: dataDir,
-    COMMUCAT_BIND: "127.0.0.1:0",
-    COMMUCAT_TCP_BIND: "127.0.0.1:0",
-    ...OPEN_LIMITS_ENV,
-    COMMUCAT_CONSOLE_BIND: "127.0.0.1:0",
+  const relay = await startEnvServer("console-browser", {
     COMMUCAT_AUTO_APPROVE_DEVICES: "false",
     COMMUCAT_ADMIN_TOKEN: ADMIN_TOKEN,
-  };
-  const pg = Deno.env.get("COMMUCAT_TEST_PG_DSN");
-  const redis = Deno.env.get("COMMUCAT_TEST_REDIS_URL");
-  if (pg) env.COMMUCAT_PG_DSN = pg;
-  if (redis) env.COMMUCAT_REDIS_URL = redis;
-  const config = await loadConfig({ env, file: null, cwd: dataDir });
-  const server = await startServer(config);
-  const storage = server.storage;
-  const consoleServer = await startConsole({
-    config,
-    storage,
-    nodeId: server.nodeId,
-    metrics: () => {
-      const s = server.metricsSnapshot();
-      return { ...s, relayDepth: s.queueDepth };
-    },
-    sampleIntervalMs: 500,
   });
+  const { server } = relay;
+  const storage = server.storage;
+  const consoleServer = await startRelayConsole(relay);
   const clients: Client[] = [];
   let browser: Awaited<ReturnType<typeof launchChromium>> | null = null;
   try {
@@ -58,21 +34,13 @@ browserTest("console in headless Chromium against a real relay", async (t) => {
     const context = await browser.newContext({ acceptDownloads: true });
     const page = await context.newPage();
     const base = consoleServer.url;
-    const serverKey = bytesToHex(config.crypto.noisePublic);
     const device = (name: string) => ({ id: `${name}-${run}`, keypair: generateKeypair() });
     const open = async (d: ReturnType<typeof device>, extra: Partial<ConnectOptions> = {}) => {
-      const client = await connect({
-        transport: "tcp",
-        host: "127.0.0.1",
-        port: server.ports.tcp,
-        deviceId: d.id,
-        keypair: d.keypair,
-        serverKey,
+      const client = await connect(sdkOptions(relay, d.id, d.keypair, {
         user: { handle: `user-${run}` },
-        keepaliveMs: 0,
         handshakeTimeoutMs: 5_000,
         ...extra,
-      });
+      }));
       clients.push(client);
       return client;
     };
@@ -223,7 +191,6 @@ browserTest("console in headless Chromium against a real relay", async (t) => {
     await browser?.close();
     for (const c of clients) await c.close().catch(() => {});
     await consoleServer.stop();
-    await server.stop();
-    await Deno.remove(dataDir, { recursive: true }).catch(() => {});
+    await relay.stop();
   }
 });

@@ -3,65 +3,44 @@ import type { Config } from "../../server/config/mod.ts";
 import { buildConsole, type ConsoleApp } from "../../console/server.ts";
 import type { ConsoleContext } from "../../console/context.ts";
 import { type FakeStorage, fakeStorage } from "./fake_storage.ts";
-import { OPEN_LIMITS } from "../server/helpers/server.ts";
+import { testConfig as relayTestConfig } from "../server/helpers/server.ts";
 
 export const ADMIN_TOKEN = "test-admin-token-0123456789";
 
-/** A complete Config with test defaults; `patch` overrides parts of it. */
+/**
+ * A complete Config with the console tests' defaults (tests/server/helpers/server.ts's, with a
+ * fixed domain, fixed keys and an operator who approves devices); `patch` overrides parts of it.
+ */
 export function testConfig(patch: {
   admin?: Partial<Config["admin"]>;
   server?: Partial<Config["server"]>;
   federation?: Partial<Config["federation"]>;
 } = {}): Config {
-  return {
-    source: null,
+  const config = relayTestConfig({
     server: {
-      bind: { hostname: "127.0.0.1", port: 0 },
-      tcpBind: { hostname: "127.0.0.1", port: 0 },
-      consoleBind: { hostname: "127.0.0.1", port: 0 },
-      tlsCert: null,
-      tlsKey: null,
       domain: "relay.test",
       autoApproveDevices: false,
       keepalive: 30,
       dataDir: "./data",
-      handshakeTimeout: 10,
-      allowPlaintextV1: false,
-      allowedOrigins: [],
       ...patch.server,
     },
-    storage: { postgresDsn: null, redisUrl: null },
-    crypto: {
-      noisePrivate: new Uint8Array(32).fill(1),
-      noisePublic: new Uint8Array(32).fill(2),
-      federationSeed: new Uint8Array(32).fill(3),
-      prologue: "commucat",
-      generatedKeyFile: null,
-    },
-    federation: { peers: [], ...patch.federation },
-    ledger: { mode: "null", target: null },
     limits: {
       presenceTtl: 60,
       relayTtl: 86400,
       outboundQueueFrames: 1024,
       outboundQueueBytes: 1 << 20,
       maxInflight: 128,
-      maxConversationsPerDevice: 512,
-      maxMembersPerJoin: 256,
-      maxDevicesPerUser: 8,
-      routeIdleTtl: 3600,
-      presenceFanout: 4096,
-      liveAckTimeoutMs: 1000,
-      ...OPEN_LIMITS,
-    },
-    retention: {
-      keyEventsDays: 0,
-      interval: 3600,
-      chunkEvents: 10_000,
-      archive: { kind: "dir", path: "./data-unused/archive" },
     },
     admin: { token: ADMIN_TOKEN, ...patch.admin },
+  });
+  config.crypto = {
+    ...config.crypto,
+    noisePrivate: new Uint8Array(32).fill(1),
+    noisePublic: new Uint8Array(32).fill(2),
+    federationSeed: new Uint8Array(32).fill(3),
   };
+  config.federation = { ...config.federation, ...patch.federation };
+  return config;
 }
 
 export const key = (n: number) => new Uint8Array(32).fill(n);

@@ -1,0 +1,59 @@
+/** The output of a child process (a chat client, say), line by line, waited on by pattern. */
+
+const decoder = new TextDecoder();
+
+/** Collects a stream's lines and waits for ones matching a pattern. */
+export class LineWatcher {
+  readonly lines: string[] = [];
+  readonly done: Promise<void>;
+  #wake: (() => void)[] = [];
+  #ended = false;
+
+  /** `waitMs` bounds each {@link waitFor} (a hang becomes a failure); unbounded by default. */
+  constructor(stream: ReadableStream<Uint8Array>, readonly waitMs = Infinity) {
+    this.done = (async () => {
+      let buffer = "";
+      for await (const chunk of stream) {
+        buffer += decoder.decode(chunk, { stream: true });
+        const parts = buffer.split("\n");
+        buffer = parts.pop()!;
+        this.lines.push(...parts);
+        for (const w of this.#wake.splice(0)) w();
+      }
+      if (buffer) this.lines.push(buffer);
+      this.#ended = true;
+      for (const w of this.#wake.splice(0)) w();
+    })();
+  }
+
+  text(): string {
+    return this.lines.join("\n");
+  }
+
+  /**
+   * Resolves with the `count`-th matching line and its index; fails, with this output and
+   * `other`'s (the process's other stream), when the stream ends first or `waitMs` pass.
+   */
+  async waitFor(pattern: RegExp, other?: LineWatcher, count = 1): Promise<[string, number]> {
+    const deadline = Date.now() + this.waitMs;
+    for (;;) {
+      let seen = 0;
+      for (const [i, l] of this.lines.entries()) {
+        if (pattern.test(l) && ++seen === count) return [l, i];
+      }
+      if (this.#ended || Date.now() > deadline) {
+        throw new Error(
+          `no line matching ${pattern}; output:\n${this.text()}\nother stream:\n${
+            other?.text() ?? ""
+          }`,
+        );
+      }
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await new Promise<void>((resolve) => {
+        this.#wake.push(resolve);
+        if (Number.isFinite(this.waitMs)) timer = setTimeout(resolve, 250);
+      });
+      clearTimeout(timer);
+    }
+  }
+}
