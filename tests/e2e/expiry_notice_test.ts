@@ -5,6 +5,7 @@
  * schema) when COMMUCAT_TEST_PG_DSN is set. The grouping and its bounds are unit-tested here too.
  */
 import assert from "node:assert/strict";
+import { scratchTests } from "../helpers/scratch_storage.ts";
 import { bytesToHex } from "@noble/hashes/utils.js";
 import { type Client, connect, type ExpiredFrames } from "../../client/sdk.ts";
 import { generateKeypair, type Keypair } from "../../protocol/crypto.ts";
@@ -15,15 +16,10 @@ import {
   MAX_NOTICES,
   NOTICE_TITLE,
 } from "../../server/expiry_notices.ts";
-import { openPglite, openPostgres } from "../../storage/db.ts";
-import { openEphemeral } from "../../storage/ephemeral/mod.ts";
-import { buildStorage, type Db, migrate, type Storage } from "../../storage/mod.ts";
+import { type Db, type Storage } from "../../storage/mod.ts";
 import type { ExpiredEnvelope } from "../../storage/types.ts";
 import { LogCapture, startServer, testConfig, waitFor } from "../server/helpers/server.ts";
 import { clientOptions, TestClient } from "../server/helpers/client.ts";
-import { scratchSchema } from "../storage/pg_scratch.ts";
-
-const dsn = Deno.env.get("COMMUCAT_TEST_PG_DSN") ?? "";
 
 function env(
   sender: string | null,
@@ -210,39 +206,11 @@ async function scenario(storage: Storage, db: Db) {
   }
 }
 
-Deno.test({
-  name: "expiry notices end to end (PGlite + memory)",
-  sanitizeResources: false,
-  sanitizeOps: false,
-  async fn() {
-    const dir = await Deno.makeTempDir({ prefix: "commucat-expiry-" });
-    const db = await openPglite(dir);
-    await migrate(db);
-    const storage = buildStorage(db, await openEphemeral(null));
-    try {
-      await scenario(storage, db);
-    } finally {
-      await storage.close();
-      await Deno.remove(dir, { recursive: true });
-    }
+scratchTests(
+  {
+    pglite: "expiry notices end to end (PGlite + memory)",
+    postgres: "expiry notices end to end (Postgres)",
   },
-});
-
-Deno.test({
-  name: "expiry notices end to end (Postgres)",
-  ignore: dsn === "",
-  sanitizeResources: false,
-  sanitizeOps: false,
-  async fn() {
-    const scratch = await scratchSchema(dsn);
-    const db = await openPostgres(scratch.dsn);
-    await migrate(db);
-    const storage = buildStorage(db, await openEphemeral(null));
-    try {
-      await scenario(storage, db);
-    } finally {
-      await storage.close();
-      await scratch.drop();
-    }
-  },
-});
+  ({ storage, db }) => scenario(storage, db),
+  { sanitizeResources: false, sanitizeOps: false },
+);

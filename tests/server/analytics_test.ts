@@ -5,6 +5,7 @@
  * on Postgres (a scratch schema, COMMUCAT_TEST_PG_DSN).
  */
 import assert from "node:assert/strict";
+import { scratchTests } from "../helpers/scratch_storage.ts";
 import { FrameType } from "../../protocol/frame.ts";
 import {
   FrameAnalytics,
@@ -15,15 +16,10 @@ import {
 } from "../../server/analytics.ts";
 import { RelayMetrics } from "../../server/metrics.ts";
 import type { Conversation } from "../../server/routing/conversations.ts";
-import { openPglite, openPostgres } from "../../storage/db.ts";
-import { openEphemeral } from "../../storage/ephemeral/mod.ts";
-import { buildStorage, migrate, type Storage } from "../../storage/mod.ts";
+import { type Storage } from "../../storage/mod.ts";
 import type { AnalyticsRepo, FrameRollupDelta, LatencyDelta } from "../../storage/types.ts";
 import { clientOptions, TestClient } from "./helpers/client.ts";
 import { LogCapture, startServer, testConfig, uid, waitFor } from "./helpers/server.ts";
-import { scratchSchema } from "../storage/pg_scratch.ts";
-
-const dsn = Deno.env.get("COMMUCAT_TEST_PG_DSN") ?? "";
 
 function memoryRepo(): AnalyticsRepo & {
   rows: FrameRollupDelta[];
@@ -181,39 +177,11 @@ async function endToEnd(storage: Storage) {
   assert.ok(percentile(lat[0].slots, 0.5)! > 0);
 }
 
-Deno.test({
-  name: "frame analytics end to end (PGlite + memory)",
-  sanitizeResources: false,
-  sanitizeOps: false,
-  async fn() {
-    const dir = await Deno.makeTempDir({ prefix: "commucat-analytics-" });
-    const db = await openPglite(dir);
-    await migrate(db);
-    const storage = buildStorage(db, await openEphemeral(null));
-    try {
-      await endToEnd(storage);
-    } finally {
-      await storage.close();
-      await Deno.remove(dir, { recursive: true });
-    }
+scratchTests(
+  {
+    pglite: "frame analytics end to end (PGlite + memory)",
+    postgres: "frame analytics end to end (Postgres)",
   },
-});
-
-Deno.test({
-  name: "frame analytics end to end (Postgres)",
-  ignore: dsn === "",
-  sanitizeResources: false,
-  sanitizeOps: false,
-  async fn() {
-    const scratch = await scratchSchema(dsn);
-    const db = await openPostgres(scratch.dsn);
-    await migrate(db);
-    const storage = buildStorage(db, await openEphemeral(null));
-    try {
-      await endToEnd(storage);
-    } finally {
-      await storage.close();
-      await scratch.drop();
-    }
-  },
-});
+  ({ storage }) => endToEnd(storage),
+  { sanitizeResources: false, sanitizeOps: false },
+);

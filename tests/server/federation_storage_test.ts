@@ -5,14 +5,11 @@
  * inbound checks against a database peer, `touch`, and blocking.
  */
 import assert from "node:assert/strict";
+import { scratchTests } from "../helpers/scratch_storage.ts";
 import { encodeFrame, FrameType } from "../../protocol/frame.ts";
 import { FederationRefused } from "../../server/federation/mod.ts";
-import { openStorage } from "../../storage/mod.ts";
 import type { Storage } from "../../storage/types.ts";
-import { scratchSchema } from "../storage/pg_scratch.ts";
 import { Clock, freePort, makeDomain, newIdentity, type TestDomain } from "./federation_fakes.ts";
-
-const dsn = Deno.env.get("COMMUCAT_TEST_PG_DSN") ?? "";
 
 const msg = (text: string) =>
   encodeFrame({
@@ -113,28 +110,7 @@ async function scenario(storage: Storage): Promise<void> {
   }
 }
 
-Deno.test("federation over embedded storage (PGlite)", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "commucat-fed-" });
-  const storage = await openStorage({ postgresDsn: null, redisUrl: null, dataDir: dir });
-  try {
-    await scenario(storage);
-  } finally {
-    await storage.close();
-    await Deno.remove(dir, { recursive: true });
-  }
-});
-
-Deno.test({
-  name: "federation over Postgres (COMMUCAT_TEST_PG_DSN)",
-  ignore: dsn === "",
-  async fn() {
-    const scratch = await scratchSchema(dsn);
-    const storage = await openStorage({ postgresDsn: scratch.dsn, redisUrl: null, dataDir: "" });
-    try {
-      await scenario(storage);
-    } finally {
-      await storage.close();
-      await scratch.drop();
-    }
-  },
-});
+scratchTests({
+  pglite: "federation over embedded storage (PGlite)",
+  postgres: "federation over Postgres (COMMUCAT_TEST_PG_DSN)",
+}, ({ storage }) => scenario(storage));

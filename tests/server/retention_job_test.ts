@@ -5,16 +5,12 @@
  * COMMUCAT_TEST_PG_DSN is set.
  */
 import assert from "node:assert/strict";
+import { scratchTests } from "../helpers/scratch_storage.ts";
 import { join } from "node:path";
-import { openPglite, openPostgres } from "../../storage/db.ts";
-import { openEphemeral } from "../../storage/ephemeral/mod.ts";
-import { buildStorage, type Db, migrate, type Storage } from "../../storage/mod.ts";
+import { type Db, type Storage } from "../../storage/mod.ts";
 import { readManifest, verifyArchive } from "../../storage/archive/key_events.ts";
 import { archiveSigner, archiveTarget } from "../../server/retention.ts";
-import { scratchSchema } from "../storage/pg_scratch.ts";
 import { LogCapture, startServer, testConfig, waitFor } from "./helpers/server.ts";
-
-const dsn = Deno.env.get("COMMUCAT_TEST_PG_DSN") ?? "";
 
 async function run(storages: [Storage, Storage], db: Db, dir: string) {
   const base = testConfig();
@@ -65,43 +61,14 @@ async function run(storages: [Storage, Storage], db: Db, dir: string) {
   }
 }
 
-Deno.test({
-  name: "retention job: two nodes on PGlite archive old key events once",
-  sanitizeResources: false,
-  sanitizeOps: false,
-  async fn() {
-    const dir = await Deno.makeTempDir({ prefix: "commucat-retention-job-" });
-    const db = await openPglite(dir);
-    await migrate(db);
-    const storage = buildStorage(db, await openEphemeral(null));
-    try {
-      await run([storage, storage], db, dir);
-    } finally {
-      await storage.close();
-      await Deno.remove(dir, { recursive: true });
-    }
+scratchTests(
+  {
+    pglite: "retention job: two nodes on PGlite archive old key events once",
+    postgres: "retention job: two nodes on Postgres archive old key events once (advisory lock)",
   },
-});
-
-Deno.test({
-  name: "retention job: two nodes on Postgres archive old key events once (advisory lock)",
-  ignore: dsn === "",
-  sanitizeResources: false,
-  sanitizeOps: false,
-  async fn() {
-    const dir = await Deno.makeTempDir({ prefix: "commucat-retention-job-" });
-    const scratch = await scratchSchema(dsn);
-    const db = await openPostgres(scratch.dsn);
-    await migrate(db);
-    const one = buildStorage(db, await openEphemeral(null));
-    const two = buildStorage(await openPostgres(scratch.dsn), await openEphemeral(null));
-    try {
-      await run([one, two], db, dir);
-    } finally {
-      await one.close();
-      await two.close();
-      await scratch.drop();
-      await Deno.remove(dir, { recursive: true });
-    }
+  async ({ storage, db, dir, another }) => run([storage, await another()], db, dir),
+  {
+    sanitizeResources: false,
+    sanitizeOps: false,
   },
-});
+);

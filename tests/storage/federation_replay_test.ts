@@ -5,6 +5,7 @@
  * Postgres (two pools) when COMMUCAT_TEST_PG_DSN is set.
  */
 import assert from "node:assert/strict";
+import { scratchTests } from "../helpers/scratch_storage.ts";
 import { encodeFrame, FrameType } from "../../protocol/frame.ts";
 import {
   type FederationEvent,
@@ -13,12 +14,8 @@ import {
   toRfc3339,
 } from "../../protocol/federation.ts";
 import { bytesToHex } from "../../protocol/hex.ts";
-import { openStorage } from "../../storage/mod.ts";
 import type { Storage } from "../../storage/types.ts";
 import { makeDomain, newIdentity } from "../server/federation_fakes.ts";
-import { scratchSchema } from "./pg_scratch.ts";
-
-const dsn = Deno.env.get("COMMUCAT_TEST_PG_DSN") ?? "";
 
 /** A signed event from a.test (seed) for bob@b.test. */
 function signedBody(seed: Uint8Array): { event: FederationEvent; signature: string } {
@@ -85,31 +82,7 @@ async function scenario(first: Storage, second: Storage): Promise<void> {
   }
 }
 
-Deno.test("federation replay protection is shared by nodes on one database (PGlite)", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "commucat-replay-" });
-  const storage = await openStorage({ postgresDsn: null, redisUrl: null, dataDir: dir });
-  try {
-    // PGlite is one process's database: both nodes use the one handle.
-    await scenario(storage, storage);
-  } finally {
-    await storage.close();
-    await Deno.remove(dir, { recursive: true });
-  }
-});
-
-Deno.test({
-  name: "federation replay protection is shared by nodes on one database (Postgres)",
-  ignore: dsn === "",
-  async fn() {
-    const scratch = await scratchSchema(dsn);
-    const first = await openStorage({ postgresDsn: scratch.dsn, redisUrl: null, dataDir: "" });
-    const second = await openStorage({ postgresDsn: scratch.dsn, redisUrl: null, dataDir: "" });
-    try {
-      await scenario(first, second);
-    } finally {
-      await first.close();
-      await second.close();
-      await scratch.drop();
-    }
-  },
-});
+scratchTests({
+  pglite: "federation replay protection is shared by nodes on one database (PGlite)",
+  postgres: "federation replay protection is shared by nodes on one database (Postgres)",
+}, async ({ storage, another }) => scenario(storage, await another()));

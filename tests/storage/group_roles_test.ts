@@ -5,14 +5,10 @@
  * the audit trail with the previous role, and two concurrent removals of "the other" owner.
  */
 import assert from "node:assert/strict";
-import { openPglite, openPostgres } from "../../storage/db.ts";
-import { openEphemeral } from "../../storage/ephemeral/mod.ts";
-import { buildStorage, Conflict, migrate, NotPermitted, type Storage } from "../../storage/mod.ts";
+import { scratchTests } from "../helpers/scratch_storage.ts";
+import { Conflict, NotPermitted, type Storage } from "../../storage/mod.ts";
 import { type Actor, decideRemoval, decideRole } from "../../storage/group_roles.ts";
 import type { GroupRole } from "../../storage/types.ts";
-import { scratchSchema } from "./pg_scratch.ts";
-
-const dsn = Deno.env.get("COMMUCAT_TEST_PG_DSN") ?? "";
 
 Deno.test("group role rules, as the PROTOCOL.md table states them", () => {
   const cases: [Actor | null, GroupRole | null, GroupRole, number, boolean, string][] = [
@@ -164,37 +160,8 @@ async function suite(t: Deno.TestContext, s: Storage) {
   });
 }
 
-Deno.test({
-  name: "co-owners on pglite",
-  sanitizeResources: false,
-  async fn(t) {
-    const dir = await Deno.makeTempDir({ prefix: "commucat-roles-" });
-    const db = await openPglite(dir);
-    await migrate(db);
-    const s = buildStorage(db, await openEphemeral(null));
-    try {
-      await suite(t, s);
-    } finally {
-      await s.close();
-      await Deno.remove(dir, { recursive: true });
-    }
-  },
-});
-
-Deno.test({
-  name: "co-owners on postgres",
-  ignore: dsn === "",
-  sanitizeResources: false,
-  async fn(t) {
-    const scratch = await scratchSchema(dsn);
-    const db = await openPostgres(scratch.dsn);
-    await migrate(db);
-    const s = buildStorage(db, await openEphemeral(null));
-    try {
-      await suite(t, s);
-    } finally {
-      await s.close();
-      await scratch.drop();
-    }
-  },
-});
+scratchTests(
+  { pglite: "co-owners on pglite", postgres: "co-owners on postgres" },
+  ({ storage }, t) => suite(t, storage),
+  { sanitizeResources: false },
+);
