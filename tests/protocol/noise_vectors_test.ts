@@ -4,51 +4,13 @@
  */
 import assert from "node:assert/strict";
 import { bytesToHex } from "@noble/hashes/utils.js";
-import { HandshakeState, type PatternName } from "../../protocol/noise.ts";
-import {
-  type CryptoBackend,
-  defaultBackend,
-  nobleBackend,
-  nodeBackend,
-} from "../../protocol/crypto.ts";
+import { BACKENDS, fromHex, handshakes, loadVectors, patternOf } from "../helpers/noise_vectors.ts";
 
 // A copy of shared/vectors/noise-25519-chachapoly-blake2s.json (public domain), kept in the
 // repository so a clean clone can run it.
 const VECTORS_PATH = new URL("./noise_vectors.json", import.meta.url);
 
-interface Vector {
-  protocol_name: string;
-  init_prologue: string;
-  init_static?: string;
-  init_ephemeral: string;
-  init_remote_static?: string;
-  resp_prologue: string;
-  resp_static?: string;
-  resp_ephemeral: string;
-  resp_remote_static?: string;
-  handshake_hash: string;
-  messages: { payload: string; ciphertext: string }[];
-}
-
-function fromHex(hex: string): Uint8Array {
-  if (hex.length % 2 !== 0 || !/^[0-9a-f]*$/i.test(hex)) throw new Error(`bad hex ${hex}`);
-  const out = new Uint8Array(hex.length / 2);
-  for (let i = 0; i < out.length; i++) out[i] = parseInt(hex.slice(i * 2, i * 2 + 2), 16);
-  return out;
-}
-
-async function loadVectors(): Promise<Vector[]> {
-  return JSON.parse(await Deno.readTextFile(VECTORS_PATH)).vectors;
-}
-
-function keypair(backend: CryptoBackend, privHex?: string) {
-  if (!privHex) return undefined;
-  const privateKey = fromHex(privHex);
-  return { privateKey, publicKey: backend.publicKeyOf(privateKey) };
-}
-
-const vectors = await loadVectors();
-const BACKENDS = [defaultBackend, nobleBackend, nodeBackend];
+const vectors = await loadVectors(VECTORS_PATH);
 
 Deno.test("the vector file covers NN, NK, KK, XX, XK and IK", () => {
   const names = new Set(vectors.map((v) => v.protocol_name));
@@ -59,27 +21,10 @@ Deno.test("the vector file covers NN, NK, KK, XX, XK and IK", () => {
 
 for (const backend of BACKENDS) {
   for (const [i, v] of vectors.entries()) {
-    const pattern = /^Noise_([A-Z]+)_25519_ChaChaPoly_BLAKE2s$/.exec(v.protocol_name)?.[1];
+    const pattern = patternOf(v);
     Deno.test(`vector ${i} ${v.protocol_name} (${backend.name} backend)`, () => {
       assert.ok(pattern, v.protocol_name);
-      const init = new HandshakeState({
-        pattern: pattern as PatternName,
-        initiator: true,
-        prologue: fromHex(v.init_prologue),
-        s: keypair(backend, v.init_static),
-        e: keypair(backend, v.init_ephemeral),
-        rs: v.init_remote_static ? fromHex(v.init_remote_static) : undefined,
-        backend,
-      });
-      const resp = new HandshakeState({
-        pattern: pattern as PatternName,
-        initiator: false,
-        prologue: fromHex(v.resp_prologue),
-        s: keypair(backend, v.resp_static),
-        e: keypair(backend, v.resp_ephemeral),
-        rs: v.resp_remote_static ? fromHex(v.resp_remote_static) : undefined,
-        backend,
-      });
+      const { init, resp } = handshakes(v, pattern, backend);
       assert.equal(init.protocolName, v.protocol_name);
       let m = 0;
       // Handshake: alternate writer/reader until both are complete.
