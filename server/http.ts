@@ -20,7 +20,8 @@ import type { RelayNode } from "./node.ts";
 import { formatAddr, HttpStreamTransport } from "./transport.ts";
 import type { FrontInfo } from "./http_front.ts";
 import { isWebSocketUpgrade, upgradeToWebSocket } from "./websocket.ts";
-import { chatResponse, isChatPath } from "../web/mod.ts";
+import { CHAT_IMG_SRC, chatResponse } from "../web/mod.ts";
+import { strictSecurityHeaders } from "./secure_headers.ts";
 
 /** What the handler learns about the connection: Deno's info and, behind the front, its own. */
 type Info = Deno.ServeHandlerInfo & Partial<Pick<FrontInfo, "completed" | "finish">>;
@@ -136,17 +137,18 @@ function routes(node: RelayNode, isTls: boolean): Hono<Env> {
       headers: { "content-type": metrics.contentType },
     }));
 
+  // The web chat (web/mod.ts), under the security headers every HTML surface gets.
+  app.use("/chat/*", strictSecurityHeaders({ tls: isTls, imgSrc: CHAT_IMG_SRC }));
+  app.all("/chat/*", (c) =>
+    chatResponse(c.req.raw, {
+      serverKey: config.crypto.noisePublic,
+      domain: config.server.domain,
+      prologue: config.crypto.prologue,
+      warn: (message, fields) => node.ctx.log.warn(message, fields),
+    }));
+
   app.all("*", (c) => {
     const { pathname } = new URL(c.req.url);
-    if (isChatPath(pathname)) {
-      const { crypto } = config;
-      return chatResponse(c.req.raw, {
-        serverKey: crypto.noisePublic,
-        domain: config.server.domain,
-        prologue: crypto.prologue,
-        warn: (message, fields) => node.ctx.log.warn(message, fields),
-      }, isTls);
-    }
     if (pathname === node.federation.inboundPath) {
       // Federation events from peers: checks and answers of its own (docs/FEDERATION.md),
       // within the body deadline ([limits] http_body_timeout).

@@ -5,8 +5,9 @@
  * share one origin: the default `allowed_origins` (same origin only) is all it needs, and the
  * console's port (an operator's tool behind the admin token) never has to face users.
  *
- * Every response carries a strict Content-Security-Policy: scripts, styles and connections
- * from this origin only, nothing inline, never framed.
+ * Every response carries the security headers of server/secure_headers.ts (the relay's routes
+ * add them): scripts, styles and connections from this origin only, nothing inline, never
+ * framed.
  *
  * @module
  */
@@ -14,20 +15,12 @@ import { bytesToHex } from "../protocol/hex.ts";
 import { keyFingerprint } from "../client/browser_keystore.ts";
 import { chatPage } from "./page.tsx";
 import { bundled } from "./bundle.ts";
+import { contentSecurityPolicy } from "../server/secure_headers.ts";
 
-/** The chat page's security policy. */
-export const CHAT_CONTENT_SECURITY_POLICY = [
-  "default-src 'self'",
-  "script-src 'self'",
-  "style-src 'self'",
-  "img-src 'self' data: blob:",
-  "connect-src 'self'",
-  "font-src 'self'",
-  "object-src 'none'",
-  "base-uri 'none'",
-  "form-action 'self'",
-  "frame-ancestors 'none'",
-].join("; ");
+/** Image sources of the chat besides its own origin (icons inline, pictures as blobs). */
+export const CHAT_IMG_SRC = ["data:", "blob:"];
+/** The chat's Content-Security-Policy (server/secure_headers.ts sends it). */
+export const CHAT_CONTENT_SECURITY_POLICY = contentSecurityPolicy(CHAT_IMG_SRC);
 
 const STATIC_DIR = new URL("./static/", import.meta.url);
 const TYPES: Record<string, string> = {
@@ -44,41 +37,19 @@ export interface ChatServer {
   warn: (message: string, fields: Record<string, unknown>) => void;
 }
 
-/** True for the paths the web chat answers. */
-export function isChatPath(pathname: string): boolean {
-  return pathname === "/chat" || pathname.startsWith("/chat/");
-}
-
-function secure(response: Response, isTls: boolean): Response {
-  const h = response.headers;
-  h.set("content-security-policy", CHAT_CONTENT_SECURITY_POLICY);
-  h.set("x-frame-options", "DENY");
-  h.set("x-content-type-options", "nosniff");
-  h.set("referrer-policy", "no-referrer");
-  h.set("cross-origin-opener-policy", "same-origin");
-  h.set("cross-origin-resource-policy", "same-origin");
-  h.set("permissions-policy", "camera=(), microphone=(), geolocation=(), payment=()");
-  if (isTls) h.set("strict-transport-security", "max-age=31536000");
-  return response;
-}
-
 const cache = new Map<string, Uint8Array>();
 
 /** Answers a request under /chat. */
 export async function chatResponse(
   request: Request,
   server: ChatServer,
-  isTls: boolean,
 ): Promise<Response> {
   const url = new URL(request.url);
   if (request.method !== "GET" && request.method !== "HEAD") {
-    return secure(
-      new Response("use GET", { status: 405, headers: { allow: "GET, HEAD" } }),
-      isTls,
-    );
+    return new Response("use GET", { status: 405, headers: { allow: "GET, HEAD" } });
   }
   if (url.pathname === "/chat") {
-    return secure(new Response(null, { status: 308, headers: { location: "/chat/" } }), isTls);
+    return new Response(null, { status: 308, headers: { location: "/chat/" } });
   }
   if (url.pathname === "/chat/") {
     const html = chatPage({
@@ -87,12 +58,9 @@ export async function chatResponse(
       domain: server.domain,
       prologue: server.prologue,
     });
-    return secure(
-      new Response(html, {
-        headers: { "content-type": "text/html; charset=utf-8", "cache-control": "no-store" },
-      }),
-      isTls,
-    );
+    return new Response(html, {
+      headers: { "content-type": "text/html; charset=utf-8", "cache-control": "no-store" },
+    });
   }
   const match = /^\/chat\/static\/([a-z0-9_-]+\.(css|js))$/.exec(url.pathname);
   if (match) {
@@ -104,31 +72,25 @@ export async function chatResponse(
         bytes = await building;
       } catch (err) {
         server.warn("web chat bundle not built", { bundle: name, error: err });
-        return secure(
-          new Response(`the ${name} bundle could not be built; the server's log says why`, {
-            status: 500,
-            headers: { "content-type": "text/plain; charset=utf-8" },
-          }),
-          isTls,
-        );
+        return new Response(`the ${name} bundle could not be built; the server's log says why`, {
+          status: 500,
+          headers: { "content-type": "text/plain; charset=utf-8" },
+        });
       }
     } else if (!bytes) {
       try {
         bytes = await Deno.readFile(new URL(name, STATIC_DIR));
       } catch {
-        return secure(new Response("not found", { status: 404 }), isTls);
+        return new Response("not found", { status: 404 });
       }
       cache.set(name, bytes);
     }
-    return secure(
-      new Response(bytes as Uint8Array<ArrayBuffer>, {
-        headers: {
-          "content-type": TYPES[name.split(".").pop()!],
-          "cache-control": "no-cache",
-        },
-      }),
-      isTls,
-    );
+    return new Response(bytes as Uint8Array<ArrayBuffer>, {
+      headers: {
+        "content-type": TYPES[name.split(".").pop()!],
+        "cache-control": "no-cache",
+      },
+    });
   }
-  return secure(new Response("not found", { status: 404 }), isTls);
+  return new Response("not found", { status: 404 });
 }

@@ -1,31 +1,11 @@
-/** Strict security headers on every console response (Hono's secure-headers middleware). */
+/** Strict security headers on every console response: the one set of server/secure_headers.ts. */
 import type { MiddlewareHandler } from "hono";
-import { secureHeaders } from "hono/secure-headers";
 import type { AppEnv } from "../context.ts";
+import { strictSecurityHeaders } from "../../server/secure_headers.ts";
 
 /** Adds CSP, framing, sniffing, referrer and caching headers (HSTS under TLS). */
 export function securityHeaders(secure: boolean): MiddlewareHandler<AppEnv> {
-  const headers = secureHeaders({
-    // No inline script or style, nothing from elsewhere, never framed.
-    contentSecurityPolicy: {
-      defaultSrc: ["'self'"],
-      scriptSrc: ["'self'"],
-      styleSrc: ["'self'"],
-      imgSrc: ["'self'", "data:"],
-      connectSrc: ["'self'"],
-      fontSrc: ["'self'"],
-      objectSrc: ["'none'"],
-      baseUri: ["'none'"],
-      formAction: ["'self'"],
-      frameAncestors: ["'none'"],
-    },
-    xFrameOptions: "DENY",
-    referrerPolicy: "no-referrer",
-    crossOriginOpenerPolicy: "same-origin",
-    crossOriginResourcePolicy: "same-origin",
-    permissionsPolicy: { camera: [], microphone: [], geolocation: [], payment: [] },
-    strictTransportSecurity: secure ? "max-age=31536000" : false,
-  });
+  const headers = strictSecurityHeaders<AppEnv>({ tls: secure, imgSrc: ["data:"] });
   return async (c, next) => {
     await headers(c, async () => {
       await next();
