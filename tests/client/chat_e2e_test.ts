@@ -5,7 +5,7 @@
  * the new key — with the louder warning for a verified key — until /trust accepts it.
  */
 import assert from "node:assert/strict";
-import { LineWatcher } from "../helpers/lines.ts";
+import { LineWatcher, spawnChat } from "../helpers/lines.ts";
 import { join } from "node:path";
 import { generateKeypair } from "../../protocol/crypto.ts";
 import { bytesToHex } from "../../protocol/hex.ts";
@@ -44,25 +44,12 @@ Deno.test({
     const alice = uid("ce-alice"), bob = uid("ce-bob");
     const running: Chat[] = [];
     const spawn = (me: string, peer: string): Chat => {
-      const p = new Deno.Command(Deno.execPath(), {
-        args: [
-          "run",
-          "-A",
-          new URL("../../client/chat.ts", import.meta.url).pathname,
-          "--server",
-          `127.0.0.1:${server.ports.tcp}`,
-          "--server-key",
-          bytesToHex(config.crypto.noisePublic),
-          "--device",
-          me,
-          "--peer",
-          peer,
-        ],
-        env: { COMMUCAT_HOME: home, NO_COLOR: "1" },
-        stdin: "piped",
-        stdout: "piped",
-        stderr: "piped",
-      }).spawn();
+      const p = spawnChat(
+        { tcpPort: server.ports.tcp, serverKey: bytesToHex(config.crypto.noisePublic) },
+        me,
+        peer,
+        home,
+      );
       const w = p.stdin.getWriter();
       const chat: Chat = {
         out: new LineWatcher(p.stdout, WAIT_MS),

@@ -4,7 +4,7 @@
  */
 import { LocalAdmin } from "../../admin/local.ts";
 import assert from "node:assert/strict";
-import { LineWatcher } from "../helpers/lines.ts";
+import { LineWatcher, spawnChat } from "../helpers/lines.ts";
 import { sdkOptions, startEnvServer } from "../helpers/env_server.ts";
 import { join } from "node:path";
 import { directChannelId, groupChannelId } from "../../client/channels.ts";
@@ -200,26 +200,8 @@ Deno.test({
           const home = join(dataDir, "chat-home");
           const chatAlice = dev("chat-alice");
           const chatBob = dev("chat-bob");
-          const spawn = (me: string, peer: string) =>
-            new Deno.Command(Deno.execPath(), {
-              args: [
-                "run",
-                "-A",
-                new URL("../../client/chat.ts", import.meta.url).pathname,
-                "--server",
-                `127.0.0.1:${server.ports.tcp}`,
-                "--server-key",
-                serverKey,
-                "--device",
-                me,
-                "--peer",
-                peer,
-              ],
-              env: { COMMUCAT_HOME: home, NO_COLOR: "1" },
-              stdin: "piped",
-              stdout: "piped",
-              stderr: "piped",
-            }).spawn();
+          const chatRelay = { tcpPort: server.ports.tcp, serverKey };
+          const spawn = (me: string, peer: string) => spawnChat(chatRelay, me, peer, home);
           const pa = spawn(chatAlice, chatBob);
           const pb = spawn(chatBob, chatAlice);
           const outA = new LineWatcher(pa.stdout);

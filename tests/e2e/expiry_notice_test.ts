@@ -5,8 +5,8 @@
  * schema) when COMMUCAT_TEST_PG_DSN is set. The grouping and its bounds are unit-tested here too.
  */
 import assert from "node:assert/strict";
+import { sdkOptions } from "../helpers/env_server.ts";
 import { scratchTests } from "../helpers/scratch_storage.ts";
-import { bytesToHex } from "@noble/hashes/utils.js";
 import { type Client, connect, type ExpiredFrames } from "../../client/sdk.ts";
 import { generateKeypair, type Keypair } from "../../protocol/crypto.ts";
 import { encodeFrame, FrameType } from "../../protocol/frame.ts";
@@ -96,16 +96,9 @@ async function scenario(storage: Storage, db: Db) {
   const server = await startServer(config, { storage });
   const keypair: Keypair = generateKeypair();
   const open = async () => {
-    const client = await connect({
-      transport: "tcp",
-      host: "127.0.0.1",
-      port: server.ports.tcp,
-      deviceId: "exp-alice",
-      keypair,
-      serverKey: bytesToHex(config.crypto.noisePublic),
-      keepaliveMs: 0,
-      reconnect: false,
-    });
+    const client = await connect(
+      sdkOptions({ config, server }, "exp-alice", keypair, { reconnect: false }),
+    );
     const notices: { entries: ExpiredFrames[]; moreFrames: number }[] = [];
     client.on("expired", (n) => notices.push(n));
     return { client, notices };
@@ -176,16 +169,9 @@ async function scenario(storage: Storage, db: Db) {
     // The SDK keeps a notice that arrives before its first listener and hands it over then.
     await expiredEnvelope(db, "exp-erin", "exp-alice", 8);
     await server.node.purgeNow();
-    const sdk = await connect({
-      transport: "tcp",
-      host: "127.0.0.1",
-      port: server.ports.tcp,
-      deviceId: "exp-alice",
-      keypair,
-      serverKey: bytesToHex(config.crypto.noisePublic),
-      keepaliveMs: 0,
-      reconnect: false,
-    });
+    const sdk = await connect(
+      sdkOptions({ config, server }, "exp-alice", keypair, { reconnect: false }),
+    );
     try {
       await waitFor(async () => (await storage.relay.depth("exp-alice")).depth === 0, 8000);
       const heard: ExpiredFrames[][] = [];

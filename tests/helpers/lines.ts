@@ -57,3 +57,37 @@ export class LineWatcher {
     }
   }
 }
+
+const CHAT = new URL("../../client/chat.ts", import.meta.url).pathname;
+
+/**
+ * Starts the chat client (`client/chat.ts`) as device `me` talking to `peer`, against the
+ * relay listening on `tcpPort` with Noise key `serverKey` (hex), its keys under `home`; stdin,
+ * stdout and stderr are piped.
+ */
+export function spawnChat(
+  relay: { tcpPort: number; serverKey: string },
+  me: string,
+  peer: string,
+  home: string,
+): Deno.ChildProcess {
+  return new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "-A",
+      CHAT,
+      "--server",
+      `127.0.0.1:${relay.tcpPort}`,
+      "--server-key",
+      relay.serverKey,
+      "--device",
+      me,
+      "--peer",
+      peer,
+    ],
+    env: { COMMUCAT_HOME: home, NO_COLOR: "1" },
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+}
