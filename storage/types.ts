@@ -542,8 +542,9 @@ export interface AnalyticsRepo {
 /** Options of {@link SessionRepo.record}. */
 export interface SessionRecordOptions {
   /**
-   * A handshake just completed: in the same statement also set the device's last_seen_at and
-   * release the claims earlier sessions of the device left on its relay envelopes.
+   * A handshake just completed: in the same statement also set the device's last_seen_at,
+   * release the claims earlier sessions of the device left on its relay envelopes, and tell
+   * (`queued` in the result) whether the device has any envelope in the relay queue.
    */
   opening?: boolean;
 }
@@ -552,7 +553,7 @@ export interface SessionRepo {
   record(
     s: Omit<SessionRecord, "createdAt">,
     options?: SessionRecordOptions,
-  ): Promise<SessionRecord>;
+  ): Promise<SessionRecord & { queued?: boolean }>;
   listRecent(page: PageRequest): Promise<Page<SessionRecord>>;
   byDevice(deviceId: string, page: PageRequest): Promise<Page<SessionRecord>>;
 }

@@ -353,12 +353,19 @@ export class Connection {
       this.#secureWriter = new SecureStreamWriter(result.send);
       this.#pendingSecure = result;
     }
-    // The session row (in the same statement: last_seen and the release of claims earlier
-    // sessions left behind) and the route/presence (attach) go out together rather than one
-    // after another. The completion ACK waits for the session row: a session whose row could
-    // not be written is refused (fatal "storage failure") and never gets an ACK, so every
-    // session a client was told about is accounted for.
-    const recording = ctx.storage.sessions.record({
+    // Attached first (route and presence in the shared store), then the session row (in the
+    // same statement: last_seen, the release of claims earlier sessions left behind, and
+    // whether anything is queued for the device). In that order, whatever is queued for the
+    // device after the row's snapshot is queued by a node that already sees the route, and
+    // its nudge reaches this session (#wokenWhileOpening): so when nothing was queued and no
+    // nudge came, the first claim is skipped. The completion ACK waits for the session row: a
+    // session whose row could not be written is refused (fatal "storage failure") and never
+    // gets an ACK, so every session a client was told about is accounted for.
+    // Attached but not yet "open": nothing is delivered live before the completion ACK (a frame
+    // for this device meanwhile goes to its queue and the replay below picks it up).
+    ctx.metrics.connectionOpened();
+    await this.node.opened(this);
+    const recorded = await ctx.storage.sessions.record({
       sessionId: this.sessionId,
       userId: result.user.id,
       deviceId: this.deviceId,
@@ -367,14 +374,9 @@ export class Connection {
       remoteAddr: this.transport.remoteAddr,
       nodeId: ctx.nodeId,
       ttlSeconds: ctx.config.limits.presenceTtl,
-    }, { opening: true }).then(() => null, (err: unknown) => err);
-    // Attached but not yet "open": nothing is delivered live before the completion ACK (a frame
-    // for this device meanwhile goes to its queue and the replay below picks it up).
-    ctx.metrics.connectionOpened();
-    const attached = this.node.opened(this);
-    const failure = await recording;
-    await attached;
-    if (failure !== null) {
+    }, { opening: true }).then((r) => r, (err: unknown) => ({ failure: err }));
+    if ("failure" in recorded) {
+      const failure = recorded.failure;
       ctx.metrics.handshakeEnded(result.pattern, "storage failure");
       this.#handshakeCounted = true;
       const why = failure instanceof Error ? failure.message : String(failure);
@@ -411,8 +413,11 @@ export class Connection {
     // A rotation under way (a next key, or the client used one that is going): the catalog.
     const keys = this.node.keyAnnouncement(result.serverKey);
     if (keys !== null) this.sendControl(FrameType.Ack, 0, keys);
-    this.startReplay();
+    if (recorded.queued !== false || this.#wokenWhileOpening) this.startReplay();
   }
+
+  /** A nudge arrived before the session was open (its replay starts once it is). */
+  #wokenWhileOpening = false;
 
   // -------------------------------------------------------------------------------------
   // Outbound
@@ -775,7 +780,10 @@ export class Connection {
 
   /** Starts (or re-arms) the replay of this device's queue. */
   startReplay(): void {
-    if (this.state !== "open") return;
+    if (this.state !== "open") {
+      if (this.state === "handshake") this.#wokenWhileOpening = true;
+      return;
+    }
     if (this.#replay !== "idle") {
       this.#replayDirty = true;
       return;

@@ -201,9 +201,12 @@ class Link {
     name: string,
     private readonly redact: (text: string) => string,
     private readonly warn: (message: string) => void,
+    /** Commands issued in one tick leave in one write (the command link, not the subscriber). */
+    autoPipelining = false,
   ) {
     const options: RedisOptions = {
       lazyConnect: true,
+      enableAutoPipelining: autoPipelining,
       connectTimeout: CONNECT_TIMEOUT_MS,
       commandTimeout: COMMAND_TIMEOUT_MS,
       // Fail instead of queueing while disconnected: callers get an answer at once.
@@ -315,7 +318,7 @@ export class RedisEphemeralStore implements EphemeralStore {
     this.#channelPrefix = this.#prefix + (parsed.db === 0 ? "" : `db${parsed.db}:`);
     this.#name = options.connectionName ?? "commucat";
     this.#warn = options.warn ?? defaultWarn;
-    this.#cmd = new Link(url, `${this.#name}:cmd`, this.#redact, this.#warn);
+    this.#cmd = new Link(url, `${this.#name}:cmd`, this.#redact, this.#warn, true);
   }
 
   /** Connect (waiting at most CONNECT_TIMEOUT_MS). An unreachable Redis does not make this

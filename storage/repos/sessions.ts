@@ -43,9 +43,10 @@ function toSession(r: SessionRow): SessionRecord {
 }
 
 /**
- * A completed handshake in one statement: the session row, the device's last_seen_at and the
+ * A completed handshake in one statement: the session row, the device's last_seen_at, the
  * release of claims earlier sessions of the device still hold (the other session ids only: the
- * new session has claimed nothing yet).
+ * new session has claimed nothing yet), and whether the device has anything in the relay queue
+ * at all (the session skips its first claim when not: one round trip less per connection).
  */
 const OPEN_SQL = `WITH s AS (
     INSERT INTO session (session_id, user_id, device_id, pattern, protocol_version,
@@ -58,7 +59,7 @@ const OPEN_SQL = `WITH s AS (
     UPDATE relay_queue SET claimed_by = NULL, claimed_at = NULL
     WHERE device_id = $3 AND claimed_by IS NOT NULL
   )
-  SELECT * FROM s`;
+  SELECT s.*, EXISTS (SELECT 1 FROM relay_queue WHERE device_id = $3) AS queued FROM s`;
 
 export class PgSessionRepo implements SessionRepo {
   constructor(private readonly db: Db) {}
@@ -72,7 +73,7 @@ export class PgSessionRepo implements SessionRepo {
   async record(
     s: Omit<SessionRecord, "createdAt">,
     options: SessionRecordOptions = {},
-  ): Promise<SessionRecord> {
+  ): Promise<SessionRecord & { queued?: boolean }> {
     const sessionId = v.newId("session id", s.sessionId);
     if (s.pattern !== "XK" && s.pattern !== "IK") {
       throw new InvalidValue("pattern", s.pattern, "XK or IK");
@@ -88,15 +89,19 @@ export class PgSessionRepo implements SessionRepo {
       v.int("ttl seconds", s.ttlSeconds, 0, 2 ** 31 - 1),
     ];
     try {
-      const res = options.opening
-        ? await this.db.query<SessionRow>(OPEN_SQL, params, { name: "commucat_session_open" })
-        : await this.db.query<SessionRow>(
-          `INSERT INTO session (session_id, user_id, device_id, pattern, protocol_version,
+      if (options.opening) {
+        const res = await this.db.query<SessionRow & { queued: boolean }>(OPEN_SQL, params, {
+          name: "commucat_session_open",
+        });
+        return { ...toSession(res.rows[0]), queued: res.rows[0].queued === true };
+      }
+      const res = await this.db.query<SessionRow>(
+        `INSERT INTO session (session_id, user_id, device_id, pattern, protocol_version,
                                 remote_addr, node_id, ttl_seconds)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
            RETURNING ${COLUMNS}`,
-          params,
-        );
+        params,
+      );
       return toSession(res.rows[0]);
     } catch (err) {
       throw translate(err, "session", sessionId);

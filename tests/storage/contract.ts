@@ -725,6 +725,7 @@ const cases: Case[] = [
       }, { opening: true });
       assert.equal(rec.sessionId, `${u}-new-s`);
       assert.ok(rec.createdAt instanceof Date);
+      assert.equal(rec.queued, true, "the device has envelopes queued");
       assert.ok((await s.devices.get(d.id))!.lastSeenAt instanceof Date, "last seen stamped");
       assert.equal((await s.relay.depth(d.id)).inFlight, 0, "earlier claims released");
       assert.equal((await s.relay.depth(other)).inFlight, 1, "other devices untouched");
@@ -734,6 +735,19 @@ const cases: Case[] = [
         s.sessions.record({ ...rec, sessionId: `${u}-new-s` }, { opening: true }),
       );
       assert.equal((await s.relay.depth(d.id)).inFlight, 6, "claims of the failed statement kept");
+      // A device with nothing queued is told so (its session skips the first claim).
+      const { user: emptyUser, device: empty } = await device(s, u, "open-empty", 1);
+      const none = await s.sessions.record({
+        sessionId: `${u}-empty-s`,
+        userId: emptyUser.id,
+        deviceId: empty.id,
+        pattern: "XK",
+        protocolVersion: 2,
+        remoteAddr: null,
+        nodeId: "node-a",
+        ttlSeconds: 60,
+      }, { opening: true });
+      assert.equal(none.queued, false);
     },
   ],
 
