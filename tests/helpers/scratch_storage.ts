@@ -29,37 +29,59 @@ export interface Scratch {
   dir: string;
 }
 
-/** Runs `body` on a fresh scratch database of `kind`, closed and removed afterwards. */
-export async function withScratch(
-  kind: ScratchKind,
-  body: (scratch: Scratch) => Promise<void>,
-): Promise<void> {
+/** An open scratch database; `close()` closes every storage on it and removes it. */
+export interface OpenScratch extends Scratch {
+  /** The scratch schema's DSN (Postgres), or null (PGlite). */
+  dsn: string | null;
+  close(): Promise<void>;
+}
+
+/** A fresh scratch database of `kind`, migrated, with storage on it. */
+export async function openScratch(kind: ScratchKind): Promise<OpenScratch> {
   const dir = await Deno.makeTempDir({ prefix: `commucat-${kind}-scratch-` });
   const schema = kind === "postgres" ? await scratchSchema(TEST_PG_DSN) : null;
   const others: Storage[] = [];
   let storage: Storage | null = null;
+  const close = async () => {
+    for (const s of others) await s.close();
+    await storage?.close();
+    await schema?.drop();
+    await Deno.remove(dir, { recursive: true }).catch(() => {});
+  };
   try {
     const db = schema ? await openPostgres(schema.dsn) : await openPglite(`${dir}/db`);
-    storage = buildStorage(db, await openEphemeral(null));
+    const first = storage = buildStorage(db, await openEphemeral(null));
     await migrate(db);
-    const first = storage;
-    await body({
+    return {
       kind,
       db,
-      storage,
+      storage: first,
       dir,
+      dsn: schema?.dsn ?? null,
       async another() {
         if (!schema) return first;
         const other = buildStorage(await openPostgres(schema.dsn), await openEphemeral(null));
         others.push(other);
         return other;
       },
-    });
+      close,
+    };
+  } catch (err) {
+    await close();
+    throw err;
+  }
+}
+
+/** Runs `body` on a fresh scratch database of `kind`, closed and removed afterwards. */
+export async function withScratch(
+  kind: ScratchKind,
+  body: (scratch: Scratch) => Promise<void>,
+): Promise<void> {
+  const scratch = await openScratch(kind);
+  try {
+    await body(scratch);
   } finally {
-    for (const s of others) await s.close();
-    await storage?.close();
-    await schema?.drop();
-    await Deno.remove(dir, { recursive: true }).catch(() => {});
+    await scratch.close();
   }
 }
 

@@ -6,12 +6,12 @@
  * finished by the next one, and one job at a time.
  */
 import assert from "node:assert/strict";
+import { openScratch } from "../helpers/scratch_storage.ts";
 import S3rver from "s3rver";
 import { ed25519 } from "@noble/curves/ed25519.js";
 import { bytesToHex } from "@noble/hashes/utils.js";
-import { openPglite, openPostgres } from "../../storage/db.ts";
-import { openEphemeral } from "../../storage/ephemeral/mod.ts";
-import { buildStorage, type Db, migrate, type Storage } from "../../storage/mod.ts";
+import { openPostgres } from "../../storage/db.ts";
+import { type Db, type Storage } from "../../storage/mod.ts";
 import { PgKeyEventArchiveRepo } from "../../storage/repos/key_event_archive.ts";
 import {
   archivedHistory,
@@ -30,7 +30,6 @@ import {
   S3Target,
 } from "../../storage/archive/targets.ts";
 import type { KeyEventArchiveRepo } from "../../storage/types.ts";
-import { scratchSchema } from "./pg_scratch.ts";
 
 const dsn = Deno.env.get("COMMUCAT_TEST_PG_DSN") ?? "";
 const secretKey = ed25519.utils.randomSecretKey();
@@ -49,36 +48,17 @@ interface Env {
   close(): Promise<void>;
 }
 
-async function openPgliteEnv(): Promise<Env> {
-  const dir = await Deno.makeTempDir({ prefix: "commucat-archive-" });
-  const db = await openPglite(dir);
-  await migrate(db);
-  const storage = buildStorage(db, await openEphemeral(null));
-  return {
-    storage,
-    db,
-    async close() {
-      await storage.close();
-      await Deno.remove(dir, { recursive: true });
-    },
-  };
+function openPgliteEnv(): Promise<Env> {
+  return openScratch("pglite");
 }
 
 async function openPgEnv(): Promise<Env> {
-  const scratch = await scratchSchema(dsn);
-  const db = await openPostgres(scratch.dsn);
-  await migrate(db);
-  const storage = buildStorage(db, await openEphemeral(null));
+  const scratch = await openScratch("postgres");
   return {
-    storage,
-    db,
+    ...scratch,
     async second() {
-      const other = await openPostgres(scratch.dsn, { max: 2 });
+      const other = await openPostgres(scratch.dsn!, { max: 2 });
       return { repo: new PgKeyEventArchiveRepo(other), close: () => other.close() };
-    },
-    async close() {
-      await storage.close();
-      await scratch.drop();
     },
   };
 }
