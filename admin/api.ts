@@ -227,6 +227,19 @@ export function createAdminApi(deps: ApiDeps): Hono<ApiEnv> {
     return c.json(user, 201);
   });
 
+  api.get(
+    "/users/:id/device-limit",
+    async (c) => c.json(await admin(c).deviceLimit(c.req.param("id"))),
+  );
+  api.put("/users/:id/device-limit", async (c) => {
+    const body = await jsonBody(c);
+    const limit = body.maxDevices;
+    if (limit !== null && !Number.isInteger(limit)) {
+      throw bad("maxDevices must be an integer 1..10000, or null for the server's default");
+    }
+    return c.json(await admin(c).setDeviceLimit(c.req.param("id"), limit as number | null));
+  });
+
   api.get("/devices", async (c) => {
     const awaiting = c.req.query("awaiting");
     return c.json(

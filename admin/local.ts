@@ -17,6 +17,7 @@ import type {
   DeliveryView,
   DeviceChange,
   DeviceFilter,
+  DeviceLimitView,
   GroupDetail,
   NodeView,
   Noted,
@@ -115,6 +116,31 @@ export class LocalAdmin implements AdminOps {
       { actor: this.#actor, action: "user.register" },
     );
     return userView(user);
+  }
+
+  async #user(user: string) {
+    const found = await this.#s.users.getByHandle(user).catch(() => null) ??
+      await this.#s.users.get(user).catch(() => null);
+    if (!found) throw new NotFound("user", user);
+    return found;
+  }
+
+  async deviceLimit(user: string): Promise<DeviceLimitView> {
+    const u = await this.#user(user);
+    const [maxDevices, devices] = await Promise.all([
+      this.#s.pairing.deviceLimit(u.id),
+      this.#s.pairing.countDevices(u.id),
+    ]);
+    return { userId: u.id, handle: u.handle, maxDevices, devices };
+  }
+
+  async setDeviceLimit(user: string, limit: number | null): Promise<DeviceLimitView> {
+    const u = await this.#user(user);
+    await this.#s.pairing.setDeviceLimit(u.id, limit, this.#actor, {
+      actor: this.#actor,
+      action: "user.device-limit",
+    });
+    return await this.deviceLimit(u.id);
   }
 
   devices(filter: DeviceFilter) {

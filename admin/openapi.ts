@@ -89,6 +89,21 @@ export function openApiDocument(): Record<string, unknown> {
           },
         },
       },
+      "/users/{id}/device-limit": {
+        get: op(
+          "a user's device limit (maxDevices null: [limits] max_devices_per_user) and count",
+          [path("id", "user id or handle")],
+          json("the limit"),
+        ),
+        put: {
+          ...op(
+            "set a user's device limit; maxDevices null restores the default",
+            [path("id", "user id or handle")],
+            json("the limit"),
+          ),
+          requestBody: body({ maxDevices: { type: ["integer", "null"] } }, ["maxDevices"]),
+        },
+      },
       "/devices": {
         get: op("list devices", [
           query("status", "pending, active or revoked"),

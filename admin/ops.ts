@@ -82,12 +82,26 @@ export interface DeviceFilter extends PageQuery {
   search?: string;
 }
 
+/** A user's device limit (docs/PROTOCOL.md §11). */
+export interface DeviceLimitView {
+  userId: string;
+  handle: string;
+  /** The operator's limit of this user, or null: `[limits] max_devices_per_user` applies. */
+  maxDevices: number | null;
+  /** Devices the user holds that count against a limit (pending and active). */
+  devices: number;
+}
+
 export interface AdminOps {
   users(filter: { search?: string } & PageQuery): Promise<Page<UserView>>;
   registerUser(
     input: { handle: string; displayName?: string | null; avatarUrl?: string | null },
   ): Promise<UserView>;
   devices(filter: DeviceFilter): Promise<Page<DeviceView>>;
+  /** The device limit of a user (by id or handle). */
+  deviceLimit(user: string): Promise<DeviceLimitView>;
+  /** Sets a user's own device limit (1..10 000), or null for the server's default; audited. */
+  setDeviceLimit(user: string, limit: number | null): Promise<DeviceLimitView>;
   device(id: string): Promise<DeviceView>;
   approveDevice(id: string): Promise<DeviceChange>;
   rejectDevice(id: string): Promise<DeviceChange>;

@@ -10,6 +10,7 @@ import type {
   DeliveryView,
   DeviceChange,
   DeviceFilter,
+  DeviceLimitView,
   GroupDetail,
   NodeView,
   Noted,
@@ -128,6 +129,12 @@ export class RemoteAdmin implements AdminOps {
   devices(filter: DeviceFilter): Promise<Page<DeviceView>> {
     const { awaitingApproval, userId, ...rest } = filter;
     return this.#call("GET", "/devices", { ...rest, awaiting: awaitingApproval, user: userId });
+  }
+  deviceLimit(user: string): Promise<DeviceLimitView> {
+    return this.#call("GET", `/users/${this.#id(user)}/device-limit`);
+  }
+  setDeviceLimit(user: string, limit: number | null): Promise<DeviceLimitView> {
+    return this.#call("PUT", `/users/${this.#id(user)}/device-limit`, {}, { maxDevices: limit });
   }
   device(id: string): Promise<DeviceView> {
     return this.#call("GET", `/devices/${this.#id(id)}`);

@@ -23,7 +23,7 @@ import { migrateCommand } from "./commands/migrate.ts";
 import { peersCommand } from "./commands/peers.ts";
 import { rotateKeysCommand } from "./commands/rotate_keys.ts";
 import { rotateServerKeyCommand } from "./commands/rotate_server_key.ts";
-import { registerUserCommand, usersCommand } from "./commands/users.ts";
+import { registerUserCommand, setDeviceLimitCommand, usersCommand } from "./commands/users.ts";
 import { ConfigError } from "../server/config/mod.ts";
 import { redactUrlPassword } from "../server/log.ts";
 import { LedgerError } from "../storage/ledger.ts";
@@ -37,6 +37,7 @@ export const COMMANDS: readonly Command[] = [
   migrateCommand,
   registerUserCommand,
   usersCommand,
+  setDeviceLimitCommand,
   rotateKeysCommand,
   devicesCommand,
   approveDeviceCommand,

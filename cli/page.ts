@@ -58,12 +58,13 @@ export interface ListSpec<T> {
    * Reads the listing: a page (printed with its next cursor) or a plain list. `paging` is the
    * `--limit` and `--cursor` given (undefined when absent or not a flag of this listing);
    * `admin` opens the operator actions (check the arguments first, so a usage error opens
-   * nothing).
+   * nothing); `note` writes a line on stderr, beside the listing.
    */
   query(
     args: ParsedArgs,
     paging: { limit: number | undefined; cursor: string | undefined },
     admin: () => Promise<AdminOps>,
+    note: (text: string) => void,
   ): Promise<Page<T> | T[]>;
   headers: string[];
   row: (item: T) => unknown[];
@@ -82,7 +83,7 @@ export async function runList<T>(
   });
   const format = formatFlag(args, spec.usage);
   const paging = pageFlags(args, spec.usage);
-  const result = await spec.query(args, paging, () => ctx.admin());
+  const result = await spec.query(args, paging, () => ctx.admin(), (text) => ctx.note(text));
   if (Array.isArray(result)) {
     return printAs(ctx, format, result, (items) => table(spec.headers, items.map(spec.row)));
   }

@@ -195,12 +195,6 @@ export function parseChatArgs(argv: string[]): ChatFlags | "help" {
   if (v["create-group"] && v.group === undefined) {
     throw new UsageError("--create-group needs --group ID");
   }
-  if (v.peer?.startsWith("@") && !v["no-e2e"]) {
-    throw new UsageError(
-      "--peer @USER needs --no-e2e for now: sealed envelopes are sealed to devices, not yet to " +
-        "every device of a user (list the devices with --channel N --members A,B instead)",
-    );
-  }
   if (v.pair !== undefined && v.handle === undefined) {
     throw new UsageError("--pair CODE needs --handle NAME (the user the code belongs to)");
   }
@@ -410,7 +404,7 @@ export async function runChat(argv: string[], io: ChatIo): Promise<number> {
           "(/verify DEVICE compares safety numbers)"
         : "* ⚠ end-to-end encryption is OFF (--no-e2e): the server can read what you send",
     );
-    if (flags.e2e && flags.peer !== undefined) {
+    if (flags.e2e && flags.peer !== undefined && !flags.peer.startsWith("@")) {
       // Pin the peer's key now, so /verify works before the first message.
       await client.e2e!.safetyNumber(flags.peer).catch(() => {});
     }
@@ -419,6 +413,11 @@ export async function runChat(argv: string[], io: ChatIo): Promise<number> {
     return error instanceof UsageError || error instanceof KeystoreError ? 64 : 1;
   }
   return await chatLoop(client, channel, flags.group, io, identity);
+}
+
+/** A public key as the devices list shows it: 64 hex digits in groups of four. */
+function fingerprintOf(key: Uint8Array): string {
+  return bytesToHex(key).replace(/(.{4})(?=.)/g, "$1 ");
 }
 
 /** The chat's commands, one line each, as /help lists them. */
@@ -463,6 +462,16 @@ async function chatLoop(
     "key-pinned",
     (e) => io.out(`* 🔒 ${e.device}: key pinned on first use (not verified: /verify ${e.device})`),
   );
+  e2e?.on("device-added", (e) => {
+    const who = e.own ? "your user" : `user ${e.handle ? "@" + e.handle : e.user}`;
+    const by = e.pairedBy ? ` (paired by ${e.pairedBy})` : "";
+    io.err(
+      `! 🔑 ${who} has a new device ${e.device}${by}, key ${fingerprintOf(e.key)}: ` +
+        `what you send to ${e.own ? "your other devices" : "that user"} is sealed to it too; ` +
+        `if ${e.own ? "you did not add it, /unlink it" : "they did not add it, warn them"} ` +
+        `(/verify ${e.device})`,
+    );
+  });
   e2e?.on("key-changed", (e) => {
     if (e.wasVerified) {
       io.err(

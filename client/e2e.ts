@@ -24,6 +24,7 @@ import {
   type ParsedEnvelope,
   parseEnvelope,
   sealEnvelope,
+  USER_PREFIX,
 } from "../protocol/envelope.ts";
 import {
   type CryptoBackend,
@@ -90,14 +91,24 @@ export interface InboundLike {
 /** The parts of a Client that this module uses (client/sdk.ts implements them). */
 export interface SealingClient {
   readonly deviceId: string;
+  /** This device's user id (from the handshake), when known. */
+  readonly userId?: string;
   sendRaw(channel: number, payload: Uint8Array): Promise<Record<string, unknown>>;
   serverRequest(op: string, fields: Record<string, unknown>): Promise<Record<string, unknown>>;
+  /**
+   * The members (and group) the channel was joined with: device ids and, for a conversation of
+   * users, `@<user id>` as the server's JOIN ACK named them.
+   */
   conversationOf(channel: number): { members: string[]; groupId?: string } | undefined;
 }
 
 /** One device from the key directory. */
 export interface DirectoryEntry {
   device: string;
+  /** The device's user id. */
+  user?: string;
+  /** The device of the same user that paired it, when one did. */
+  pairedBy?: string | null;
   status: string;
   key: Uint8Array;
   keyChangePending: boolean;
@@ -116,6 +127,22 @@ export interface E2EEvents {
   };
   /** A device's key was pinned on first use. */
   "key-pinned": { device: string; key: Uint8Array };
+  /**
+   * A user this device knows (a peer, or its own user) has a device not seen before: a key
+   * change of that user. The device's key is pinned and sealed to from now on; show it, so a
+   * device the user did not add is noticed.
+   */
+  "device-added": {
+    user: string;
+    /** The user's handle, when a user lookup named it. */
+    handle?: string;
+    device: string;
+    key: Uint8Array;
+    /** The device of that user that paired it, when the directory says. */
+    pairedBy: string | null;
+    /** True for a new device of this device's own user. */
+    own: boolean;
+  };
 }
 
 /** Options of end-to-end encryption. */
@@ -149,6 +176,16 @@ function isEnvelope(payload: Uint8Array): boolean {
   return payload.length >= MAGIC.length && MAGIC.every((b, i) => payload[i] === b);
 }
 
+/** The refusal for a device without a usable key: unknown, of another domain, or not active. */
+function unusable(device: string, entry: DirectoryEntry | null): E2EError {
+  const why = entry
+    ? `${device} is ${entry.status}, not active`
+    : device.includes("@")
+    ? `no key for ${device}: keys of other domains are not looked up yet`
+    : `the key directory does not know ${device}`;
+  return new E2EError("unknown-key", why, { device });
+}
+
 /** The engine behind `client.sendSealed` and the sealed fields of received messages. */
 export class E2E {
   readonly trust: TrustStore;
@@ -160,6 +197,8 @@ export class E2E {
   readonly #maxHeld: number;
   #directory = new Map<string, { entry: DirectoryEntry; at: number }>();
   #held = new Map<string, { message: InboundLike }[]>();
+  /** User id → handle, from user lookups (for "device-added"). */
+  #handles = new Map<string, string>();
   #listeners = new Map<keyof E2EEvents, Set<(v: never) => void>>();
 
   constructor(client: SealingClient, keypair: Keypair, options: E2EOptions = {}) {
@@ -239,6 +278,28 @@ export class E2E {
     return out;
   }
 
+  /**
+   * The active devices of users (`@<user id>` or `@handle`) with their directory entries, and
+   * each user's device list (always asks the server).
+   */
+  async lookupUsers(
+    users: string[],
+    devices: string[] = [],
+  ): Promise<{ entries: Map<string, DirectoryEntry | null>; users: Map<string, string[]> }> {
+    const answer = await this.#client.serverRequest("keys", { users, devices });
+    const entries = new Map<string, DirectoryEntry | null>();
+    for (const d of devices) entries.set(d, null);
+    this.#absorb(answer, entries, Date.now());
+    const byUser = new Map<string, string[]>();
+    for (const raw of Array.isArray(answer.users) ? answer.users : []) {
+      const u = raw as Record<string, unknown>;
+      if (typeof u.user !== "string" || !Array.isArray(u.devices)) continue;
+      byUser.set(u.user, u.devices.filter((d): d is string => typeof d === "string"));
+      if (typeof u.handle === "string") this.#handles.set(u.user, u.handle);
+    }
+    return { entries, users: byUser };
+  }
+
   #absorb(answer: Record<string, unknown>, out: Map<string, DirectoryEntry | null>, now: number) {
     const list = Array.isArray(answer.devices) ? answer.devices : [];
     for (const raw of list) {
@@ -246,6 +307,8 @@ export class E2E {
       if (typeof d.device !== "string" || !isHex(d.public_key, 32)) continue;
       const entry: DirectoryEntry = {
         device: d.device,
+        ...(typeof d.user === "string" ? { user: d.user } : {}),
+        pairedBy: typeof d.paired_by === "string" ? d.paired_by : null,
         status: typeof d.status === "string" ? d.status : "unknown",
         key: hexToBytes(d.public_key as string, 32),
         keyChangePending: d.key_change_pending === true,
@@ -265,11 +328,26 @@ export class E2E {
   // -------------------------------------------------------------------------------------
   // Trust
 
-  #observe(device: string, key: Uint8Array): Observation {
+  #observe(device: string, key: Uint8Array, entry?: DirectoryEntry | null): Observation {
     const before = this.trust.get(device);
-    const seen = this.trust.observe(device, key);
+    const user = entry?.user;
+    // A user is known when one of its devices was pinned before (or it is this device's own).
+    const own = user !== undefined && user === this.#client.userId;
+    const knownUser = user !== undefined && (own || this.trust.devicesOfUser(user).length > 0);
+    const seen = this.trust.observe(device, key, user);
     if (seen.kind === "pinned") {
       this.#emit("key-pinned", { device, key: new Uint8Array(key) });
+      if (knownUser) {
+        const handle = this.#handles.get(user!);
+        this.#emit("device-added", {
+          user: user!,
+          ...(handle === undefined ? {} : { handle }),
+          device,
+          key: new Uint8Array(key),
+          pairedBy: entry?.pairedBy ?? null,
+          own,
+        });
+      }
     } else if (seen.kind === "changed" && seen.fresh) {
       this.#emit("key-changed", {
         device,
@@ -330,32 +408,10 @@ export class E2E {
    */
   async #trustedKeyFor(device: string, fresh = false): Promise<Uint8Array> {
     const entry = (await this.lookup([device], fresh)).get(device) ?? null;
-    if (!entry) {
-      throw new E2EError(
-        "unknown-key",
-        device.includes("@")
-          ? `no key for ${device}: keys of other domains are not looked up yet`
-          : `the key directory does not know ${device}`,
-        { device },
-      );
-    }
-    if (entry.status !== "active") {
-      throw new E2EError("unknown-key", `${device} is ${entry.status}, not active`, { device });
-    }
-    const seen = this.#observe(device, entry.key);
-    if (seen.kind === "pinned") await this.trust.save();
-    if (seen.kind === "changed") {
-      await this.trust.save();
-      throw new E2EError(
-        "key-changed",
-        `the key of ${device} changed${
-          seen.record.pendingWasVerified ? " (it was verified)" : ""
-        }; ` +
-          "accept the new key before sealing to it",
-        { device },
-      );
-    }
-    return entry.key;
+    if (entry?.status !== "active") throw unusable(device, entry);
+    const key = this.#checkedKey(device, entry, "accept the new key before sealing to it");
+    await this.trust.save();
+    return key;
   }
 
   // -------------------------------------------------------------------------------------
@@ -363,9 +419,10 @@ export class E2E {
 
   /**
    * Seals `body` for every other member device of the conversation joined on `channel` and
-   * sends it as one MSG. Throws E2EError: "not-joined", "unknown-key" (a member without a
-   * usable key), "key-changed" (a member's key changed and was not accepted), "too-large".
-   * Nothing is sent when it throws.
+   * sends it as one MSG: the listed devices, every active device of each member user
+   * (`@<user id>`), this device's own other devices among them (sync copies). Throws E2EError:
+   * "not-joined", "unknown-key" (a member without a usable key), "key-changed" (a member's key
+   * changed and was not accepted), "too-large". Nothing is sent when it throws.
    */
   async sendSealed(channel: number, body: Uint8Array | string): Promise<SealedAck> {
     const bytes = typeof body === "string" ? new TextEncoder().encode(body) : body;
@@ -377,39 +434,53 @@ export class E2E {
     let conversation: Conversation;
     const recipients: { deviceId: string; publicKey: Uint8Array }[] = [];
     const skipped: string[] = [];
+    const add = (device: string, entry: DirectoryEntry) =>
+      recipients.push({
+        deviceId: device,
+        publicKey: this.#checkedKey(device, entry, "nothing was sent: accept the new key first"),
+      });
     if (binding.groupId !== undefined) {
       conversation = { kind: "group", groupId: binding.groupId };
       const roster = await this.lookupGroup(binding.groupId);
       for (const [device, entry] of roster) {
         if (device === me) continue;
-        if (!entry || entry.status !== "active") {
-          skipped.push(device);
-          continue;
-        }
-        recipients.push({ deviceId: device, publicKey: this.#checkedKey(device, entry.key) });
+        if (entry?.status !== "active") skipped.push(device);
+        else add(device, entry);
       }
     } else {
       conversation = { kind: "members", members: [...new Set([...binding.members, me])] };
-      const others = [...new Set(binding.members)].filter((m) => m !== me);
-      const entries = await this.lookup(others);
+      const members = [...new Set(binding.members)];
+      const users = members.filter((m) => m.startsWith(USER_PREFIX));
+      const others = members.filter((m) => !m.startsWith(USER_PREFIX) && m !== me);
+      let entries: Map<string, DirectoryEntry | null>;
+      const userDevices: string[] = [];
+      if (users.length > 0) {
+        // A conversation of users: the JOIN made this device a member as its user, so the
+        // envelope names the user, not the device (the server's member set).
+        const own = this.#client.userId;
+        if (own !== undefined && users.includes(USER_PREFIX + own)) {
+          conversation = { kind: "members", members };
+        }
+        const found = await this.lookupUsers(users, others);
+        entries = found.entries;
+        for (const list of found.users.values()) userDevices.push(...list);
+      } else {
+        entries = await this.lookup(others);
+      }
       for (const device of others) {
         const entry = entries.get(device) ?? null;
         if (entry && entry.status !== "active" && entry.status !== "pending") {
           skipped.push(device);
           continue;
         }
-        if (!entry || entry.status !== "active") {
-          throw new E2EError(
-            "unknown-key",
-            !entry
-              ? (device.includes("@")
-                ? `no key for ${device}: keys of other domains are not looked up yet`
-                : `the key directory does not know ${device}`)
-              : `${device} is ${entry.status}, not active`,
-            { device },
-          );
-        }
-        recipients.push({ deviceId: device, publicKey: this.#checkedKey(device, entry.key) });
+        if (entry?.status !== "active") throw unusable(device, entry);
+        add(device, entry);
+      }
+      for (const device of new Set(userDevices)) {
+        if (device === me || others.includes(device)) continue;
+        const entry = entries.get(device) ?? null;
+        if (entry?.status !== "active") skipped.push(device);
+        else add(device, entry);
       }
     }
     await this.trust.save();
@@ -447,11 +518,14 @@ export class E2E {
     };
   }
 
-  /** The trusted key for a directory key: pins new devices, refuses changed keys. */
-  #checkedKey(device: string, key: Uint8Array): Uint8Array {
+  /**
+   * The trusted key for a directory entry: pins new devices (announcing a new device of a known
+   * user), refuses changed keys with E2EError "key-changed" (`advice` ends its message).
+   */
+  #checkedKey(device: string, entry: DirectoryEntry, advice: string): Uint8Array {
     let seen: Observation;
     try {
-      seen = this.#observe(device, key);
+      seen = this.#observe(device, entry.key, entry);
     } catch (err) {
       if (err instanceof EnvelopeError) {
         throw new E2EError(err.code, err.message, { device, cause: err });
@@ -459,16 +533,12 @@ export class E2E {
       throw err;
     }
     if (seen.kind === "changed") {
-      throw new E2EError(
-        "key-changed",
-        `the key of ${device} changed${
-          seen.record.pendingWasVerified ? " (it was verified)" : ""
-        }; ` +
-          "nothing was sent: accept the new key before sealing to it",
-        { device },
-      );
+      const verified = seen.record.pendingWasVerified ? " (it was verified)" : "";
+      throw new E2EError("key-changed", `the key of ${device} changed${verified}; ${advice}`, {
+        device,
+      });
     }
-    return key;
+    return entry.key;
   }
 
   // -------------------------------------------------------------------------------------
@@ -510,13 +580,23 @@ export class E2E {
       ? undefined
       : binding.groupId !== undefined
       ? { kind: "group", groupId: binding.groupId }
+      : binding.members.some((m) => m.startsWith(USER_PREFIX))
+      ? { kind: "members", members: binding.members }
       : { kind: "members", members: [...new Set([...binding.members, this.#client.deviceId])] };
     base.conversation = env.conversation;
+    // A member set of users: the sender is a member through its user (the directory's).
+    const ofUsers = env.conversation.kind === "members" &&
+      env.conversation.members.some((m) => m.startsWith(USER_PREFIX));
+    const senderUser = ofUsers
+      ? this.trust.get(sender)?.user ?? (await this.lookup([sender])).get(sender)?.user
+      : undefined;
     const opened = openEnvelope(env, {
       recipient: this.#client.deviceId,
       recipientKey: this.#key,
       serverSender: message.sender,
       conversation: local,
+      recipientUser: this.#client.userId,
+      senderUser,
       backend: this.#backend,
     });
     base.counter = env.counter;
@@ -538,7 +618,7 @@ export class E2E {
             { device: sender },
           );
         }
-        this.#observe(sender, entry.key);
+        this.#observe(sender, entry.key, entry);
         await this.trust.save();
       }
       opened.plaintext.fill(0);

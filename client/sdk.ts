@@ -381,10 +381,15 @@ export class Client {
     this.#pairingCode = settings.options.pairingCode;
     this.closed = new Promise((resolve) => (this.#closedResolve = resolve));
     const e2e = settings.options.e2e;
+    // deno-lint-ignore no-this-alias
+    const self = this;
     this.e2e = e2e
       ? new E2E(
         {
           deviceId: settings.options.deviceId,
+          get userId() {
+            return self.user?.id;
+          },
           sendRaw: (channel, payload) => this.send(channel, payload),
           serverRequest: (op, fields) => this.serverRequest(op, fields),
           conversationOf: (channel) => this.conversationOf(channel),
@@ -616,7 +621,13 @@ export class Client {
     const body: Record<string, unknown> = { members, relay };
     if (options.groupId !== undefined) body.group_id = options.groupId;
     const ack = await this.#request(FrameType.Join, channel, body);
-    this.#joined.set(channel, { members: [...members], relay, groupId: options.groupId });
+    // A conversation of users: the server names its member set (`@<user id>`, device ids),
+    // which sealed envelopes are bound to (docs/PROTOCOL.md §11).
+    const named = Array.isArray(ack.members) &&
+        ack.members.every((m: unknown) => typeof m === "string")
+      ? ack.members as string[]
+      : [...members];
+    this.#joined.set(channel, { members: named, relay, groupId: options.groupId });
     return ack;
   }
 

@@ -29,6 +29,8 @@ export const MAX_HISTORY = 16;
 /** One peer device as the store knows it. */
 export interface PeerRecord {
   device: string;
+  /** The user the key directory said the device belongs to, when known. */
+  user?: string;
   /** The accepted static public key (hex). */
   key: string;
   /** When that key was accepted (pinned on first use, or accepted after a change). */
@@ -76,15 +78,21 @@ export class TrustStore {
     return [...this.#peers.keys()];
   }
 
+  /** The known devices of `user` (as the key directory named their user). */
+  devicesOfUser(user: string): string[] {
+    return [...this.#peers.values()].filter((r) => r.user === user).map((r) => r.device);
+  }
+
   /**
    * Compares `key` with what is trusted for `device`: pins it when the device is new, reports
    * "same" for the accepted key, and records a different key as pending ("changed"; `fresh`
    * when this is the first time that key was seen). Throws EnvelopeError("bad-key") for a key
    * that is not a valid X25519 point, and RangeError when the store is full.
    */
-  observe(device: string, key: Uint8Array): Observation {
+  observe(device: string, key: Uint8Array, user?: string): Observation {
     const hex = bytesToHex(key);
     const r = this.#peers.get(device);
+    if (r && user !== undefined && r.user === undefined) r.user = user;
     if (!r) {
       assertValidPublicKey(key, `key of ${device}`);
       if (this.#peers.size >= MAX_PEERS) {
@@ -92,6 +100,7 @@ export class TrustStore {
       }
       const record: PeerRecord = {
         device,
+        ...(user === undefined ? {} : { user }),
         key: hex,
         since: this.#now().toISOString(),
         verified: false,
@@ -219,6 +228,7 @@ export class TrustStore {
       }
       store.#peers.set(p.device, {
         device: p.device,
+        ...(typeof p.user === "string" ? { user: p.user } : {}),
         key: p.key.toLowerCase(),
         since: String(p.since ?? ""),
         verified: p.verified === true,

@@ -96,6 +96,28 @@ export async function seedDemo(storage: Storage, nodeId = "node-demo"): Promise<
     autoApprove: true,
     pairingCode: code,
   });
+  // A third device paired, then unlinked by the phone (self-service); alice's own limit raised.
+  const third = await s.pairing.issue({
+    userId: alice.id,
+    deviceId: "alice-phone",
+    ttlSeconds: 300,
+    maxOpen: 3,
+  });
+  await s.devices.resolveForHandshake({
+    deviceId: "alice-old-laptop",
+    publicKey: key(),
+    user: { handle: "alice" },
+    autoApprove: true,
+    pairingCode: third.code,
+  });
+  await s.devices.revoke("alice-old-laptop", "device:alice-phone", {
+    actor: "device:alice-phone",
+    action: "device.unlink",
+  });
+  await s.pairing.setDeviceLimit(alice.id, 12, "cli:ops", {
+    actor: "cli:ops",
+    action: "user.device-limit",
+  });
 
   const nodes = [nodeId, "node-b21c", "node-e904"];
   for (const [i, id] of devices.slice(0, 10).entries()) {

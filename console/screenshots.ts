@@ -95,6 +95,8 @@ export async function takeScreenshots(outDir = "screenshots"): Promise<string[]>
       ["devices-filtered", "/devices?status=active&user=alice"],
       ["device-detail", `/devices/${device}`],
       ["device-paired", `/devices/${encodeURIComponent(ids.pairedDevice)}`],
+      ["audit-pairings", "/audit?action=device.pair"],
+      ["audit-unlinks", "/audit?action=device.unlink"],
       ["device-approve-confirm", `/devices/${encodeURIComponent(ids.pendingDevice)}/approve`],
       ["device-revoke-confirm", `/devices/${device}/revoke`],
       ["users", "/users"],

@@ -475,7 +475,7 @@ export function parseGroupCreate(value: unknown, options: ParseOptions = {}): Gr
   const r: Reader = reader("GROUP_CREATE", options);
   const obj = r.object(value);
   const create: GroupCreate = {
-    members: r.absent(obj, "members") ? [] : r.ids(obj, "members", true),
+    members: r.absent(obj, "members") ? [] : r.ids(obj, "members", true, true),
     roles: {},
     relay: r.boolean(obj, "relay", true),
   };
@@ -488,7 +488,9 @@ export function parseGroupCreate(value: unknown, options: ParseOptions = {}): Gr
     // Object.fromEntries defines own properties, so even a hostile key cannot reach a
     // prototype; ids are validated first anyway, and `__proto__` is not a valid id.
     create.roles = Object.fromEntries(entries.map((device) => {
-      if (!isId(device)) r.fail(`roles[${JSON.stringify(device)}]`, idExpectation);
+      if (!isId(device) && !isUserAddress(device)) {
+        r.fail(`roles[${JSON.stringify(device)}]`, idExpectation);
+      }
       const role = roles[device];
       if (typeof role !== "string") r.fail(`roles.${device}`, "a role string");
       return [device, role === "admin" ? "admin" : "member"] as const;
@@ -507,7 +509,10 @@ export function parseGroupInvite(value: unknown, options: ParseOptions = {}): Gr
     if (typeof asked !== "string") r.fail("role", "a role string");
     if (asked === "admin" || asked === "owner") role = asked;
   }
-  return { group_id: r.id(obj, "group_id"), device: r.id(obj, "device"), role };
+  // `device` may name a user (`@handle`): every active device of that user joins the roster.
+  const device = r.get(obj, "device");
+  if (!isId(device) && !isUserAddress(device)) r.fail("device", `${idExpectation}, or @handle`);
+  return { group_id: r.id(obj, "group_id"), device, role };
 }
 
 /** Validates a TYPING payload (any JSON object). */

@@ -71,7 +71,13 @@ export class EnvelopeError extends ProblemError {
   }
 }
 
-/** What an envelope is bound to: a member set (sorted, de-duplicated) or a group id. */
+/** How a member set names a user (every device of it): `@<user id>`. */
+export const USER_PREFIX = "@";
+
+/**
+ * What an envelope is bound to: a member set (sorted, de-duplicated; device ids and
+ * `@<user id>` for users, as the server's JOIN ACK lists them) or a group id.
+ */
 export type Conversation =
   | { kind: "members"; members: readonly string[] }
   | { kind: "group"; groupId: string };
@@ -528,6 +534,13 @@ export interface OpenOptions {
    */
   conversation?: Conversation;
   /**
+   * The user of this device. A member set may name users (`@<user id>`, a conversation of
+   * users): this device is a member when its id or `@<recipientUser>` is listed.
+   */
+  recipientUser?: string;
+  /** The sender's user (from the key directory): the sender is a member as `@<senderUser>`. */
+  senderUser?: string;
+  /**
    * The sender's static public key this device trusts. When given, a wrap proving another key
    * is refused ("tampered" — the sealer did not hold the trusted key). When omitted, the caller
    * must check `senderKey` of the result itself (pin on first use).
@@ -579,7 +592,11 @@ export function openEnvelope(
   }
   if (env.conversation.kind === "members") {
     const members = env.conversation.members;
-    if (!members.includes(options.recipient) || !members.includes(env.sender)) {
+    const listed = (device: string, user: string | undefined) =>
+      members.includes(device) || (user !== undefined && members.includes(USER_PREFIX + user));
+    if (
+      !listed(options.recipient, options.recipientUser) || !listed(env.sender, options.senderUser)
+    ) {
       throw new EnvelopeError(
         "readdressed",
         `envelope's member set ${describeConversation(env.conversation)} does not include ` +

@@ -61,4 +61,6 @@ export const Titles = {
   pairingCodeUsed: "Pairing Code Used",
   pairingCodeBurned: "Pairing Code Burned",
   deviceLimit: "Device Limit Reached",
+  unknownUser: "Unknown User",
+  remoteUser: "Remote User Not Addressable",
 } as const;

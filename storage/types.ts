@@ -696,7 +696,12 @@ export interface GroupRepo {
     actor: string,
     opts?: { by?: string; leave?: boolean },
   ): Promise<void>;
+  /** Members: device ids, and `@<user id>` for users on the roster. */
   roster(groupId: string): Promise<GroupMember[]>;
+  /**
+   * The role of a device: its own row's or, for an active device, its user's (`@<user id>`),
+   * the higher; for `@<user id>`, that row's. Null when neither is on the roster.
+   */
   role(groupId: string, deviceId: string): Promise<GroupRole | null>;
   groupsOf(deviceId: string): Promise<GroupMember[]>;
   auditTrail(groupId: string, page: PageRequest): Promise<Page<MembershipEvent>>;

@@ -37,7 +37,7 @@ Examples:
     user: { type: "string" },
     ...LIST_FLAGS,
   },
-  async query(args, paging, open) {
+  async query(args, paging, open, note) {
     const status = choiceFlag<DeviceStatus>(args, "status", STATUSES, listUsage);
     const admin = await open();
     // --user takes a user id or a handle (a user's devices, e.g. after pairings).
@@ -46,6 +46,14 @@ Examples:
       const wanted = userId;
       const named = await admin.users({ search: wanted, limit: 50 });
       userId = named.items.find((u) => u.handle === wanted)?.id ?? wanted;
+      const limit = await admin.deviceLimit(userId).catch(() => null);
+      if (limit) {
+        note(
+          `user ${limit.handle}: ${limit.devices} devices count against its limit of ${
+            limit.maxDevices ?? "[limits] max_devices_per_user"
+          } (set-device-limit ${limit.handle} N)`,
+        );
+      }
     }
     return await admin.devices({
       status,

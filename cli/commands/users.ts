@@ -1,5 +1,5 @@
 /** `register-user` and `users`: create a user, list users. */
-import { LIST_FLAGS, parseCommand, stringFlag } from "../args.ts";
+import { LIST_FLAGS, parseCommand, stringFlag, UsageError } from "../args.ts";
 import type { Command } from "../command.ts";
 import { keyValues } from "../format.ts";
 import { listCommand } from "../page.ts";
@@ -53,3 +53,42 @@ Example:
   headers: ["USER_ID", "HANDLE", "DISPLAY_NAME", "AVATAR_URL", "CREATED"],
   row: (u) => [u.id, u.handle, u.displayName, u.avatarUrl, u.createdAt],
 });
+
+const limitUsage = "set-device-limit <user> <N|default>";
+
+export const setDeviceLimitCommand: Command = {
+  name: "set-device-limit",
+  summary: "raise or lower one user's device limit",
+  usage: limitUsage,
+  help: `Sets how many devices (pending and active; revoked ones do not count) the user, by
+handle or user id, may hold: 1..10000, or "default" for [limits] max_devices_per_user. A pairing
+or registration past the limit is refused with "Device Limit Reached"; devices held already
+stay. Prints the user, its limit and its device count. Written to the operator audit log
+(action user.device-limit).
+
+Examples:
+  deno task cli set-device-limit alice 12
+  deno task cli set-device-limit alice default`,
+  async run(argv, ctx) {
+    const args = parseCommand(argv, { usage: limitUsage, positionals: ["user", "limit"] });
+    const [user, text] = args.positionals;
+    let limit: number | null = null;
+    if (text !== "default") {
+      if (!/^\d{1,5}$/.test(text) || Number(text) < 1 || Number(text) > 10_000) {
+        throw new UsageError(
+          `limit must be 1..10000 or "default", got ${JSON.stringify(text)}`,
+          limitUsage,
+        );
+      }
+      limit = Number(text);
+    }
+    const view = await (await ctx.admin()).setDeviceLimit(user, limit);
+    ctx.out(keyValues([
+      ["user_id", view.userId],
+      ["handle", view.handle],
+      ["max_devices", view.maxDevices === null ? "default" : String(view.maxDevices)],
+      ["devices", String(view.devices)],
+    ]));
+    return 0;
+  },
+};

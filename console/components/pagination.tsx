@@ -29,7 +29,11 @@ export function Pagination(
   );
 }
 
-/** A page of rows as a table with its page links, or `empty` when the page has no rows. */
+/**
+ * A page of rows as a table with its page links, or `empty` when the page has no rows. With
+ * `groups`, the page's rows are shown as one table per group (e.g. per user), each under its
+ * heading, in the order given.
+ */
 export function PagedTable<T>(
   props: {
     caption: string;
@@ -41,17 +45,32 @@ export function PagedTable<T>(
     cursor: string | null | undefined;
     cursorParam?: string;
     empty: ComponentChildren;
+    groups?: { key: string; heading: ComponentChildren; caption: string; rows: T[] }[];
   },
 ) {
   if (props.page.items.length === 0) return <>{props.empty}</>;
   return (
     <>
-      <Table
-        caption={props.caption}
-        columns={props.columns}
-        rows={props.page.items}
-        rowClass={props.rowClass}
-      />
+      {props.groups
+        ? props.groups.map((g) => (
+          <div class="row-group" data-group={g.key}>
+            {g.heading}
+            <Table
+              caption={g.caption}
+              columns={props.columns}
+              rows={g.rows}
+              rowClass={props.rowClass}
+            />
+          </div>
+        ))
+        : (
+          <Table
+            caption={props.caption}
+            columns={props.columns}
+            rows={props.page.items}
+            rowClass={props.rowClass}
+          />
+        )}
       <Pagination
         path={props.path}
         params={props.params}

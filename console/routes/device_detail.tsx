@@ -90,7 +90,7 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
               <dt>Paired by</dt>
               <dd data-paired-by={pairedBy}>
                 <a href={`/devices/${encodeURIComponent(pairedBy)}`}>{pairedBy}</a>{" "}
-                (with a pairing code it asked for)
+                (with a pairing code it asked for), {when(device.createdAt)}
               </dd>
             </>
           )}

@@ -46,6 +46,51 @@ function columns(back: string): Column<DeviceWithUser>[] {
   ];
 }
 
+/** One user's rows of a page, with the user's device counts and limit. */
+interface UserGroup {
+  userId: string;
+  handle: string;
+  rows: DeviceWithUser[];
+  counts: Record<DeviceStatus, number>;
+  limit: number;
+  ownLimit: boolean;
+}
+
+/** The page's rows grouped by user (in the order users first appear), with their counts. */
+async function groupByUser(
+  deps: ConsoleDeps,
+  rows: DeviceWithUser[],
+): Promise<UserGroup[]> {
+  const groups = new Map<string, UserGroup>();
+  for (const d of rows) {
+    let g = groups.get(d.userId);
+    if (!g) {
+      g = {
+        userId: d.userId,
+        handle: d.userHandle,
+        rows: [],
+        counts: { pending: 0, active: 0, revoked: 0 },
+        limit: deps.config.limits.maxDevicesPerUser,
+        ownLimit: false,
+      };
+      groups.set(d.userId, g);
+    }
+    g.rows.push(d);
+  }
+  await Promise.all([...groups.values()].map(async (g) => {
+    const [all, own] = await Promise.all([
+      deps.storage.pairing.devicesOf(g.userId),
+      deps.storage.pairing.deviceLimit(g.userId),
+    ]);
+    for (const d of all) g.counts[d.status] = (g.counts[d.status] ?? 0) + 1;
+    if (own !== null) {
+      g.limit = own;
+      g.ownLimit = true;
+    }
+  }));
+  return [...groups.values()];
+}
+
 export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
   app.get("/devices", async (c) => {
     const status = parseStatus<DeviceStatus>(c.req.query("status"), DEVICE_STATUSES, "Status");
@@ -84,6 +129,7 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
           limit: 50,
         }),
       ]);
+    const byUser = list ? await groupByUser(deps, list.items) : [];
 
     return renderPage(c, deps, {
       title: "Devices",
@@ -147,6 +193,21 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
             path="/devices"
             params={params}
             cursor={cursor}
+            groups={byUser.map((g) => ({
+              key: g.userId,
+              caption: `Devices of ${g.handle} on this page`,
+              heading: (
+                <h3 data-user={g.userId}>
+                  <a href={`/users/${encodeURIComponent(g.userId)}`}>{g.handle}</a>{" "}
+                  <span class="muted" data-device-counts>
+                    {g.counts.active + g.counts.pending} of {g.limit} devices
+                    {g.ownLimit ? " (own limit)" : ""} · {g.counts.active} active ·{" "}
+                    {g.counts.pending} pending · {g.counts.revoked} revoked
+                  </span>
+                </h3>
+              ),
+              rows: g.rows,
+            }))}
             empty={
               <Empty title="No devices match.">
                 {showQueue

@@ -5,10 +5,13 @@ import type { AppEnv, ConsoleDeps } from "../context.ts";
 import { renderPage } from "../render.tsx";
 import { Badge } from "../components/table.tsx";
 import { PagedTable } from "../components/pagination.tsx";
-import { Field, FilterForm } from "../components/forms.tsx";
+import { Field, FilterForm, PostForm } from "../components/forms.tsx";
 import { Empty } from "../components/empty.tsx";
 import { shortKey, when } from "../components/format.ts";
 import { PageError } from "../middleware/errors.tsx";
+import { flash, seeOther } from "../render.tsx";
+import { actorOf, adminFor } from "../actions.ts";
+import { StorageError } from "../../storage/errors.ts";
 import { parseText } from "../validate.ts";
 import { DeviceActions } from "./device_actions.tsx";
 
@@ -73,8 +76,16 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
     const cursor = c.req.query("cursor") || null;
     const user = await deps.storage.users.get(id);
     if (!user) throw new PageError(404, "User not found", `no user has the id “${id}”`);
-    const devices = await deps.storage.devices.list({ userId: id, cursor, limit: 50 });
+    const [devices, own, counted, paired] = await Promise.all([
+      deps.storage.devices.list({ userId: id, cursor, limit: 50 }),
+      deps.storage.pairing.deviceLimit(id),
+      deps.storage.pairing.countDevices(id),
+      deps.storage.pairing.devicesOf(id),
+    ]);
+    const pairedBy = new Map(paired.map((d) => [d.id, d.pairedBy]));
+    const defaultLimit = deps.config.limits.maxDevicesPerUser;
     const path = `/users/${encodeURIComponent(id)}`;
+    const session = c.get("session")!;
     return renderPage(c, deps, { title: `User ${user.handle}`, active: "users" }, [
       <dl class="facts">
         <dt>Handle</dt>
@@ -91,7 +102,26 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
         <dd>{when(user.createdAt)}</dd>
         <dt>Updated</dt>
         <dd>{when(user.updatedAt)}</dd>
+        <dt>Devices</dt>
+        <dd data-device-limit={own ?? "default"}>
+          {counted} of {own ?? defaultLimit} (pending and active count;{" "}
+          {own === null
+            ? "the server's limit, [limits] max_devices_per_user"
+            : `this user's own limit; the server's is ${defaultLimit}`})
+        </dd>
       </dl>,
+      <PostForm action={`${path}/device-limit`} csrf={session.csrf} class="inline">
+        <Field
+          name="limit"
+          label="Device limit of this user"
+          value={own === null ? "" : String(own)}
+          placeholder={`${defaultLimit} (default)`}
+          hint="1 to 10 000; empty restores the server's limit. Devices held already stay."
+        />
+        <div class="form-actions">
+          <button type="submit">Set limit</button>
+        </div>
+      </PostForm>,
       <h2>Devices</h2>,
       <PagedTable
         caption={`Devices of ${user.handle}`}
@@ -103,6 +133,19 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
           },
           { label: "Status", cell: (d) => <Badge value={d.status} /> },
           { label: "Key", cell: (d) => <code>{shortKey(d.publicKey)}</code> },
+          {
+            label: "Paired by",
+            cell: (d) => {
+              const by = pairedBy.get(d.id);
+              return by
+                ? (
+                  <span data-paired-by={by}>
+                    <a href={`/devices/${encodeURIComponent(by)}`}>{by}</a>, {when(d.createdAt)}
+                  </span>
+                )
+                : "—";
+            },
+          },
           { label: "Last seen", cell: (d) => when(d.lastSeenAt) },
           { label: "Actions", cell: (d) => <DeviceActions device={d} back={path} /> },
         ]}
@@ -112,5 +155,36 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
         empty={<Empty title="This user has no devices." />}
       />,
     ]);
+  });
+
+  app.post("/users/:id/device-limit", async (c) => {
+    const id = c.req.param("id");
+    const form = await c.req.parseBody();
+    const text = typeof form.limit === "string" ? form.limit.trim() : "";
+    const path = `/users/${encodeURIComponent(id)}`;
+    if (text !== "" && !/^\d{1,5}$/.test(text)) {
+      flash(c, "error", `The device limit was not changed: “${text}” is not a number 1..10000.`);
+      return seeOther(c, path);
+    }
+    const actor = actorOf(c.get("session")!.label);
+    try {
+      const view = await adminFor(deps.storage, actor).setDeviceLimit(
+        id,
+        text === "" ? null : Number(text),
+      );
+      deps.log.info("console: device limit", { operator: actor, user: id });
+      flash(
+        c,
+        "ok",
+        `The device limit of ${view.handle} is now ${
+          view.maxDevices ?? `the server's (${deps.config.limits.maxDevicesPerUser})`
+        }.`,
+      );
+    } catch (err) {
+      if (err instanceof StorageError && err.status < 500) {
+        flash(c, "error", `The device limit was not changed: ${err.message}.`);
+      } else throw err;
+    }
+    return seeOther(c, path);
   });
 }

@@ -3,7 +3,9 @@
  * public keys of devices it names, or of every member of a group it belongs to, so it can seal
  * envelopes for them (docs/CLIENT.md "Sealed envelopes").
  *
- * Request: `{"op": "keys", "devices": ["bob-phone", …], "group": "team"}` (either or both).
+ * Request: `{"op": "keys", "devices": ["bob-phone", …], "group": "team", "users": ["@bob"]}`
+ * (any of the three). `users` (`@handle` or `@<user id>`) adds every active device of each user
+ * and lists them under `users: [{user, handle, devices: [id, …]}]` (docs/PROTOCOL.md §11).
  * Answer (the ACK's fields):
  *
  * ```json
@@ -37,12 +39,17 @@ import { bytesToHex } from "../../protocol/hex.ts";
 import type { DeviceKeyEvent } from "../../storage/types.ts";
 import { refused, Titles } from "../errors.ts";
 import { localDeviceId, remoteDomainOf } from "../federation.ts";
+import { resolveUser } from "../routing/conversations.ts";
 import type { RequestContext } from "./types.ts";
 
 /** Most device ids one `keys` request may name. */
 export const MAX_KEYS_DEVICES = 64;
 /** Most group members one `keys` request answers for. */
 export const MAX_KEYS_GROUP_MEMBERS = 1024;
+/** Most users one `keys` request may name. */
+export const MAX_KEYS_USERS = 64;
+/** Most devices of named users one `keys` request answers for. */
+export const MAX_KEYS_USER_DEVICES = 1024;
 /** How many of a device's key events (the newest) an answer carries. */
 export const MAX_KEY_EVENTS = 32;
 
@@ -52,6 +59,8 @@ const INVALID = "Invalid Control Payload";
 export interface KeyEntry {
   device: string;
   user: string;
+  /** The device of the same user that paired it, or null. */
+  paired_by: string | null;
   status: string;
   public_key: string;
   key_change_pending: boolean;
@@ -66,8 +75,13 @@ export async function keysRequest(
 ): Promise<Record<string, unknown>> {
   const named = request.devices;
   const group = request.group;
-  if (named === undefined && group === undefined) {
-    throw refused(INVALID, 400, 'keys: give "devices" (an array of device ids) or "group"');
+  const namedUsers = request.users;
+  if (named === undefined && group === undefined && namedUsers === undefined) {
+    throw refused(
+      INVALID,
+      400,
+      'keys: give "devices" (an array of device ids), "group" or "users" (@handle, …)',
+    );
   }
   const ids: string[] = [];
   if (named !== undefined) {
@@ -101,7 +115,58 @@ export async function keysRequest(
         `keys: group ${group} has ${roster.length} members; at most ${MAX_KEYS_GROUP_MEMBERS}`,
       );
     }
-    for (const m of roster) ids.push(m.deviceId);
+    for (const m of roster) {
+      if (!m.deviceId.startsWith("@")) {
+        ids.push(m.deviceId);
+        continue;
+      }
+      // A user on the roster: every active device of it.
+      for (const d of await ctx.storage.pairing.devicesOf(m.deviceId.slice(1))) {
+        if (d.status === "active") ids.push(d.id);
+      }
+      if (ids.length > MAX_KEYS_GROUP_MEMBERS + MAX_KEYS_DEVICES) {
+        throw refused(
+          "Payload Too Large",
+          413,
+          `keys: group ${group} has more than ${MAX_KEYS_GROUP_MEMBERS} member devices`,
+        );
+      }
+    }
+  }
+  const users: { user: string; handle: string; devices: string[] }[] = [];
+  if (namedUsers !== undefined) {
+    if (!Array.isArray(namedUsers)) throw refused(INVALID, 400, 'keys: "users" must be an array');
+    if (namedUsers.length > MAX_KEYS_USERS) {
+      throw refused(
+        "Payload Too Large",
+        413,
+        `keys: ${namedUsers.length} users named; at most ${MAX_KEYS_USERS} per request`,
+      );
+    }
+    let total = 0;
+    for (const u of new Set(namedUsers)) {
+      if (typeof u !== "string" || u.length < 2 || u.length > 300) {
+        throw refused(INVALID, 400, `keys: ${JSON.stringify(u)} is not a user (@handle)`);
+      }
+      const userId = await resolveUser(ctx, u.startsWith("@") ? u : "@" + u, "keys.users", {
+        unknown: Titles.unknownUser,
+        remote: Titles.remoteUser,
+      });
+      if (users.some((x) => x.user === userId)) continue;
+      const user = await ctx.storage.users.get(userId);
+      const active = (await ctx.storage.pairing.devicesOf(userId))
+        .filter((d) => d.status === "active").map((d) => d.id);
+      total += active.length;
+      if (total > MAX_KEYS_USER_DEVICES) {
+        throw refused(
+          "Payload Too Large",
+          413,
+          `keys: the named users hold more than ${MAX_KEYS_USER_DEVICES} devices; ask for fewer users at once`,
+        );
+      }
+      users.push({ user: userId, handle: user?.handle ?? userId, devices: active });
+      ids.push(...active);
+    }
   }
   const devices: KeyEntry[] = [];
   const notFound: string[] = [];
@@ -123,6 +188,7 @@ export async function keysRequest(
     devices.push({
       device: requested,
       user: device.userId,
+      paired_by: await ctx.storage.pairing.pairedBy(id),
       status: device.status,
       public_key: bytesToHex(device.publicKey),
       key_change_pending: device.pendingPublicKey !== null,
@@ -137,7 +203,9 @@ export async function keysRequest(
     not_found: notFound.length,
     remote: remote.length,
   });
-  return { op: "keys", devices, not_found: notFound, remote };
+  const answer: Record<string, unknown> = { op: "keys", devices, not_found: notFound, remote };
+  if (namedUsers !== undefined) answer.users = users;
+  return answer;
 }
 
 function eventEntry(e: DeviceKeyEvent): { kind: string; at: string; public_key: string } {

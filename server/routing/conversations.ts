@@ -310,7 +310,11 @@ export class Conversations {
   }
 
   async #groupForJoin(deviceId: string, groupId: string): Promise<Conversation> {
-    const conversation = await this.group(groupId);
+    let conversation = await this.group(groupId);
+    if (!conversation.members.has(deviceId) && conversation.users.size > 0) {
+      // A device its user gained after this expansion: look the users' devices up again.
+      conversation = (await this.reload(conversation.id)) ?? conversation;
+    }
     if (!conversation.members.has(deviceId)) {
       this.ctx.log.warn("group join rejected", { device: deviceId, group_id: groupId });
       throw refused(
@@ -334,7 +338,7 @@ export class Conversations {
     let listedSelf = false;
     for (const raw of join.members) {
       if (raw.startsWith("@")) {
-        const user = await this.#resolveUser(raw);
+        const user = await resolveUser(this.ctx, raw, "JOIN.members");
         if (users.has(user)) {
           throw refused(
             Titles.joinRejected,
@@ -387,29 +391,13 @@ export class Conversations {
     return conversation;
   }
 
-  /** `@handle` or `@user-id` → the user id; refused for an unknown or remote user. */
-  async #resolveUser(address: string): Promise<string> {
-    const name = address.slice(1);
-    const at = name.indexOf("@");
-    if (at >= 0 && name.slice(at + 1).toLowerCase() !== this.ctx.config.server.domain) {
-      throw refused(
-        Titles.joinRejected,
-        400,
-        `JOIN.members: ${address} is a user of another domain; federated users are not addressable yet — list their devices as device@domain`,
-      );
-    }
-    const local = at >= 0 ? name.slice(0, at) : name;
-    const users = this.ctx.storage.users;
-    const user = (isHandle(local) ? await users.getByHandle(local) : null) ??
-      (isId(local) ? await users.get(local) : null);
-    if (user === null) {
-      throw refused(Titles.joinRejected, 404, `JOIN.members: no user ${address} here`);
-    }
-    return user.id;
-  }
-
-  /** A direct conversation from its record entries, users expanded to their active devices. */
-  async #expand(id: string, entries: readonly string[], relay: boolean): Promise<Conversation> {
+  /** A conversation from its entries (record or roster), users expanded to active devices. */
+  async #expand(
+    id: string,
+    entries: readonly string[],
+    relay: boolean,
+    groupId: string | null = null,
+  ): Promise<Conversation> {
     const members = new Set<string>();
     const users = new Set<string>();
     for (const e of entries) {
@@ -421,7 +409,15 @@ export class Conversations {
         if (d.status === "active") members.add(d.id);
       }
     }
-    return { id, members, relay, groupId: null, users, entries, expandedAt: Date.now() };
+    return {
+      id,
+      members,
+      relay,
+      groupId,
+      users: users.size > 0 ? users : NO_USERS,
+      entries,
+      expandedAt: Date.now(),
+    };
   }
 
   #cached(id: string): Conversation | undefined {
@@ -457,17 +453,9 @@ export class Conversations {
       const groupId = id.slice(GROUP_PREFIX.length);
       const group = await storage.groups.get(groupId);
       if (group === null) return null;
+      // A roster may hold users (`@<user id>`): every active device of each is a member.
       const roster = await storage.groups.roster(groupId);
-      const members = roster.map((m) => m.deviceId);
-      conversation = {
-        id,
-        members: new Set(members),
-        relay: group.relay,
-        groupId,
-        users: NO_USERS,
-        entries: members,
-        expandedAt: Date.now(),
-      };
+      conversation = await this.#expand(id, roster.map((m) => m.deviceId), group.relay, groupId);
     } else {
       const [record] = await storage.ephemeral.getConversations([id]);
       if (record === null) return null;
@@ -511,6 +499,39 @@ function parseRecord(text: string): { members: string[]; relay: boolean } | null
   } catch {
     return null;
   }
+}
+
+/**
+ * `@handle`, `@user-id` or `@name@<this domain>` → the user id. Refused (non-fatal, naming
+ * `what`, titled `title` — `Join Rejected` by default): 404 for an unknown user, 400 for a user
+ * of another domain.
+ */
+export async function resolveUser(
+  ctx: Pick<NodeContext, "config" | "storage">,
+  address: string,
+  what: string,
+  title: { unknown: string; remote: string } = {
+    unknown: Titles.joinRejected,
+    remote: Titles.joinRejected,
+  },
+): Promise<string> {
+  const name = address.startsWith("@") ? address.slice(1) : address;
+  const at = name.indexOf("@");
+  if (at >= 0 && name.slice(at + 1).toLowerCase() !== ctx.config.server.domain) {
+    throw refused(
+      title.remote,
+      400,
+      `${what}: ${address} is a user of another domain; federated users are not addressable yet — list their devices as device@domain`,
+    );
+  }
+  const local = at >= 0 ? name.slice(0, at) : name;
+  const users = ctx.storage.users;
+  const user = (isHandle(local) ? await users.getByHandle(local) : null) ??
+    (isId(local) ? await users.get(local) : null);
+  if (user === null) {
+    throw refused(title.unknown, 404, `${what}: no user ${address} here`);
+  }
+  return user.id;
 }
 
 /** "members a, b, c" or "group g" for refusals; the id when the conversation is unknown. */

@@ -30,7 +30,7 @@ import { fatal, refusalFor, refused, Titles } from "../errors.ts";
 import { rateLimited } from "../limits.ts";
 import { getLogLevel } from "../log.ts";
 import type { Connection } from "../session/connection.ts";
-import type { Conversation, Conversations } from "./conversations.ts";
+import { type Conversation, type Conversations, resolveUser } from "./conversations.ts";
 import type { PresenceService } from "./presence.ts";
 import type { Requests } from "./requests.ts";
 
@@ -313,6 +313,9 @@ export class Router {
     });
     const ack: Record<string, unknown> = { ack: frame.sequence };
     if (conversation.groupId) ack.group_id = conversation.groupId;
+    // A conversation of users: its entries (`@<user id>`, device ids), what a sealed envelope
+    // names as its member set (docs/PROTOCOL.md §11).
+    else if (conversation.users.size > 0) ack.members = [...conversation.entries];
     conn.sendControl(FrameType.Ack, frame.channel, ack);
     // Presence in the conversation: the others learn this device is here (unless this session
     // told them already), and the newcomer who else is.
@@ -380,7 +383,17 @@ export class Router {
       );
     }
     const maxMembers = this.ctx.config.limits.maxMembersPerJoin;
-    const others = [...new Set(create.members)].filter((m) => m !== conn.deviceId);
+    // Users (`@alice`) go on the roster as `@<user id>`: every active device of each is a member.
+    const roles: Record<string, string> = {};
+    const named: string[] = [];
+    for (const m of create.members) {
+      const member = m.startsWith("@")
+        ? "@" + await resolveUser(this.ctx, m, "GROUP_CREATE.members", USER_TITLES)
+        : m;
+      named.push(member);
+      if (create.roles[m] !== undefined) roles[member] = create.roles[m];
+    }
+    const others = [...new Set(named)].filter((m) => m !== conn.deviceId);
     if (others.length + 1 > maxMembers) {
       throw refused(
         Titles.tooManyMembers,
@@ -395,7 +408,9 @@ export class Router {
       actor,
     );
     for (const member of others) {
-      const role: GroupRole = create.roles[member] === "admin" ? "admin" : "member";
+      const role: GroupRole = (roles[member] ?? create.roles[member]) === "admin"
+        ? "admin"
+        : "member";
       await storage.groups.addMember(group.id, member, role, actor);
     }
     log.info("group created", {
@@ -422,12 +437,16 @@ export class Router {
     if (!group) {
       throw refused(Titles.unknownGroup, 404, `group ${invite.group_id} does not exist`);
     }
-    // The role rules (co-owners, the last owner kept) are storage/group_roles.ts's.
+    // The role rules (co-owners, the last owner kept) are storage/group_roles.ts's. A user
+    // (`@alice`) goes on the roster as `@<user id>`.
+    const member = invite.device.startsWith("@")
+      ? "@" + await resolveUser(this.ctx, invite.device, "GROUP_INVITE.device", USER_TITLES)
+      : invite.device;
     let role: GroupRole;
     try {
       const result = await storage.groups.setRole(
         invite.group_id,
-        invite.device,
+        member,
         invite.role,
         `device:${conn.deviceId}`,
         { by: conn.deviceId },
@@ -442,18 +461,21 @@ export class Router {
     this.groups.groupChanged(invite.group_id);
     log.info("group member invited", {
       group_id: invite.group_id,
-      device: invite.device,
+      device: member,
       role,
       by: conn.deviceId,
     });
     conn.sendControl(FrameType.Ack, frame.channel, {
       ack: frame.sequence,
       group_id: invite.group_id,
-      device: invite.device,
+      device: member,
       role,
     });
   }
 }
+
+/** Refusal titles for a user named in a group frame. */
+const USER_TITLES = { unknown: Titles.unknownUser, remote: Titles.remoteUser };
 
 function parseSequenceAck(json: unknown): number {
   const ack = parseAck(json, NON_FATAL);

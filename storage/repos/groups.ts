@@ -126,13 +126,31 @@ async function ownerCount(q: Queryable, groupId: string): Promise<number> {
   return Number(r.rows[0].n);
 }
 
+/**
+ * The role a device holds in a group: its own row's, or its user's (`@<user id>` on the roster,
+ * for an active device of that user), the higher of the two.
+ */
+const DEVICE_ROLE_SQL = `SELECT role FROM group_member
+   WHERE group_id = $1 AND (device_id = $2 OR device_id = (
+     SELECT '@' || user_id FROM user_device WHERE device_id = $2 AND status = 'active'))
+   ORDER BY CASE role WHEN 'owner' THEN 0 WHEN 'admin' THEN 1 ELSE 2 END LIMIT 1`;
+
+async function deviceRoleIn(
+  q: Queryable,
+  groupId: string,
+  deviceId: string,
+): Promise<GroupRole | null> {
+  const r = await q.query<{ role: GroupRole }>(DEVICE_ROLE_SQL, [groupId, deviceId]);
+  return r.rows[0]?.role ?? null;
+}
+
 /** The acting side: an operator (no `by`), or the role of the device `by`. */
 async function actingAs(
   q: Queryable,
   groupId: string,
   by: string | undefined,
 ): Promise<Actor | null> {
-  return by === undefined ? "operator" : await roleIn(q, groupId, by);
+  return by === undefined ? "operator" : await deviceRoleIn(q, groupId, by);
 }
 
 function enforce(d: Decision, groupId: string, deviceId: string): GroupRole {
@@ -263,7 +281,7 @@ export class PgGroupRepo implements GroupRepo {
     actor: string,
   ): Promise<GroupMember> {
     v.id("group id", groupId);
-    v.id("device id", deviceId);
+    v.member("member", deviceId);
     const wanted: GroupRole = v.groupRole(role) === "owner" ? "admin" : role;
     v.actor(actor);
     try {
@@ -312,7 +330,7 @@ export class PgGroupRepo implements GroupRepo {
     opts: { by?: string; successor?: string; audit?: AuditNote } = {},
   ): Promise<boolean> {
     v.id("group id", groupId);
-    v.id("device id", deviceId);
+    v.member("member", deviceId);
     v.actor(actor);
     if (opts.by !== undefined) v.id("acting device id", opts.by);
     if (opts.successor !== undefined) {
@@ -385,7 +403,7 @@ export class PgGroupRepo implements GroupRepo {
     opts: { by?: string } = {},
   ): Promise<{ member: GroupMember; previous: GroupRole | null }> {
     v.id("group id", groupId);
-    v.id("device id", deviceId);
+    v.member("member", deviceId);
     v.groupRole(role);
     v.actor(actor);
     if (opts.by !== undefined) v.id("acting device id", opts.by);
@@ -465,11 +483,11 @@ export class PgGroupRepo implements GroupRepo {
   }
 
   async role(groupId: string, deviceId: string): Promise<GroupRole | null> {
-    const res = await this.db.query<{ role: GroupRole }>(
-      `SELECT role FROM group_member WHERE group_id = $1 AND device_id = $2`,
-      [v.id("group id", groupId), v.id("device id", deviceId)],
-    );
-    return res.rows[0]?.role ?? null;
+    v.id("group id", groupId);
+    if (v.member("device id", deviceId).startsWith("@")) {
+      return await roleIn(this.db, groupId, deviceId);
+    }
+    return await deviceRoleIn(this.db, groupId, deviceId);
   }
 
   /** Every group a device belongs to. */

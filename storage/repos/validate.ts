@@ -27,6 +27,18 @@ export function id(field: string, value: unknown): string {
   return value;
 }
 
+/**
+ * A group member: a device id (as {@link id}), or `@<user id>` for a user on the roster (every
+ * active device of that user is then a member; docs/PROTOCOL.md §11).
+ */
+export function member(field: string, value: unknown): string {
+  if (typeof value === "string" && value.startsWith("@") && isStoredId(value.slice(1))) {
+    return value;
+  }
+  if (!isStoredId(value)) throw new InvalidValue(field, value, `${ID_RULE}, or @<user id>`);
+  return value;
+}
+
 /** The id of a row being created: the id grammar only (see protocol/ids.ts). */
 export function newId(field: string, value: unknown): string {
   if (!isId(value)) throw new InvalidValue(field, value, ID_RULE);
