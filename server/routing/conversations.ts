@@ -503,8 +503,8 @@ function parseRecord(text: string): { members: string[]; relay: boolean } | null
 
 /**
  * `@handle`, `@user-id` or `@name@<this domain>` → the user id. Refused (non-fatal, naming
- * `what`, titled `title` — `Join Rejected` by default): 404 for an unknown user, 400 for a user
- * of another domain.
+ * `what`): 404 for an unknown user (`Join Rejected` by default), 400 `Remote User Not Addressable`
+ * for a user of another domain (federation carries device addresses only).
  */
 export async function resolveUser(
   ctx: Pick<NodeContext, "config" | "storage">,
@@ -512,7 +512,7 @@ export async function resolveUser(
   what: string,
   title: { unknown: string; remote: string } = {
     unknown: Titles.joinRejected,
-    remote: Titles.joinRejected,
+    remote: Titles.remoteUser,
   },
 ): Promise<string> {
   const name = address.startsWith("@") ? address.slice(1) : address;

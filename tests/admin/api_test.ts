@@ -207,6 +207,33 @@ Deno.test({
       assertProblem(await call("POST", "/users", { body: {} }), 400, /handle is required/);
     });
 
+    await t.step("device limit: read, set (audited), restore the default, bad input", async () => {
+      const path = `/users/${encodeURIComponent(alice.handle)}/device-limit`;
+      const before = await call("GET", path);
+      assert.equal(before.status, 200, JSON.stringify(before.data));
+      assert.deepEqual(before.data, {
+        userId: alice.id,
+        handle: alice.handle,
+        maxDevices: null,
+        devices: 2,
+      });
+      const set = await call("PUT", path, { body: { maxDevices: 12 } });
+      assert.equal(set.status, 200, JSON.stringify(set.data));
+      assert.equal(set.data.maxDevices, 12);
+      assert.equal(await storage.pairing.deviceLimit(alice.id), 12);
+      const audit = await lastAudit("user.device-limit");
+      assert.equal(audit.target, `user:${alice.id}`);
+      const back = await call("PUT", `/users/${alice.id}/device-limit`, {
+        body: { maxDevices: null },
+      });
+      assert.equal(back.data.maxDevices, null);
+      assertProblem(await call("PUT", path, { body: { maxDevices: "12" } }), 400, /integer/);
+      assertProblem(await call("PUT", path, { body: { maxDevices: 0 } }), 400);
+      assertProblem(await call("PUT", path, { body: { maxDevices: 10_001 } }), 400);
+      assertProblem(await call("GET", `/users/nobody-${run}/device-limit`), 404);
+      assert.equal(await storage.pairing.deviceLimit(alice.id), null, "nothing changed");
+    });
+
     await t.step("devices: list, awaiting, one, delivery view", async () => {
       const awaiting = await call("GET", `/devices?awaiting=true&search=${pending}`);
       assert.deepEqual(awaiting.data.items.map((d: { id: string }) => d.id), [pending]);

@@ -107,6 +107,19 @@ export async function operatorFlow(t: Deno.TestContext, target: FlowTarget): Pro
     assert.equal(mine.publicKey, second.public_key);
     assert.equal(mine.userHandle, handle);
 
+    // One user's device limit: set, shown by devices --user, restored; bad input refused.
+    const limited = keyValues((await run(["set-device-limit", handle, "12"])).stdout);
+    assert.deepEqual([limited.user_id, limited.max_devices, limited.devices], [userId, "12", "2"]);
+    const shown = await run(["devices", "--user", handle]);
+    assert.match(shown.stderr, /2 devices count against its limit of 12/);
+    for (const bad of ["0", "10001", "lots"]) {
+      const refused = await run(["set-device-limit", handle, bad], 2);
+      assert.match(refused.stderr, /limit must be 1\.\.10000/);
+    }
+    await run(["set-device-limit", `nobody_${target.tag}`, "3"], 1);
+    const restored = keyValues((await run(["set-device-limit", userId, "default"])).stdout);
+    assert.equal(restored.max_devices, "default");
+
     // The one export format of the console, the CLI and the API (admin/export.ts).
     const events = json((await run(["key-events", device, "--format", "json"])).stdout);
     assert.deepEqual(events.map((e: { kind: string }) => e.kind), ["registered", "rotated"]);

@@ -94,6 +94,17 @@ Deno.test({
         assert.deepEqual(ack.members, [`@${aliceId}`, `@${bobUserId}`].sort());
         await phone.join(channel, [`@${bobUser}`]);
         assert.deepEqual(phone.conversationOf(channel)?.members, ack.members);
+        // A user of another domain is refused, named so; an unknown user too.
+        await assert.rejects(
+          bob.join(4242, ["@carol@other.example"]),
+          (e: Error & { title?: string; status?: number }) =>
+            e.title === "Remote User Not Addressable" && e.status === 400,
+        );
+        await assert.rejects(
+          bob.join(4242, [`@nobody-${run}`]),
+          (e: Error & { title?: string; status?: number }) =>
+            e.title === "Join Rejected" && e.status === 404,
+        );
       });
 
       await t.step(

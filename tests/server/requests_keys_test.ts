@@ -8,6 +8,7 @@ import { bytesToHex } from "../../protocol/hex.ts";
 import { ProtocolError } from "../../protocol/errors.ts";
 import { keysRequest, MAX_KEYS_DEVICES } from "../../server/requests/keys.ts";
 import type { RequestContext } from "../../server/requests/types.ts";
+import { devicesRequest, pairCode, unlinkRequest } from "../../server/requests/devices.ts";
 import type { Logger } from "../../server/log.ts";
 import { Limits } from "../../server/limits.ts";
 import { openTestStorage, storageKinds, testConfig, uid } from "./helpers/server.ts";
@@ -146,6 +147,78 @@ for (const kind of storageKinds()) {
             (err) => isRefusal("Payload Too Large", 413)(err) && /at most 64/.test(String(err)),
           );
         });
+
+        await t.step("users: every active device of a named user, listed per user", async () => {
+          const answer = await keysRequest(ctx, { op: "keys", users: [`@${user.handle}`] });
+          const users = answer.users as { user: string; handle: string; devices: string[] }[];
+          assert.equal(users.length, 1);
+          assert.equal(users[0].user, user.id);
+          assert.equal(users[0].handle, user.handle);
+          assert.deepEqual([...users[0].devices].sort(), [alice, bob, lone].sort());
+          const ids = answer.devices as { device: string; paired_by: unknown }[];
+          assert.deepEqual(ids.map((d) => d.device).sort(), [alice, bob, lone].sort());
+          assert.ok(ids.every((d) => d.paired_by === null));
+          // By user id too; an unknown user and a remote one are refused, naming the rule.
+          const byId = await keysRequest(ctx, { op: "keys", users: [`@${user.id}`] });
+          assert.equal((byId.users as { user: string }[])[0].user, user.id);
+          await assert.rejects(
+            keysRequest(ctx, { op: "keys", users: [`@${uid("nobody")}`] }),
+            isRefusal("Unknown User", 404),
+          );
+          await assert.rejects(
+            keysRequest(ctx, { op: "keys", users: ["@carol@other.example"] }),
+            isRefusal("Remote User Not Addressable", 400),
+          );
+          await assert.rejects(
+            keysRequest(ctx, { op: "keys", users: "alice" }),
+            isRefusal("Invalid Control Payload", 400),
+          );
+        });
+
+        await t.step("a user on a group roster: its active devices are the members", async () => {
+          const team = uid("team");
+          await storage.groups.create({ id: team, ownerDeviceId: alice, relay: true }, "test");
+          const other = await storage.users.create({ handle: uid("other-user") });
+          const phone = uid("other-phone");
+          await storage.devices.register(
+            {
+              id: phone,
+              userId: other.id,
+              publicKey: generateKeypair().publicKey,
+              status: "active",
+            },
+            "test",
+          );
+          await storage.groups.addMember(team, `@${other.id}`, "member", "test");
+          const answer = await keysRequest(ctx, { op: "keys", group: team });
+          const ids = (answer.devices as { device: string }[]).map((d) => d.device).sort();
+          assert.deepEqual(ids, [alice, phone].sort());
+          // The user's device is a member through its user: it may ask too.
+          assert.equal(await storage.groups.role(team, phone), "member");
+          const asPhone = await keysRequest({ ...ctx, deviceId: phone, userId: other.id }, {
+            op: "keys",
+            group: team,
+          });
+          assert.equal((asPhone.devices as unknown[]).length, 2);
+        });
+
+        await t.step(
+          "a device that is not active cannot ask for codes, list or unlink",
+          async () => {
+            const asPending = { ...ctx, deviceId: pend };
+            for (
+              const [handler, request] of [
+                [pairCode, { op: "pair_code" }],
+                [devicesRequest, { op: "devices" }],
+                [unlinkRequest, { op: "unlink", device: alice }],
+              ] as const
+            ) {
+              await assert.rejects(handler(asPending, request), isRefusal("Not Permitted", 403));
+            }
+            assert.deepEqual(await storage.pairing.list({ userId: user.id }), [], "no code issued");
+            assert.equal((await storage.devices.get(alice))?.status, "active", "nothing revoked");
+          },
+        );
       } finally {
         await close();
       }
