@@ -18,7 +18,7 @@ import {
 import type { E2EEvents } from "../../client/e2e.ts";
 import { generateKeypair, type Keypair } from "../../protocol/crypto.ts";
 import { bytesToHex } from "../../protocol/hex.ts";
-import { loadConfig } from "../../server/config.ts";
+import { loadConfig } from "../../server/config/mod.ts";
 import { setLogLevel } from "../../server/log.ts";
 import { startServer } from "../../app/serve.ts";
 import { OPEN_LIMITS_ENV } from "../server/helpers/server.ts";
