@@ -55,6 +55,9 @@ export const MAX_KEY_EVENTS = 32;
 
 const INVALID = "Invalid Control Payload";
 
+/** A request past one of the limits above: refused (413), never truncated silently. */
+const tooLarge = (detail: string) => refused("Payload Too Large", 413, detail);
+
 /** One device of the answer. */
 export interface KeyEntry {
   device: string;
@@ -87,9 +90,7 @@ export async function keysRequest(
   if (named !== undefined) {
     if (!Array.isArray(named)) throw refused(INVALID, 400, 'keys: "devices" must be an array');
     if (named.length > MAX_KEYS_DEVICES) {
-      throw refused(
-        "Payload Too Large",
-        413,
+      throw tooLarge(
         `keys: ${named.length} devices named; at most ${MAX_KEYS_DEVICES} per request`,
       );
     }
@@ -109,9 +110,7 @@ export async function keysRequest(
     }
     const roster = await ctx.storage.groups.roster(group);
     if (roster.length > MAX_KEYS_GROUP_MEMBERS) {
-      throw refused(
-        "Payload Too Large",
-        413,
+      throw tooLarge(
         `keys: group ${group} has ${roster.length} members; at most ${MAX_KEYS_GROUP_MEMBERS}`,
       );
     }
@@ -125,9 +124,7 @@ export async function keysRequest(
         if (d.status === "active") ids.push(d.id);
       }
       if (ids.length > MAX_KEYS_GROUP_MEMBERS + MAX_KEYS_DEVICES) {
-        throw refused(
-          "Payload Too Large",
-          413,
+        throw tooLarge(
           `keys: group ${group} has more than ${MAX_KEYS_GROUP_MEMBERS} member devices`,
         );
       }
@@ -137,9 +134,7 @@ export async function keysRequest(
   if (namedUsers !== undefined) {
     if (!Array.isArray(namedUsers)) throw refused(INVALID, 400, 'keys: "users" must be an array');
     if (namedUsers.length > MAX_KEYS_USERS) {
-      throw refused(
-        "Payload Too Large",
-        413,
+      throw tooLarge(
         `keys: ${namedUsers.length} users named; at most ${MAX_KEYS_USERS} per request`,
       );
     }
@@ -158,9 +153,7 @@ export async function keysRequest(
         .filter((d) => d.status === "active").map((d) => d.id);
       total += active.length;
       if (total > MAX_KEYS_USER_DEVICES) {
-        throw refused(
-          "Payload Too Large",
-          413,
+        throw tooLarge(
           `keys: the named users hold more than ${MAX_KEYS_USER_DEVICES} devices; ask for fewer users at once`,
         );
       }

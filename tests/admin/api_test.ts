@@ -215,7 +215,7 @@ Deno.test({
         userId: alice.id,
         handle: alice.handle,
         maxDevices: null,
-        devices: 2,
+        devices: await storage.pairing.countDevices(alice.id),
       });
       const set = await call("PUT", path, { body: { maxDevices: 12 } });
       assert.equal(set.status, 200, JSON.stringify(set.data));

@@ -6,9 +6,8 @@
  * devices by user with their counts.
  */
 import assert from "node:assert/strict";
-import { buildConsole } from "../../console/server.ts";
 import { openTestStorage, storageKinds, uid } from "../server/helpers/server.ts";
-import { type Harness, signIn, testConfig } from "./helpers.ts";
+import { harnessOver, signIn } from "./helpers.ts";
 
 for (const kind of storageKinds()) {
   Deno.test({
@@ -18,19 +17,7 @@ for (const kind of storageKinds()) {
   }, async (t) => {
     const { storage, close } = await openTestStorage(kind);
     try {
-      const built = buildConsole({ config: testConfig(), storage, nodeId: "node-test" });
-      const h = {
-        ...built,
-        storage,
-        clock: { now: Date.now() },
-        fetch: (path: string, init: RequestInit & { address?: string } = {}) =>
-          Promise.resolve(
-            built.app.fetch(new Request(`http://console.test${path}`, init), {
-              remoteAddr: init.address ?? "192.0.2.1",
-            }),
-          ),
-      } as unknown as Harness;
-      const client = await signIn(h);
+      const client = await signIn(harnessOver(storage));
       const user = await storage.users.create({ handle: uid("limited") });
       const devices = [uid("ld-a"), uid("ld-b"), uid("ld-c")];
       for (const [i, id] of devices.entries()) {

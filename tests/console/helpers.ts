@@ -4,6 +4,7 @@ import { buildConsole, type ConsoleApp } from "../../console/server.ts";
 import type { ConsoleContext } from "../../console/context.ts";
 import { type FakeStorage, fakeStorage } from "./fake_storage.ts";
 import { testConfig as relayTestConfig } from "../server/helpers/server.ts";
+import type { Storage } from "../../storage/types.ts";
 
 export const ADMIN_TOKEN = "test-admin-token-0123456789";
 
@@ -108,6 +109,25 @@ export async function harness(
     ...built,
     storage,
     clock,
+    fetch: (path, init = {}) =>
+      Promise.resolve(
+        built.app.fetch(new Request(`http://console.test${path}`, init), {
+          remoteAddr: init.address ?? "192.0.2.1",
+        }),
+      ),
+  };
+}
+
+/**
+ * A console over real storage (a test's embedded or Postgres storage) instead of the fake one;
+ * the same fetch as {@link harness}. Sign in with {@link signIn}.
+ */
+export function harnessOver(storage: Storage, config: Config = testConfig()): Harness {
+  const built = buildConsole({ config, storage, nodeId: "node-test" });
+  return {
+    ...built,
+    storage: storage as unknown as FakeStorage,
+    clock: { now: Date.now() },
     fetch: (path, init = {}) =>
       Promise.resolve(
         built.app.fetch(new Request(`http://console.test${path}`, init), {

@@ -4,8 +4,7 @@
  * the embedded defaults always and on Postgres + Redis when the environment names them.
  */
 import assert from "node:assert/strict";
-import { buildConsole } from "../../console/server.ts";
-import { type Harness, signIn, testConfig as consoleConfig } from "../console/helpers.ts";
+import { harnessOver, signIn } from "../console/helpers.ts";
 import type { Storage } from "../../storage/types.ts";
 import { Redis } from "ioredis";
 import { type Frame, FrameType } from "../../protocol/frame.ts";
@@ -43,19 +42,7 @@ async function forgetBucket(name: string): Promise<void> {
 
 /** The console over this storage, signed in: GET a page's HTML. */
 async function consolePages(storage: Storage): Promise<(path: string) => Promise<string>> {
-  const built = buildConsole({ config: consoleConfig(), storage, nodeId: "node-test" });
-  const h = {
-    ...built,
-    storage,
-    clock: { now: Date.now() },
-    fetch: (path: string, init: RequestInit & { address?: string } = {}) =>
-      Promise.resolve(
-        built.app.fetch(new Request(`http://console.test${path}`, init), {
-          remoteAddr: init.address ?? "192.0.2.1",
-        }),
-      ),
-  } as unknown as Harness;
-  const client = await signIn(h);
+  const client = await signIn(harnessOver(storage));
   return async (path) => {
     const res = await client.get(path);
     assert.equal(res.status, 200, path);
