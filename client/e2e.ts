@@ -332,8 +332,16 @@ export class E2E {
     const before = this.trust.get(device);
     const user = entry?.user;
     // A user is known when one of its devices was pinned before (or it is this device's own).
+    // A new device of a user whose devices were pinned before; of this device's own user, one
+    // registered after this device (its older siblings are not news to it).
     const own = user !== undefined && user === this.#client.userId;
-    const knownUser = user !== undefined && (own || this.trust.devicesOfUser(user).length > 0);
+    const since = (e: DirectoryEntry | null | undefined) =>
+      (e?.events.find((x) => x.kind === "registered") ?? e?.events[0])?.at;
+    const mine = since(this.#directory.get(this.#client.deviceId)?.entry);
+    const knownUser = user !== undefined &&
+      (own
+        ? mine !== undefined && (since(entry) ?? "") > mine
+        : this.trust.devicesOfUser(user).length > 0);
     const seen = this.trust.observe(device, key, user);
     if (seen.kind === "pinned") {
       this.#emit("key-pinned", { device, key: new Uint8Array(key) });
@@ -407,7 +415,8 @@ export class E2E {
    * E2EError "unknown-key" or "key-changed".
    */
   async #trustedKeyFor(device: string, fresh = false): Promise<Uint8Array> {
-    const entry = (await this.lookup([device], fresh)).get(device) ?? null;
+    // This device's own entry too: whether a sibling is newer than it (see "device-added").
+    const entry = (await this.lookup([device, this.#client.deviceId], fresh)).get(device) ?? null;
     if (entry?.status !== "active") throw unusable(device, entry);
     const key = this.#checkedKey(device, entry, "accept the new key before sealing to it");
     await this.trust.save();

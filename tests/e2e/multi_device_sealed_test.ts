@@ -161,6 +161,8 @@ for (const kind of storageKinds()) {
           "the laptop, back, opens it exactly once; the phone's reply syncs to it",
           async () => {
             const laptop = await open(laptopId, laptopKeys, { user: { handle: alice } });
+            const laptopAdded: string[] = [];
+            laptop.e2e!.on("device-added", (e) => laptopAdded.push(e.device));
             const inbox = laptop.messages();
             const m = await nextSealed(inbox);
             assert.equal(m.e2eError, null, String(m.e2eError?.message));
@@ -178,6 +180,7 @@ for (const kind of storageKinds()) {
             assert.equal(sync.e2eError, null, String(sync.e2eError?.message));
             assert.equal(sync.sender, phoneId);
             assert.equal(decoder.decode(sync.plaintext!), "reply from the phone");
+            assert.deepEqual(laptopAdded, [], "an older sibling is not announced as new");
             // Exactly once: a reconnect brings nothing more (everything was acknowledged).
             await inbox.return!();
             await laptop.reconnect();
