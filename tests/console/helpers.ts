@@ -92,6 +92,16 @@ export interface Harness extends ConsoleApp {
   fetch(path: string, init?: RequestInit & { address?: string }): Promise<Response>;
 }
 
+/** Requests to a built console as from `init.address` (default 192.0.2.1). */
+function fetchOf(built: ConsoleApp): Harness["fetch"] {
+  return (path, init = {}) =>
+    Promise.resolve(
+      built.app.fetch(new Request(`http://console.test${path}`, init), {
+        remoteAddr: init.address ?? "192.0.2.1",
+      }),
+    );
+}
+
 export async function harness(
   opts: { config?: Config; seed?: boolean; ctx?: Partial<ConsoleContext> } = {},
 ): Promise<Harness> {
@@ -109,12 +119,7 @@ export async function harness(
     ...built,
     storage,
     clock,
-    fetch: (path, init = {}) =>
-      Promise.resolve(
-        built.app.fetch(new Request(`http://console.test${path}`, init), {
-          remoteAddr: init.address ?? "192.0.2.1",
-        }),
-      ),
+    fetch: fetchOf(built),
   };
 }
 
@@ -128,12 +133,7 @@ export function harnessOver(storage: Storage, config: Config = testConfig()): Ha
     ...built,
     storage: storage as unknown as FakeStorage,
     clock: { now: Date.now() },
-    fetch: (path, init = {}) =>
-      Promise.resolve(
-        built.app.fetch(new Request(`http://console.test${path}`, init), {
-          remoteAddr: init.address ?? "192.0.2.1",
-        }),
-      ),
+    fetch: fetchOf(built),
   };
 }
 
