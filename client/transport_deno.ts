@@ -13,8 +13,7 @@ import {
   type TransportKind,
   type TransportOptions,
 } from "./transport.ts";
-
-const READ_BUFFER_BYTES = 64 * 1024;
+import { ConnStream } from "../protocol/conn_stream.ts";
 
 /** Opens a tcp, tls or http transport as described by `options`. */
 export async function openDenoTransport(options: TransportOptions): Promise<Transport> {
@@ -45,49 +44,14 @@ export async function openDenoTransport(options: TransportOptions): Promise<Tran
 }
 
 /** A `Deno.Conn` (TCP or TLS) as a transport. */
-class ConnTransport implements Transport {
-  #conn: Deno.Conn;
-  #closed = false;
-
+class ConnTransport extends ConnStream implements Transport {
   constructor(
     readonly kind: TransportKind,
     conn: Deno.Conn,
     readonly tls: boolean,
     readonly loopback: boolean,
   ) {
-    this.#conn = conn;
-  }
-
-  async read(): Promise<Uint8Array | null> {
-    if (this.#closed) return null;
-    // A fresh buffer per read: the frame decoder keeps references to pushed chunks.
-    const buffer = new Uint8Array(READ_BUFFER_BYTES);
-    let n: number | null;
-    try {
-      n = await this.#conn.read(buffer);
-    } catch (error) {
-      if (this.#closed) return null;
-      throw error;
-    }
-    if (n === null) return null;
-    return n === buffer.length ? buffer : buffer.slice(0, n);
-  }
-
-  async write(bytes: Uint8Array): Promise<void> {
-    let offset = 0;
-    while (offset < bytes.length) {
-      offset += await this.#conn.write(bytes.subarray(offset));
-    }
-  }
-
-  close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    try {
-      this.#conn.close();
-    } catch {
-      // Already closed by the peer.
-    }
+    super(conn);
   }
 }
 

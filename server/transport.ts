@@ -8,6 +8,7 @@
  */
 
 import { isLoopbackHost } from "../protocol/net.ts";
+import { ConnStream } from "../protocol/conn_stream.ts";
 
 /** A duplex byte stream to one client. */
 export interface Transport {
@@ -27,9 +28,6 @@ export interface Transport {
   close(): void;
 }
 
-const READ_SIZE = 64 * 1024;
-const IDLE_READ_SIZE = 2 * 1024;
-
 export { isLoopbackHost };
 
 /** Formats a Deno network address as `host:port` (IPv6 in brackets). */
@@ -42,15 +40,13 @@ export function formatAddr(addr: Deno.Addr): string {
 }
 
 /** A `Deno.Conn` (TCP or TLS) as a Transport. */
-export class ConnTransport implements Transport {
+export class ConnTransport extends ConnStream implements Transport {
   readonly kind: "tcp" | "tls";
   readonly remoteAddr: string;
   readonly isLoopback: boolean;
-  #closed = false;
-  /** The large read buffer, kept while traffic is heavy (its contents are copied out). */
-  #large: Uint8Array | null = null;
 
-  constructor(private readonly conn: Deno.Conn, readonly isTls: boolean) {
+  constructor(conn: Deno.Conn, readonly isTls: boolean) {
+    super(conn);
     this.kind = isTls ? "tls" : "tcp";
     const addr = conn.remoteAddr as Deno.NetAddr;
     this.remoteAddr = formatAddr(addr);
@@ -61,48 +57,6 @@ export class ConnTransport implements Transport {
       } catch {
         // Not every platform allows it; latency is only a little worse without.
       }
-    }
-  }
-
-  async read(): Promise<Uint8Array | null> {
-    if (this.#closed) return null;
-    // An idle connection parks a small buffer in its pending read; a read that fills it
-    // switches to one large buffer until traffic calms down (memory per idle connection). What
-    // is returned is always a fresh buffer of exactly the bytes read: the decoder keeps views
-    // into it (payloads in flight until their ACK), so a small frame never pins a large buffer.
-    const buf = this.#large ?? new Uint8Array(IDLE_READ_SIZE);
-    let n: number | null;
-    try {
-      n = await this.conn.read(buf);
-    } catch (err) {
-      if (this.#closed) return null;
-      throw err;
-    }
-    if (n === null) return null;
-    if (buf === this.#large) {
-      if (n < IDLE_READ_SIZE) this.#large = null;
-      return buf.slice(0, n);
-    }
-    if (n === buf.length) this.#large = new Uint8Array(READ_SIZE);
-    return n === buf.length ? buf : buf.slice(0, n);
-  }
-
-  async write(bytes: Uint8Array): Promise<void> {
-    // Deno.Conn.write may take only part of the buffer: loop until everything is written.
-    let offset = 0;
-    while (offset < bytes.length) {
-      if (this.#closed) throw new Deno.errors.BrokenPipe("transport closed");
-      offset += await this.conn.write(bytes.subarray(offset));
-    }
-  }
-
-  close(): void {
-    if (this.#closed) return;
-    this.#closed = true;
-    try {
-      this.conn.close();
-    } catch {
-      // Already closed by the peer.
     }
   }
 }
