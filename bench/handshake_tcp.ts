@@ -110,11 +110,7 @@ export async function run(): Promise<void> {
   }
   const services = benchServices("handshakes over TCP");
   if (!services) return;
-  const real = await openStorage({
-    postgresDsn: services.dsn,
-    redisUrl: services.redis,
-    dataDir: "",
-  });
+  const real = await openStorage(services);
   try {
     await tcpRates(real, "Postgres + Redis", inProcess);
   } finally {

@@ -341,11 +341,7 @@ export async function run(parts: string[] = []): Promise<void> {
   if (!want("offline")) return;
   const services = benchServices("offline scenario");
   if (!services) return;
-  const real = await openStorage({
-    postgresDsn: services.dsn,
-    redisUrl: services.redis,
-    dataDir: "",
-  });
+  const real = await openStorage(services);
   const realServer = await startServer(config, { storage: real });
   try {
     await offlineScenario(realServer, config, real, "Postgres + Redis");
