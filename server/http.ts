@@ -4,9 +4,9 @@
  * (web/mod.ts), `GET /healthz`, `GET /readyz`, `GET /metrics` (ccp1.md §8), and federation's
  * `POST /federation/events` (ccp1.md §7). `/connect` is answered before routing (the stream is
  * the request's own body and response); the rest are Hono routes, `/metrics` behind
- * `hono/bearer-auth`. No body limit middleware: `/connect` is a stream whose frames the codec
- * bounds, and the federation handler bounds its body itself, after its method and media-type
- * checks and within the body deadline.
+ * `hono/bearer-auth`. `/connect` is a stream whose frames the codec bounds (no body limit);
+ * the federation handler bounds its body with `hono/body-limit` itself, after its method and
+ * media-type checks and within the body deadline.
  *
  * @module
  */

@@ -2,7 +2,7 @@
  * The inbound endpoint: `POST /federation/events` with one signed event as JSON.
  *
  * Checks, in order (each refusal is an RFC 9457 problem):
- * 1. POST (405), `application/json` (415), body ≤ MAX_EVENT_BODY (413);
+ * 1. POST (405), `application/json` (415), body ≤ MAX_EVENT_BODY (413, `hono/body-limit`);
  * 2. JSON with exactly the event's fields, every one type-checked (400 "invalid event", `field`);
  * 3. origin is a known, active peer (403 "federation peer not allowed");
  * 4. scope is our domain (421 "misdirected event");
@@ -16,13 +16,14 @@
  *
  * @module
  */
+import { Hono } from "hono";
+import { bodyLimit } from "hono/body-limit";
 import type { Logger } from "../log.ts";
 import { eventDigest, rfc3339ToNanos, verifyEvent } from "../../protocol/federation.ts";
 import { bytesToHex, hexToBytes } from "../../protocol/hex.ts";
 import type { PeerRepo, RemoteAckResult } from "../../storage/types.ts";
 import { FrameType } from "../../protocol/frame.ts";
 import { parseOffsetReport } from "./offsets.ts";
-import { concatChunks } from "../../protocol/bytes.ts";
 import { ProblemError, problemResponse } from "../../protocol/errors.ts";
 import { FederationRefused, FederationTitles as T } from "./errors.ts";
 import {
@@ -68,30 +69,11 @@ export interface InboundOptions {
   maxBodyBytes?: number;
 }
 
-class BodyTooLarge extends Error {}
-
-/** Reads a request body up to `limit` bytes; throws BodyTooLarge beyond it. */
-async function readBody(request: Request, limit: number): Promise<Uint8Array> {
-  const declared = request.headers.get("content-length");
-  if (declared !== null && Number(declared) > limit) throw new BodyTooLarge();
-  if (!request.body) return new Uint8Array(0);
-  const reader = request.body.getReader();
-  const parts: Uint8Array[] = [];
-  let size = 0;
-  try {
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      size += value.length;
-      if (size > limit) throw new BodyTooLarge();
-      parts.push(value);
-    }
-  } catch (err) {
-    await reader.cancel().catch(() => {});
-    throw err;
-  }
-  return concatChunks(parts);
-}
+type InboundEnv = {
+  Bindings: { remoteAddr?: string };
+  /** True while the body is being read (a failure then is the sender's). */
+  Variables: { reading: boolean };
+};
 
 /** Builds the `handleInbound(request, remoteAddr?)` function. */
 export function inboundHandler(
@@ -100,9 +82,53 @@ export function inboundHandler(
   const limit = o.maxBodyBytes ?? MAX_EVENT_BODY;
   const ownDomain = o.domain.toLowerCase();
 
+  // Method, media type and body size come first, in that order; the body is read under
+  // hono/body-limit (a declared length over the limit is refused unread, a streamed body as
+  // soon as it passes the limit).
+  const app = new Hono<InboundEnv>();
+  app.post(
+    "*",
+    async (c, next) => {
+      const type = (c.req.header("content-type") ?? "").split(";")[0].trim().toLowerCase();
+      if (type !== "application/json") {
+        await c.req.raw.body?.cancel().catch(() => {});
+        return refusal(c.env.remoteAddr)(
+          415,
+          T.unsupportedMediaType,
+          "expected content-type application/json",
+        );
+      }
+      c.set("reading", true);
+      await next();
+    },
+    bodyLimit({
+      maxSize: limit,
+      onError: (c) =>
+        refusal(c.env.remoteAddr)(413, T.eventTooLarge, `the body exceeds ${limit} bytes`),
+    }),
+    async (c) => {
+      const raw = new Uint8Array(await c.req.raw.arrayBuffer());
+      c.set("reading", false);
+      return await handle(raw, c.env.remoteAddr);
+    },
+  );
+  app.all("*", async (c) => {
+    await c.req.raw.body?.cancel().catch(() => {});
+    return problemResponse(405, T.methodNotAllowed, "federation events are POSTed", {}, {
+      allow: "POST",
+    });
+  });
+  app.onError((err, c) => {
+    // A body that broke off while being read is the sender's problem; anything else is ours.
+    if (c.get("reading")) {
+      return refusal(c.env.remoteAddr)(400, T.invalidEvent, "the body could not be read");
+    }
+    throw err;
+  });
+
   return async function handleInbound(request, remoteAddr) {
     try {
-      return await handle(request, remoteAddr);
+      return await app.fetch(request, { remoteAddr });
     } catch (err) {
       // Storage down, or a bug: the sender retries; nothing was delivered.
       o.log.error("federation inbound failed", { remote_addr: remoteAddr, error: err });
@@ -116,13 +142,14 @@ export function inboundHandler(
     }
   };
 
-  async function handle(request: Request, remoteAddr?: string): Promise<Response> {
-    const refuse = (
+  /** A refusal as a problem, logged with the sender's address. */
+  function refusal(remoteAddr: string | undefined) {
+    return (
       status: number,
       title: string,
       detail: string,
       extra: { field?: string; headers?: Record<string, string>; event_id?: string } = {},
-    ) => {
+    ): Response => {
       o.log.warn(title === T.peerNotAllowed ? T.peerNotAllowed : "federation event refused", {
         status,
         title,
@@ -133,27 +160,11 @@ export function inboundHandler(
       const body = extra.field === undefined ? {} : { field: extra.field };
       return problemResponse(status, title, detail, body, extra.headers);
     };
+  }
 
-    if (request.method !== "POST") {
-      await request.body?.cancel().catch(() => {});
-      return problemResponse(405, T.methodNotAllowed, "federation events are POSTed", {}, {
-        allow: "POST",
-      });
-    }
-    const type = (request.headers.get("content-type") ?? "").split(";")[0].trim().toLowerCase();
-    if (type !== "application/json") {
-      await request.body?.cancel().catch(() => {});
-      return refuse(415, T.unsupportedMediaType, "expected content-type application/json");
-    }
-    let raw: Uint8Array;
-    try {
-      raw = await readBody(request, limit);
-    } catch (err) {
-      if (err instanceof BodyTooLarge) {
-        return refuse(413, T.eventTooLarge, `the body exceeds ${limit} bytes`);
-      }
-      return refuse(400, T.invalidEvent, "the body could not be read");
-    }
+  /** Checks and delivers one event, its body read. */
+  async function handle(raw: Uint8Array, remoteAddr?: string): Promise<Response> {
+    const refuse = refusal(remoteAddr);
 
     let body: SignedEventBody;
     try {
