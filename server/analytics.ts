@@ -93,6 +93,29 @@ export class FrameAnalytics {
     );
   }
 
+  /**
+   * The local rows (no peer domain) of the current hour by frame type, [direct, group]: every
+   * routed frame counts into one, found without building its key. Emptied whenever the hour
+   * changes or the counts are flushed (the rows then start anew in #counts).
+   */
+  readonly #hot = new Map<string, [Counts | null, Counts | null]>();
+  #hotBucket = -1;
+
+  #localRow(frameType: string, conversation: "direct" | "group"): Counts | null {
+    const bucket = Math.floor(this.now() / HOUR) * HOUR;
+    if (bucket !== this.#hotBucket) {
+      this.#hot.clear();
+      this.#hotBucket = bucket;
+    }
+    let pair = this.#hot.get(frameType);
+    if (pair === undefined) {
+      pair = [null, null];
+      this.#hot.set(frameType, pair);
+    }
+    const i = conversation === "group" ? 1 : 0;
+    return pair[i] ??= this.#row(frameType, conversation, "");
+  }
+
   #row(frameType: string, conversation: string, peerDomain: string): Counts | null {
     const bucket = Math.floor(this.now() / HOUR) * HOUR;
     const key = `${bucket}|${frameType}|${conversation}|${peerDomain}`;
@@ -122,7 +145,7 @@ export class FrameAnalytics {
   routed(type: FrameType, route: RoutedConversation, recipients: number, live: number): void {
     const name = FRAME_TYPE_NAMES[type] ?? "unknown";
     const conversation = route.groupId ? "group" : "direct";
-    const local = this.#row(name, conversation, "");
+    const local = this.#localRow(name, conversation);
     let remote = 0;
     if (route.members.size > 1) {
       for (const [domain, n] of remoteDomains(route, this.ownDomain)) {
@@ -175,6 +198,7 @@ export class FrameAnalytics {
     const counts = [...this.#counts.values()];
     const latency = [...this.#latency.values()];
     this.#counts.clear();
+    this.#hot.clear();
     this.#latency.clear();
     const rows: FrameRollupDelta[] = counts.map((c) => ({ ...c, bucket: new Date(c.bucket) }));
     try {

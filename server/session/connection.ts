@@ -383,15 +383,19 @@ export class Connection {
       throw refusalFor(failure, { fatal: true }) ?? fatal(Titles.unavailable, 503, why);
     }
     if (this.state !== "handshake") return; // closed meanwhile (replaced, shutdown, timeout)
-    ctx.ledger.record("session", {
-      session_id: this.sessionId,
-      device_id: this.deviceId,
-      user_id: result.user.id,
-      pattern: result.pattern,
-      protocol_version: result.version,
-      remote_addr: this.transport.remoteAddr,
-      node_id: ctx.nodeId,
-    }).catch((err) => this.log.warn("ledger record failed", { error: err, kind: "session" }));
+    // The null ledger (the default) keeps nothing: no record is built for it (a digest per
+    // session otherwise).
+    if (ctx.ledger.mode !== "null") {
+      ctx.ledger.record("session", {
+        session_id: this.sessionId,
+        device_id: this.deviceId,
+        user_id: result.user.id,
+        pattern: result.pattern,
+        protocol_version: result.version,
+        remote_addr: this.transport.remoteAddr,
+        node_id: ctx.nodeId,
+      }).catch((err) => this.log.warn("ledger record failed", { error: err, kind: "session" }));
+    }
     ctx.metrics.handshakeEnded(result.pattern, "ok");
     this.#handshakeCounted = true;
     this.state = "open";
