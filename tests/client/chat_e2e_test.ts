@@ -2,7 +2,9 @@
  * The chat client's end-to-end encryption, two chat processes through a real in-process server:
  * messages and receipts are sealed and shown with a lock, /verify prints the same safety number
  * on both sides, and after the peer's key changes (an operator rotation) nothing is sealed to
- * the new key — with the louder warning for a verified key — until /trust accepts it.
+ * the new key — with the louder warning for a verified key — until /trust accepts it. With
+ * `--peer @handle`, messages are sealed to every device of the user, a device linked later is
+ * announced to the other side, and the sender's other device gets sealed sync copies.
  */
 import assert from "node:assert/strict";
 import { LineWatcher, spawnChat } from "../helpers/lines.ts";
@@ -43,12 +45,13 @@ Deno.test({
     const home = await Deno.makeTempDir({ prefix: "commucat-chat-e2e-" });
     const alice = uid("ce-alice"), bob = uid("ce-bob");
     const running: Chat[] = [];
-    const spawn = (me: string, peer: string): Chat => {
+    const spawn = (me: string, peer: string, extra: string[] = []): Chat => {
       const p = spawnChat(
         { tcpPort: server.ports.tcp, serverKey: bytesToHex(config.crypto.noisePublic) },
         me,
         peer,
         home,
+        extra,
       );
       const w = p.stdin.getWriter();
       const chat: Chat = {
@@ -123,6 +126,38 @@ Deno.test({
       );
       assert.equal(await b2.quit(), 0);
       assert.equal(await a.quit(), 0);
+
+      // A user as the peer (--peer @handle), sealed: alice's phone links her laptop; bob is told
+      // of the new device, and what he sends reaches both, what the phone sends reaches bob and,
+      // as a sync copy, the laptop.
+      const phone = uid("ce-phone"), laptop = uid("ce-laptop"), desk = uid("ce-desk");
+      const aliceUser = uid("ce-alice-user"), bobUser = uid("ce-bob-user");
+      // A user exists once its first device connected: bob's desk registers first.
+      const d0 = spawn(desk, `@${bobUser}`, ["--handle", bobUser]);
+      await d0.out.waitFor(/🔒 end-to-end encrypted/, d0.err);
+      assert.equal(await d0.quit(), 0);
+      const p1 = spawn(phone, `@${bobUser}`, ["--handle", aliceUser]);
+      await p1.out.waitFor(/🔒 end-to-end encrypted/, p1.err);
+      const d1 = spawn(desk, `@${aliceUser}`, ["--handle", bobUser]);
+      await d1.out.waitFor(/🔒 end-to-end encrypted/, d1.err);
+      await d1.say("before the laptop");
+      await p1.out.waitFor(new RegExp(`🔒 ${desk}: before the laptop`), p1.err);
+      await p1.say("/link");
+      const [linkLine] = await p1.out.waitFor(/pairing code /, p1.err);
+      const code = /pairing code (\S+)/.exec(linkLine)![1];
+      const l1 = spawn(laptop, `@${bobUser}`, ["--handle", aliceUser, "--pair", code]);
+      await l1.out.waitFor(/🔒 end-to-end encrypted/, l1.err);
+      await d1.say("to both of alice's devices");
+      await d1.err.waitFor(
+        new RegExp(`🔑 user @${aliceUser} has a new device ${laptop} \\(paired by ${phone}\\)`),
+        d1.out,
+      );
+      await p1.out.waitFor(new RegExp(`🔒 ${desk}: to both of alice's devices`), p1.err);
+      await l1.out.waitFor(new RegExp(`🔒 ${desk}: to both of alice's devices`), l1.err);
+      await p1.say("from the phone");
+      await d1.out.waitFor(new RegExp(`🔒 ${phone}: from the phone`), d1.err);
+      await l1.out.waitFor(new RegExp(`🔒 ${phone}: from the phone`), l1.err);
+      for (const c of [l1, p1, d1]) assert.equal(await c.quit(), 0);
     } finally {
       for (const c of [...running]) await c.quit().catch(() => {});
       await server.stop();

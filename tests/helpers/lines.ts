@@ -70,6 +70,7 @@ export function spawnChat(
   me: string,
   peer: string,
   home: string,
+  extra: string[] = [],
 ): Deno.ChildProcess {
   return new Deno.Command(Deno.execPath(), {
     args: [
@@ -84,6 +85,7 @@ export function spawnChat(
       me,
       "--peer",
       peer,
+      ...extra,
     ],
     env: { COMMUCAT_HOME: home, NO_COLOR: "1" },
     stdin: "piped",
