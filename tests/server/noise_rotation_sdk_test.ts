@@ -119,7 +119,7 @@ for (const kind of storageKinds()) {
 
         // Step 2, switch: k2 current, k1 previous for a grace window. Alice reconnects with k1,
         // still accepted, and is told k2 is the key now.
-        const graceEnds = new Date(Date.now() + 8000);
+        const graceEnds = new Date(Date.now() + 12_000);
         const switched = withKeys(base, k2, { previous: k1, notAfter: graceEnds });
         await restart(switched);
         await waitFor(() => alicePinned.serverKey === hex(k2), 20_000);
