@@ -72,7 +72,7 @@ Deno.test("markup stored in every field renders inert on every page", async () =
   await s.groups.create({ id: "grp-x", ownerDeviceId: "dev-x", relay: true }, XSS);
   await s.groups.addMember("grp-x", "dev-a1", "member", XSS);
   s.seedPeer({ domain: XSS, endpoint: XSS, publicKey: key(8), status: "pending" });
-  const entry = await s.outbox.enqueue({ eventId: XSS, peerDomain: XSS, endpoint: XSS, body: XSS });
+  const entry = s.seedOutbox({ eventId: XSS, peerDomain: XSS, endpoint: XSS, body: XSS });
   await s.outbox.markFailed(entry.id, XSS);
   await s.audit.append({ actor: XSS, action: XSS, target: XSS, before: { x: XSS }, after: XSS });
   const c = await signIn(h);

@@ -20,7 +20,7 @@ import {
 import { type Actor, decideRemoval, decideRole, type Decision } from "../../storage/group_roles.ts";
 import { sameBytes } from "../../storage/repos/rows.ts";
 import * as v from "../../storage/repos/validate.ts";
-import { outboxBacklog } from "../helpers/outbox.ts";
+import { MemoryOutboxRepo } from "../server/federation_fakes.ts";
 import { validateNewUser } from "../../storage/repos/users.ts";
 import type { StaticPeer } from "../../storage/repos/federation.ts";
 import type {
@@ -111,6 +111,10 @@ export interface FakeStorage extends Storage {
     status: "active" | "pending";
     actor: string;
   }): Device;
+  /** Stores an outbox entry as given (a domain or endpoint the real store refuses), likewise. */
+  seedOutbox(
+    fields: { eventId: string; peerDomain: string; endpoint: string; body: unknown },
+  ): OutboxEntry;
   /** Stores a group (and members) as given (ids the real store refuses), likewise. */
   seedGroup(fields: {
     id: string;
@@ -147,7 +151,12 @@ export function fakeStorage(
   const members: GroupMember[] = [];
   const membership: MembershipEvent[] = [];
   const peers = new Map<string, FederationPeer>();
-  const outbox: OutboxEntry[] = [];
+  const outboxRepo = new MemoryOutboxRepo({
+    get ms() {
+      return clock();
+    },
+    now,
+  });
   const audit: AuditEntry[] = [];
   const heartbeats = new Map<string, NodeHeartbeat>();
   const streams = new MemoryEphemeralStore(); // event streams as the real store keeps them
@@ -446,6 +455,9 @@ export function fakeStorage(
         const d = mustDevice(deviceId);
         if (d.status !== "active") throw new Error(`requestKey: ${deviceId} is ${d.status}`);
         handshake(deviceId, publicKey, {}, false);
+      },
+      seedOutbox(fields) {
+        return outboxRepo.seed(fields);
       },
       seedDevice(fields) {
         const d = addDevice(fields.id, fields.userId, fields.publicKey, fields.status);
@@ -937,81 +949,32 @@ export function fakeStorage(
           return Promise.resolve();
         },
       },
+      // The federation tests' outbox fake (held to the storage contract there too), with the
+      // audit notes the real repository records for operator actions.
       outbox: {
-        enqueue(input) {
-          const e: OutboxEntry = {
-            id: nextId("out"),
-            ...input,
-            attempts: 0,
-            nextAttemptAt: now(),
-            lastError: null,
-            deliveredAt: null,
-            deadAt: null,
-            createdAt: now(),
-          };
-          outbox.push(e);
-          return Promise.resolve(e);
-        },
-        markFailed(id, error) {
-          const e = outbox.find((o) => o.id === id)!;
-          e.attempts++;
-          e.lastError = error;
-          // Like the real repository: the next attempt after 2^attempts seconds.
-          e.nextAttemptAt = new Date(now().getTime() + Math.min(2 ** e.attempts, 3600) * 1000);
-          return Promise.resolve(e);
-        },
-        backlog() {
+        enqueue: async (input) => (guard(), await outboxRepo.enqueue(input)),
+        markFailed: async (id, error) => (guard(), await outboxRepo.markFailed(id, error)),
+        markDead: async (id, error) => (guard(), await outboxRepo.markDead(id, error)),
+        backlog: async () => (guard(), await outboxRepo.backlog()),
+        listDead: async (filter) => (guard(), await outboxRepo.listDead(filter)),
+        get: async (id) => (guard(), await outboxRepo.get(id)),
+        claimDue: async (limit, at) => (guard(), await outboxRepo.claimDue(limit, at)),
+        markDelivered: async (id) => (guard(), await outboxRepo.markDelivered(id)),
+        async retryNow(domain, actor) {
           guard();
-          return Promise.resolve(outboxBacklog(outbox));
-        },
-        retryNow(domain, actor) {
-          guard();
-          let n = 0;
-          for (const e of outbox) {
-            if (e.peerDomain !== domain || e.deliveredAt || e.deadAt) continue;
-            if (e.nextAttemptAt > now()) {
-              e.nextAttemptAt = now();
-              n++;
-            }
-          }
+          const n = await outboxRepo.retryNow(domain);
           noteAudit({ actor, action: "peer.retry-now" }, `peer:${domain}`, null, { due_now: n });
-          return Promise.resolve(n);
+          return n;
         },
-        listDead(filter) {
+        async replay(id, actor) {
           guard();
-          return Promise.resolve(
-            outbox.filter((e) =>
-              e.deadAt && !e.deliveredAt &&
-              (filter.peerDomain === undefined || e.peerDomain === filter.peerDomain)
-            ).reverse().slice(0, filter.limit ?? 100),
-          );
-        },
-        get: (id) => (guard(), Promise.resolve(outbox.find((o) => o.id === id) ?? null)),
-        replay(id, actor) {
-          guard();
-          const e = outbox.find((o) => o.id === id);
-          if (!e) throw new NotFound("outbox entry", id);
-          if (!e.deadAt || e.deliveredAt) throw new Conflict(`outbox entry ${id} is not dead`);
-          e.deadAt = null;
-          e.attempts = 0;
-          e.nextAttemptAt = now();
+          const e = await outboxRepo.replay(id);
           noteAudit({ actor, action: "outbox.replay" }, `peer:${e.peerDomain}`, null, {
             id,
             state: "pending",
           });
-          return Promise.resolve(e);
+          return e;
         },
-        markDead(id, error) {
-          guard();
-          const e = outbox.find((o) => o.id === id);
-          if (!e) throw new NotFound("outbox entry", id);
-          e.attempts++;
-          e.lastError = error;
-          e.deadAt ??= now();
-          return Promise.resolve(e);
-        },
-        claimDue: notInFake,
-        markDelivered: notInFake,
       },
       audit: {
         async append(entry) {

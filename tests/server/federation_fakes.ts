@@ -112,7 +112,7 @@ export class MemoryPeerRepo implements PeerRepo {
 export class MemoryOutboxRepo implements OutboxRepo {
   entries: OutboxEntry[] = [];
   #next = 1;
-  constructor(private readonly clock: Clock) {}
+  constructor(private readonly clock: Pick<Clock, "ms" | "now">) {}
   enqueue(
     input: { eventId: string; peerDomain: string; endpoint: string; body: unknown },
   ): Promise<OutboxEntry> {
@@ -126,7 +126,10 @@ export class MemoryOutboxRepo implements OutboxRepo {
     const existing = this.entries.find((e) =>
       e.eventId === input.eventId && e.peerDomain === input.peerDomain
     );
-    if (existing) return Promise.resolve(existing);
+    return Promise.resolve(existing ?? this.seed(input));
+  }
+  /** Stores an entry as given, without the checks (rows the real store would refuse). */
+  seed(input: { eventId: string; peerDomain: string; endpoint: string; body: unknown }) {
     const entry: OutboxEntry = {
       id: String(this.#next++),
       eventId: input.eventId,
@@ -142,7 +145,7 @@ export class MemoryOutboxRepo implements OutboxRepo {
       createdAt: this.clock.now(),
     };
     this.entries.push(entry);
-    return Promise.resolve(entry);
+    return entry;
   }
   claimDue(limit: number, now: Date = this.clock.now()): Promise<OutboxEntry[]> {
     try {

@@ -39,6 +39,7 @@ registerContract({
     "groups",
     "peers",
     "peer audit",
+    "outbox",
     "audit",
   ],
   without: {
