@@ -32,10 +32,11 @@ export function id(field: string, value: unknown): string {
  * active device of that user is then a member; docs/PROTOCOL.md §11).
  */
 export function member(field: string, value: unknown): string {
-  if (typeof value === "string" && value.startsWith("@") && isStoredId(value.slice(1))) {
-    return value;
-  }
-  if (!isStoredId(value)) throw new InvalidValue(field, value, `${ID_RULE}, or @<user id>`);
+  const ok = typeof value === "string" &&
+    (value.startsWith("@")
+      ? isStoredId(value.slice(1)) && !value.startsWith("@@")
+      : isStoredId(value));
+  if (!ok) throw new InvalidValue(field, value, `${ID_RULE}, or @<user id>`);
   return value;
 }
 

@@ -158,6 +158,42 @@ async function suite(t: Deno.TestContext, s: Storage) {
     const owners = (await s.groups.roster(h.id)).filter((m) => m.role === "owner");
     assert.equal(owners.length, 1);
   });
+
+  await t.step("a user on the roster: its active devices act with the user's role", async () => {
+    const user = await s.users.create({ handle: `${u}-team-user` });
+    const [phone, old] = [`${u}-uphone`, `${u}-uold`];
+    for (const id of [phone, old]) {
+      await s.devices.register(
+        {
+          id,
+          userId: user.id,
+          publicKey: crypto.getRandomValues(new Uint8Array(32)),
+          status: "active",
+        },
+        "t",
+      );
+    }
+    await s.devices.revoke(old, "t");
+    const k = await s.groups.create({ id: `${u}-k`, ownerDeviceId: own, relay: true }, "t");
+    await s.groups.addMember(k.id, `@${user.id}`, "admin", "t");
+    assert.equal(await s.groups.role(k.id, `@${user.id}`), "admin");
+    assert.equal(await s.groups.role(k.id, phone), "admin", "through its user");
+    assert.equal(await s.groups.role(k.id, old), null, "a revoked device is not a member");
+    // The higher of the device's own role and its user's.
+    await s.groups.addMember(k.id, phone, "member", "t");
+    assert.equal(await s.groups.role(k.id, phone), "admin");
+    // It acts as admin: adds a member, cannot touch the owner.
+    await s.groups.setRole(k.id, mem, "member", `device:${phone}`, { by: phone });
+    await assert.rejects(
+      s.groups.setRole(k.id, own, "member", `device:${phone}`, { by: phone }),
+      NotPermitted,
+    );
+    assert.equal(await s.groups.removeMember(k.id, `@${user.id}`, "t"), true);
+    assert.equal(await s.groups.role(k.id, phone), "member", "its own row stays");
+    for (const bad of ["@", "@@x", "@ x"]) {
+      await assert.rejects(s.groups.addMember(k.id, bad, "member", "t"), /@<user id>/, bad);
+    }
+  });
 }
 
 scratchTests(
