@@ -187,11 +187,15 @@ for (const kind of storageKinds()) {
       await t.step("guessing is bounded: wrong attempts burn the code", async () => {
         const code = await newCode(phone);
         const guesser = uid("guesser");
-        for (let i = 0; i < MAX_PAIRING_ATTEMPTS; i++) {
+        // Three times the attempt limit: every guess is refused; the limit burns the code on the
+        // way, so the right code is worthless afterwards.
+        for (let i = 0; i < 3 * MAX_PAIRING_ATTEMPTS; i++) {
           const guess = `ZZZZ${String(1000 + i)}`;
           assert.equal(await refusedWith(connect(guesser, asAlice(guess))), "Pairing Code Invalid");
         }
         assert.equal(await refusedWith(connect(guesser, asAlice(code))), "Pairing Code Burned");
+        const burned = (await storage.pairing.list({ userId })).find((c) => c.state === "burned");
+        assert.equal(burned?.attempts, MAX_PAIRING_ATTEMPTS, "counted up to the limit");
         assert.equal(await storage.devices.get(guesser), null);
         const codes = await storage.pairing.list({ userId });
         assert.ok(codes.every((c) => c.state !== "open"), "no open code left");
