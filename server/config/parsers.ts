@@ -251,6 +251,14 @@ export function parseToken(value: unknown): string {
     throw new Expected("a real secret, not the sample placeholder");
   }
   if (/\s/.test(text)) throw new Expected("a token without whitespace", false);
+  // The token travels as `Authorization: Bearer <token>` (GET /metrics, /api/v1/…), whose
+  // grammar is RFC 6750's b64token: a token outside it could be configured but never presented.
+  if (!/^[A-Za-z0-9\-._~+/]+=*$/.test(text)) {
+    throw new Expected(
+      "a token of letters, digits and - . _ ~ + / (optionally ending in =), as a bearer token must be",
+      false,
+    );
+  }
   return text;
 }
 

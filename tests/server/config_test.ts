@@ -315,6 +315,8 @@ Deno.test("bad values are refused with the key, the source and what was expected
       [`[limits]\nrelay_ttl = -5`, /\[limits\] relay_ttl.*positive integer/],
       [`[limits]\nmax_inflight = "lots"`, /\[limits\] max_inflight.*frames.*got "lots"/],
       [`[admin]\ntoken = "replace-with-secret"`, /\[admin\] token.*not the sample placeholder/],
+      [`[admin]\ntoken = "s3cret!token"`, /\[admin\] token.*as a bearer token must be/],
+      [`[admin]\ntoken = "abc=def"`, /\[admin\] token.*as a bearer token must be/],
       [`[federation]\npeers = 5`, /\[federation\] peers.*array.*got 5/],
       [`[server]\nkeepalive = { a = 1 }`, /\[server\] keepalive.*got a table/],
       [`server = 1`, /unknown key "server"|invalid \[server\]/],
