@@ -11,9 +11,11 @@
  * store (Redis, or memory when embedded), shared by every node and expiring `route_idle_ttl`
  * after their last use; group rosters are in Postgres. This node keeps the bindings of the
  * devices it holds (loaded when a session attaches: O(that device's conversations)) and a cache
- * of conversations bounded by member count. Direct conversations never change (their identity is
- * their member set), so only group entries are ever invalidated (on GROUP_INVITE and member
- * removal, over the bus).
+ * of conversations bounded by member count. A direct conversation's entries never change (its
+ * identity is its member set); what is invalidated is a group's roster (on GROUP_INVITE and member
+ * removal, over the bus) and the expansion of users (`@<user id>`, in a direct conversation or on
+ * a roster) to their active devices (on a device added or revoked, and after
+ * USER_EXPANSION_TTL_MS).
  *
  * @module
  */
