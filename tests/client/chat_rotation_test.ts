@@ -6,6 +6,7 @@
  * Postgres + Redis when the environment names them.
  */
 import assert from "node:assert/strict";
+import { freePort } from "../helpers/wait.ts";
 import { join } from "node:path";
 import { bytesToHex } from "@noble/hashes/utils.js";
 import { type ChatIo, runChat } from "../../client/chat.ts";
@@ -22,13 +23,6 @@ import {
   uid,
   waitFor,
 } from "../server/helpers/server.ts";
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
-}
 
 type Pair = { privateKey: Uint8Array; publicKey: Uint8Array };
 

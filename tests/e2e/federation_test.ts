@@ -8,6 +8,7 @@
  * the federation code's own tests cover Postgres.
  */
 import assert from "node:assert/strict";
+import { freePort } from "../helpers/wait.ts";
 import { type Frame, FrameType } from "../../protocol/frame.ts";
 import { generateKeypair } from "../../protocol/crypto.ts";
 import { federationKeypair } from "../../protocol/federation.ts";
@@ -22,13 +23,6 @@ import {
   uid,
   waitFor,
 } from "../server/helpers/server.ts";
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
-}
 
 function domainConfig(domain: string, httpPort: number): Config {
   return testConfig({ server: { domain, bind: { hostname: "127.0.0.1", port: httpPort } } });

@@ -12,8 +12,8 @@ import { bytesToHex } from "../../protocol/hex.ts";
 import { normalizePairingCode } from "../../protocol/pairing.ts";
 import { MAX_PAIRING_ATTEMPTS } from "../../storage/mod.ts";
 import {
-  type ClientOptions,
   clientOptions,
+  connector,
   deviceKeypair,
   HandshakeRefused,
   TestClient,
@@ -83,11 +83,7 @@ for (const kind of storageKinds()) {
     const config = testConfig({ limits: { maxDevicesPerUser: 4 } });
     const server: ServerHandle = await startServer(config, { storage });
     const clients: TestClient[] = [];
-    const connect = async (id: string, extra: Partial<ClientOptions> = {}) => {
-      const c = await TestClient.connect(clientOptions(server, config, id, extra));
-      clients.push(c);
-      return c;
-    };
+    const connect = connector(server, config, clients);
     const handle = uid("alice");
     const asAlice = (code: string) => ({ user: { handle }, hello: { pairing_code: code } });
     const newCode = async (c: TestClient) => {

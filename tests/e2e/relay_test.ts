@@ -16,6 +16,7 @@ import type { Storage } from "../../storage/types.ts";
 import {
   type ClientOptions,
   clientOptions,
+  connector,
   HandshakeRefused,
   openRaw,
   readFrames,
@@ -108,11 +109,7 @@ for (const kind of storageKinds()) {
     const config = testConfig({ admin: { token: "s3cret-token" } });
     const server = await startServer(config, { storage });
     const clients: TestClient[] = [];
-    const connect = async (id: string, extra: Partial<ClientOptions> = {}) => {
-      const c = await TestClient.connect(clientOptions(server, config, id, extra));
-      clients.push(c);
-      return c;
-    };
+    const connect = connector(server, config, clients);
     // A pair that keeps talking while bad input arrives: nothing may be lost.
     const wA = uid("witness-a");
     const wB = uid("witness-b");

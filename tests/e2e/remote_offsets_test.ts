@@ -11,6 +11,7 @@
  * and Redis key prefix).
  */
 import assert from "node:assert/strict";
+import { freePort } from "../helpers/wait.ts";
 import { bytesToHex } from "@noble/hashes/utils.js";
 import { type Client, connect, type DeliveryReceipt } from "../../client/sdk.ts";
 import { generateKeypair, type Keypair } from "../../protocol/crypto.ts";
@@ -34,13 +35,6 @@ import {
   waitFor,
 } from "../server/helpers/server.ts";
 import { scratchSchema } from "../storage/pg_scratch.ts";
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
-}
 
 function domainConfig(domain: string): Config {
   return testConfig({

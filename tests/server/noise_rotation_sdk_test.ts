@@ -9,6 +9,7 @@
  * PGlite + memory, and Postgres + Redis when the environment names them.
  */
 import assert from "node:assert/strict";
+import { freePort } from "../helpers/wait.ts";
 import { bytesToHex } from "@noble/hashes/utils.js";
 import { type Client, CommuCatError, connect, type ServerKeyUpdate } from "../../client/sdk.ts";
 import { generateKeypair, type Keypair } from "../../protocol/crypto.ts";
@@ -25,13 +26,6 @@ import {
   uid,
   waitFor,
 } from "./helpers/server.ts";
-
-function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
-}
 
 type Pair = { privateKey: Uint8Array; publicKey: Uint8Array };
 

@@ -514,3 +514,22 @@ export async function silentClient(
   assert.equal((ok.json as { handshake?: string }).handshake, "ok", JSON.stringify(ok.json));
   return conn;
 }
+
+/**
+ * A `connect(id, extra)` for devices of the server started with `config`: each client is added
+ * to `clients` (for the caller's clean-up); `defaults` go into every client's options.
+ */
+export function connector(
+  server: ServerHandle,
+  config: Config,
+  clients: TestClient[],
+  defaults: Partial<ClientOptions> = {},
+): (id: string, extra?: Partial<ClientOptions>) => Promise<TestClient> {
+  return async (id, extra = {}) => {
+    const c = await TestClient.connect(
+      clientOptions(server, config, id, { ...defaults, ...extra }),
+    );
+    clients.push(c);
+    return c;
+  };
+}
