@@ -11,7 +11,14 @@ import { bytesToHex, hexToBytes } from "../protocol/hex.ts";
 import type { Ledger } from "../storage/ledger.ts";
 import { Conflict, InvalidValue, NotFound, RedisFailure } from "../storage/errors.ts";
 import { INTERRUPT_TTL_SECONDS } from "../storage/ephemeral/shared.ts";
-import type { ControlEvent, DeviceKeyEvent, PeerStatus, Storage, User } from "../storage/types.ts";
+import type {
+  ControlEvent,
+  DeviceKeyEvent,
+  GroupRole,
+  PeerStatus,
+  Storage,
+  User,
+} from "../storage/types.ts";
 import type {
   AdminOps,
   DeliveryView,
@@ -395,6 +402,53 @@ export class LocalAdmin implements AdminOps {
       kind: "member-removed",
       groupId,
       deviceId,
+    });
+    return { notes };
+  }
+
+  /**
+   * Set a member's role under the group role rules (an operator acts); the change and its
+   * audit entry commit together. `changed` is false when the member already had that role.
+   */
+  async setGroupRole(
+    groupId: string,
+    deviceId: string,
+    role: GroupRole,
+  ): Promise<{ role: GroupRole; previous: GroupRole | null; changed: boolean }> {
+    if (!(await this.#s.groups.get(groupId))) throw new NotFound("group", groupId);
+    const { member, previous } = await this.#s.groups.setRole(
+      groupId,
+      deviceId,
+      role,
+      this.#actor,
+      {
+        audit: { actor: this.#actor, action: "group.set-role" },
+      },
+    );
+    return { role: member.role, previous, changed: previous !== member.role };
+  }
+
+  /**
+   * Hand a group's ownership from `from` to `to`; `from` stays as an admin, or with `leave` is
+   * removed (and every node drops it from the group's conversation). Audited in the same
+   * transaction.
+   */
+  async transferGroupOwnership(
+    groupId: string,
+    from: string,
+    to: string,
+    leave: boolean,
+  ): Promise<Noted> {
+    if (!(await this.#s.groups.get(groupId))) throw new NotFound("group", groupId);
+    await this.#s.groups.transferOwnership(groupId, from, to, this.#actor, {
+      leave,
+      audit: { actor: this.#actor, action: "group.transfer-ownership" },
+    });
+    if (!leave) return { notes: [] };
+    const notes = await this.#announce(`device ${from} is removed from ${groupId}`, {
+      kind: "member-removed",
+      groupId,
+      deviceId: from,
     });
     return { notes };
   }

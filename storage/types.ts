@@ -676,25 +676,28 @@ export interface GroupRepo {
   /**
    * Set a device's role under the role rules (adding it when it is not a member): owners may
    * grant "owner" (co-owners), an admin's "owner" becomes "admin", the last owner cannot be
-   * demoted. `by` is the acting device; absent, an operator acts. Audited with the old role.
+   * demoted. `by` is the acting device; absent, an operator acts. Audited with the old role
+   * in the membership trail; with `audit`, an operator audit entry is written in the same
+   * transaction when the role changed.
    */
   setRole(
     groupId: string,
     deviceId: string,
     role: GroupRole,
     actor: string,
-    opts?: { by?: string },
+    opts?: { by?: string; audit?: AuditNote },
   ): Promise<{ member: GroupMember; previous: GroupRole | null }>;
   /**
    * Make `to` an owner and `from` (an owner) an admin — or remove `from` with `leave` — in one
-   * transaction, under the role rules when `by` is given.
+   * transaction, under the role rules when `by` is given; with `audit`, the operator audit
+   * entry is written in that transaction too.
    */
   transferOwnership(
     groupId: string,
     from: string,
     to: string,
     actor: string,
-    opts?: { by?: string; leave?: boolean },
+    opts?: { by?: string; leave?: boolean; audit?: AuditNote },
   ): Promise<void>;
   /** Members: device ids, and `@<user id>` for users on the roster. */
   roster(groupId: string): Promise<GroupMember[]>;

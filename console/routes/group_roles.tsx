@@ -7,7 +7,7 @@
  */
 import type { Hono } from "hono";
 import type { AppEnv, ConsoleDeps } from "../context.ts";
-import { actorOf } from "../actions.ts";
+import { actorOf, adminFor } from "../actions.ts";
 import { attempt, flash, renderPage, seeOther } from "../render.tsx";
 import { PostForm } from "../components/forms.tsx";
 import { PageError } from "../middleware/errors.tsx";
@@ -89,20 +89,8 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
     }
     const actor = actorOf(c.get("session")!.label);
     const done = await attempt(c, "Nothing changed", async () => {
-      const { member, previous } = await deps.storage.groups.setRole(
-        id,
-        deviceId,
-        role as GroupRole,
-        actor,
-      );
-      if (previous !== member.role) {
-        await deps.storage.audit.append({
-          actor,
-          action: "group.set-role",
-          target: `group:${id}`,
-          before: { deviceId, role: previous },
-          after: { deviceId, role: member.role },
-        });
+      const set = await adminFor(deps.storage, actor).setGroupRole(id, deviceId, role as GroupRole);
+      if (set.changed) {
         deps.log.info("console: group role set", {
           operator: actor,
           group: id,
@@ -110,7 +98,7 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
           role,
         });
       }
-      flash(c, "ok", `Device ${deviceId} is ${member.role} of ${id}.`);
+      flash(c, "ok", `Device ${deviceId} is ${set.role} of ${id}.`);
     });
     return seeOther(c, done ? groupPath(id) : rolePath(id, deviceId));
   });
@@ -123,21 +111,7 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
     const leave = form.leave === "yes";
     const actor = actorOf(c.get("session")!.label);
     const done = await attempt(c, "Nothing changed", async () => {
-      await deps.storage.groups.transferOwnership(id, deviceId, successor, actor, { leave });
-      if (leave) {
-        await deps.storage.ephemeral.publishControl({
-          kind: "member-removed",
-          groupId: id,
-          deviceId,
-        });
-      }
-      await deps.storage.audit.append({
-        actor,
-        action: "group.transfer-ownership",
-        target: `group:${id}`,
-        before: { owner: deviceId },
-        after: { owner: successor, previousOwner: leave ? null : "admin" },
-      });
+      await adminFor(deps.storage, actor).transferGroupOwnership(id, deviceId, successor, leave);
       deps.log.info("console: group ownership transferred", {
         operator: actor,
         group: id,

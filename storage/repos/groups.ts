@@ -400,7 +400,7 @@ export class PgGroupRepo implements GroupRepo {
     deviceId: string,
     role: GroupRole,
     actor: string,
-    opts: { by?: string } = {},
+    opts: { by?: string; audit?: AuditNote } = {},
   ): Promise<{ member: GroupMember; previous: GroupRole | null }> {
     v.id("group id", groupId);
     v.member("member", deviceId);
@@ -412,6 +412,14 @@ export class PgGroupRepo implements GroupRepo {
         const primary = await lockGroup(q, groupId);
         const result = await setRoleTx(q, groupId, deviceId, role, actor, opts.by);
         if (result.previous === "owner") await settlePrimaryOwner(q, groupId, primary);
+        if (opts.audit && result.previous !== result.member.role) {
+          await insertAudit(q, {
+            ...opts.audit,
+            target: `group:${groupId}`,
+            before: { deviceId, role: result.previous },
+            after: { deviceId, role: result.member.role },
+          });
+        }
         return result;
       });
     } catch (err) {
@@ -425,7 +433,7 @@ export class PgGroupRepo implements GroupRepo {
     from: string,
     to: string,
     actor: string,
-    opts: { by?: string; leave?: boolean } = {},
+    opts: { by?: string; leave?: boolean; audit?: AuditNote } = {},
   ): Promise<void> {
     v.id("group id", groupId);
     v.id("device id", from);
@@ -466,6 +474,14 @@ export class PgGroupRepo implements GroupRepo {
           await setRoleTx(q, groupId, from, "admin", actor, opts.by);
         }
         await settlePrimaryOwner(q, groupId, primary);
+        if (opts.audit) {
+          await insertAudit(q, {
+            ...opts.audit,
+            target: `group:${groupId}`,
+            before: { owner: from },
+            after: { owner: to, previousOwner: opts.leave ? null : "admin" },
+          });
+        }
       });
     } catch (err) {
       throw translate(err, "group member", to);

@@ -856,6 +856,12 @@ export function fakeStorage(
           if (!g) throw new NotFound("group", groupId);
           const result = setRoleRuled(groupId, deviceId, role, actor, opts.by);
           if (result.previous === "owner") settlePrimaryOwner(g);
+          if (result.previous !== result.member.role) {
+            noteAudit(opts.audit, `group:${groupId}`, { deviceId, role: result.previous }, {
+              deviceId,
+              role: result.member.role,
+            });
+          }
           return result;
         },
         transferOwnership: () => Promise.reject(new Error("the fake storage transfers nothing")),

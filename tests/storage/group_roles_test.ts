@@ -194,6 +194,40 @@ async function suite(t: Deno.TestContext, s: Storage) {
       await assert.rejects(s.groups.addMember(k.id, bad, "member", "t"), /@<user id>/, bad);
     }
   });
+
+  await t.step(
+    "an operator's role change and its audit entry commit or fail together",
+    async () => {
+      const h = await s.groups.create({ id: `${u}-audited`, ownerDeviceId: own, relay: true }, "t");
+      await s.groups.addMember(h.id, mem, "member", "t");
+      const audit = { actor: "console:op", action: "group.set-role" };
+      const entries = async () =>
+        (await s.audit.list({ target: `group:${h.id}`, limit: 20 })).items.map((e) => [
+          e.action,
+          e.before,
+          e.after,
+        ]);
+      await s.groups.setRole(h.id, mem, "admin", "console:op", { audit });
+      await s.groups.setRole(h.id, mem, "admin", "console:op", { audit }); // unchanged: no entry
+      await assert.rejects(
+        s.groups.setRole(h.id, own, "member", "console:op", { audit }),
+        Conflict,
+      );
+      await s.groups.transferOwnership(h.id, own, mem, "console:op", {
+        audit: { actor: "console:op", action: "group.transfer-ownership" },
+      });
+      await assert.rejects(
+        s.groups.transferOwnership(h.id, own, mem, "console:op", {
+          audit: { actor: "console:op", action: "group.transfer-ownership" },
+        }),
+        /former owner/,
+      );
+      assert.deepEqual((await entries()).sort((a, b) => String(a[0]).localeCompare(String(b[0]))), [
+        ["group.set-role", { deviceId: mem, role: "member" }, { deviceId: mem, role: "admin" }],
+        ["group.transfer-ownership", { owner: own }, { owner: mem, previousOwner: "admin" }],
+      ]);
+    },
+  );
 }
 
 scratchTests(
