@@ -706,6 +706,11 @@ export interface GroupRepo {
    * the higher; for `@<user id>`, that row's. Null when neither is on the roster.
    */
   role(groupId: string, deviceId: string): Promise<GroupRole | null>;
+  /**
+   * Every group a device belongs to, by group id: its own roster rows and, for an active
+   * device, its user's (`deviceId` is then `@<user id>`, as on the roster) — a group holding
+   * both appears twice, the device's own row first.
+   */
   groupsOf(deviceId: string): Promise<GroupMember[]>;
   auditTrail(groupId: string, page: PageRequest): Promise<Page<MembershipEvent>>;
 }

@@ -189,6 +189,7 @@ export function register(app: Hono<AppEnv>, deps: ConsoleDeps): void {
                 <li>
                   <a href={`/groups/${encodeURIComponent(g.groupId)}`}>{g.groupId}</a>{" "}
                   <Badge value={g.role} />
+                  {g.deviceId === id ? null : ` through its user ${user?.handle ?? device.userId}`}
                 </li>
               ))}
             </ul>

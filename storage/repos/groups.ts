@@ -506,11 +506,13 @@ export class PgGroupRepo implements GroupRepo {
     return await deviceRoleIn(this.db, groupId, deviceId);
   }
 
-  /** Every group a device belongs to. */
+  /** See GroupRepo.groupsOf: the device's own rows, then (active) its user's. */
   async groupsOf(deviceId: string): Promise<GroupMember[]> {
     const res = await this.db.query<MemberRow>(
-      `SELECT group_id, device_id, role, joined_at FROM group_member WHERE device_id = $1
-       ORDER BY group_id`,
+      `SELECT group_id, device_id, role, joined_at FROM group_member
+       WHERE device_id = $1 OR device_id = (
+         SELECT '@' || user_id FROM user_device WHERE device_id = $1 AND status = 'active')
+       ORDER BY group_id, device_id LIKE '@%', device_id`,
       [v.id("device id", deviceId)],
     );
     return res.rows.map(toMember);

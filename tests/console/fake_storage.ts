@@ -880,8 +880,13 @@ export function fakeStorage(
         async groupsOf(d) {
           guard();
           v.id("device id", d);
-          return members.filter((m) => m.deviceId === d)
-            .sort((a, b) => a.groupId < b.groupId ? -1 : a.groupId > b.groupId ? 1 : 0)
+          const device = devices.get(d);
+          const viaUser = device?.status === "active" ? `@${device.userId}` : null;
+          const rank = (m: GroupMember) => m.deviceId === d ? 0 : 1;
+          return members.filter((m) => m.deviceId === d || m.deviceId === viaUser)
+            .sort((a, b) =>
+              a.groupId < b.groupId ? -1 : a.groupId > b.groupId ? 1 : rank(a) - rank(b)
+            )
             .map((m) => ({ ...m }));
         },
         async auditTrail(id, p) {

@@ -386,3 +386,17 @@ Deno.test("signing out ends the session and is audited", async () => {
   assert.deepEqual(actions.slice(0, 2), ["session.sign-out", "session.sign-in"]);
   h.close();
 });
+
+Deno.test("a device page lists the groups it belongs to through its user", async () => {
+  const h = await harness();
+  const c = await signIn(h);
+  const device = (await h.storage.devices.get("dev-a1"))!;
+  const user = (await h.storage.users.get(device.userId))!;
+  await h.storage.groups.addMember("grp-team", `@${user.id}`, "admin", "test");
+  const page = await (await c.get("/devices/dev-a1")).text();
+  assert.match(
+    page,
+    new RegExp(`grp-team</a> <span[^>]*>admin</span> through its user ${user.handle}`),
+  );
+  h.close();
+});

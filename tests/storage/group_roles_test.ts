@@ -182,6 +182,12 @@ async function suite(t: Deno.TestContext, s: Storage) {
     // The higher of the device's own role and its user's.
     await s.groups.addMember(k.id, phone, "member", "t");
     assert.equal(await s.groups.role(k.id, phone), "admin");
+    // Its groups list both rows, its own first; a revoked device's user rows are not its own.
+    assert.deepEqual(
+      (await s.groups.groupsOf(phone)).map((m) => [m.groupId, m.deviceId, m.role]),
+      [[k.id, phone, "member"], [k.id, `@${user.id}`, "admin"]],
+    );
+    assert.deepEqual(await s.groups.groupsOf(old), []);
     // It acts as admin: adds a member, cannot touch the owner.
     await s.groups.setRole(k.id, mem, "member", `device:${phone}`, { by: phone });
     await assert.rejects(
