@@ -4,7 +4,8 @@
  * validators, status transitions and group role rules that refuse with the typed errors, key
  * events, audit entries and a recorded control bus. Its users, devices, handshake
  * registration, key events, sessions, groups, peers and audit run through the storage contract
- * (tests/storage/contract_fakes_test.ts); the rest answers what the console reads.
+ * (tests/storage/contract_fakes_test.ts); its ephemeral store is the real in-memory one; the
+ * rest answers what the console reads.
  */
 import { MemoryEphemeralStore } from "../../storage/ephemeral/mod.ts";
 import { bytesToHex } from "@noble/hashes/utils.js";
@@ -31,7 +32,6 @@ import type {
   DeviceKeyEvent,
   DeviceStatus,
   DeviceWithUser,
-  EphemeralStore,
   FederationPeer,
   Group,
   GroupMember,
@@ -39,15 +39,11 @@ import type {
   HandshakeRegistration,
   KeyEventKind,
   MembershipEvent,
-  NodeHeartbeat,
   OutboxEntry,
   Page,
   PageRequest,
   PeerStatus,
-  Presence,
-  RateRule,
   RelayEnvelope,
-  Route,
   SessionRecord,
   Storage,
   User,
@@ -124,7 +120,6 @@ export interface FakeStorage extends Storage {
   }): void;
   /** An active device asks for a new key, as a handshake without auto-approve would. */
   requestKey(deviceId: string, publicKey: Uint8Array): void;
-  routes: Map<string, Route>;
 }
 
 /** A fresh, empty in-memory storage. `clock` defaults to Date.now. */
@@ -158,8 +153,9 @@ export function fakeStorage(
     now,
   });
   const audit: AuditEntry[] = [];
-  const heartbeats = new Map<string, NodeHeartbeat>();
-  const streams = new MemoryEphemeralStore(); // event streams as the real store keeps them
+  // The real in-memory store (held to the ephemeral contract), recording what the console
+  // publishes on the control bus and the interrupts it sets.
+  const streams = new MemoryEphemeralStore();
   // Like the real peer repository: peer changes are audited in the same step as the change.
   const peerAudit = (p: FederationPeer) => ({
     domain: p.domain,
@@ -195,8 +191,11 @@ export function fakeStorage(
     });
   const control: ControlEvent[] = [];
   const interrupts = new Map<string, string>();
-  const routes = new Map<string, Route>();
-  const presence = new Map<string, Presence>();
+  const publishControl = streams.publishControl.bind(streams);
+  streams.publishControl = (event) => publishControl(event).then(() => void control.push(event));
+  const setInterrupt = streams.setInterrupt.bind(streams);
+  streams.setInterrupt = (deviceId, reason, ttl) =>
+    setInterrupt(deviceId, reason, ttl).then(() => void interrupts.set(deviceId, reason));
 
   const fs = {} as FakeStorage;
   const guard = () => {
@@ -428,7 +427,6 @@ export function fakeStorage(
       dbKind: "pglite" as const,
       control,
       interrupts,
-      routes,
       failWith: null,
       seedUser(fields) {
         const u: User = { id: crypto.randomUUID(), ...fields, createdAt: now(), updatedAt: now() };
@@ -1015,30 +1013,7 @@ export function fakeStorage(
           return Promise.resolve(page(all, (a) => a.id, filter));
         },
       },
-      ephemeral: {
-        kind: "memory",
-        getPresence: (d: string) => Promise.resolve(presence.get(d) ?? null),
-        getRoute: (d: string) => Promise.resolve(routes.get(d) ?? null),
-        setInterrupt(d: string, reason: string) {
-          interrupts.set(d, reason);
-          return Promise.resolve();
-        },
-        getInterrupt: (d: string) => Promise.resolve(interrupts.get(d) ?? null),
-        publishControl(event: ControlEvent) {
-          control.push(event);
-          return Promise.resolve();
-        },
-        setNodeHeartbeat(h: NodeHeartbeat) {
-          heartbeats.set(h.nodeId, h);
-          return Promise.resolve();
-        },
-        listNodeHeartbeats: () => Promise.resolve([...heartbeats.values()]),
-        appendEvent: (s: string, m: Uint8Array, n: number) => streams.appendEvent(s, m, n),
-        consumeRate: (k: string, r: RateRule, n: number) => streams.consumeRate(k, r, n),
-        readEvents: (s: string, after: string, n: number) => streams.readEvents(s, after, n),
-        ping: () => Promise.resolve(),
-        close: () => Promise.resolve(),
-      } as unknown as EphemeralStore,
+      ephemeral: streams,
       readiness: () =>
         Promise.resolve({
           ok: true,
