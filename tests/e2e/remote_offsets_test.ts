@@ -11,6 +11,7 @@
  * and Redis key prefix).
  */
 import assert from "node:assert/strict";
+import { sdkOptions } from "../helpers/env_server.ts";
 import { freePort } from "../helpers/wait.ts";
 import { bytesToHex } from "@noble/hashes/utils.js";
 import { type Client, connect, type DeliveryReceipt } from "../../client/sdk.ts";
@@ -115,16 +116,9 @@ async function scenario(makeDomain: () => Promise<Domain>) {
     deviceId: string,
     keypair: Keypair,
   ) => {
-    const client = await connect({
-      transport: "tcp",
-      host: "127.0.0.1",
-      port: server.ports.tcp,
-      deviceId,
-      keypair,
-      serverKey: bytesToHex(config.crypto.noisePublic),
-      keepaliveMs: 0,
-      autoAck: false,
-    });
+    const client = await connect(
+      sdkOptions({ server, config }, deviceId, keypair, { autoAck: false }),
+    );
     clients.push(client);
     return client;
   };
