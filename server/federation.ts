@@ -9,7 +9,13 @@
 import type { NodeContext } from "./context.ts";
 import { encodeItemFrame, type RelayItem } from "../protocol/relay_item.ts";
 import type { RelayAck } from "../storage/types.ts";
-import { createFederation, type DeliverLocal, type Federation } from "./federation/mod.ts";
+import {
+  createFederation,
+  type DeliverLocal,
+  type Federation,
+  type RemoteDevice,
+  USERS_PATH,
+} from "./federation/mod.ts";
 
 /** Splits `device@domain`; a member without a domain, or with ours, is local. */
 export function remoteDomainOf(member: string, ownDomain: string): string | null {
@@ -91,6 +97,24 @@ export class FederationRouter {
   /** `POST /federation/events`; never throws. */
   handleInbound(request: Request, remoteAddr?: string): Promise<Response> {
     return this.#federation.handleInbound(request, remoteAddr);
+  }
+
+  /**
+   * The active devices of `name` (handle or user id) on the peer `domain`, asked for with a
+   * signed `GET /federation/users/<name>` and cached 30 s; throws a non-fatal refusal.
+   */
+  remoteUserDevices(domain: string, name: string): Promise<RemoteDevice[]> {
+    return this.#federation.remoteUserDevices(domain, name);
+  }
+
+  /** True for `/federation/users/<name>` (the user directory peers read). */
+  isUserQuery(pathname: string): boolean {
+    return pathname.startsWith(USERS_PATH) && pathname.length > USERS_PATH.length;
+  }
+
+  /** `GET /federation/users/<name>` from a peer; never throws. */
+  handleUserQuery(request: Request): Promise<Response> {
+    return this.#federation.handleUserQuery(request);
   }
 
   /** The path the inbound endpoint is mounted at on the HTTP listener. */

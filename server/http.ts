@@ -149,6 +149,9 @@ function routes(node: RelayNode, isTls: boolean): Hono<Env> {
 
   app.all("*", (c) => {
     const { pathname } = new URL(c.req.url);
+    if (node.federation.isUserQuery(pathname)) {
+      return node.federation.handleUserQuery(c.req.raw);
+    }
     if (pathname === node.federation.inboundPath) {
       // Federation events from peers: checks and answers of its own (docs/FEDERATION.md),
       // within the body deadline ([limits] http_body_timeout).

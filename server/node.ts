@@ -57,7 +57,11 @@ export class RelayNode implements SessionHost {
     );
     this.delivery = new Delivery(ctx, this.federation);
     this.keys = new KeyAnnouncer(ctx, () => this.delivery.sessions());
-    this.conversations = new Conversations(ctx);
+    this.conversations = new Conversations(
+      ctx,
+      undefined,
+      (domain, name) => this.federation.remoteUserDevices(domain, name),
+    );
     this.presence = new PresenceService(ctx, this.conversations, this.delivery);
     this.requests = new Requests(ctx)
       .register("rotate_key", rotateKey)

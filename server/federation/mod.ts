@@ -19,6 +19,7 @@ import {
   toRfc3339,
 } from "../../protocol/federation.ts";
 import { bytesToHex } from "../../protocol/hex.ts";
+import { problemResponse } from "../../protocol/errors.ts";
 import { MAX_U32 } from "../../protocol/varint.ts";
 import { FederationRefused, FederationTitles as T } from "./errors.ts";
 import { decodeFederatedFrame, MAX_ID_LENGTH } from "./event.ts";
@@ -33,6 +34,7 @@ import {
 import { OutboxWorker } from "./outbound.ts";
 import { INBOUND_PATH, inboundUrl, parseMember, PeerDirectory, remoteDomainOf } from "./peers.ts";
 import { MemoryReplayGuard, REPLAY_WINDOW_MS, type ReplayGuard } from "./replay.ts";
+import { answerUserQuery, type RemoteDevice, RemoteUsers } from "./users.ts";
 
 export { FederationRefused, FederationTitles } from "./errors.ts";
 export { MAX_EVENT_BODY, MAX_FEDERATED_FRAME } from "./event.ts";
@@ -45,6 +47,7 @@ export {
   ReplayGuardFull,
 } from "./replay.ts";
 export type { AcceptOffsets, DeliverLocal } from "./inbound.ts";
+export { REMOTE_USER_TTL_MS, type RemoteDevice, RemoteUserTitles, USERS_PATH } from "./users.ts";
 export {
   type DeliveryReceipt,
   MAX_REPORTED_EVENTS,
@@ -111,6 +114,13 @@ export interface Federation {
   reportAcknowledged(deviceId: string, acked: RelayAck[]): Promise<void>;
   /** The inbound endpoint; never throws, always answers (problems as RFC 9457 JSON). */
   handleInbound(request: Request, remoteAddr?: string): Promise<Response>;
+  /**
+   * The active devices of a user of a peer domain (signed `GET /federation/users/<name>`,
+   * cached 30 s). Throws a non-fatal refusal (users.ts `RemoteUsers.devices`).
+   */
+  remoteUserDevices(domain: string, name: string): Promise<RemoteDevice[]>;
+  /** `GET /federation/users/<name>` from a peer; never throws. */
+  handleUserQuery(request: Request): Promise<Response>;
   /** Starts the outbox worker. */
   start(): void;
   /** Stops the worker: no timer or request of it remains when this resolves. */
@@ -157,6 +167,17 @@ export function createFederation(ctx: FederationContext): Federation {
     pollIntervalMs: ctx.pollIntervalMs,
     timeoutMs: ctx.timeoutMs,
   });
+  const usersOptions = {
+    domain,
+    peers,
+    storage: ctx.storage,
+    secretKey: keys.secretKey,
+    log,
+    now,
+    maxDevices: () => ctx.config.limits.maxDevicesPerUser,
+    fetch: ctx.fetch,
+  };
+  const remoteUsers = new RemoteUsers(usersOptions);
   const remoteOffsets = (ctx.storage as Partial<Storage>).remoteOffsets;
   const handleInbound = inboundHandler({
     domain,
@@ -348,6 +369,15 @@ export function createFederation(ctx: FederationContext): Federation {
     send,
     reportAcknowledged,
     handleInbound,
+    remoteUserDevices: (d, name) => remoteUsers.devices(d, name),
+    handleUserQuery: async (request) => {
+      try {
+        return await answerUserQuery(usersOptions, request);
+      } catch (err) {
+        log.error("federation user query not answered", { error: err });
+        return problemResponse(503, "Service Unavailable", "the user directory is unavailable");
+      }
+    },
     start: () => worker.start(),
     stop: () => worker.stop(),
     deliverDue: () => worker.deliverDue(),

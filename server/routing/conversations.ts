@@ -25,7 +25,7 @@ import type { Join } from "../../protocol/control.ts";
 import type { NodeContext } from "../context.ts";
 import { refused, Titles } from "../errors.ts";
 import { localDeviceId } from "../federation.ts";
-import { isHandle, isId } from "../../protocol/ids.ts";
+import { isDomain, isHandle, isId } from "../../protocol/ids.ts";
 
 /** A conversation frames are routed within. */
 export interface Conversation {
@@ -94,6 +94,8 @@ export class Conversations {
   constructor(
     private readonly ctx: NodeContext,
     private readonly membersBudget = CACHED_MEMBERS_BUDGET,
+    /** The active devices of a user of a peer domain (federation's user directory). */
+    private readonly remoteUsers?: (domain: string, name: string) => Promise<{ id: string }[]>,
   ) {}
 
   get #limits(): Limits {
@@ -338,8 +340,27 @@ export class Conversations {
     const devices = new Set<string>([deviceId]);
     const users = new Set<string>();
     let listedSelf = false;
+    // `@name@peer.domain`: expanded here to the peer's active devices (`device@peer.domain`).
+    const remote = new Set<string>();
+    let remoteDevices = 0;
     for (const raw of join.members) {
-      if (raw.startsWith("@")) {
+      const peerUser = this.remoteUsers ? remoteUserOf(raw, domain) : null;
+      if (peerUser !== null) {
+        const key = `${peerUser.name}@${peerUser.domain}`.toLowerCase();
+        if (remote.has(key)) {
+          throw refused(
+            Titles.joinRejected,
+            400,
+            `JOIN.members names user ${raw} more than once; list each user once`,
+          );
+        }
+        remote.add(key);
+        for (const d of await this.remoteUsers!(peerUser.domain, peerUser.name)) {
+          const member = `${d.id}@${peerUser.domain}`;
+          if (!devices.has(member)) remoteDevices++;
+          devices.add(member);
+        }
+      } else if (raw.startsWith("@")) {
         const user = await resolveUser(this.ctx, raw, "JOIN.members");
         if (users.has(user)) {
           throw refused(
@@ -364,7 +385,8 @@ export class Conversations {
         }
         devices.add(member);
       }
-      if (devices.size + users.size > maxMembers) {
+      // A user is one entry, a remote user too (its devices are bounded by its peer's answer).
+      if (devices.size - remoteDevices + users.size + remote.size > maxMembers) {
         throw refused(
           Titles.tooManyMembers,
           413,
@@ -372,7 +394,7 @@ export class Conversations {
         );
       }
     }
-    if (users.size > 0) {
+    if (users.size > 0 || remote.size > 0) {
       // Addressing users makes the joiner a member as its user: its other devices get copies.
       if (userId === undefined) {
         throw refused(Titles.joinRejected, 400, "JOIN.members: users need an authenticated user");
@@ -534,6 +556,16 @@ export async function resolveUser(
     throw refused(title.unknown, 404, `${what}: no user ${address} here`);
   }
   return user.id;
+}
+
+/** `@name@domain` of a domain other than ours → its parts; null for anything else. */
+function remoteUserOf(address: string, ownDomain: string): { name: string; domain: string } | null {
+  if (!address.startsWith("@")) return null;
+  const at = address.indexOf("@", 1);
+  if (at < 0) return null;
+  const domain = address.slice(at + 1).toLowerCase();
+  if (domain === ownDomain.toLowerCase() || !isDomain(domain)) return null;
+  return { name: address.slice(1, at), domain };
 }
 
 /** "members a, b, c" or "group g" for refusals; the id when the conversation is unknown. */

@@ -1,0 +1,269 @@
+/**
+ * Remote users across domains: alice@a.test JOINs naming `@<bob>@b.test`; a.test asks b.test
+ * for bob's active devices with a signed `GET /federation/users/<handle>` and expands the user to
+ * `device@b.test` members, so alice's message reaches both of bob's devices. An unknown remote
+ * user is refused (`Unknown User` 404), a domain that is not a peer keeps
+ * `Remote User Not Addressable` (400), and a forged answer (wrong key, or a valid signature over
+ * an answer to another query) is refused as `Remote User Unavailable` (502).
+ *
+ * Runs on PGlite + memory, and on Postgres + Redis when COMMUCAT_TEST_PG_DSN and
+ * COMMUCAT_TEST_REDIS_URL are set.
+ */
+import assert from "node:assert/strict";
+import { freePort } from "../helpers/wait.ts";
+import { bytesToHex } from "@noble/hashes/utils.js";
+import { type Client, CommuCatError, connect } from "../../client/sdk.ts";
+import { generateKeypair, type Keypair } from "../../protocol/crypto.ts";
+import {
+  type FederationEvent,
+  federationKeypair,
+  signEvent,
+  toRfc3339,
+} from "../../protocol/federation.ts";
+import type { Config } from "../../server/config/mod.ts";
+import { openPglite, openPostgres } from "../../storage/db.ts";
+import { openEphemeral } from "../../storage/ephemeral/mod.ts";
+import { buildStorage, type Db, migrate, type Storage } from "../../storage/mod.ts";
+import {
+  LogCapture,
+  realServices,
+  startServer,
+  testConfig,
+  uid,
+} from "../server/helpers/server.ts";
+import { scratchSchema } from "../storage/pg_scratch.ts";
+
+function domainConfig(domain: string): Config {
+  return testConfig({
+    server: { domain, bind: { hostname: "127.0.0.1", port: freePort() } },
+  });
+}
+
+function pair(config: Config, peer: Config): void {
+  config.federation.peers.push({
+    domain: peer.server.domain,
+    endpoint: `http://127.0.0.1:${peer.server.bind.port}`,
+    publicKey: federationKeypair(peer.crypto.federationSeed).publicKey,
+  });
+}
+
+interface Domain {
+  storage: Storage;
+  db: Db;
+  close(): Promise<void>;
+}
+
+async function embeddedDomain(): Promise<Domain> {
+  const dir = await Deno.makeTempDir({ prefix: "commucat-remote-users-" });
+  const db = await openPglite(dir);
+  await migrate(db);
+  const storage = buildStorage(db, await openEphemeral(null));
+  return {
+    storage,
+    db,
+    close: async () => {
+      await storage.close();
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    },
+  };
+}
+
+async function realDomain(dsn: string, redis: string): Promise<Domain> {
+  const scratch = await scratchSchema(dsn);
+  const db = await openPostgres(scratch.dsn);
+  await migrate(db);
+  const storage = buildStorage(
+    db,
+    await openEphemeral(redis, { keyPrefix: `${scratch.schema}:` }),
+  );
+  return {
+    storage,
+    db,
+    close: async () => {
+      await storage.close();
+      await scratch.drop();
+    },
+  };
+}
+
+/** A fake peer c.test: answers every user query with what `answer` builds. */
+function fakePeer(
+  answer: (query: FederationEvent) => { event: FederationEvent; secret: Uint8Array },
+) {
+  const port = freePort();
+  const server = Deno.serve({ hostname: "127.0.0.1", port, onListen: () => {} }, (req) => {
+    const query = JSON.parse(req.headers.get("commucat-federation")!).event as FederationEvent;
+    const { event, secret } = answer(query);
+    return Response.json({ event, signature: bytesToHex(signEvent(event, secret)) });
+  });
+  return { port, server };
+}
+
+async function refusal(p: Promise<unknown>): Promise<CommuCatError> {
+  try {
+    await p;
+  } catch (err) {
+    if (err instanceof CommuCatError) return err;
+    throw err;
+  }
+  assert.fail("expected a refusal");
+}
+
+async function scenario(makeDomain: () => Promise<Domain>) {
+  const logs = new LogCapture().start();
+  const cfgA = domainConfig("a.test");
+  const cfgB = domainConfig("b.test");
+  pair(cfgA, cfgB);
+  pair(cfgB, cfgA);
+  // c.test: a peer a.test pins, played by a fake server that forges answers.
+  const cfgC = domainConfig("c.test");
+  const secretC = federationKeypair(cfgC.crypto.federationSeed).secretKey;
+  const forged = { mode: "wrong-key" as "wrong-key" | "other-query" };
+  const peerC = fakePeer((query) => ({
+    event: {
+      event_id: crypto.randomUUID(),
+      origin: "c.test",
+      scope: "a.test",
+      created_at: toRfc3339(new Date()),
+      payload: {
+        kind: "user-devices",
+        request: forged.mode === "other-query" ? crypto.randomUUID() : query.event_id,
+        user: (query.payload as unknown as { user: string }).user,
+        devices: [{ id: "mallory-phone", public_key: "00".repeat(32) }],
+        // deno-lint-ignore no-explicit-any
+      } as any,
+    },
+    secret: forged.mode === "wrong-key"
+      ? federationKeypair(new Uint8Array(32).fill(7)).secretKey
+      : secretC,
+  }));
+  cfgA.federation.peers.push({
+    domain: "c.test",
+    endpoint: `http://127.0.0.1:${peerC.port}`,
+    publicKey: federationKeypair(cfgC.crypto.federationSeed).publicKey,
+  });
+  const a = await makeDomain();
+  const b = await makeDomain();
+  const fast = { pollIntervalMs: 50 };
+  const serverA = await startServer(cfgA, { storage: a.storage, federation: fast });
+  const serverB = await startServer(cfgB, { storage: b.storage, federation: fast });
+  const clients: Client[] = [];
+  const open = async (
+    server: typeof serverA,
+    config: Config,
+    deviceId: string,
+    keypair: Keypair,
+    handle?: string,
+  ) => {
+    const client = await connect({
+      transport: "tcp",
+      host: "127.0.0.1",
+      port: server.ports.tcp,
+      deviceId,
+      keypair,
+      serverKey: bytesToHex(config.crypto.noisePublic),
+      keepaliveMs: 0,
+      ...(handle ? { user: { handle } } : {}),
+    });
+    clients.push(client);
+    return client;
+  };
+
+  try {
+    const aliceHandle = uid("alice");
+    const aliceId = uid("alice-phone");
+    const bobHandle = uid("bob");
+    const phoneId = uid("bob-phone");
+    const laptopId = uid("bob-laptop");
+    const revokedId = uid("bob-old");
+    const phoneKeys = generateKeypair();
+    const laptopKeys = generateKeypair();
+    // Bob has two active devices on b.test (and a revoked one, which is not listed).
+    const bobUser = await b.storage.users.create({ handle: bobHandle });
+    for (const [id, keys] of [[phoneId, phoneKeys], [laptopId, laptopKeys]] as const) {
+      await b.storage.devices.register(
+        { id, userId: bobUser.id, publicKey: keys.publicKey, status: "active" },
+        "test",
+      );
+    }
+    await b.storage.devices.register(
+      {
+        id: revokedId,
+        userId: bobUser.id,
+        publicKey: generateKeypair().publicKey,
+        status: "active",
+      },
+      "test",
+    );
+    await b.storage.devices.revoke(revokedId, "test");
+    const alice = await open(serverA, cfgA, aliceId, generateKeypair(), aliceHandle);
+    const phone = await open(serverB, cfgB, phoneId, phoneKeys);
+    const laptop = await open(serverB, cfgB, laptopId, laptopKeys);
+    const phoneInbox = phone.messages();
+    const laptopInbox = laptop.messages();
+
+    const channel = 9;
+    const ack = await alice.join(channel, [`@${bobHandle}@b.test`]);
+    const members = (ack as { members?: string[] }).members;
+    assert.ok(Array.isArray(members), JSON.stringify(ack));
+    assert.deepEqual(
+      [...members!].filter((m) => m.endsWith("@b.test")).sort(),
+      [`${laptopId}@b.test`, `${phoneId}@b.test`].sort(),
+    );
+    assert.ok(logs.has("federation user answered", { peer: "a.test", devices: 2 }));
+
+    const sent = await alice.send(channel, "hello both");
+    assert.equal(sent.remote?.length, 2, JSON.stringify(sent));
+    for (const inbox of [phoneInbox, laptopInbox]) {
+      const m = (await inbox.next()).value!;
+      assert.equal(m.text(), "hello both");
+      assert.equal(m.sender, `${aliceId}@a.test`);
+    }
+
+    // An unknown user of a peer: 404 Unknown User.
+    const unknown = await refusal(alice.join(10, [`@${uid("nobody")}@b.test`]));
+    assert.equal(unknown.title, "Unknown User");
+    assert.equal(unknown.status, 404);
+    // A domain that is not a peer: still Remote User Not Addressable.
+    const stranger = await refusal(alice.join(11, [`@${bobHandle}@d.test`]));
+    assert.equal(stranger.title, "Remote User Not Addressable");
+    assert.equal(stranger.status, 400);
+    // Forged answers: signed with another key, or a valid signature over another query's answer.
+    for (const mode of ["wrong-key", "other-query"] as const) {
+      forged.mode = mode;
+      const bad = await refusal(alice.join(12, [`@mallory-${mode}@c.test`]));
+      assert.equal(bad.title, "Remote User Unavailable", mode);
+      assert.equal(bad.status, 502);
+    }
+    assert.ok(logs.has("federation user answer refused", { peer: "c.test" }));
+    // The connection survived every refusal.
+    const again = await alice.send(channel, "still here");
+    assert.equal(again.remote?.length, 2);
+    await phoneInbox.return?.();
+    await laptopInbox.return?.();
+  } finally {
+    for (const c of clients) await c.close();
+    await serverA.stop();
+    await serverB.stop();
+    await peerC.server.shutdown();
+    await a.close();
+    await b.close();
+    logs.stop();
+  }
+}
+
+Deno.test({
+  name: "remote users across domains: @user@peer expands to its devices (PGlite + memory)",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: () => scenario(embeddedDomain),
+});
+
+const real = realServices();
+Deno.test({
+  name: "remote users across domains: @user@peer expands to its devices (Postgres + Redis)",
+  ignore: real === null,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: () => scenario(() => realDomain(real!.dsn, real!.redis)),
+});
