@@ -63,7 +63,7 @@ export class RelayNode implements SessionHost {
       (domain, name) => this.federation.remoteUserDevices(domain, name),
     );
     this.presence = new PresenceService(ctx, this.conversations, this.delivery);
-    this.requests = new Requests(ctx)
+    this.requests = new Requests(ctx, (d, name) => this.federation.remoteUserDevices(d, name))
       .register("rotate_key", rotateKey)
       .register("keys", keysRequest)
       .register("pair_code", pairCode)

@@ -27,7 +27,9 @@
  * Who may ask: any authenticated device, for any device id of this server it names (a phone
  * book: keys are public, and a sender must be able to find a recipient's key before they
  * share a conversation); a `group` lookup only for a member of that group. A device of another
- * domain (`device@domain`) is listed under `remote`: federated lookups are not answered yet.
+ * domain (`device@domain`) is listed under `remote`; a user of a peer domain
+ * (`@alice@b.example` in `users`) is answered with the devices and keys its peer lists
+ * (docs/FEDERATION.md "Remote users").
  *
  * Limits: at most {@link MAX_KEYS_DEVICES} named devices and {@link MAX_KEYS_GROUP_MEMBERS}
  * group members per request; more is refused (413), never truncated silently.
@@ -39,7 +41,7 @@ import { bytesToHex } from "../../protocol/hex.ts";
 import type { DeviceKeyEvent } from "../../storage/types.ts";
 import { refused, Titles } from "../errors.ts";
 import { localDeviceId, remoteDomainOf } from "../federation.ts";
-import { resolveUser } from "../routing/conversations.ts";
+import { remoteUserOf, resolveUser } from "../routing/conversations.ts";
 import type { RequestContext } from "./types.ts";
 
 /** Most device ids one `keys` request may name. */
@@ -131,6 +133,9 @@ export async function keysRequest(
     }
   }
   const users: { user: string; handle: string; devices: string[] }[] = [];
+  const domain = ctx.config.server.domain;
+  /** `device@peer.domain` of a named remote user → its user and key, as its peer listed them. */
+  const peerKeys = new Map<string, { user: string; publicKey: string }>();
   if (namedUsers !== undefined) {
     if (!Array.isArray(namedUsers)) throw refused(INVALID, 400, 'keys: "users" must be an array');
     if (namedUsers.length > MAX_KEYS_USERS) {
@@ -143,7 +148,26 @@ export async function keysRequest(
       if (typeof u !== "string" || u.length < 2 || u.length > 300) {
         throw refused(INVALID, 400, `keys: ${JSON.stringify(u)} is not a user (@handle)`);
       }
-      const userId = await resolveUser(ctx, u.startsWith("@") ? u : "@" + u, "keys.users", {
+      const address = u.startsWith("@") ? u : "@" + u;
+      const peerUser = ctx.remoteUsers ? remoteUserOf(address, domain) : null;
+      if (peerUser !== null) {
+        // A user of a peer domain: its active devices and keys from the peer's signed answer.
+        const user = `${peerUser.name}@${peerUser.domain}`;
+        if (users.some((x) => x.user === user)) continue;
+        const listed = await ctx.remoteUsers!(peerUser.domain, peerUser.name);
+        total += listed.length;
+        if (total > MAX_KEYS_USER_DEVICES) {
+          throw tooLarge(
+            `keys: the named users hold more than ${MAX_KEYS_USER_DEVICES} devices; ask for fewer users at once`,
+          );
+        }
+        const remoteIds = listed.map((d) => `${d.id}@${peerUser.domain}`);
+        listed.forEach((d, i) => peerKeys.set(remoteIds[i], { user, publicKey: d.publicKey }));
+        users.push({ user, handle: peerUser.name, devices: remoteIds });
+        ids.push(...remoteIds);
+        continue;
+      }
+      const userId = await resolveUser(ctx, address, "keys.users", {
         unknown: Titles.unknownUser,
         remote: Titles.remoteUser,
       });
@@ -164,8 +188,22 @@ export async function keysRequest(
   const devices: KeyEntry[] = [];
   const notFound: string[] = [];
   const remote: string[] = [];
-  const domain = ctx.config.server.domain;
   for (const requested of new Set(ids)) {
+    const peerKey = peerKeys.get(requested);
+    if (peerKey !== undefined) {
+      // Listed by its peer as active; its key history stays on the peer.
+      devices.push({
+        device: requested,
+        user: peerKey.user,
+        paired_by: null,
+        status: "active",
+        public_key: peerKey.publicKey,
+        key_change_pending: false,
+        events: [],
+        events_truncated: false,
+      });
+      continue;
+    }
     if (remoteDomainOf(requested, domain) !== null) {
       remote.push(requested);
       continue;

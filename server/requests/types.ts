@@ -24,6 +24,11 @@ export interface RequestContext {
   readonly remoteAddr: string;
   /** The node's rate limits (server/limits.ts). */
   readonly limits: Limits;
+  /** The active devices of a user of a peer domain (federation's user directory). */
+  readonly remoteUsers?: (
+    domain: string,
+    name: string,
+  ) => Promise<{ id: string; publicKey: string }[]>;
 }
 
 /** A server request handler: the request object in, the ACK's result fields out. */

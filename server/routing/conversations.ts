@@ -559,7 +559,10 @@ export async function resolveUser(
 }
 
 /** `@name@domain` of a domain other than ours → its parts; null for anything else. */
-function remoteUserOf(address: string, ownDomain: string): { name: string; domain: string } | null {
+export function remoteUserOf(
+  address: string,
+  ownDomain: string,
+): { name: string; domain: string } | null {
   if (!address.startsWith("@")) return null;
   const at = address.indexOf("@", 1);
   if (at < 0) return null;

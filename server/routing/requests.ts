@@ -11,7 +11,7 @@ import type { Frame } from "../../protocol/frame.ts";
 import { MAX_CONTROL_JSON_LEN } from "../../protocol/frame.ts";
 import type { NodeContext } from "../context.ts";
 import { refused } from "../errors.ts";
-import type { RequestHandler } from "../requests/types.ts";
+import type { RequestContext, RequestHandler } from "../requests/types.ts";
 import type { Connection } from "../session/connection.ts";
 
 /** Title of a request the server does not know. */
@@ -23,7 +23,10 @@ const OP_PATTERN = /^[a-z][a-z0-9_]{0,31}$/;
 export class Requests {
   readonly #handlers = new Map<string, RequestHandler>();
 
-  constructor(private readonly ctx: NodeContext) {}
+  constructor(
+    private readonly ctx: NodeContext,
+    private readonly remoteUsers?: RequestContext["remoteUsers"],
+  ) {}
 
   /** Adds the handler of one op. */
   register(op: string, handler: RequestHandler): this {
@@ -56,6 +59,7 @@ export class Requests {
       log: conn.log,
       remoteAddr: conn.transport.remoteAddr,
       limits: this.ctx.limits,
+      remoteUsers: this.remoteUsers,
     }, request);
     conn.sendControl(FrameType.Ack, 0, { ...result, ack: frame.sequence, op: request.op });
   }

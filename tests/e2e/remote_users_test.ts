@@ -220,6 +220,34 @@ async function scenario(makeDomain: () => Promise<Domain>) {
       assert.equal(m.sender, `${aliceId}@a.test`);
     }
 
+    // The key directory answers for the remote user with the keys its peer listed.
+    const keys = await alice.serverRequest("keys", {
+      users: [`@${bobHandle}@b.test`],
+    }) as unknown as {
+      users: { user: string; handle: string; devices: string[] }[];
+      devices: { device: string; user: string; status: string; public_key: string }[];
+      remote: string[];
+    };
+    assert.equal(keys.users.length, 1);
+    assert.equal(keys.users[0].user, `${bobHandle}@b.test`);
+    assert.equal(keys.users[0].handle, bobHandle);
+    assert.deepEqual(
+      [...keys.users[0].devices].sort(),
+      [`${laptopId}@b.test`, `${phoneId}@b.test`].sort(),
+    );
+    assert.deepEqual(
+      keys.devices.map((d) => [d.device, d.status, d.public_key]).sort(),
+      [
+        [`${laptopId}@b.test`, "active", bytesToHex(laptopKeys.publicKey)],
+        [`${phoneId}@b.test`, "active", bytesToHex(phoneKeys.publicKey)],
+      ].sort(),
+    );
+    assert.deepEqual(keys.remote, []);
+    const noKeys = await refusal(
+      alice.serverRequest("keys", { users: [`@${uid("nobody")}@b.test`] }),
+    );
+    assert.equal(noKeys.title, "Unknown User");
+
     // An unknown user of a peer: 404 Unknown User.
     const unknown = await refusal(alice.join(10, [`@${uid("nobody")}@b.test`]));
     assert.equal(unknown.title, "Unknown User");
