@@ -180,18 +180,18 @@ async function scenario(makeDomain: () => Promise<Domain>) {
     assert.equal(receipt.recipient, bobRemote);
     assert.equal(receipt.channel, channel);
     assert.ok(receipt.ackedAt.getTime() <= Date.now());
-    await waitFor(() => receipts.length === 1, 5000);
+    await waitFor(() => receipts.length === 1, 20_000);
     assert.deepEqual(receipts[0].map((r) => r.id), [copy]);
-    assert.ok(logs.has("federation offsets queued", { peer: "a.test" }));
+    await waitFor(() => logs.has("federation offsets queued", { peer: "a.test" }), 20_000);
     // Logged once the answer is ready, which may be after the receipt reached alice.
-    await waitFor(() => logs.has("federation offsets accepted", { origin: "b.test" }), 5000);
+    await waitFor(() => logs.has("federation offsets accepted", { origin: "b.test" }), 20_000);
     const offsets = await a.storage.remoteOffsets.list({ peerDomain: "b.test" });
     assert.deepEqual(
       offsets.map((o) => [o.entityId, o.channelId, o.lastEventId, o.ackedFrames]),
       [[bobRemote.toLowerCase(), channel, copy, 1]],
     );
     // The SDK acknowledged the receipt: nothing stays queued for alice.
-    await waitFor(async () => (await a.storage.relay.depth(aliceId)).depth === 0, 5000);
+    await waitFor(async () => (await a.storage.relay.depth(aliceId)).depth === 0, 20_000);
 
     // Offline sender: two frames, bob acknowledges after alice left; her receipts wait in her
     // queue (batched: one report, one receipt frame) and reach her on her next connection.
@@ -200,7 +200,7 @@ async function scenario(makeDomain: () => Promise<Domain>) {
     const got = [(await inbox.next()).value!, (await inbox.next()).value!];
     assert.deepEqual(got.map((m) => m.text()), ["two", "three"]);
     await alice.close();
-    await waitFor(() => serverA.node.localConnection(aliceId) === undefined);
+    await waitFor(() => serverA.node.localConnection(aliceId) === undefined, 20_000);
     bob.ack(got[1].sequence);
     bob.ack(got[0].sequence);
     await waitFor(async () => (await a.storage.relay.depth(aliceId)).depth >= 1, 20_000);
@@ -213,14 +213,14 @@ async function scenario(makeDomain: () => Promise<Domain>) {
       alice.delivered(third.remote![0].id, { timeoutMs: 20_000 }),
     ]);
     assert.deepEqual(later.map((r) => r.recipient), [bobRemote, bobRemote]);
-    await waitFor(() => offline.flat().length === 2, 5000);
+    await waitFor(() => offline.flat().length === 2, 20_000);
     assert.deepEqual(
       offline.flat().map((r) => r.id).sort(),
       [second.remote![0].id, third.remote![0].id].sort(),
     );
     receipts.length = 0;
     alice.on("receipt", (r) => receipts.push(r.delivered));
-    await waitFor(async () => (await a.storage.relay.depth(aliceId)).depth === 0, 5000);
+    await waitFor(async () => (await a.storage.relay.depth(aliceId)).depth === 0, 20_000);
     const after = await a.storage.remoteOffsets.list({ peerDomain: "b.test" });
     assert.equal(after[0].ackedFrames, 3);
     assert.equal(await ackedOnOrigin(a.db), 3);
@@ -265,7 +265,7 @@ async function scenario(makeDomain: () => Promise<Domain>) {
       (await bob.delivered(back.remote![0].id, { timeoutMs: 20_000 })).recipient,
       `${aliceId}@a.test`,
     );
-    await waitFor(() => bobReceipts.length === 1, 5000);
+    await waitFor(() => bobReceipts.length === 1, 20_000);
     await aliceInbox.return?.();
     const own = await a.db.query<{ event_id: string }>(
       `SELECT event_id FROM federation_outbox
@@ -296,7 +296,7 @@ async function scenario(makeDomain: () => Promise<Domain>) {
     const final = await a.storage.remoteOffsets.list({ peerDomain: "b.test" });
     assert.equal(final[0].ackedFrames, 4);
     assert.equal(await ackedOnOrigin(a.db), 4);
-    await waitFor(async () => (await a.storage.relay.depth(aliceId)).depth === 0, 5000);
+    await waitFor(async () => (await a.storage.relay.depth(aliceId)).depth === 0, 20_000);
     assert.equal(receipts.length, heard + 1);
     await inbox.return?.();
   } finally {
