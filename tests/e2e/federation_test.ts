@@ -8,10 +8,10 @@
  * the federation code's own tests cover Postgres.
  */
 import assert from "node:assert/strict";
+import { pair } from "../helpers/domains.ts";
 import { freePort } from "../helpers/wait.ts";
 import { type Frame, FrameType } from "../../protocol/frame.ts";
 import { generateKeypair } from "../../protocol/crypto.ts";
-import { federationKeypair } from "../../protocol/federation.ts";
 import type { Config } from "../../server/config/mod.ts";
 import { clientOptions, TestClient } from "../server/helpers/client.ts";
 import {
@@ -26,15 +26,6 @@ import {
 
 function domainConfig(domain: string, httpPort: number): Config {
   return testConfig({ server: { domain, bind: { hostname: "127.0.0.1", port: httpPort } } });
-}
-
-/** Makes `peer` a static peer of `config` (its endpoint is the peer's HTTP listener). */
-function pair(config: Config, peer: Config): void {
-  config.federation.peers.push({
-    domain: peer.server.domain,
-    endpoint: `http://127.0.0.1:${peer.server.bind.port}`,
-    publicKey: federationKeypair(peer.crypto.federationSeed).publicKey,
-  });
 }
 
 const problemOf = (f: Frame) => f.json as Record<string, unknown>;

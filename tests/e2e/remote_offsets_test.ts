@@ -12,7 +12,6 @@
  */
 import assert from "node:assert/strict";
 import { sdkOptions } from "../helpers/env_server.ts";
-import { freePort } from "../helpers/wait.ts";
 import { bytesToHex } from "@noble/hashes/utils.js";
 import { type Client, connect, type DeliveryReceipt } from "../../client/sdk.ts";
 import { generateKeypair, type Keypair } from "../../protocol/crypto.ts";
@@ -24,71 +23,9 @@ import {
 } from "../../protocol/federation.ts";
 import type { Config } from "../../server/config/mod.ts";
 import { offsetFrame } from "../../server/federation/offsets.ts";
-import { openPglite, openPostgres } from "../../storage/db.ts";
-import { openEphemeral } from "../../storage/ephemeral/mod.ts";
-import { buildStorage, type Db, migrate, type Storage } from "../../storage/mod.ts";
-import {
-  LogCapture,
-  realServices,
-  startServer,
-  testConfig,
-  uid,
-  waitFor,
-} from "../server/helpers/server.ts";
-import { scratchSchema } from "../storage/pg_scratch.ts";
-
-function domainConfig(domain: string): Config {
-  return testConfig({
-    server: { domain, bind: { hostname: "127.0.0.1", port: freePort() } },
-  });
-}
-
-function pair(config: Config, peer: Config): void {
-  config.federation.peers.push({
-    domain: peer.server.domain,
-    endpoint: `http://127.0.0.1:${peer.server.bind.port}`,
-    publicKey: federationKeypair(peer.crypto.federationSeed).publicKey,
-  });
-}
-
-interface Domain {
-  storage: Storage;
-  db: Db;
-  close(): Promise<void>;
-}
-
-async function embeddedDomain(): Promise<Domain> {
-  const dir = await Deno.makeTempDir({ prefix: "commucat-offsets-" });
-  const db = await openPglite(dir);
-  await migrate(db);
-  const storage = buildStorage(db, await openEphemeral(null));
-  return {
-    storage,
-    db,
-    close: async () => {
-      await storage.close();
-      await Deno.remove(dir, { recursive: true }).catch(() => {});
-    },
-  };
-}
-
-async function realDomain(dsn: string, redis: string): Promise<Domain> {
-  const scratch = await scratchSchema(dsn);
-  const db = await openPostgres(scratch.dsn);
-  await migrate(db);
-  const storage = buildStorage(
-    db,
-    await openEphemeral(redis, { keyPrefix: `${scratch.schema}:` }),
-  );
-  return {
-    storage,
-    db,
-    close: async () => {
-      await storage.close();
-      await scratch.drop();
-    },
-  };
-}
+import { type Db } from "../../storage/mod.ts";
+import { LogCapture, realServices, startServer, uid, waitFor } from "../server/helpers/server.ts";
+import { type Domain, domainConfig, embeddedDomain, pair, realDomain } from "../helpers/domains.ts";
 
 /** The outbox rows a.test marked acknowledged by its peer. */
 async function ackedOnOrigin(db: Db): Promise<number> {

@@ -21,70 +21,8 @@ import {
   toRfc3339,
 } from "../../protocol/federation.ts";
 import type { Config } from "../../server/config/mod.ts";
-import { openPglite, openPostgres } from "../../storage/db.ts";
-import { openEphemeral } from "../../storage/ephemeral/mod.ts";
-import { buildStorage, type Db, migrate, type Storage } from "../../storage/mod.ts";
-import {
-  LogCapture,
-  realServices,
-  startServer,
-  testConfig,
-  uid,
-} from "../server/helpers/server.ts";
-import { scratchSchema } from "../storage/pg_scratch.ts";
-
-function domainConfig(domain: string): Config {
-  return testConfig({
-    server: { domain, bind: { hostname: "127.0.0.1", port: freePort() } },
-  });
-}
-
-function pair(config: Config, peer: Config): void {
-  config.federation.peers.push({
-    domain: peer.server.domain,
-    endpoint: `http://127.0.0.1:${peer.server.bind.port}`,
-    publicKey: federationKeypair(peer.crypto.federationSeed).publicKey,
-  });
-}
-
-interface Domain {
-  storage: Storage;
-  db: Db;
-  close(): Promise<void>;
-}
-
-async function embeddedDomain(): Promise<Domain> {
-  const dir = await Deno.makeTempDir({ prefix: "commucat-remote-users-" });
-  const db = await openPglite(dir);
-  await migrate(db);
-  const storage = buildStorage(db, await openEphemeral(null));
-  return {
-    storage,
-    db,
-    close: async () => {
-      await storage.close();
-      await Deno.remove(dir, { recursive: true }).catch(() => {});
-    },
-  };
-}
-
-async function realDomain(dsn: string, redis: string): Promise<Domain> {
-  const scratch = await scratchSchema(dsn);
-  const db = await openPostgres(scratch.dsn);
-  await migrate(db);
-  const storage = buildStorage(
-    db,
-    await openEphemeral(redis, { keyPrefix: `${scratch.schema}:` }),
-  );
-  return {
-    storage,
-    db,
-    close: async () => {
-      await storage.close();
-      await scratch.drop();
-    },
-  };
-}
+import { LogCapture, realServices, startServer, uid } from "../server/helpers/server.ts";
+import { type Domain, domainConfig, embeddedDomain, pair, realDomain } from "../helpers/domains.ts";
 
 /** A fake peer c.test: answers every user query with what `answer` builds. */
 function fakePeer(

@@ -1,0 +1,72 @@
+/**
+ * Two federated domains for end-to-end tests: a config per domain on a free loopback port, the
+ * static pairing of two configs, and a domain's own storage — PGlite + memory in a temp dir, or a
+ * scratch schema of the real Postgres with a Redis key prefix of its own (so two domains on one
+ * Redis never see each other's routes, buckets or bus).
+ */
+import { freePort } from "./wait.ts";
+import { federationKeypair } from "../../protocol/federation.ts";
+import type { Config } from "../../server/config/mod.ts";
+import { openPglite, openPostgres } from "../../storage/db.ts";
+import { openEphemeral } from "../../storage/ephemeral/mod.ts";
+import { buildStorage, type Db, migrate, type Storage } from "../../storage/mod.ts";
+import { testConfig } from "../server/helpers/server.ts";
+import { scratchSchema } from "../storage/pg_scratch.ts";
+
+/** The test config of `domain`, its HTTP listener on a free loopback port. */
+export function domainConfig(domain: string): Config {
+  return testConfig({
+    server: { domain, bind: { hostname: "127.0.0.1", port: freePort() } },
+  });
+}
+
+/** Makes `peer` a static peer of `config` (its endpoint is the peer's HTTP listener). */
+export function pair(config: Config, peer: Config): void {
+  config.federation.peers.push({
+    domain: peer.server.domain,
+    endpoint: `http://127.0.0.1:${peer.server.bind.port}`,
+    publicKey: federationKeypair(peer.crypto.federationSeed).publicKey,
+  });
+}
+
+/** One domain's storage; `close()` closes it and removes its data. */
+export interface Domain {
+  storage: Storage;
+  db: Db;
+  close(): Promise<void>;
+}
+
+/** A domain on PGlite + the memory store, in a temp dir of its own. */
+export async function embeddedDomain(): Promise<Domain> {
+  const dir = await Deno.makeTempDir({ prefix: "commucat-domain-" });
+  const db = await openPglite(dir);
+  await migrate(db);
+  const storage = buildStorage(db, await openEphemeral(null));
+  return {
+    storage,
+    db,
+    close: async () => {
+      await storage.close();
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    },
+  };
+}
+
+/** A domain on a scratch schema of `dsn` and on `redis` under that schema's key prefix. */
+export async function realDomain(dsn: string, redis: string): Promise<Domain> {
+  const scratch = await scratchSchema(dsn);
+  const db = await openPostgres(scratch.dsn);
+  await migrate(db);
+  const storage = buildStorage(
+    db,
+    await openEphemeral(redis, { keyPrefix: `${scratch.schema}:` }),
+  );
+  return {
+    storage,
+    db,
+    close: async () => {
+      await storage.close();
+      await scratch.drop();
+    },
+  };
+}
