@@ -281,11 +281,13 @@ class Reader {
       throw new EnvelopeError("malformed", `${what} is not a valid varint`);
     }
     if (d === null) throw new EnvelopeError("truncated", `envelope ends inside ${what}`);
-    if (d.length !== varintLength(d.value)) {
-      throw new EnvelopeError("malformed", `${what} is not minimally encoded`);
-    }
+    // The limit first: a value past 2^53 (hostile octets) is not a safe integer, so it must
+    // be refused before anything treats it as one.
     if (d.value > max) {
       throw new EnvelopeError("too-large", `${what} ${d.value} exceeds the limit of ${max}`);
+    }
+    if (d.length !== varintLength(d.value)) {
+      throw new EnvelopeError("malformed", `${what} is not minimally encoded`);
     }
     this.off += d.length;
     return d.value;

@@ -16,6 +16,7 @@ import {
   WRAP_LENGTH,
 } from "../../protocol/envelope.ts";
 import { defaultBackend, type Keypair, nobleBackend } from "../../protocol/crypto.ts";
+import { concatBytes } from "../../protocol/bytes.ts";
 
 const te = new TextEncoder();
 const td = new TextDecoder();
@@ -176,6 +177,21 @@ Deno.test("one bit flipped anywhere: refused, never opened (another recipient's 
       assert.equal(td.decode(openAs(bad, "bob", bob, { conversation: TRIO }).plaintext), "flip me");
     }
   }
+});
+
+Deno.test("a length or count past 2^53 is refused as too large, not thrown as a RangeError", () => {
+  const env = seal("huge", { conversation: TRIO, recipients: [["carol", carol], ["bob", bob]] });
+  const headerEnd = parseEnvelope(env).header.length;
+  // Nine continuation octets then 0x01: a 64-bit value no JS number holds exactly.
+  const huge = new Uint8Array([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]);
+  const bad = concatBytes(env.subarray(0, headerEnd), huge, env.subarray(headerEnd + 1));
+  assert.throws(
+    () => openAs(bad, "bob", bob, { conversation: TRIO }),
+    isEnvelopeError("too-large"),
+  );
+  // The same as a sender-id length, right after the flags octet.
+  const badSender = concatBytes(env.subarray(0, 5), huge, env.subarray(6));
+  assert.throws(() => openAs(badSender), isEnvelopeError("too-large"));
 });
 
 Deno.test("another version, no magic, reserved flags: typed refusals", () => {
