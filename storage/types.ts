@@ -734,7 +734,14 @@ export interface OutboxRepo {
   enqueue(
     input: { eventId: string; peerDomain: string; endpoint: string; body: unknown },
   ): Promise<OutboxEntry>;
+  /**
+   * Claims (leases) up to `limit` due entries, in each peer's queue order: an entry only with
+   * every live entry queued before it for the same peer (one waiting for its retry or leased
+   * elsewhere holds back the entries after it; a dead one does not).
+   */
   claimDue(limit: number, now?: Date): Promise<OutboxEntry[]>;
+  /** Hands claimed entries back unattempted: due again at once, behind their peer's earlier ones. */
+  release(ids: string[]): Promise<void>;
   markDelivered(id: string): Promise<void>;
   /** Record a failure and schedule the next attempt with exponential backoff. */
   markFailed(id: string, error: string): Promise<OutboxEntry>;

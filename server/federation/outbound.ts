@@ -77,6 +77,8 @@ export class OutboxWorker {
   #pass: Promise<void> | null = null;
   #again = false;
   #stopped = true;
+  /** stop() was called: a pass under way tries no further entry. */
+  #stopping = false;
   readonly #inflight = new Set<AbortController>();
   readonly #interval: number;
   readonly #timeout: number;
@@ -90,6 +92,7 @@ export class OutboxWorker {
   start(): void {
     if (!this.#stopped) return;
     this.#stopped = false;
+    this.#stopping = false;
     this.#schedule(0);
   }
 
@@ -103,6 +106,7 @@ export class OutboxWorker {
   /** Stops the loop; resolves once no timer, request or storage call of it is pending. */
   async stop(): Promise<void> {
     this.#stopped = true;
+    this.#stopping = true;
     if (this.#timer !== null) clearTimeout(this.#timer);
     this.#timer = null;
     for (const ac of this.#inflight) ac.abort(new Error("federation worker stopping"));
@@ -115,6 +119,7 @@ export class OutboxWorker {
    */
   async deliverDue(): Promise<number> {
     while (this.#pass) await this.#pass;
+    this.#stopping = false;
     let tried = 0;
     const run = (async () => {
       tried = await this.#deliverAll();
@@ -155,14 +160,57 @@ export class OutboxWorker {
     while (!this.#stopped || tried === 0) {
       const due = await this.o.outbox.claimDue(CLAIM_BATCH, this.o.now());
       if (due.length === 0) break;
-      await Promise.all(due.map((entry) => this.#deliverOne(entry)));
-      tried += due.length;
+      // Peers at once, each peer's entries one after the other in queue order (claimDue hands
+      // out a peer's entries only in that order): a peer receives events in the order they
+      // were queued, so frames of one conversation arrive in the order they were sent.
+      const byPeer = new Map<string, OutboxEntry[]>();
+      for (const entry of [...due].sort((a, b) => Number(a.id) - Number(b.id))) {
+        const list = byPeer.get(entry.peerDomain);
+        if (list) list.push(entry);
+        else byPeer.set(entry.peerDomain, [entry]);
+      }
+      const counts = await Promise.all(
+        [...byPeer.values()].map((list) => this.#deliverInOrder(list)),
+      );
+      tried += counts.reduce((a, b) => a + b, 0);
       if (due.length < CLAIM_BATCH) break;
     }
     return tried;
   }
 
-  async #deliverOne(entry: OutboxEntry): Promise<void> {
+  /**
+   * Delivers one peer's claimed entries in order. After one that is not delivered (it waits
+   * for its retry), the rest are handed back untried so that they stay behind it. Resolves to
+   * the number tried.
+   */
+  async #deliverInOrder(entries: OutboxEntry[]): Promise<number> {
+    for (let i = 0; i < entries.length; i++) {
+      if (this.#stopping && i > 0) return this.#handBack(entries.slice(i), i);
+      if (!(await this.#deliverOne(entries[i]))) return this.#handBack(entries.slice(i + 1), i + 1);
+    }
+    return entries.length;
+  }
+
+  async #handBack(rest: OutboxEntry[], tried: number): Promise<number> {
+    if (rest.length === 0) return tried;
+    try {
+      await this.o.outbox.release(rest.map((e) => e.id));
+    } catch (err) {
+      // Their leases expire and a later pass claims them, still in order.
+      this.o.log.warn("federation outbox release failed", {
+        peer: rest[0].peerDomain,
+        entries: rest.length,
+        error: err,
+      });
+    }
+    return tried;
+  }
+
+  /**
+   * One attempt at one entry and its recorded outcome. True when the peer's later entries may
+   * follow: it was delivered, or given up.
+   */
+  async #deliverOne(entry: OutboxEntry): Promise<boolean> {
     let outcome: Outcome;
     try {
       outcome = await this.#attempt(entry);
@@ -174,12 +222,14 @@ export class OutboxWorker {
       if (outcome.kind === "delivered") {
         await this.o.outbox.markDelivered(entry.id);
         this.o.log.info("federation event delivered", { ...fields, note: outcome.note });
+        return true;
       } else if (
         outcome.giveUp === "now" ||
         (outcome.giveUp === "limit" && entry.attempts + 1 >= MAX_REJECTED_ATTEMPTS)
       ) {
         await this.o.outbox.markDead(entry.id, outcome.error);
         this.o.log.warn("federation event given up", { ...fields, error: outcome.error });
+        return true;
       } else {
         const updated = await this.o.outbox.markFailed(entry.id, outcome.error);
         this.o.log.warn("federation delivery failed", {
@@ -190,9 +240,11 @@ export class OutboxWorker {
         });
       }
     } catch (err) {
-      // The lease on the entry expires and another pass retries it.
+      // The lease on the entry expires and another pass retries it (the peer's later entries
+      // wait behind it until then).
       this.o.log.warn("federation outbox update failed", { ...fields, error: err });
     }
+    return false;
   }
 
   async #attempt(entry: OutboxEntry): Promise<Outcome> {

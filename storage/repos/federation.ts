@@ -286,8 +286,12 @@ export class PgOutboxRepo implements OutboxRepo {
   }
 
   /**
-   * Claim up to `limit` undelivered entries that are due, oldest due first. Claimed entries
-   * are leased (next_attempt_at moves OUTBOX_LEASE_SECONDS ahead) so another node skips them.
+   * Claim up to `limit` undelivered entries that are due, oldest due first, in each peer's
+   * order: an entry is claimed only with every live (not delivered, not dead) entry queued
+   * before it for the same peer, so a peer's events are never delivered out of the order they
+   * were queued in. An entry waiting for its retry, or leased by another claimer, holds back
+   * the entries after it (a dead entry does not). Claimed entries are leased (next_attempt_at
+   * moves OUTBOX_LEASE_SECONDS ahead) so another node skips them.
    * `now` has millisecond resolution while next_attempt_at (the database's now()) has
    * microseconds: an entry due within `now`'s millisecond is due, or one enqueued in the same
    * millisecond as the claim would wait for the next pass.
@@ -296,17 +300,33 @@ export class PgOutboxRepo implements OutboxRepo {
     v.int("limit", limit, 1, 500);
     const at = v.date("now", now).toISOString();
     const res = await this.db.query<OutboxRow>(
+      // due: entries due now that no earlier live entry of their peer waits before (one in
+      // its retry back-off, or leased); in_order: of those, the ones every earlier live entry
+      // of whose peer was claimed here too (rows another claimer holds locked right now are
+      // skipped by SKIP LOCKED, and the entries after them must wait).
       `WITH due AS (
-         SELECT id FROM federation_outbox
-         WHERE delivered_at IS NULL AND dead_at IS NULL
-           AND next_attempt_at < $1::timestamptz + interval '1 millisecond'
-         ORDER BY next_attempt_at, id
+         SELECT o.id, o.peer_domain FROM federation_outbox o
+         WHERE o.delivered_at IS NULL AND o.dead_at IS NULL
+           AND o.next_attempt_at < $1::timestamptz + interval '1 millisecond'
+           AND NOT EXISTS (
+             SELECT 1 FROM federation_outbox p
+             WHERE p.peer_domain = o.peer_domain AND p.id < o.id
+               AND p.delivered_at IS NULL AND p.dead_at IS NULL
+               AND p.next_attempt_at >= $1::timestamptz + interval '1 millisecond')
+         ORDER BY o.next_attempt_at, o.id
          LIMIT $2
-         FOR UPDATE SKIP LOCKED
+         FOR UPDATE OF o SKIP LOCKED
+       ), in_order AS (
+         SELECT d.id FROM due d
+         WHERE NOT EXISTS (
+           SELECT 1 FROM federation_outbox p
+           WHERE p.peer_domain = d.peer_domain AND p.id < d.id
+             AND p.delivered_at IS NULL AND p.dead_at IS NULL
+             AND p.id NOT IN (SELECT id FROM due))
        )
        UPDATE federation_outbox o
        SET next_attempt_at = $1::timestamptz + make_interval(secs => $3)
-       FROM due WHERE o.id = due.id
+       FROM in_order due WHERE o.id = due.id
        RETURNING ${OUTBOX_COLUMNS.split(", ").map((c) => "o." + c).join(", ")}`,
       [at, limit, OUTBOX_LEASE_SECONDS],
     );
@@ -319,6 +339,21 @@ export class PgOutboxRepo implements OutboxRepo {
       [v.bigId("outbox id", id)],
     );
     if (res.rowCount === 0) throw new NotFound("outbox entry", id);
+  }
+
+  /**
+   * Hands claimed entries back unattempted: due again at once (still behind any earlier entry
+   * of their peer that waits for a retry). The worker releases the rest of a peer's claimed
+   * entries when one of them fails, so that they keep their place behind it.
+   */
+  async release(ids: string[]): Promise<void> {
+    if (!Array.isArray(ids)) throw new InvalidValue("outbox ids", ids, "an array of outbox ids");
+    if (ids.length === 0) return;
+    await this.db.query(
+      `UPDATE federation_outbox SET next_attempt_at = now()
+       WHERE id = ANY($1::bigint[]) AND delivered_at IS NULL AND dead_at IS NULL`,
+      [ids.map((id) => v.bigId("outbox id", id))],
+    );
   }
 
   /** Count a failed attempt; retry after 2^attempts seconds (capped at an hour). */

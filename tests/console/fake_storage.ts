@@ -969,6 +969,7 @@ export function fakeStorage(
         get: async (id) => (guard(), await outboxRepo.get(id)),
         claimDue: async (limit, at) => (guard(), await outboxRepo.claimDue(limit, at)),
         markDelivered: async (id) => (guard(), await outboxRepo.markDelivered(id)),
+        release: async (ids) => (guard(), await outboxRepo.release(ids)),
         async retryNow(domain, actor) {
           guard();
           const n = await outboxRepo.retryNow(domain);

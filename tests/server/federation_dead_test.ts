@@ -73,3 +73,43 @@ for (
     }
   });
 }
+
+Deno.test("outbox: a peer gets events in queue order, a failed one holding back the rest", async () => {
+  // The peer refuses its first POST with 503, then accepts everything; it records the order.
+  const seen: number[] = [];
+  let refuseNext = true;
+  const peer = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async (req) => {
+    const body = await req.json();
+    if (refuseNext) {
+      refuseNext = false;
+      return Response.json({ title: "delivery failed", status: 503 }, { status: 503 });
+    }
+    // Answer slowly the earliest, so that concurrent POSTs would overtake it.
+    const seq = body.event.payload.sequence as number;
+    await new Promise((r) => setTimeout(r, seq === 1 ? 30 : 1));
+    seen.push(seq);
+    return Response.json({ status: "accepted" }, { status: 202 });
+  });
+  const ib = newIdentity("b.test");
+  const a = makeDomain(newIdentity("a.test"), [{
+    domain: "b.test",
+    endpoint: `http://127.0.0.1:${peer.addr.port}/federation/events`,
+    publicKey: ib.publicKey,
+  }]);
+  try {
+    for (let sequence = 1; sequence <= 5; sequence++) {
+      await a.fed.send({ channel: 7, sequence, frame: msg, sender: "al", target: "bo@b.test" });
+    }
+    await a.fed.deliverDue();
+    assert.deepEqual(seen, [], "nothing overtakes the failed first event");
+    assert.equal(a.outbox.entries[0].attempts, 1);
+    assert.deepEqual(a.outbox.entries.slice(1).map((e) => e.attempts), [0, 0, 0, 0]);
+    a.clock.advance(3_000);
+    await a.fed.deliverDue();
+    assert.deepEqual(seen, [1, 2, 3, 4, 5]);
+    assert.ok(a.outbox.entries.every((e) => e.deliveredAt !== null));
+  } finally {
+    await a.close();
+    await peer.shutdown();
+  }
+});

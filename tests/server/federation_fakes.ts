@@ -154,13 +154,31 @@ export class MemoryOutboxRepo implements OutboxRepo {
     } catch (err) {
       return Promise.reject(err);
     }
-    const due = this.entries
-      .filter((e) =>
-        e.deliveredAt === null && e.deadAt === null && e.nextAttemptAt.getTime() <= now.getTime()
-      )
-      .slice(0, limit);
+    // Each peer's queue order (entries are kept in id order): a live entry that is not due
+    // holds back the peer's later ones.
+    const live = this.entries.filter((e) => e.deliveredAt === null && e.deadAt === null);
+    const held = new Set<string>();
+    const due: OutboxEntry[] = [];
+    for (const e of live) {
+      if (held.has(e.peerDomain)) continue;
+      if (e.nextAttemptAt.getTime() > now.getTime()) held.add(e.peerDomain);
+      else if (due.length < limit) due.push(e);
+    }
+    due.sort((a, b) => a.nextAttemptAt.getTime() - b.nextAttemptAt.getTime());
     for (const e of due) e.nextAttemptAt = new Date(now.getTime() + 60_000);
     return Promise.resolve(due.map((e) => ({ ...e })));
+  }
+  release(ids: string[]): Promise<void> {
+    for (const id of ids) {
+      const bad = badOutboxId(id);
+      if (bad) return bad;
+    }
+    for (const e of this.entries) {
+      if (ids.includes(e.id) && e.deliveredAt === null && e.deadAt === null) {
+        e.nextAttemptAt = this.clock.now();
+      }
+    }
+    return Promise.resolve();
   }
   markDelivered(id: string): Promise<void> {
     const bad = badOutboxId(id);

@@ -1095,6 +1095,53 @@ const cases: Case[] = [
     }
   }],
 
+  [
+    "outbox: each peer's entries are claimed in queue order; a waiting one holds back the rest",
+    async (
+      s,
+      _db,
+      u,
+    ) => {
+      const [p, q] = [`${u}.order-p.example`, `${u}.order-q.example`];
+      const enqueue = (domain: string, n: number) =>
+        s.outbox.enqueue({
+          eventId: `${u}-o${n}`,
+          peerDomain: domain,
+          endpoint: `https://${domain}/in`,
+          body: { n },
+        });
+      const [p1, p2, p3] = [await enqueue(p, 1), await enqueue(p, 2), await enqueue(p, 3)];
+      const q1 = await enqueue(q, 4);
+      const mine = async (now: Date) =>
+        (await s.outbox.claimDue(500, now)).filter((x) => x.peerDomain === p || x.peerDomain === q)
+          .map((x) => x.id).sort((a, b) => Number(a) - Number(b));
+      const soon = () => new Date(Date.now() + 1000);
+      assert.deepEqual(await mine(soon()), [p1.id, p2.id, p3.id, q1.id]);
+      // p1 failed (waits for its retry): p2 and p3, handed back, stay behind it; q is not held.
+      await s.outbox.markFailed(p1.id, "HTTP 503");
+      await s.outbox.release([p2.id, p3.id]);
+      await s.outbox.markDelivered(q1.id);
+      const q2 = await enqueue(q, 5);
+      assert.deepEqual(await mine(soon()), [q2.id], "p waits behind its failed entry");
+      await s.outbox.markDelivered(q2.id);
+      // Once p1 is due again, the three come in order.
+      const retry = new Date(Date.now() + 10_000);
+      assert.deepEqual(await mine(retry), [p1.id, p2.id, p3.id]);
+      // Leased entries hold back what is queued after them, too.
+      const p4 = await enqueue(p, 6);
+      assert.deepEqual(await mine(retry), [], "p4 waits for the leased p1..p3");
+      await s.outbox.markDelivered(p1.id);
+      await s.outbox.markDead(p2.id, "HTTP 400 invalid event");
+      await s.outbox.markDelivered(p3.id);
+      // Delivered and dead entries hold nothing back.
+      assert.deepEqual(await mine(soon()), [p4.id]);
+      await s.outbox.release([p4.id]);
+      assert.deepEqual(await mine(soon()), [p4.id], "a released entry is due at once");
+      await s.outbox.release([]);
+      await assert.rejects(s.outbox.release(["x"]), isA(InvalidValue, "outbox id"));
+    },
+  ],
+
   ["outbox: markDead stops retries, keeps the error, counts dead per peer", async (s, _db, u) => {
     const domain = `${u}.dead.example`;
     const enqueue = (n: number) =>
