@@ -347,13 +347,7 @@ export class Conversations {
       const peerUser = this.remoteUsers ? remoteUserOf(raw, domain) : null;
       if (peerUser !== null) {
         const key = `${peerUser.name}@${peerUser.domain}`.toLowerCase();
-        if (remote.has(key)) {
-          throw refused(
-            Titles.joinRejected,
-            400,
-            `JOIN.members names user ${raw} more than once; list each user once`,
-          );
-        }
+        if (remote.has(key)) throw userTwice(raw);
         remote.add(key);
         for (const d of await this.remoteUsers!(peerUser.domain, peerUser.name)) {
           const member = `${d.id}@${peerUser.domain}`;
@@ -362,13 +356,7 @@ export class Conversations {
         }
       } else if (raw.startsWith("@")) {
         const user = await resolveUser(this.ctx, raw, "JOIN.members");
-        if (users.has(user)) {
-          throw refused(
-            Titles.joinRejected,
-            400,
-            `JOIN.members names user ${raw} more than once; list each user once`,
-          );
-        }
+        if (users.has(user)) throw userTwice(raw);
         users.add(user);
       } else {
         const member = localDeviceId(raw, domain);
@@ -578,4 +566,13 @@ function describe(c: Conversation | null, id: string): string {
   const members = c.users.size > 0 ? [...c.entries] : [...c.members];
   const shown = members.slice(0, 8).join(", ");
   return `members ${shown}${members.length > 8 ? `, … (${members.length})` : ""}`;
+}
+
+/** The refusal of a JOIN that lists one user twice. */
+function userTwice(raw: string) {
+  return refused(
+    Titles.joinRejected,
+    400,
+    `JOIN.members names user ${raw} more than once; list each user once`,
+  );
 }

@@ -24,8 +24,8 @@ import {
 import type { Config } from "../../server/config/mod.ts";
 import { offsetFrame } from "../../server/federation/offsets.ts";
 import { type Db } from "../../storage/mod.ts";
-import { LogCapture, realServices, startServer, uid, waitFor } from "../server/helpers/server.ts";
-import { type Domain, domainConfig, embeddedDomain, pair, realDomain } from "../helpers/domains.ts";
+import { LogCapture, startServer, uid, waitFor } from "../server/helpers/server.ts";
+import { type Domain, domainConfig, domainTests, pair } from "../helpers/domains.ts";
 
 /** The outbox rows a.test marked acknowledged by its peer. */
 async function ackedOnOrigin(db: Db): Promise<number> {
@@ -246,18 +246,4 @@ async function scenario(makeDomain: () => Promise<Domain>) {
   }
 }
 
-Deno.test({
-  name: "inbox_offset across domains: receipts, offline sender, bad reports (PGlite + memory)",
-  sanitizeResources: false,
-  sanitizeOps: false,
-  fn: () => scenario(embeddedDomain),
-});
-
-const real = realServices();
-Deno.test({
-  name: "inbox_offset across domains: receipts, offline sender, bad reports (Postgres + Redis)",
-  ignore: real === null,
-  sanitizeResources: false,
-  sanitizeOps: false,
-  fn: () => scenario(() => realDomain(real!.dsn, real!.redis)),
-});
+domainTests("inbox_offset across domains: receipts, offline sender, bad reports", scenario);

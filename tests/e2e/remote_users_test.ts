@@ -21,8 +21,8 @@ import {
   toRfc3339,
 } from "../../protocol/federation.ts";
 import type { Config } from "../../server/config/mod.ts";
-import { LogCapture, realServices, startServer, uid } from "../server/helpers/server.ts";
-import { type Domain, domainConfig, embeddedDomain, pair, realDomain } from "../helpers/domains.ts";
+import { LogCapture, startServer, uid } from "../server/helpers/server.ts";
+import { type Domain, domainConfig, domainTests, pair } from "../helpers/domains.ts";
 
 /** A fake peer c.test: answers every user query with what `answer` builds. */
 function fakePeer(
@@ -218,18 +218,4 @@ async function scenario(makeDomain: () => Promise<Domain>) {
   }
 }
 
-Deno.test({
-  name: "remote users across domains: @user@peer expands to its devices (PGlite + memory)",
-  sanitizeResources: false,
-  sanitizeOps: false,
-  fn: () => scenario(embeddedDomain),
-});
-
-const real = realServices();
-Deno.test({
-  name: "remote users across domains: @user@peer expands to its devices (Postgres + Redis)",
-  ignore: real === null,
-  sanitizeResources: false,
-  sanitizeOps: false,
-  fn: () => scenario(() => realDomain(real!.dsn, real!.redis)),
-});
+domainTests("remote users across domains: @user@peer expands to its devices", scenario);

@@ -10,7 +10,7 @@ import type { Config } from "../../server/config/mod.ts";
 import { openPglite, openPostgres } from "../../storage/db.ts";
 import { openEphemeral } from "../../storage/ephemeral/mod.ts";
 import { buildStorage, type Db, migrate, type Storage } from "../../storage/mod.ts";
-import { testConfig } from "../server/helpers/server.ts";
+import { realServices, testConfig } from "../server/helpers/server.ts";
 import { scratchSchema } from "../storage/pg_scratch.ts";
 
 /** The test config of `domain`, its HTTP listener on a free loopback port. */
@@ -69,4 +69,28 @@ export async function realDomain(dsn: string, redis: string): Promise<Domain> {
       await scratch.drop();
     },
   };
+}
+
+/**
+ * Registers `scenario` twice: on embedded domains (`<name> (PGlite + memory)`), and on Postgres +
+ * Redis (`<name> (Postgres + Redis)`, ignored unless the test services are configured).
+ */
+export function domainTests(
+  name: string,
+  scenario: (makeDomain: () => Promise<Domain>) => Promise<void>,
+): void {
+  Deno.test({
+    name: `${name} (PGlite + memory)`,
+    sanitizeResources: false,
+    sanitizeOps: false,
+    fn: () => scenario(embeddedDomain),
+  });
+  const real = realServices();
+  Deno.test({
+    name: `${name} (Postgres + Redis)`,
+    ignore: real === null,
+    sanitizeResources: false,
+    sanitizeOps: false,
+    fn: () => scenario(() => realDomain(real!.dsn, real!.redis)),
+  });
 }
