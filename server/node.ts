@@ -24,6 +24,7 @@ import { Requests } from "./routing/requests.ts";
 import { Reconciler, ROUTE_STREAM_LENGTH } from "./reconcile.ts";
 import { Router } from "./routing/router.ts";
 import { Connection, type SessionHost } from "./session/connection.ts";
+import { DeviceCache } from "./session/device_cache.ts";
 import type { Transport } from "./transport.ts";
 
 const encoder = new TextEncoder();
@@ -43,6 +44,8 @@ export class RelayNode implements SessionHost {
   readonly router: Router;
   readonly federation: FederationRouter;
   readonly #all = new Set<Connection>();
+  /** Devices recently admitted here: a hint, never an admission (session/device_cache.ts). */
+  readonly devices = new DeviceCache();
   #unsubscribe: (() => Promise<void>)[] = [];
   #timers: ReturnType<typeof setInterval>[] = [];
   #reconciler: Reconciler | null = null;
@@ -283,6 +286,7 @@ export class RelayNode implements SessionHost {
     switch (event.kind) {
       case "device-revoked": {
         log.info("device revoked; closing its connections", { device: event.deviceId });
+        this.devices.forget(event.deviceId);
         for (const conn of this.#all) {
           if (conn.deviceId === event.deviceId) {
             conn.fail(fatal(Titles.deviceRevoked, 403, `device ${event.deviceId} was revoked`));
@@ -300,6 +304,7 @@ export class RelayNode implements SessionHost {
         return;
       case "device-approved":
         log.info("device approved", { device: event.deviceId });
+        this.devices.forget(event.deviceId);
         this.#deviceOfUserChanged(event.deviceId);
         return;
       case "peer-status":

@@ -549,11 +549,31 @@ export interface SessionRecordOptions {
   opening?: boolean;
 }
 
+/** What {@link SessionRepo.open} tells about an admitted session. */
+export interface SessionOpened {
+  /** The device has at least one envelope in the relay queue. */
+  queued: boolean;
+  /** The device's user as stored when the row was written. */
+  user: Pick<User, "id" | "handle" | "displayName" | "avatarUrl">;
+}
+
 export interface SessionRepo {
   record(
     s: Omit<SessionRecord, "createdAt">,
     options?: SessionRecordOptions,
   ): Promise<SessionRecord & { queued?: boolean }>;
+  /**
+   * Admits a completed handshake in one statement: only while the device is active with
+   * `publicKey` (checked under the device row's lock, so a revocation or key change committed
+   * before it is always seen) it writes the session row (for the device's stored user, not
+   * `s.userId`), sets the device's last_seen_at, releases the claims earlier sessions of the
+   * device left on its relay envelopes, and tells whether anything is queued. Null, with
+   * nothing written, when the device is not active with that key.
+   */
+  open(
+    s: Omit<SessionRecord, "createdAt" | "userId">,
+    publicKey: Uint8Array,
+  ): Promise<SessionOpened | null>;
   listRecent(page: PageRequest): Promise<Page<SessionRecord>>;
   byDevice(deviceId: string, page: PageRequest): Promise<Page<SessionRecord>>;
 }

@@ -23,6 +23,7 @@ import { isOpaqueType, SENDER_CAPABILITY, senderPrefix, stampJson } from "../../
 import type { RelayAck, RelayEnvelope } from "../../storage/types.ts";
 import type { NodeContext } from "../context.ts";
 import { type HandshakeResult, ServerHandshake } from "./handshake.ts";
+import type { DeviceCache } from "./device_cache.ts";
 import { fatal, refusalFor, Titles } from "../errors.ts";
 import { rateLimited } from "../limits.ts";
 import { OutboundBuffer } from "./outbound.ts";
@@ -46,6 +47,8 @@ export interface SessionHost {
   onFrame(conn: Connection, frame: Frame): Promise<void> | void;
   /** The handshake completed: the session becomes the device's route. */
   opened(conn: Connection): Promise<void>;
+  /** Devices recently admitted here (a hint for the handshake: server/session/device_cache.ts). */
+  readonly devices?: DeviceCache;
   /** The session ended (after its unacknowledged frames went back to the queue). */
   closed(conn: Connection): Promise<void>;
   /** Frames of this device went back to the queue: wake whichever session holds it now. */
@@ -149,7 +152,7 @@ export class Connection {
   #teardownStarted = false;
 
   constructor(readonly node: SessionHost, readonly transport: Transport) {
-    this.#handshake = new ServerHandshake(node.ctx, transport);
+    this.#handshake = new ServerHandshake(node.ctx, transport, node.devices ?? null);
     this.log = node.ctx.log.child({ remote: transport.remoteAddr, transport: transport.kind });
     this.#closed = new Promise((resolve) => (this.#resolveClosed = resolve));
   }
@@ -331,14 +334,14 @@ export class Connection {
     if (step.auth) this.sendControl(FrameType.Auth, 0, step.auth);
     if (step.result) {
       this.#handshake = null; // an idle connection keeps only its cipher states
-      await this.#complete(step.result);
+      await this.#complete(step.result, handshake);
     }
   }
 
   #handshakeCounted = false;
 
   /** Handshake done: identity, secure stream, session row, presence/route, replay. */
-  async #complete(result: HandshakeResult): Promise<void> {
+  async #complete(result: HandshakeResult, handshake: ServerHandshake): Promise<void> {
     const { ctx } = this.node;
     this.deviceId = result.deviceId;
     this.sessionId = result.sessionId;
@@ -354,33 +357,70 @@ export class Connection {
       this.#pendingSecure = result;
     }
     // Attached first (route and presence in the shared store), then the session row (in the
-    // same statement: last_seen, the release of claims earlier sessions left behind, and
-    // whether anything is queued for the device). In that order, whatever is queued for the
-    // device after the row's snapshot is queued by a node that already sees the route, and
-    // its nudge reaches this session (#wokenWhileOpening): so when nothing was queued and no
-    // nudge came, the first claim is skipped. The completion ACK waits for the session row: a
-    // session whose row could not be written is refused (fatal "storage failure") and never
-    // gets an ACK, so every session a client was told about is accounted for.
+    // same statement: the admission check, last_seen, the release of claims earlier sessions
+    // left behind, and whether anything is queued for the device). In that order, whatever is
+    // queued for the device after the row's snapshot is queued by a node that already sees the
+    // route, and its nudge reaches this session (#wokenWhileOpening): so when nothing was
+    // queued and no nudge came, the first claim is skipped. The completion ACK waits for the
+    // session row: a session whose row could not be written is refused (fatal "storage
+    // failure") and never gets an ACK, so every session a client was told about is accounted
+    // for. The row is written only while the device is active with the proven key (checked
+    // under the device row's lock): that, not the handshake's lookup nor the node's device
+    // cache, admits the session, so a revocation or key change committed before it is never
+    // missed, on any node, whether or not its bus event arrived. Revoked later, the device is
+    // already attached here and its revocation event closes the session (#onControl).
     // Attached but not yet "open": nothing is delivered live before the completion ACK (a frame
     // for this device meanwhile goes to its queue and the replay below picks it up).
     ctx.metrics.connectionOpened();
     await this.node.opened(this);
-    const recorded = await ctx.storage.sessions.record({
+    const recorded = await ctx.storage.sessions.open({
       sessionId: this.sessionId,
-      userId: result.user.id,
       deviceId: this.deviceId,
       pattern: result.pattern,
       protocolVersion: result.version,
       remoteAddr: this.transport.remoteAddr,
       nodeId: ctx.nodeId,
       ttlSeconds: ctx.config.limits.presenceTtl,
-    }, { opening: true }).then((r) => r, (err: unknown) => ({ failure: err }));
-    if ("failure" in recorded) {
+    }, result.publicKey).then((r) => r, (err: unknown) => ({ failure: err }));
+    if (recorded !== null && "failure" in recorded) {
       const failure = recorded.failure;
       ctx.metrics.handshakeEnded(result.pattern, "storage failure");
       this.#handshakeCounted = true;
       const why = failure instanceof Error ? failure.message : String(failure);
       throw refusalFor(failure, { fatal: true }) ?? fatal(Titles.unavailable, 503, why);
+    }
+    if (recorded === null) {
+      // Not active with this key (any more): resolved again from storage, which names the
+      // refusal (revoked, waiting for approval, another key).
+      let refusal: unknown = fatal(
+        Titles.unavailable,
+        503,
+        `device ${this.deviceId} changed during the handshake; connect again`,
+      );
+      try {
+        await handshake.recheck();
+      } catch (err) {
+        refusal = err;
+      }
+      ctx.metrics.handshakeEnded(
+        result.pattern,
+        refusal instanceof ProtocolError ? refusal.title : "storage failure",
+      );
+      this.#handshakeCounted = true;
+      throw refusal;
+    }
+    const stored = recorded.user;
+    const user: UserInfo = {
+      id: stored.id,
+      handle: stored.handle,
+      display_name: stored.displayName,
+      avatar_url: stored.avatarUrl,
+    };
+    result.user = user;
+    this.user = user;
+    if (result.cached) {
+      // The stored user (a renamed user shows from this session on).
+      this.node.devices?.put(this.deviceId, result.publicKey, user);
     }
     if (this.state !== "handshake") return; // closed meanwhile (replaced, shutdown, timeout)
     // The null ledger (the default) keeps nothing: no record is built for it (a digest per

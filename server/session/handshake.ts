@@ -25,6 +25,7 @@ import type { NodeContext } from "../context.ts";
 import { fatal, refusalFor, Titles } from "../errors.ts";
 import { hostOf } from "../admission.ts";
 import { rateLimited } from "../limits.ts";
+import type { DeviceCache } from "./device_cache.ts";
 
 /** What the transport tells the handshake about the connection. */
 export interface PeerInfo {
@@ -40,6 +41,13 @@ export interface HandshakeResult {
   user: UserInfo;
   pattern: "XK" | "IK";
   version: number;
+  /** The client's static key, proven by the Noise handshake. */
+  publicKey: Uint8Array;
+  /**
+   * The device was taken as active with `publicKey` from this node's cache, not looked up
+   * (the session row's statement checks it: server/session/device_cache.ts).
+   */
+  cached: boolean;
   /** Capabilities the server granted (ccp1.md §4.2), as listed in AUTH. */
   capabilities: string[];
   /** Which of the server's accepted static keys the client's handshake was made for. */
@@ -96,7 +104,25 @@ export class ServerHandshake {
   /** Transport cipher states once Noise completed (even if the handshake is then refused). */
   ciphers: { send: CipherState; recv: CipherState } | null = null;
 
-  constructor(private readonly ctx: NodeContext, private readonly peer: PeerInfo) {}
+  /** The device was resolved from the node's cache (`HandshakeResult.cached`). */
+  #cached = false;
+  #proven: Uint8Array | null = null;
+
+  constructor(
+    private readonly ctx: NodeContext,
+    private readonly peer: PeerInfo,
+    private readonly devices: DeviceCache | null = null,
+  ) {}
+
+  /**
+   * Resolves the device again from storage, without the cache (the session row's statement
+   * found it not active with the proven key): throws the refusal that names why, or returns
+   * the user when the device is active with the key after all.
+   */
+  async recheck(): Promise<UserInfo> {
+    this.devices?.forget(this.#hello!.device_id);
+    return await this.#register(this.#proven!, false);
+  }
 
   /** The pattern named by HELLO, once it arrived. */
   get pattern(): "XK" | "IK" | null {
@@ -241,6 +267,8 @@ export class ServerHandshake {
       sessionId: this.sessionId,
       deviceId: this.#hello!.device_id,
       user,
+      publicKey: this.#proven!,
+      cached: this.#cached,
       pattern: this.#hello!.pattern,
       version: this.#version,
       capabilities: this.#granted(),
@@ -289,8 +317,18 @@ export class ServerHandshake {
   }
 
   /** Registers or resolves the device whose key was just proven (ccp1.md §3). */
-  async #register(proven: Uint8Array): Promise<UserInfo> {
+  async #register(proven: Uint8Array, useCache = true): Promise<UserInfo> {
     const hello = this.#hello!;
+    this.#proven = proven;
+    this.#cached = false;
+    // The common reconnect: a device this node recently found active with this key.
+    if (useCache && this.devices !== null && hello.pairing_code === undefined) {
+      const known = this.devices.get(hello.device_id, proven);
+      if (known !== null) {
+        this.#cached = true;
+        return known;
+      }
+    }
     const { storage, config, ledger } = this.ctx;
     const log = this.ctx.log;
     let reg: HandshakeRegistration;
@@ -409,6 +447,8 @@ export class ServerHandshake {
         "the proven static key differs from the device's registered key",
       );
     }
-    return userInfo(reg.user);
+    const user = userInfo(reg.user);
+    if (reg.device.status === "active") this.devices?.put(reg.device.id, proven, user);
+    return user;
   }
 }

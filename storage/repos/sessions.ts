@@ -5,6 +5,7 @@ import { decodeCursor, pageLimit, toPage } from "../pagination.ts";
 import type {
   Page,
   PageRequest,
+  SessionOpened,
   SessionRecord,
   SessionRecordOptions,
   SessionRepo,
@@ -61,6 +62,39 @@ const OPEN_SQL = `WITH s AS (
   )
   SELECT s.*, EXISTS (SELECT 1 FROM relay_queue WHERE device_id = $3) AS queued FROM s`;
 
+/**
+ * A completed handshake admitted in one statement (see {@link PgSessionRepo.open}). The device
+ * check is the UPDATE that stamps last_seen_at: it locks the device row and, under READ
+ * COMMITTED, re-evaluates `status = 'active' AND public_key = $9` on the latest committed
+ * version after waiting for a concurrent revocation or rotation, so none committed before the
+ * admission is missed. Everything else hangs off its row: no device row, nothing written.
+ */
+const ADMIT_SQL = `WITH seen AS (
+    UPDATE user_device SET last_seen_at = now()
+    WHERE device_id = $3 AND status = 'active' AND public_key = $8
+    RETURNING user_id
+  ), s AS (
+    INSERT INTO session (session_id, user_id, device_id, pattern, protocol_version,
+                         remote_addr, node_id, ttl_seconds)
+    SELECT $1::text, seen.user_id, $3::text, $2::text, $4::int, $5::text, $6::text, $7::int8
+    FROM seen
+    RETURNING user_id
+  ), released AS (
+    UPDATE relay_queue SET claimed_by = NULL, claimed_at = NULL
+    WHERE device_id = $3 AND claimed_by IS NOT NULL AND EXISTS (SELECT 1 FROM s)
+  )
+  SELECT u.user_id, u.handle, u.display_name, u.avatar_url,
+         EXISTS (SELECT 1 FROM relay_queue WHERE device_id = $3) AS queued
+  FROM s JOIN app_user u ON u.user_id = s.user_id`;
+
+interface AdmitRow {
+  user_id: string;
+  handle: string;
+  display_name: string | null;
+  avatar_url: string | null;
+  queued: boolean;
+}
+
 export class PgSessionRepo implements SessionRepo {
   constructor(private readonly db: Db) {}
 
@@ -103,6 +137,44 @@ export class PgSessionRepo implements SessionRepo {
         params,
       );
       return toSession(res.rows[0]);
+    } catch (err) {
+      throw translate(err, "session", sessionId);
+    }
+  }
+
+  async open(
+    s: Omit<SessionRecord, "createdAt" | "userId">,
+    publicKey: Uint8Array,
+  ): Promise<SessionOpened | null> {
+    const sessionId = v.newId("session id", s.sessionId);
+    if (s.pattern !== "XK" && s.pattern !== "IK") {
+      throw new InvalidValue("pattern", s.pattern, "XK or IK");
+    }
+    const params = [
+      sessionId,
+      s.pattern,
+      v.id("device id", s.deviceId),
+      v.int("protocol version", s.protocolVersion, 1, 65535),
+      v.optionalText("remote address", s.remoteAddr, 256) ?? null,
+      v.text("node id", s.nodeId, 128),
+      v.int("ttl seconds", s.ttlSeconds, 0, 2 ** 31 - 1),
+      v.key32("client static key", publicKey),
+    ];
+    try {
+      const res = await this.db.query<AdmitRow>(ADMIT_SQL, params, {
+        name: "commucat_session_admit",
+      });
+      const row = res.rows[0];
+      if (!row) return null;
+      return {
+        queued: row.queued === true,
+        user: {
+          id: row.user_id,
+          handle: row.handle,
+          displayName: row.display_name,
+          avatarUrl: row.avatar_url,
+        },
+      };
     } catch (err) {
       throw translate(err, "session", sessionId);
     }

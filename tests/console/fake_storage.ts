@@ -731,6 +731,7 @@ export function fakeStorage(
           sessions.push(r);
           return Promise.resolve(r);
         },
+        open: notInFake,
         listRecent: (p) => Promise.resolve(page(sessions.slice().reverse(), (s) => s.sessionId, p)),
         byDevice: (id, p) => (guard(),
           Promise.resolve(

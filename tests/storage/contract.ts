@@ -751,6 +751,68 @@ const cases: Case[] = [
     },
   ],
 
+  [
+    "sessions: open admits only a device active with the key, and writes nothing otherwise",
+    async (s, _db, u) => {
+      const { user, device: d } = await device(s, u, "admit", 3);
+      const row = (sessionId: string) => ({
+        sessionId,
+        deviceId: d.id,
+        pattern: "XK" as const,
+        protocolVersion: 2,
+        remoteAddr: "127.0.0.1:5000",
+        nodeId: "node-a",
+        ttlSeconds: 60,
+      });
+      await s.relay.enqueue(
+        [{ deviceId: d.id, channelId: 3, payload: new Uint8Array([1]) }],
+        3600,
+      );
+      assert.equal((await s.relay.claim(d.id, `${u}-admit-old`, 5)).length, 1);
+      // Another key, or a device that does not exist: nothing written, the claim kept.
+      assert.equal(await s.sessions.open(row(`${u}-admit-k`), key(4)), null);
+      assert.equal(
+        await s.sessions.open({ ...row(`${u}-admit-x`), deviceId: `${u}-nobody` }, key(3)),
+        null,
+      );
+      assert.equal((await s.devices.get(d.id))!.lastSeenAt, null, "last seen not stamped");
+      assert.equal((await s.relay.depth(d.id)).inFlight, 1, "claims kept");
+      assert.equal((await s.sessions.byDevice(d.id, { limit: 10 })).items.length, 0);
+      const opened = await s.sessions.open(row(`${u}-admit-ok`), key(3));
+      assert.deepEqual(opened, {
+        queued: true,
+        user: {
+          id: user.id,
+          handle: user.handle,
+          displayName: user.displayName,
+          avatarUrl: user.avatarUrl,
+        },
+      });
+      assert.ok((await s.devices.get(d.id))!.lastSeenAt instanceof Date, "last seen stamped");
+      assert.equal((await s.relay.depth(d.id)).inFlight, 0, "earlier claims released");
+      const sessions = (await s.sessions.byDevice(d.id, { limit: 10 })).items;
+      assert.deepEqual(sessions.map((x) => [x.sessionId, x.userId]), [[`${u}-admit-ok`, user.id]]);
+      // A rotated key: only the new one is admitted. A revoked device: nothing.
+      await s.devices.rotateKey(d.id, key(5), "test");
+      assert.equal(await s.sessions.open(row(`${u}-admit-old-key`), key(3)), null);
+      assert.ok(await s.sessions.open(row(`${u}-admit-new-key`), key(5)));
+      await s.devices.revoke(d.id, "test");
+      assert.equal(await s.sessions.open(row(`${u}-admit-revoked`), key(5)), null);
+      assert.equal((await s.sessions.byDevice(d.id, { limit: 10 })).items.length, 2);
+      // A pending device is not admitted either.
+      const pendingUser = await s.users.create({ handle: `${u}-admit-p` });
+      await s.devices.register(
+        { id: `${u}-admit-p`, userId: pendingUser.id, publicKey: key(6), status: "pending" },
+        "test",
+      );
+      assert.equal(
+        await s.sessions.open({ ...row(`${u}-admit-p-s`), deviceId: `${u}-admit-p` }, key(6)),
+        null,
+      );
+      await assert.rejects(s.sessions.open(row(`${u}-admit-bad`), new Uint8Array(3)));
+    },
+  ],
+
   ["relay: requeue by session and device, concurrent claims never overlap", async (s, _db, u) => {
     const dev = `${u}-rq`;
     const ids = await s.relay.enqueue(

@@ -45,6 +45,8 @@ registerContract({
   without: {
     "devices: a failed key-event write aborts the change":
       "a SQL trigger makes the write fail; the fake has no database",
+    "sessions: open admits only a device active with the key, and writes nothing otherwise":
+      "the console never admits sessions",
   },
   open: () => Promise.resolve(fake(consoleFake(Date.now, [STATIC_PEER]))),
 });
