@@ -147,8 +147,20 @@ class EnqueueBatcher {
   }
 }
 
+/** One member of a conversation, resolved once: its peer domain, or its id on this domain. */
+export interface Target {
+  /** The member as the conversation lists it. */
+  readonly member: string;
+  /** The member's domain when it is remote, else null. */
+  readonly remote: string | null;
+  /** The local device id (the member without this domain's suffix) when it is local. */
+  readonly local: string;
+}
+
 export class Delivery {
   readonly #local = new Map<string, Connection>();
+  /** Each conversation's members resolved once (member sets never change once built). */
+  readonly #targets = new WeakMap<{ readonly members: ReadonlySet<string> }, readonly Target[]>();
   readonly #batcher: EnqueueBatcher;
   /** Nudges being published after a durable enqueue (awaited on stop). */
   readonly #nudging = new Set<Promise<void>>();
@@ -197,16 +209,48 @@ export class Delivery {
     durable: boolean,
     waits: Promise<unknown>[],
   ): DeliveryOutcome {
-    const domain = this.federation.remoteDomain(rawMember);
-    if (domain !== null) {
+    return this.deliverToTarget(this.#target(rawMember), item, durable, waits);
+  }
+
+  /**
+   * The members of `conversation` resolved (remote domain or local id), computed once per
+   * conversation object: the fan-out of every frame uses them instead of parsing each member.
+   */
+  targetsOf(conversation: { readonly members: ReadonlySet<string> }): readonly Target[] {
+    let targets = this.#targets.get(conversation);
+    if (targets === undefined) {
+      targets = [...conversation.members].map((m) => this.#target(m));
+      this.#targets.set(conversation, targets);
+    }
+    return targets;
+  }
+
+  #target(member: string): Target {
+    const remote = this.federation.remoteDomain(member);
+    return {
+      member,
+      remote,
+      local: remote === null ? localDeviceId(member, this.ctx.config.server.domain) : member,
+    };
+  }
+
+  /** {@link deliverTo} for a member already resolved ({@link targetsOf}). */
+  deliverToTarget(
+    target: Target,
+    item: RoutedItem,
+    durable: boolean,
+    waits: Promise<unknown>[],
+  ): DeliveryOutcome {
+    if (target.remote !== null) {
       // TYPING is a hint of the moment: never queued, so never federated either.
       if (!durable) return "dropped";
       const ack = item.ack;
+      const rawMember = target.member;
       const queued = this.federation.queue(item.sender, rawMember, item);
       waits.push(ack === null ? queued : queued.then((id) => ack.remote(rawMember, id)));
       return "waiting";
     }
-    const member = localDeviceId(rawMember, this.ctx.config.server.domain);
+    const member = target.local;
     const local = this.#deliverLocal(member, item, durable, waits);
     if (local !== null) return local;
     if (!durable) return this.#publishEphemeral(member, item);

@@ -199,9 +199,9 @@ export class Router {
     const waits: Promise<unknown>[] = [];
     let lookups: Promise<void>[] | null = null;
     let live = 0;
-    for (const member of conversation.members) {
-      if (member === conn.deviceId) continue;
-      const outcome = this.delivery.deliverTo(member, item, durable, waits);
+    for (const target of this.delivery.targetsOf(conversation)) {
+      if (target.member === conn.deviceId) continue;
+      const outcome = this.delivery.deliverToTarget(target, item, durable, waits);
       if (outcome === "live") live++;
       else if (outcome instanceof Promise) (lookups ??= []).push(outcome);
     }
