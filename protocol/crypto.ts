@@ -2,13 +2,16 @@
  * Primitive backends for Noise (X25519, ChaCha20-Poly1305, BLAKE2s, HMAC-BLAKE2s) and for
  * federation signing (Ed25519, BLAKE3).
  *
- * Every primitive comes from an audited library: the noble packages, or `node:crypto` where it
- * is measurably faster under Deno and gives byte-identical output (tests check both give the
- * same bytes; `bench/noise.ts` prints which one is in use and compares them). Nothing here is a
- * hand-written primitive: this module only adapts library calls to one small interface.
+ * Every primitive comes from an audited library: the noble packages, or `node:crypto` or
+ * `hash-wasm` (BLAKE2s and its HMAC, WebAssembly) where they are measurably faster under Deno and
+ * give byte-identical output (tests check they give the same bytes; `bench/noise.ts` prints
+ * which one is in use and compares them). Nothing here is a hand-written primitive: this module
+ * only adapts library calls to one small interface.
  *
  * No secret is cached globally: a private key handle lives only as long as the object that owns
- * it (a handshake, a caller's keypair).
+ * it (a handshake, a caller's keypair). The one shared object is hash-wasm's hasher, whose
+ * WebAssembly memory holds the last input hashed (a chaining key, say) until the next hash
+ * overwrites it, as freed memory of the other libraries may.
  *
  * @module
  */
@@ -132,6 +135,11 @@ export interface HmacImpl {
   readonly name: string;
   /** HMAC-BLAKE2s(key, a ‖ b) (b optional). */
   hmac(key: Uint8Array, a: Uint8Array, b?: Uint8Array): Uint8Array;
+  /**
+   * Optional: HMAC-BLAKE2s under one key set up once, for several MACs in a row (HKDF's
+   * outputs). The function is used only until the next call into this backend's hashes.
+   */
+  keyed?(key: Uint8Array): (a: Uint8Array, b?: Uint8Array) => Uint8Array;
 }
 
 /** The Ed25519 part of a backend (RFC 8032, deterministic signatures). */
@@ -500,6 +508,165 @@ export const nobleHmacNodeBlake2s: HmacImpl = {
   },
 };
 
+// ---------------------------------------------------------------------------------------------
+// hash-wasm
+
+/** The part of hash-wasm's API used here (tests check it against the package's own types). */
+export interface HashWasmHasher {
+  init(): HashWasmHasher;
+  update(data: Uint8Array): HashWasmHasher;
+  digest(outputType: "binary"): Uint8Array;
+}
+/** The functions of hash-wasm used here. */
+export interface HashWasmApi {
+  createBLAKE2s(bits?: number): Promise<HashWasmHasher>;
+  createHMAC(hash: Promise<HashWasmHasher>, key: Uint8Array): Promise<HashWasmHasher>;
+}
+
+// Named through a variable so that bundlers leave hash-wasm out of the browser bundles, which
+// never use it (deno.json maps the name to the pinned npm package).
+const HASH_WASM = "hash-wasm";
+
+/** hash-wasm, loaded only where `node:crypto` is; undefined in a browser or if it fails. */
+const hashWasm: HashWasmApi | undefined = hasNodeCrypto
+  ? await import(HASH_WASM).catch(() => undefined)
+  : undefined;
+
+/**
+ * hash-wasm's BLAKE2s-256 (WebAssembly), one hasher per module instance, reused for every call:
+ * its per-call cost is well under node:crypto's `createHash`. Only where `node:crypto` is (the
+ * browser bundles keep noble: a page's Content-Security-Policy may refuse WebAssembly), and
+ * undefined if WebAssembly cannot be instantiated. Calls are synchronous, so one hasher is never
+ * used by two computations at once.
+ */
+const wasmHasher: HashWasmHasher | undefined = hashWasm
+  ? await hashWasm.createBLAKE2s(256).catch(() => undefined)
+  : undefined;
+
+/** True when hash-wasm's BLAKE2s is available (see {@link wasmBlake2s}). */
+export const hasWasmBlake2s: boolean = wasmHasher !== undefined;
+
+/** BLAKE2s-256 from hash-wasm (WebAssembly). */
+export const wasmBlake2s: HashImpl = {
+  name: "hash-wasm blake2s",
+  hash(a, b) {
+    const h = wasmHasher!;
+    h.init();
+    h.update(a);
+    if (b) h.update(b);
+    return h.digest("binary");
+  },
+};
+
+/**
+ * hash-wasm's BLAKE2s shaped as a noble hash, so noble's audited HMAC runs over it. noble's HMAC
+ * keeps an inner and an outer hash open at once while there is one WebAssembly hasher, so this
+ * adapter collects the (small) input and hashes it in one go at digest time: an adapter only.
+ */
+class WasmBlake2sForNoble {
+  readonly blockLen = 64;
+  readonly outputLen = HASHLEN;
+  readonly canXOF = false;
+  buf: Uint8Array;
+  len = 0;
+  constructor(capacity = 128) {
+    this.buf = new Uint8Array(capacity);
+  }
+  update(data: Uint8Array): this {
+    const need = this.len + data.length;
+    if (need > this.buf.length) {
+      const grown = new Uint8Array(Math.max(need, this.buf.length * 2));
+      grown.set(this.buf.subarray(0, this.len));
+      this.buf.fill(0);
+      this.buf = grown;
+    }
+    this.buf.set(data, this.len);
+    this.len = need;
+    return this;
+  }
+  digestInto(out: Uint8Array): void {
+    out.set(this.digest());
+  }
+  digest(): Uint8Array {
+    const h = wasmHasher!;
+    h.init();
+    h.update(this.buf.subarray(0, this.len));
+    this.destroy();
+    return h.digest("binary");
+  }
+  _cloneInto(to?: WasmBlake2sForNoble): WasmBlake2sForNoble {
+    const copy = to ?? new WasmBlake2sForNoble(this.buf.length);
+    copy.len = 0;
+    copy.update(this.buf.subarray(0, this.len));
+    return copy;
+  }
+  clone(): WasmBlake2sForNoble {
+    return this._cloneInto();
+  }
+  destroy(): void {
+    this.buf.fill(0, 0, this.len);
+    this.len = 0;
+  }
+}
+const wasmBlake2sAsNoble = Object.assign(
+  (message: Uint8Array) => new WasmBlake2sForNoble().update(message).digest(),
+  { blockLen: 64, outputLen: HASHLEN, create: () => new WasmBlake2sForNoble() },
+);
+
+/** noble's HMAC over hash-wasm's BLAKE2s. */
+export const nobleHmacWasmBlake2s: HmacImpl = {
+  name: "@noble/hashes hmac over hash-wasm blake2s",
+  hmac(key, a, b) {
+    // deno-lint-ignore no-explicit-any
+    const m = nobleHmac.create(wasmBlake2sAsNoble as any, key).update(a);
+    if (b) m.update(b);
+    return m.digest();
+  },
+};
+
+/**
+ * hash-wasm's own HMAC over the module's BLAKE2s hasher. `createHMAC` takes the hasher as a
+ * promise and keys it in the promise's `then`; given a thenable that calls back at once, it
+ * returns the keyed HMAC synchronously (checked at start-up: {@link hasWasmHmac}).
+ */
+function wasmHmacOf(key: Uint8Array): HashWasmHasher {
+  const ready = { then: (use: (h: HashWasmHasher) => HashWasmHasher) => use(wasmHasher!) };
+  return hashWasm!.createHMAC(
+    ready as unknown as Promise<HashWasmHasher>,
+    key,
+  ) as unknown as HashWasmHasher;
+}
+
+function wasmKeyed(key: Uint8Array): (a: Uint8Array, b?: Uint8Array) => Uint8Array {
+  const m = wasmHmacOf(key);
+  let fresh = true;
+  return (a, b) => {
+    if (!fresh) m.init();
+    fresh = false;
+    m.update(a);
+    if (b) m.update(b);
+    return m.digest("binary");
+  };
+}
+
+/** True when hash-wasm's HMAC can be keyed synchronously here (see {@link wasmHmacBlake2s}). */
+export const hasWasmHmac: boolean = (() => {
+  if (!wasmHasher) return false;
+  try {
+    const m = wasmHmacOf(new Uint8Array(HASHLEN));
+    return typeof m?.update === "function" && typeof m?.digest === "function";
+  } catch {
+    return false;
+  }
+})();
+
+/** HMAC-BLAKE2s from hash-wasm (`createHMAC` over its BLAKE2s). */
+export const wasmHmacBlake2s: HmacImpl = {
+  name: "hash-wasm hmac(blake2s)",
+  hmac: (key, a, b) => wasmKeyed(key)(a, b),
+  keyed: wasmKeyed,
+};
+
 /** Ed25519 from node:crypto. */
 export const nodeEd25519: Ed25519Impl = {
   name: "node:crypto ed25519",
@@ -588,17 +755,23 @@ export const nodeBackend: CryptoBackend = makeBackend("node", {
 });
 
 /**
- * The backend used by default: node:crypto for X25519, ChaCha20-Poly1305, BLAKE2s and Ed25519
- * (several times faster under Deno, same bytes), and noble's HMAC run over node:crypto's BLAKE2s
- * for Noise's HKDF (node's own HMAC object costs more per call on 32-byte inputs, and noble's
- * JavaScript BLAKE2s is slower than the native one). `bench/noise.ts` compares the choices.
+ * The backend used by default: node:crypto for X25519, ChaCha20-Poly1305 and Ed25519 (several
+ * times faster under Deno than noble, same bytes), and hash-wasm for BLAKE2s and for Noise's
+ * HKDF (HMAC-BLAKE2s): a Noise handshake makes ~32 hash calls on 32–100-byte inputs, where
+ * node:crypto's per-call cost dominates (a `createHash` and its native handle each). Falls back
+ * to noble's HMAC over node:crypto's BLAKE2s when WebAssembly is unavailable. In a browser,
+ * everything is noble. `bench/noise.ts` compares the choices.
  */
 export const defaultBackend: CryptoBackend = hasNodeCrypto
   ? makeBackend("mixed", {
     x25519: nodeX25519,
     aead: nodeAead,
-    blake2s: nodeBlake2s,
-    hmacBlake2s: nobleHmacNodeBlake2s,
+    blake2s: hasWasmBlake2s ? wasmBlake2s : nodeBlake2s,
+    hmacBlake2s: hasWasmHmac
+      ? wasmHmacBlake2s
+      : hasWasmBlake2s
+      ? nobleHmacWasmBlake2s
+      : nobleHmacNodeBlake2s,
     ed25519: nodeEd25519,
   })
   : nobleBackend;
@@ -615,13 +788,15 @@ export function hkdf(
 ): Uint8Array[] {
   const mac = backend.hmacBlake2s;
   const tempKey = mac.hmac(chainingKey, inputKeyMaterial);
-  const out1 = mac.hmac(tempKey, ONE);
-  const out2 = mac.hmac(tempKey, out1, TWO);
+  const withTempKey = mac.keyed?.(tempKey) ??
+    ((a: Uint8Array, b?: Uint8Array) => mac.hmac(tempKey, a, b));
+  const out1 = withTempKey(ONE);
+  const out2 = withTempKey(out1, TWO);
   if (outputs === 2) {
     tempKey.fill(0);
     return [out1, out2];
   }
-  const out3 = mac.hmac(tempKey, out2, THREE);
+  const out3 = withTempKey(out2, THREE);
   tempKey.fill(0);
   return [out1, out2, out3];
 }
