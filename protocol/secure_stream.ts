@@ -92,7 +92,8 @@ export class SecureStreamWriter {
 export class SecureStreamReader {
   readonly #cs: CipherState;
   // A chunk in progress: its header bytes or its ciphertext, gathered across pushes.
-  #header = new Uint8Array(CHUNK_HEADER_LENGTH);
+  // (The header is gathered only when a read splits it: made then, not for every reader.)
+  #header: Uint8Array | null = null;
   #headerFill = 0;
   #chunk: Uint8Array | null = null;
   #chunkFill = 0;
@@ -146,10 +147,11 @@ export class SecureStreamReader {
           pos += CHUNK_HEADER_LENGTH;
           continue;
         }
-        this.#header[this.#headerFill++] = bytes[pos++];
+        const header = (this.#header ??= new Uint8Array(CHUNK_HEADER_LENGTH));
+        header[this.#headerFill++] = bytes[pos++];
         if (this.#headerFill === CHUNK_HEADER_LENGTH) {
           this.#headerFill = 0;
-          const len = (this.#header[0] << 8) | this.#header[1];
+          const len = (header[0] << 8) | header[1];
           checkChunkLength(len);
           this.#beginChunk(len);
         }

@@ -79,6 +79,14 @@ class Claimed {
  */
 type InFlight = RoutedItem | Claimed;
 
+/** One settled promise shared by every connection (the idle chains start from it). */
+const SETTLED: Promise<void> = Promise.resolve();
+/**
+ * The frames in flight of a connection that has none: shared, read-only (a connection takes
+ * its own map with the first frame it hands over, so an idle connection holds no map).
+ */
+const NONE_IN_FLIGHT: ReadonlyMap<number, InFlight> = new Map();
+
 /** Largest replay batch (ccp1.md §5). */
 export const REPLAY_BATCH = 128;
 /** How long a closing connection waits for its last frames to leave. */
@@ -103,7 +111,6 @@ export class Connection {
   presenceToldOn: Set<number> | null = null;
   /** The client asked for the sender capability (ccp1.md §4.2). */
   senderCapable = false;
-  log: Logger;
 
   /** The handshake in progress; dropped once it completed (its Noise state is not needed). */
   #handshake: ServerHandshake | null;
@@ -120,17 +127,22 @@ export class Connection {
   #outSeq = 0;
   readonly #out = new OutboundBuffer();
   #flushing = false;
-  #drainWaiters: (() => void)[] = [];
+  #drainWaiters: (() => void)[] | null = null;
 
-  readonly inflight = new Map<number, InFlight>();
+  /**
+   * Frames handed over and not acknowledged yet, by sequence. Read-only here: writes go
+   * through {@link #inflightMap} (the shared empty map until the first frame is tracked).
+   */
+  inflight: ReadonlyMap<number, InFlight> & { delete(key: number): boolean; clear(): void } =
+    NONE_IN_FLIGHT as Map<number, InFlight>;
   /** Live copies in flight (not yet durable): the overdue sweep runs only while there are some. */
   #liveCount = 0;
   /** Live copies being made durable, by sequence. */
-  readonly #persisting = new Map<number, Persisting>();
-  #persistChain: Promise<void> = Promise.resolve();
-  #windowWaiters: (() => void)[] = [];
+  #persisting: Map<number, Persisting> | null = null;
+  #persistChain: Promise<void> = SETTLED;
+  #windowWaiters: (() => void)[] | null = null;
   #ackedEnvelopes: { sequence: number; item: RoutedItem }[] = [];
-  #ackChain: Promise<void> = Promise.resolve();
+  #ackChain: Promise<void> = SETTLED;
   #ackScheduled = false;
   /**
    * The replay of this device's queue: idle; running (live copies go through the queue, to keep
@@ -146,20 +158,43 @@ export class Connection {
   /** Something was queued while the replay ran: it claims once more before it stops. */
   #replayDirty = false;
   #pendingEnqueues = 0;
-  #enqueueWaiters: (() => void)[] = [];
-  #closed: Promise<void>;
-  #resolveClosed!: () => void;
+  #enqueueWaiters: (() => void)[] | null = null;
+  /** What {@link closed} hands out, made when first asked for (before teardown ended). */
+  #closedWaiter: PromiseWithResolvers<void> | null = null;
+  #tornDown = false;
   #teardownStarted = false;
 
   constructor(readonly node: SessionHost, readonly transport: Transport) {
     this.#handshake = new ServerHandshake(node.ctx, transport, node.devices ?? null);
-    this.log = node.ctx.log.child({ remote: transport.remoteAddr, transport: transport.kind });
-    this.#closed = new Promise((resolve) => (this.#resolveClosed = resolve));
+  }
+
+  /**
+   * This connection's logger: its remote address and transport, then device and session. Made
+   * when something is logged, not kept: a connection logs a few lines in its life, and an idle
+   * one holding a logger and its fields costs memory on every connection.
+   */
+  get log(): Logger {
+    const fields: Record<string, unknown> = {
+      remote: this.transport.remoteAddr,
+      transport: this.transport.kind,
+    };
+    if (this.deviceId !== "") {
+      fields.device = this.deviceId;
+      fields.session = this.sessionId;
+    }
+    return this.node.ctx.log.child(fields);
   }
 
   /** Resolves once the connection is fully torn down (unacked frames requeued). */
   get closed(): Promise<void> {
-    return this.#closed;
+    if (this.#tornDown) return SETTLED;
+    return (this.#closedWaiter ??= Promise.withResolvers<void>()).promise;
+  }
+
+  /** The in-flight map to add to (this connection's own, made with its first frame). */
+  #inflightMap(): Map<number, InFlight> {
+    if (this.inflight === NONE_IN_FLIGHT) this.inflight = new Map<number, InFlight>();
+    return this.inflight as Map<number, InFlight>;
   }
 
   /** Reserves `count` consecutive outbound sequences; returns the first. */
@@ -349,7 +384,6 @@ export class Connection {
     this.version = result.version;
     this.pattern = result.pattern;
     this.senderCapable = result.capabilities.includes(SENDER_CAPABILITY);
-    this.log = this.log.child({ device: this.deviceId, session: this.sessionId });
     if (result.version === 2) {
       // AUTH must leave in the clear; everything after it is inside the secure stream.
       await this.drained();
@@ -539,10 +573,10 @@ export class Connection {
   ): number {
     if (tracked) {
       if (envelopeId === null) {
-        this.inflight.set(sequence, item);
+        this.#inflightMap().set(sequence, item);
         this.#liveCount++;
       } else {
-        this.inflight.set(sequence, new Claimed(envelopeId, item));
+        this.#inflightMap().set(sequence, new Claimed(envelopeId, item));
       }
     }
     if (this.state === "closed") return sequence;
@@ -584,7 +618,7 @@ export class Connection {
     for (const [sequence, item] of overdue) {
       this.inflight.delete(sequence);
       this.#liveCount--;
-      this.#persisting.set(sequence, new Persisting(item));
+      (this.#persisting ??= new Map()).set(sequence, new Persisting(item));
     }
     this.#persistChain = this.#persistChain.then(() => this.#persist(overdue));
   }
@@ -610,12 +644,12 @@ export class Connection {
         count: overdue.length,
       });
       for (const [sequence, item] of overdue) {
-        const p = this.#persisting.get(sequence);
-        this.#persisting.delete(sequence);
+        const p = this.#persisting?.get(sequence);
+        this.#persisting?.delete(sequence);
         if (p?.acked) {
           item.ack?.settle();
         } else {
-          this.inflight.set(sequence, item);
+          this.#inflightMap().set(sequence, item);
           this.#liveCount++;
         }
       }
@@ -625,10 +659,10 @@ export class Connection {
     this.#claimedRows = true;
     const ackedMeanwhile: number[] = [];
     for (const [i, [sequence, item]] of overdue.entries()) {
-      const p = this.#persisting.get(sequence);
-      this.#persisting.delete(sequence);
+      const p = this.#persisting?.get(sequence);
+      this.#persisting?.delete(sequence);
       if (p?.acked) ackedMeanwhile.push(sequence);
-      else this.inflight.set(sequence, new Claimed(ids[i], item));
+      else this.#inflightMap().set(sequence, new Claimed(ids[i], item));
       item.ack?.settle();
     }
     if (ackedMeanwhile.length > 0) {
@@ -672,15 +706,17 @@ export class Connection {
     } finally {
       this.#flushing = false;
       const waiters = this.#drainWaiters;
-      this.#drainWaiters = [];
-      for (const w of waiters) w();
+      if (waiters !== null) {
+        this.#drainWaiters = null;
+        for (const w of waiters) w();
+      }
     }
   }
 
   /** Resolves when everything queued so far has been written. */
   drained(): Promise<void> {
     if (!this.#flushing && this.#out.length === 0) return Promise.resolve();
-    return new Promise((resolve) => this.#drainWaiters.push(resolve));
+    return new Promise((resolve) => (this.#drainWaiters ??= []).push(resolve));
   }
 
   /** Sends an ERROR for `err`; when fatal, flushes and closes. */
@@ -732,7 +768,7 @@ export class Connection {
       if (!entry) {
         // Being made durable right now: deleted once written. Otherwise unknown or already
         // acknowledged: acks are idempotent.
-        const p = this.#persisting.get(sequence);
+        const p = this.#persisting?.get(sequence);
         if (p && !p.acked) p.acked = true;
         continue;
       }
@@ -783,12 +819,13 @@ export class Connection {
 
   #wakeWindow(): void {
     const waiters = this.#windowWaiters;
-    this.#windowWaiters = [];
+    if (waiters === null) return;
+    this.#windowWaiters = null;
     for (const w of waiters) w();
   }
 
   #windowOpened(): Promise<void> {
-    return new Promise((resolve) => this.#windowWaiters.push(resolve));
+    return new Promise((resolve) => (this.#windowWaiters ??= []).push(resolve));
   }
 
   /** Counts an enqueue for this device in progress (the replay loop waits for it). */
@@ -811,15 +848,15 @@ export class Connection {
     this.#replayDirty = true;
     if (this.#pendingEnqueues === 0) {
       const waiters = this.#enqueueWaiters;
-      this.#enqueueWaiters = [];
-      for (const w of waiters) w();
+      this.#enqueueWaiters = null;
+      for (const w of waiters ?? []) w();
     }
     this.startReplay();
   }
 
   #enqueuesSettled(): Promise<void> {
     if (this.#pendingEnqueues === 0) return Promise.resolve();
-    return new Promise((resolve) => this.#enqueueWaiters.push(resolve));
+    return new Promise((resolve) => (this.#enqueueWaiters ??= []).push(resolve));
   }
 
   /** Starts (or re-arms) the replay of this device's queue. */
@@ -907,7 +944,7 @@ export class Connection {
   // Teardown
 
   async #teardown(): Promise<void> {
-    if (this.#teardownStarted) return await this.#closed;
+    if (this.#teardownStarted) return await this.closed;
     this.#teardownStarted = true;
     const wasOpen = this.state === "open" || (this.state === "closing" && this.deviceId !== "");
     const { metrics } = this.node.ctx;
@@ -932,7 +969,9 @@ export class Connection {
     } catch (err) {
       this.log.warn("teardown failed", { error: err });
     } finally {
-      this.#resolveClosed();
+      this.#tornDown = true;
+      this.#closedWaiter?.resolve();
+      this.#closedWaiter = null;
     }
   }
 
