@@ -136,8 +136,8 @@ export interface HmacImpl {
   /** HMAC-BLAKE2s(key, a ‖ b) (b optional). */
   hmac(key: Uint8Array, a: Uint8Array, b?: Uint8Array): Uint8Array;
   /**
-   * Optional: HMAC-BLAKE2s under one key set up once, for several MACs in a row (HKDF's
-   * outputs). The function is used only until the next call into this backend's hashes.
+   * Optional: HMAC-BLAKE2s under one key set up once, for several MACs under it (HKDF's
+   * outputs). Other hash calls may come between two calls of the function.
    */
   keyed?(key: Uint8Array): (a: Uint8Array, b?: Uint8Array) => Uint8Array;
 }
@@ -639,10 +639,9 @@ function wasmHmacOf(key: Uint8Array): HashWasmHasher {
 
 function wasmKeyed(key: Uint8Array): (a: Uint8Array, b?: Uint8Array) => Uint8Array {
   const m = wasmHmacOf(key);
-  let fresh = true;
   return (a, b) => {
-    if (!fresh) m.init();
-    fresh = false;
+    // Restarts the shared hasher from this key's inner pad, whatever ran on it since.
+    m.init();
     m.update(a);
     if (b) m.update(b);
     return m.digest("binary");

@@ -58,10 +58,12 @@ Deno.test("hash-wasm HMAC-BLAKE2s: the same bytes as noble's, one-shot and keyed
       const mac = nobleHmacBlake2s.hmac(key, a, b);
       assert.deepEqual(wasmHmacBlake2s.hmac(key, a, b), mac, `key ${keyLength}, data ${n}`);
       assert.deepEqual(nobleHmacWasmBlake2s.hmac(key, a, b), mac);
-      // A keyed function gives the same MAC on every call, and a hash in between (once it is
-      // done with) does not disturb later one-shot MACs.
+      // A keyed function gives the same MAC on every call, with other hashes and MACs on the
+      // shared hasher before and between its calls.
       const keyed = wasmHmacBlake2s.keyed!(key);
+      assert.deepEqual(wasmBlake2s.hash(b), nobleBlake2s.hash(b));
       assert.deepEqual(keyed(a, b), mac);
+      assert.deepEqual(wasmHmacBlake2s.hmac(b, a), nobleHmacBlake2s.hmac(b, a));
       assert.deepEqual(keyed(a, b), mac);
       assert.deepEqual(keyed(b), nobleHmacBlake2s.hmac(key, b));
       assert.deepEqual(wasmBlake2s.hash(a), nobleBlake2s.hash(a));
