@@ -188,15 +188,13 @@ export class RelayNode implements SessionHost {
     // by the session row's statement (sessions.record with `opening`, session/connection.ts).
     const routes = this.conversations.attach(conn.deviceId);
     try {
-      // Route and presence are independent keys: both commands leave at once.
-      await Promise.all([
-        storage.ephemeral.setRoute(
-          conn.deviceId,
-          { nodeId, sessionId: conn.sessionId },
-          config.limits.presenceTtl,
-        ),
-        this.presence.publish(conn, "online"),
-      ]);
+      // Route and presence in one command.
+      await storage.ephemeral.attachSession(
+        conn.deviceId,
+        { nodeId, sessionId: conn.sessionId },
+        this.presence.record(conn, "online"),
+        config.limits.presenceTtl,
+      );
     } catch (err) {
       conn.log.warn("route or presence not stored", { error: err });
     }
@@ -209,10 +207,12 @@ export class RelayNode implements SessionHost {
     if (!this.delivery.unregister(conn)) return;
     this.conversations.detach(conn.deviceId);
     try {
-      await Promise.all([
-        this.ctx.storage.ephemeral.clearRoute(conn.deviceId, conn.sessionId),
-        this.presence.publish(conn, "offline"),
-      ]);
+      await this.ctx.storage.ephemeral.detachSession(
+        conn.deviceId,
+        conn.sessionId,
+        this.presence.record(conn, "offline"),
+        this.ctx.config.limits.presenceTtl,
+      );
     } catch (err) {
       conn.log.warn("route or presence not cleared", { error: err });
     }

@@ -979,6 +979,23 @@ export interface EphemeralStore extends RouteStore {
   getRoute(deviceId: string): Promise<Route | null>;
   /** Delete the route only if it still names this session. */
   clearRoute(deviceId: string, sessionId: string): Promise<void>;
+  /** A session attached: {@link setRoute} and {@link setPresence} in one command. */
+  attachSession(
+    deviceId: string,
+    route: Route,
+    presence: Presence,
+    ttlSeconds: number,
+  ): Promise<void>;
+  /**
+   * A session ended: {@link clearRoute} (only while it names `sessionId`) and
+   * {@link setPresence} in one command.
+   */
+  detachSession(
+    deviceId: string,
+    sessionId: string,
+    presence: Presence,
+    ttlSeconds: number,
+  ): Promise<void>;
   /**
    * Set the short-lived interrupt key `interrupt:{device}` (ccp1.md §6). Live connections end on
    * the control event published with it; every node also reads the keys of the devices it holds

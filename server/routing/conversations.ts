@@ -121,6 +121,8 @@ export class Conversations {
     try {
       const bindings = await eph.bindings(deviceId);
       this.#bound.set(deviceId, bindings);
+      // No bindings: nothing to extend (a JOIN sets the lifetime of what it binds).
+      if (bindings.size === 0) return;
       const ttl = this.#limits.ttl;
       eph.touchBindings(deviceId, ttl).catch((err) =>
         this.ctx.log.warn("conversation routes not refreshed", { error: err, device: deviceId })

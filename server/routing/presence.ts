@@ -29,8 +29,18 @@ export class PresenceService {
   /** Stores the device's presence record (ccp1.md §6). */
   async publish(conn: Connection, state: "online" | "offline"): Promise<void> {
     const { presenceTtl } = this.ctx.config.limits;
+    await this.ctx.storage.ephemeral.setPresence(
+      conn.deviceId,
+      this.record(conn, state),
+      presenceTtl,
+    );
+  }
+
+  /** The device's presence record (ccp1.md §6) in `state`, for the presence TTL. */
+  record(conn: Connection, state: "online" | "offline"): PresenceRecord {
+    const { presenceTtl } = this.ctx.config.limits;
     const user = conn.user!;
-    const presence: PresenceRecord = {
+    return {
       entity: conn.deviceId,
       state,
       expires_at: new Date(Date.now() + presenceTtl * 1000).toISOString(),
@@ -41,7 +51,6 @@ export class PresenceService {
         avatar_url: user.avatar_url,
       },
     };
-    await this.ctx.storage.ephemeral.setPresence(conn.deviceId, presence, presenceTtl);
   }
 
   /**

@@ -288,6 +288,34 @@ export class MemoryEphemeralStore implements EphemeralStore {
     });
   }
 
+  attachSession(deviceId: string, route: Route, presence: Presence, ttl: number): Promise<void> {
+    return this.#run(() => {
+      checkDeviceId(deviceId);
+      const routeText = checkRoute(route);
+      const presenceText = checkPresence(presence);
+      const ex = ttlSeconds(ttl);
+      this.#hub.set(routeKey(this.#prefix, deviceId), routeText, ex);
+      this.#hub.set(presenceKey(this.#prefix, deviceId), presenceText, ex);
+    });
+  }
+
+  detachSession(
+    deviceId: string,
+    sessionId: string,
+    presence: Presence,
+    ttl: number,
+  ): Promise<void> {
+    return this.#run(() => {
+      checkDeviceId(deviceId);
+      const presenceText = checkPresence(presence);
+      const ex = ttlSeconds(ttl);
+      const key = routeKey(this.#prefix, deviceId);
+      const text = this.#hub.get(key);
+      if (text !== null && parseRoute(text)?.sessionId === sessionId) this.#hub.delete(key);
+      this.#hub.set(presenceKey(this.#prefix, deviceId), presenceText, ex);
+    });
+  }
+
   setInterrupt(deviceId: string, reason: string, ttl: number): Promise<void> {
     return this.#run(() => {
       checkDeviceId(deviceId);

@@ -78,6 +78,26 @@ if ok and type(route) == 'table' and route.sessionId == ARGV[1] then
 end
 return 0`;
 
+/** A session attached: KEYS route, presence; ARGV route, presence, ttl seconds. */
+const ATTACH_LUA = `
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+return 1`;
+
+/**
+ * A session ended: KEYS route, presence; ARGV session id, presence, ttl seconds. The route is
+ * deleted only while it names this session (as CLEAR_ROUTE_LUA).
+ */
+const DETACH_LUA = `
+redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
+local v = redis.call('GET', KEYS[1])
+if not v then return 0 end
+local ok, route = pcall(cjson.decode, v)
+if ok and type(route) == 'table' and route.sessionId == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0`;
+
 /**
  * One GCRA step on Redis's clock (the arithmetic of gcra() in shared.ts), atomic per key.
  * KEYS[1] the bucket; ARGV interval ms, burst, cost (0: check only). Returns {allowed, retry ms}.
@@ -405,6 +425,39 @@ export class RedisEphemeralStore implements EphemeralStore {
     checkDeviceId(deviceId);
     const key = routeKey(this.#prefix, deviceId);
     await this.#command("clear route", (c) => c.eval(CLEAR_ROUTE_LUA, 1, key, String(sessionId)));
+  }
+
+  async attachSession(
+    deviceId: string,
+    route: Route,
+    presence: Presence,
+    ttl: number,
+  ): Promise<void> {
+    checkDeviceId(deviceId);
+    const routeText = checkRoute(route);
+    const presenceText = checkPresence(presence);
+    const ex = String(ttlSeconds(ttl));
+    const keys = [routeKey(this.#prefix, deviceId), presenceKey(this.#prefix, deviceId)];
+    await this.#command(
+      "attach session",
+      (c) => c.eval(ATTACH_LUA, 2, keys[0], keys[1], routeText, presenceText, ex),
+    );
+  }
+
+  async detachSession(
+    deviceId: string,
+    sessionId: string,
+    presence: Presence,
+    ttl: number,
+  ): Promise<void> {
+    checkDeviceId(deviceId);
+    const presenceText = checkPresence(presence);
+    const ex = String(ttlSeconds(ttl));
+    const keys = [routeKey(this.#prefix, deviceId), presenceKey(this.#prefix, deviceId)];
+    await this.#command(
+      "detach session",
+      (c) => c.eval(DETACH_LUA, 2, keys[0], keys[1], String(sessionId), presenceText, ex),
+    );
   }
 
   async setInterrupt(deviceId: string, reason: string, ttl: number): Promise<void> {

@@ -107,6 +107,33 @@ export function registerEphemeralContract(
       assert.equal(await s.getRoute("dev-r"), null);
     }));
 
+  test("attachSession and detachSession write route and presence together", (h) =>
+    withStores(h, 2, async (s, other) => {
+      const online = { ...presence("dev-as"), state: "online" as const };
+      const offline = { ...presence("dev-as"), state: "offline" as const };
+      await s.attachSession("dev-as", { nodeId: "node-1", sessionId: "s-old" }, online, 60);
+      assert.deepEqual(await other.getRoute("dev-as"), { nodeId: "node-1", sessionId: "s-old" });
+      assert.deepEqual(await other.getPresence("dev-as"), online);
+      // A newer session took over: the old one's end keeps its route, sets the presence.
+      await other.attachSession("dev-as", { nodeId: "node-2", sessionId: "s-new" }, online, 60);
+      await s.detachSession("dev-as", "s-old", offline, 60);
+      assert.deepEqual(await s.getRoute("dev-as"), { nodeId: "node-2", sessionId: "s-new" });
+      assert.deepEqual(await s.getPresence("dev-as"), offline);
+      await other.detachSession("dev-as", "s-new", offline, 60);
+      assert.equal(await s.getRoute("dev-as"), null);
+      await s.detachSession("dev-none", "s-1", { ...offline, entity: "dev-none" }, 60);
+      assert.equal(await s.getRoute("dev-none"), null);
+      await assert.rejects(
+        s.attachSession("dev-as", { nodeId: "", sessionId: "s" }, online, 60),
+        /invalid route/,
+      );
+      await assert.rejects(
+        s.detachSession("dev-as", "s", { ...offline, state: "away" } as unknown as Presence, 60),
+        InvalidValue,
+      );
+      await assert.rejects(s.attachSession("", { nodeId: "n", sessionId: "s" }, online, 60));
+    }));
+
   test("bad input is refused with InvalidValue naming it", (h) =>
     withStores(h, 1, async (s) => {
       await assert.rejects(s.setPresence("", presence("x"), 10), InvalidValue);
