@@ -117,6 +117,17 @@ export interface EnqueueItem {
   originEvent?: string | null;
 }
 
+/**
+ * A claimed envelope as the replay needs it (`RelayRepo.claimForReplay`): what to send and who
+ * sent it, nothing else read back.
+ */
+export interface ReplayEnvelope {
+  envelopeId: string;
+  /** The encoded CCP-1 frame as it was enqueued (its sequence is replaced on replay). */
+  payload: Uint8Array;
+  sender: string | null;
+}
+
 /** Options of `RelayRepo.claim`; without them a claim records no sequences. */
 export interface ClaimOptions {
   /**
@@ -136,6 +147,14 @@ export interface AckOptions {
   /** false: return `RelayAck`s (no payloads or timestamps), which are cheaper to read back.
    * Default true: the deleted `RelayEnvelope`s. */
   returnPayloads?: boolean;
+  /**
+   * The envelope each sequence was claimed as, in the same order (`envelopeIds[i]` went out
+   * under `sequences[i]`), when the caller still knows them: the statement then finds the rows
+   * by primary key instead of reading every claim of the session and filtering by sequence (a
+   * replaying session holds up to `max_inflight` claims). A row is deleted only when it is that
+   * envelope, still claimed by this session under that sequence, so a stale id deletes nothing.
+   */
+  envelopeIds?: string[];
 }
 
 /** One envelope deleted by `ack(…, { returnPayloads: false })`. */
@@ -602,6 +621,16 @@ export interface RelayRepo {
     limit?: number,
     options?: ClaimOptions,
   ): Promise<RelayEnvelope[]>;
+  /**
+   * `claim` with `firstSequence` (envelope i of the FIFO is recorded as sent under
+   * `firstSequence + i`), reading back only ids, payloads and senders: the replay's claim.
+   */
+  claimForReplay(
+    deviceId: string,
+    sessionId: string,
+    limit: number,
+    firstSequence: number,
+  ): Promise<ReplayEnvelope[]>;
   /** Record the recipient sequence each claimed envelope was sent under. */
   markSent(
     sessionId: string,
@@ -620,7 +649,7 @@ export interface RelayRepo {
     deviceId: string,
     sessionId: string,
     sequences: number[],
-    options: { returnPayloads: false },
+    options: AckOptions & { returnPayloads: false },
   ): Promise<RelayAck[]>;
   ack(
     deviceId: string,

@@ -20,7 +20,7 @@ import type { UserInfo } from "../../protocol/control.ts";
 import { MAX_U32 } from "../../protocol/varint.ts";
 import { encodeItemFrame, itemFromFrame } from "../../protocol/relay_item.ts";
 import { isOpaqueType, SENDER_CAPABILITY, senderPrefix, stampJson } from "../../protocol/sender.ts";
-import type { RelayAck, RelayEnvelope } from "../../storage/types.ts";
+import type { RelayAck, ReplayEnvelope } from "../../storage/types.ts";
 import type { NodeContext } from "../context.ts";
 import { type HandshakeResult, ServerHandshake } from "./handshake.ts";
 import type { DeviceCache } from "./device_cache.ts";
@@ -87,6 +87,13 @@ const SETTLED: Promise<void> = Promise.resolve();
  */
 const NONE_IN_FLIGHT: ReadonlyMap<number, InFlight> = new Map();
 
+/** A claim of the replay: how many it asked for, under which sequences, and its rows. */
+interface ReplayClaim {
+  limit: number;
+  firstSequence: number;
+  rows: Promise<ReplayEnvelope[]>;
+}
+
 /** Largest replay batch (ccp1.md §5). */
 export const REPLAY_BATCH = 128;
 /** How long a closing connection waits for its last frames to leave. */
@@ -141,7 +148,7 @@ export class Connection {
   #persisting: Map<number, Persisting> | null = null;
   #persistChain: Promise<void> = SETTLED;
   #windowWaiters: (() => void)[] | null = null;
-  #ackedEnvelopes: { sequence: number; item: RoutedItem }[] = [];
+  #ackedEnvelopes: { sequence: number; envelopeId: string; item: RoutedItem }[] = [];
   #ackChain: Promise<void> = SETTLED;
   #ackScheduled = false;
   /**
@@ -154,7 +161,7 @@ export class Connection {
   /** Whether a claim of this session ever returned envelopes (teardown must release them). */
   #claimedRows = false;
   /** The claim in progress, if any (teardown waits for it before releasing). */
-  #claiming: Promise<RelayEnvelope[]> | null = null;
+  #claiming: Promise<ReplayEnvelope[]> | null = null;
   /** Something was queued while the replay ran: it claims once more before it stops. */
   #replayDirty = false;
   #pendingEnqueues = 0;
@@ -774,7 +781,7 @@ export class Connection {
       }
       this.inflight.delete(sequence);
       if (entry instanceof Claimed) {
-        this.#ackedEnvelopes.push({ sequence, item: entry.item });
+        this.#ackedEnvelopes.push({ sequence, envelopeId: entry.envelopeId, item: entry.item });
       } else {
         this.#liveCount--;
         entry.ack?.settle();
@@ -802,7 +809,8 @@ export class Connection {
         this.deviceId,
         this.sessionId,
         acked.map((a) => a.sequence),
-        { returnPayloads: false },
+        // By envelope id: the session's other claims (up to max_inflight) are not read.
+        { returnPayloads: false, envelopeIds: acked.map((a) => a.envelopeId) },
       );
       // The same statement advanced inbox_offset per channel (storage/repos/relay.ts ack).
       metrics.acknowledged(deleted.length);
@@ -877,34 +885,59 @@ export class Connection {
     });
   }
 
+  /**
+   * Claims up to `limit` envelopes under a fresh block of sequences (the claim records them, so
+   * no markSent round trip); the claim in progress is `#claiming` (teardown waits for it).
+   */
+  #claim(limit: number): ReplayClaim {
+    const firstSequence = this.#reserveSequences(limit);
+    const rows = this.node.ctx.storage.relay.claimForReplay(
+      this.deviceId,
+      this.sessionId,
+      limit,
+      firstSequence,
+    ).then((rows) => {
+      if (rows.length > 0) this.#claimedRows = true;
+      return rows;
+    });
+    this.#claiming = rows;
+    return { limit, firstSequence, rows };
+  }
+
   async #replayLoop(): Promise<void> {
-    const { storage, metrics, config } = this.node.ctx;
+    const { metrics, config } = this.node.ctx;
     const maxInflight = config.limits.maxInflight;
+    /** The next batch, claimed while the previous one was being delivered. */
+    let next: ReplayClaim | null = null;
     while (this.state === "open") {
-      const room = maxInflight - this.inflight.size;
-      if (room <= 0) {
-        await this.#windowOpened();
-        continue;
+      let claim = next;
+      next = null;
+      if (claim === null) {
+        const room = maxInflight - this.inflight.size;
+        if (room <= 0) {
+          await this.#windowOpened();
+          continue;
+        }
+        await this.#enqueuesSettled();
+        this.#replayDirty = false;
+        claim = this.#claim(Math.min(REPLAY_BATCH, room));
       }
-      await this.#enqueuesSettled();
-      this.#replayDirty = false;
-      const limit = Math.min(REPLAY_BATCH, room);
-      // Reserve a block of sequences: the claim records them, so no markSent round trip.
-      const firstSequence = this.#reserveSequences(limit);
-      const claiming = storage.relay.claim(this.deviceId, this.sessionId, limit, {
-        firstSequence,
-      }).then((rows) => {
-        if (rows.length > 0) this.#claimedRows = true;
-        return rows;
-      });
-      this.#claiming = claiming;
-      const batch: RelayEnvelope[] = await claiming;
-      this.#claiming = null;
+      const batch: ReplayEnvelope[] = await claim.rows;
+      if (this.#claiming === claim.rows) this.#claiming = null;
       if (this.state !== "open") break;
       if (batch.length === 0) {
         if (this.#replayDirty || this.#pendingEnqueues > 0) continue;
         break;
       }
+      // A full batch: more are likely queued, so claim the next one now and let its round trip
+      // overlap this batch's delivery. Not while frames for this device are being enqueued
+      // (they are claimed once committed, in order) or when the window has no room for both.
+      const after = maxInflight - this.inflight.size - batch.length;
+      if (batch.length === claim.limit && after > 0 && this.#pendingEnqueues === 0) {
+        this.#replayDirty = false;
+        next = this.#claim(Math.min(REPLAY_BATCH, after));
+      }
+      const firstSequence = claim.firstSequence;
       let sent = 0;
       for (const [i, envelope] of batch.entries()) {
         // A replay is the server's own burst, not a slow reader: let the outbound queue drain

@@ -22,6 +22,7 @@ import type {
   RelayDepth,
   RelayEnvelope,
   RelayRepo,
+  ReplayEnvelope,
 } from "../types.ts";
 import * as v from "./validate.ts";
 
@@ -98,7 +99,8 @@ function fromFastRow(r: FastEnvelopeRow): RelayEnvelope {
 
 // `next` is materialized so the row locks are taken once, before numbering; the window numbers
 // the claimed rows in FIFO order for the sequences.
-const CLAIM_SQL = `WITH ${RELAXED_COMMIT}, next AS MATERIALIZED (
+const claimSql = (columns: string) =>
+  `WITH ${RELAXED_COMMIT}, next AS MATERIALIZED (
     SELECT envelope_id FROM relay_queue
     WHERE device_id = $1 AND claimed_by IS NULL AND expires_at > now()
     ORDER BY envelope_id
@@ -111,7 +113,13 @@ const CLAIM_SQL = `WITH ${RELAXED_COMMIT}, next AS MATERIALIZED (
   SET claimed_by = $2, claimed_at = now(), attempts = r.attempts + 1,
       last_sequence = COALESCE($4::int8 + numbered.i, r.last_sequence)
   FROM numbered, relaxed WHERE r.envelope_id = numbered.envelope_id
-  RETURNING ${FAST_ENVELOPE_COLUMNS}`;
+  RETURNING ${columns}`;
+const CLAIM_SQL = claimSql(FAST_ENVELOPE_COLUMNS);
+/**
+ * The replay's claim: only what is sent (no timestamps to compute, transfer and build Dates
+ * from; about 2 µs of Postgres and 2 µs of server CPU less per envelope).
+ */
+const CLAIM_REPLAY_SQL = claimSql("r.envelope_id, r.payload, r.sender");
 
 // Driven by primary-key lookups (envelope_id = ANY) rather than a join the planner might turn
 // into a scan of the session's claims.
@@ -121,11 +129,20 @@ const MARK_SENT_SQL = `WITH ${RELAXED_COMMIT}
   FROM relaxed
   WHERE envelope_id = ANY($2::int8[]) AND claimed_by = $1`;
 
-/** Delete a session's acknowledged envelopes and raise the inbox offsets, in one statement. */
-function ackSql(columns: string): string {
+/**
+ * Delete a session's acknowledged envelopes and raise the inbox offsets, in one statement.
+ * `byId`: the rows are found by primary key ($4, parallel to the sequences in $3), each still
+ * claimed by this session under its sequence; otherwise by the session's claims and sequence.
+ */
+function ackSql(columns: string, byId = false): string {
+  const gone = byId
+    ? `DELETE FROM relay_queue r USING relaxed, unnest($4::int8[], $3::int8[]) AS a(id, seq)
+    WHERE r.envelope_id = a.id AND r.last_sequence = a.seq AND r.claimed_by = $2
+      AND r.device_id = $1`
+    : `DELETE FROM relay_queue USING relaxed
+    WHERE claimed_by = $2 AND device_id = $1 AND last_sequence = ANY($3::int8[])`;
   return `WITH ${RELAXED_COMMIT}, gone AS (
-    DELETE FROM relay_queue USING relaxed
-    WHERE claimed_by = $2 AND device_id = $1 AND last_sequence = ANY($3::int8[])
+    ${gone}
     RETURNING ${columns}
   ), offsets AS (
     INSERT INTO inbox_offset AS o (entity_id, channel_id, last_envelope_id, updated_at)
@@ -138,6 +155,8 @@ function ackSql(columns: string): string {
 }
 const ACK_FULL_SQL = ackSql(ENVELOPE_COLUMNS);
 const ACK_IDS_SQL = ackSql(ACK_COLUMNS);
+const ACK_FULL_BY_ID_SQL = ackSql(ENVELOPE_COLUMNS, true);
+const ACK_IDS_BY_ID_SQL = ackSql(ACK_COLUMNS, true);
 
 function toEnvelope(r: EnvelopeRow): RelayEnvelope {
   return envelopeOf(r, r.enqueued_at, r.expires_at);
@@ -160,6 +179,18 @@ function envelopeOf(
     lastSequence: r.last_sequence === null ? null : Number(r.last_sequence),
     sender: r.sender ?? null,
   };
+}
+
+/** A block of `limit` sequences from `first` must fit in u32. */
+function checkSequenceBlock(first: number, limit: number): void {
+  v.u32("first sequence", first);
+  if (first + limit - 1 > MAX_U32) {
+    throw new InvalidValue(
+      "first sequence",
+      first,
+      `a block of ${limit} sequences that fits in u32 (at most ${MAX_U32 - limit + 1})`,
+    );
+  }
 }
 
 /** Order envelopes by id (bigint strings compare by length, then lexically). */
@@ -238,22 +269,36 @@ export class PgRelayRepo implements RelayRepo {
     v.id("session id", sessionId);
     v.int("claim limit", limit, 1, MAX_CLAIM);
     const first = options.firstSequence;
-    if (first !== undefined) {
-      v.u32("first sequence", first);
-      if (first + limit - 1 > MAX_U32) {
-        throw new InvalidValue(
-          "first sequence",
-          first,
-          `a block of ${limit} sequences that fits in u32 (at most ${MAX_U32 - limit + 1})`,
-        );
-      }
-    }
+    if (first !== undefined) checkSequenceBlock(first, limit);
     const res = await this.db.query<FastEnvelopeRow>(
       CLAIM_SQL,
       [deviceId, sessionId, limit, first ?? null],
       { name: "commucat_relay_claim" },
     );
     return res.rows.sort(byId).map(fromFastRow);
+  }
+
+  /** `claim` with `firstSequence`, reading back only ids, payloads and senders. */
+  async claimForReplay(
+    deviceId: string,
+    sessionId: string,
+    limit: number,
+    firstSequence: number,
+  ): Promise<ReplayEnvelope[]> {
+    v.id("device id", deviceId);
+    v.id("session id", sessionId);
+    v.int("claim limit", limit, 1, MAX_CLAIM);
+    checkSequenceBlock(firstSequence, limit);
+    const res = await this.db.query<
+      { envelope_id: string; payload: Uint8Array; sender: string | null }
+    >(CLAIM_REPLAY_SQL, [deviceId, sessionId, limit, firstSequence], {
+      name: "commucat_relay_claim_replay",
+    });
+    return res.rows.sort(byId).map((r) => ({
+      envelopeId: String(r.envelope_id),
+      payload: r.payload,
+      sender: r.sender ?? null,
+    }));
   }
 
   /** Record, in one statement, the sequence each claimed envelope was sent under. */
@@ -285,7 +330,7 @@ export class PgRelayRepo implements RelayRepo {
     deviceId: string,
     sessionId: string,
     sequences: number[],
-    options: { returnPayloads: false },
+    options: AckOptions & { returnPayloads: false },
   ): Promise<RelayAck[]>;
   ack(
     deviceId: string,
@@ -307,10 +352,21 @@ export class PgRelayRepo implements RelayRepo {
     if (sequences.length === 0) return [];
     const seqs = sequences.map((s) => v.u32("sequence", s));
     const full = options.returnPayloads !== false;
+    const ids = options.envelopeIds;
+    if (ids !== undefined) {
+      if (!Array.isArray(ids) || ids.length !== seqs.length) {
+        throw new InvalidValue("envelope ids", ids, "one envelope id per sequence");
+      }
+      for (const id of ids) v.bigId("envelope id", id);
+    }
+    const sql = ids !== undefined
+      ? (full ? ACK_FULL_BY_ID_SQL : ACK_IDS_BY_ID_SQL)
+      : (full ? ACK_FULL_SQL : ACK_IDS_SQL);
+    const name = `commucat_relay_ack${full ? "" : "_ids"}${ids !== undefined ? "_by_id" : ""}`;
     const res = await this.db.query<EnvelopeRow>(
-      full ? ACK_FULL_SQL : ACK_IDS_SQL,
-      [deviceId, sessionId, seqs],
-      { name: full ? "commucat_relay_ack" : "commucat_relay_ack_ids" },
+      sql,
+      ids !== undefined ? [deviceId, sessionId, seqs, ids] : [deviceId, sessionId, seqs],
+      { name },
     );
     const rows = res.rows.sort(byId);
     if (full) return rows.map(toEnvelope);

@@ -751,6 +751,7 @@ export function fakeStorage(
           Promise.resolve(ids.filter((id) => envelopes.some((e) => e.deviceId === id)))),
         enqueue: notInFake,
         claim: notInFake,
+        claimForReplay: notInFake,
         markSent: notInFake,
         ack: notInFake,
         requeue: notInFake,

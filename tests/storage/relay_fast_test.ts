@@ -51,6 +51,40 @@ async function suite(t: Deno.TestContext, db: Db): Promise<void> {
     assert.deepEqual(await relay.claim(dev, "fast-s1", 128, { firstSequence: 2000 }), []);
   });
 
+  await t.step("claimForReplay claims like claim with firstSequence, reading less", async () => {
+    const dev = "fast-replay";
+    const ids = await relay.enqueue(
+      frames(dev, 130).map((f, i) => ({ ...f, sender: i === 1 ? "alice-phone" : null })),
+      3600,
+    );
+    const batch = await relay.claimForReplay(dev, "fast-s5", 128, 500);
+    assert.deepEqual(batch.map((e) => e.envelopeId), ids.slice(0, 128));
+    assert.deepEqual(batch[3], {
+      envelopeId: ids[3],
+      payload: new Uint8Array([3, 7]),
+      sender: null,
+    });
+    assert.equal(batch[1].sender, "alice-phone");
+    assert.ok(batch[3].payload instanceof Uint8Array);
+    // Recorded as claimed by the session under firstSequence + i: the ACK of 503 deletes ids[3].
+    const gone = await relay.ack(dev, "fast-s5", [503], { returnPayloads: false });
+    assert.deepEqual(gone.map((g) => [g.envelopeId, g.sequence, g.attempts]), [[ids[3], 503, 1]]);
+    assert.deepEqual(
+      (await relay.claimForReplay(dev, "fast-s5", 128, 628)).map((e) => e.envelopeId),
+      [
+        ids[128],
+        ids[129],
+      ],
+    );
+    assert.deepEqual(await relay.claimForReplay(dev, "fast-s5", 128, 756), []);
+    assert.equal((await relay.depth(dev)).inFlight, 129);
+    await assert.rejects(
+      () => relay.claimForReplay(dev, "fast-s5", 2, MAX_U32),
+      isInvalid("first sequence"),
+    );
+    await assert.rejects(() => relay.claimForReplay(dev, "fast-s5", 129, 1), isInvalid("limit"));
+  });
+
   await t.step("ack without payloads deletes and advances inbox offsets", async () => {
     const dev = "fast-ack";
     const ids = await relay.enqueue([...frames(dev, 3, 1), ...frames(dev, 2, 9)], 3600);
@@ -82,6 +116,49 @@ async function suite(t: Deno.TestContext, db: Db): Promise<void> {
     assert.equal(await offsets.read(dev, 9), ids[4]);
     assert.equal((await relay.depth(dev)).depth, 0);
   });
+
+  await t.step(
+    "ack by envelope id deletes only that envelope, claimed under that sequence",
+    async () => {
+      const dev = "fast-ack-id";
+      const ids = await relay.enqueue([...frames(dev, 3, 1), ...frames(dev, 2, 9)], 3600);
+      const batch = await relay.claim(dev, "fast-s4", 128, { firstSequence: 10 });
+      assert.deepEqual(batch.map((e) => e.lastSequence), [10, 11, 12, 13, 14]);
+      const byId = (seqs: number[], envelopeIds: string[], session = "fast-s4") =>
+        relay.ack(dev, session, seqs, { returnPayloads: false, envelopeIds });
+      // Another session, a sequence the envelope was not sent under, an unknown id: nothing.
+      assert.deepEqual(await byId([10], [ids[0]], "fast-other"), []);
+      assert.deepEqual(await byId([11], [ids[0]]), []);
+      assert.deepEqual(await byId([10], ["999999999"]), []);
+      assert.equal((await relay.depth(dev)).depth, 5);
+      const gone = await byId([13, 10, 11], [ids[3], ids[0], ids[1]]);
+      assert.deepEqual(
+        gone.map(({ envelopeId, channelId, sequence }) => ({ envelopeId, channelId, sequence })),
+        [
+          { envelopeId: ids[0], channelId: 1, sequence: 10 },
+          { envelopeId: ids[1], channelId: 1, sequence: 11 },
+          { envelopeId: ids[3], channelId: 9, sequence: 13 },
+        ],
+      );
+      assert.equal(await offsets.read(dev, 1), ids[1]);
+      assert.equal(await offsets.read(dev, 9), ids[3]);
+      // Again (a repeated ACK), and twice in one call: deleted once, nothing more.
+      assert.deepEqual(await byId([10, 10], [ids[0], ids[0]]), []);
+      // The whole-envelope form takes the ids too.
+      const full = await relay.ack(dev, "fast-s4", [12, 14], {
+        returnPayloads: true,
+        envelopeIds: [ids[2], ids[4]],
+      });
+      assert.deepEqual(full.map((e) => [e.envelopeId, e.lastSequence]), [[ids[2], 12], [
+        ids[4],
+        14,
+      ]]);
+      assert.equal((await relay.depth(dev)).depth, 0);
+      // One id per sequence, each an envelope id.
+      await assert.rejects(() => byId([1, 2], [ids[0]]), isInvalid("envelope ids"));
+      await assert.rejects(() => byId([1], ["x"]), isInvalid("envelope id"));
+    },
+  );
 
   await t.step("a dropped session's claims are replayed under new sequences", async () => {
     const dev = "fast-requeue";
