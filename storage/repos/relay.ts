@@ -131,14 +131,19 @@ const MARK_SENT_SQL = `WITH ${RELAXED_COMMIT}
 
 /**
  * Delete a session's acknowledged envelopes and raise the inbox offsets, in one statement.
- * `byId`: the rows are found by primary key ($4, parallel to the sequences in $3), each still
- * claimed by this session under its sequence; otherwise by the session's claims and sequence.
+ * `byId`: the rows are found by id ($4, the envelopes sent under the sequences in $3), each still
+ * claimed by this session under one of those sequences; otherwise by the session's claims and
+ * sequence. In the by-id form the session test is written `COALESCE(claimed_by, '') = $2` on
+ * purpose: it cannot use the partial index of claims, so the plan (a generic one too, which a
+ * prepared statement keeps for the connection's life, planned maybe while the table was empty)
+ * is always the (device_id, envelope_id) index with the ids, never a walk over every claim of
+ * the session filtered by id. Session ids are never empty, so an unclaimed row never matches.
  */
 function ackSql(columns: string, byId = false): string {
   const gone = byId
-    ? `DELETE FROM relay_queue r USING relaxed, unnest($4::int8[], $3::int8[]) AS a(id, seq)
-    WHERE r.envelope_id = a.id AND r.last_sequence = a.seq AND r.claimed_by = $2
-      AND r.device_id = $1`
+    ? `DELETE FROM relay_queue USING relaxed
+    WHERE envelope_id = ANY($4::int8[]) AND device_id = $1 AND COALESCE(claimed_by, '') = $2
+      AND last_sequence = ANY($3::int8[])`
     : `DELETE FROM relay_queue USING relaxed
     WHERE claimed_by = $2 AND device_id = $1 AND last_sequence = ANY($3::int8[])`;
   return `WITH ${RELAXED_COMMIT}, gone AS (
