@@ -205,7 +205,8 @@ export class RelayNode implements SessionHost {
   /** A connection ended: drop its route and publish the device offline. */
   async closed(conn: Connection): Promise<void> {
     if (!this.delivery.unregister(conn)) return;
-    this.conversations.detach(conn.deviceId);
+    // What the device had bound here serves its offline announcement (no second read).
+    const bound = this.conversations.detach(conn.deviceId);
     try {
       await this.ctx.storage.ephemeral.detachSession(
         conn.deviceId,
@@ -219,7 +220,7 @@ export class RelayNode implements SessionHost {
     // Peers told "offline" already (the client said so) are not told again.
     if (conn.presenceState !== "offline") {
       conn.presenceState = "offline";
-      this.presence.announce(conn);
+      this.presence.announce(conn, { bound });
     }
   }
 

@@ -159,9 +159,11 @@ export class Conversations {
     }
   }
 
-  /** The device's last session here ended. */
-  detach(deviceId: string): void {
+  /** The device's last session here ended: returns its bindings as known here, if loaded. */
+  detach(deviceId: string): Map<number, string> | undefined {
+    const bound = this.#bound.get(deviceId);
     this.#bound.delete(deviceId);
+    return bound;
   }
 
   /** Extends the lifetime of a held device's routes (the node's periodic refresh). */
@@ -198,8 +200,8 @@ export class Conversations {
   }
 
   /** Every binding of a device held here (for presence), loading what is not cached. */
-  async bindingsOf(deviceId: string): Promise<Binding[]> {
-    let bindings = this.#bound.get(deviceId);
+  async bindingsOf(deviceId: string, known?: Map<number, string>): Promise<Binding[]> {
+    let bindings = known ?? this.#bound.get(deviceId);
     bindings ??= await this.ctx.storage.ephemeral.bindings(deviceId);
     const out: Binding[] = [];
     for (const [channel, id] of bindings) {

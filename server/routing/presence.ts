@@ -57,9 +57,14 @@ export class PresenceService {
    * Tells the members who joined the device's conversations (or only the one bound to
    * `channel`) its presence: PRESENCE `{channel, peer, state}` with `conn.presenceState`, live
    * only — never queued, never federated. With `notify: false` the channels are only marked as
-   * told (a session that took over from one in the same state). Runs in the background.
+   * told (a session that took over from one in the same state); `bound`, the device's bindings
+   * when the caller has them (a session that ended), saves reading them again. Runs in the
+   * background.
    */
-  announce(conn: Connection, options: { channel?: number; notify?: boolean } = {}): void {
+  announce(
+    conn: Connection,
+    options: { channel?: number; notify?: boolean; bound?: Map<number, string> } = {},
+  ): void {
     const state = conn.presenceState;
     const job = this.#announce(conn, state, options).catch((err) =>
       conn.log.debug("presence not announced", { error: err })
@@ -70,10 +75,10 @@ export class PresenceService {
   async #announce(
     conn: Connection,
     state: string,
-    options: { channel?: number; notify?: boolean },
+    options: { channel?: number; notify?: boolean; bound?: Map<number, string> },
   ): Promise<void> {
     const device = conn.deviceId;
-    const bindings = await this.#bindings(conn, options.channel);
+    const bindings = await this.#bindings(conn, options.channel, options.bound);
     for (const b of bindings) (conn.presenceToldOn ??= new Set()).add(b.channel);
     if (options.notify === false || bindings.length === 0) return;
     const joined = await this.conversations.joinedOf(bindings.map((b) => b.conversation.id));
@@ -99,8 +104,12 @@ export class PresenceService {
     }
   }
 
-  async #bindings(conn: Connection, channel?: number): Promise<Binding[]> {
-    if (channel === undefined) return await this.conversations.bindingsOf(conn.deviceId);
+  async #bindings(
+    conn: Connection,
+    channel?: number,
+    bound?: Map<number, string>,
+  ): Promise<Binding[]> {
+    if (channel === undefined) return await this.conversations.bindingsOf(conn.deviceId, bound);
     const found = await this.conversations.lookup(conn.deviceId, channel);
     return found === null ? [] : [{ channel, conversation: found }];
   }
