@@ -11,7 +11,10 @@
  * forced collection: what peerbench reports), after a forced full collection, and after 30 s
  * idle (V8's memory reducer has then returned the young-generation and old-space headroom the
  * burst of handshakes grew); plus the V8 heap in use per connection (the connections' own
- * objects). On Postgres + Redis when COMMUCAT_BENCH_PG_DSN / COMMUCAT_BENCH_REDIS_URL (or the
+ * objects) and the young generation's part. On Postgres + Redis a second server started with
+ * V8's young generation capped (`--v8-flags=--max-semi-space-size=8`; peerbench starts it
+ * without) shows how much of the figure that fixed part is: V8 sizes the young generation as
+ * the process starts, and the burst of handshakes touches all of its pages. On Postgres + Redis when COMMUCAT_BENCH_PG_DSN / COMMUCAT_BENCH_REDIS_URL (or the
  * COMMUCAT_TEST_ ones) are set, and on the embedded defaults, where PGlite grows the heap at
  * start-up so that the burst's growth hides in what it left (why this bench once printed a far
  * lower figure than peerbench). Bounded: if fewer connections could be opened (file descriptor
@@ -30,6 +33,8 @@ const CONCURRENCY = 64;
 const TARGET_KIB = 12;
 /** How long the server sits idle before the last reading. */
 const IDLE_WAIT_MS = 30_000;
+/** The V8 start-up flag of the second Postgres + Redis reading: semi-spaces of 8 MiB. */
+const SMALL_YOUNG = "--max-semi-space-size=8";
 const MAIN = new URL("./memory_server.ts", import.meta.url).pathname;
 const DENO_JSON = new URL("../deno.json", import.meta.url).pathname;
 
@@ -92,10 +97,13 @@ export async function spawnServer(
   dataDir: string,
   noisePrivate: Uint8Array,
   extraEnv: Record<string, string> = {},
+  /** V8 flags besides --expose-gc (start-up flags: V8 reads its heap sizes only then). */
+  v8Flags: string[] = [],
 ): Promise<Spawned> {
   const deno = Deno.execPath();
+  const flags = ["--expose-gc", ...v8Flags].join(",");
   const script =
-    `ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$0" run -A --v8-flags=--expose-gc --config "$1" "$2"`;
+    `ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$0" run -A --v8-flags=${flags} --config "$1" "$2"`;
   const child = new Deno.Command("bash", {
     args: ["-c", script, deno, DENO_JSON, MAIN],
     env: {
@@ -191,13 +199,30 @@ async function openIdle(
   return failure;
 }
 
+interface HeapSplit {
+  heapUsed: number;
+  heapTotal: number;
+  external: number;
+  /** KiB reserved by V8's young generation (new_space). */
+  young: number;
+  /** KiB reserved and in use in V8's old generation (old_space). */
+  old: number;
+  oldUsed: number;
+}
+
 /** The server's own heap split, from the line memory_server.ts prints after a collection. */
-function lastHeap(
-  output: string[],
-): { heapUsed: number; heapTotal: number; external: number } | null {
+function lastHeap(output: string[]): HeapSplit | null {
   for (let i = output.length - 1; i >= 0; i--) {
-    const m = /^gc done (\{[^}]*\})/.exec(output[i]);
-    if (m) return JSON.parse(m[1]);
+    const m = /^gc done (\{[^}]*\}) (\[.*\])$/.exec(output[i]);
+    if (!m) continue;
+    const spaces = JSON.parse(m[2]) as [string, number, number][];
+    const space = (name: string) => spaces.find(([n]) => n === name) ?? [name, 0, 0];
+    return {
+      ...JSON.parse(m[1]),
+      young: space("new_space")[1],
+      old: space("old_space")[1],
+      oldUsed: space("old_space")[2],
+    };
   }
   return null;
 }
@@ -209,10 +234,14 @@ function lastHeap(
  * handshakes left them), after a forced full collection, and after the server sat idle long
  * enough for V8's memory reducer to give back the heap headroom the burst grew.
  */
-async function measure(label: string, extraEnv: Record<string, string>): Promise<void> {
+async function measure(
+  label: string,
+  extraEnv: Record<string, string>,
+  v8Flags: string[] = [],
+): Promise<void> {
   const dataDir = await Deno.makeTempDir({ prefix: "commucat-bench-memory-" });
   const keys = generateKeypair();
-  const server = await spawnServer(dataDir, keys.privateKey, extraEnv);
+  const server = await spawnServer(dataDir, keys.privateKey, extraEnv, v8Flags);
   const clients: TestClient[] = [];
   try {
     // Headroom for the admin console, storage files and the bench's own descriptors.
@@ -248,8 +277,9 @@ async function measure(label: string, extraEnv: Record<string, string>): Promise
     // V8's memory reducer starts once the process is idle (its delay is 8 s after the last
     // major collection); 30 s covers it and its second pass.
     const embedded = label === "embedded";
-    if (!embedded) await new Promise((r) => setTimeout(r, IDLE_WAIT_MS));
-    const idle = embedded ? 0 : await settledRssKiB(pid, { gc: false });
+    const idleWait = embedded || v8Flags.length > 0 ? 0 : IDLE_WAIT_MS;
+    if (idleWait > 0) await new Promise((r) => setTimeout(r, idleWait));
+    const idle = idleWait > 0 ? await settledRssKiB(pid, { gc: false }) : 0;
     const per = (a: number, b: number) => (a - b) / opened;
     const verdict = (kib: number) => (kib <= TARGET_KIB ? "met" : "NOT met");
     const burst = per(after, before);
@@ -273,9 +303,11 @@ async function measure(label: string, extraEnv: Record<string, string>): Promise
           `(as peerbench W5 reads it; target ≤ ${TARGET_KIB} KiB: ${verdict(burst)})`,
       );
       console.log(
-        `memory (${label}): ${fmt(collected, 1)} KiB per connection after a full ` +
-          `collection; ${fmt(per(idle, before), 1)} KiB after ${IDLE_WAIT_MS / 1000} s idle ` +
-          "(V8's memory reducer gave the burst's heap headroom back)",
+        `memory (${label}): ${fmt(collected, 1)} KiB per connection after a full collection` +
+          (idleWait > 0
+            ? `; ${fmt(per(idle, before), 1)} KiB after ${idleWait / 1000} s idle ` +
+              "(V8's memory reducer gave the burst's heap headroom back)"
+            : ""),
       );
     }
     if (heapBefore && heapAfter) {
@@ -285,6 +317,17 @@ async function measure(label: string, extraEnv: Record<string, string>): Promise
         `memory (${label}): of which V8 heap in use ${kib("heapUsed")} KiB, heap reserved ` +
           `${kib("heapTotal")} KiB, external (buffers) ${kib("external")} KiB per connection; ` +
           "the rest is outside the V8 heap (sockets, the allocator)",
+      );
+      // The young generation's size is set as the process starts (start-up allocations grow
+      // it to V8's maximum); the burst of handshakes, each allocating some hundred KiB of
+      // short-lived objects, touches all of its pages: the same megabytes whatever the count.
+      const young = heapAfter.young - heapBefore.young;
+      console.log(
+        `memory (${label}): V8 young generation ${fmt(heapBefore.young / 1024, 1)} → ` +
+          `${fmt(heapAfter.young / 1024, 1)} MiB reserved (${fmt(young / opened, 1)} KiB per ` +
+          `connection, a fixed amount); old generation in use ` +
+          `${fmt((heapAfter.oldUsed - heapBefore.oldUsed) / opened, 1)} KiB, reserved ` +
+          `${fmt((heapAfter.old - heapBefore.old) / opened, 1)} KiB per connection`,
       );
     }
   } finally {
@@ -313,7 +356,11 @@ export async function run(): Promise<void> {
   const redis = Deno.env.get("COMMUCAT_BENCH_REDIS_URL") ??
     Deno.env.get("COMMUCAT_TEST_REDIS_URL");
   if (dsn && redis) {
-    await measure("Postgres + Redis", { COMMUCAT_PG_DSN: dsn, COMMUCAT_REDIS_URL: redis });
+    const env = { COMMUCAT_PG_DSN: dsn, COMMUCAT_REDIS_URL: redis };
+    await measure("Postgres + Redis", env);
+    // The same server with V8's young generation capped at start-up (peerbench starts it
+    // without): how much of the figure the young generation's size is.
+    await measure("Postgres + Redis, --max-semi-space-size=8", env, [SMALL_YOUNG]);
   } else {
     console.log(
       "memory on Postgres + Redis (what peerbench W5 measures): set COMMUCAT_BENCH_PG_DSN and " +
