@@ -365,7 +365,6 @@ export class FrameDecoder {
   #lenValue = 0;
   #lenScale = 1;
   #lenOctets = 0;
-  #lenRaw = new Uint8Array(MAX_VARINT_OCTETS); // frame_len octets of the frame being read
   #bodyLength = -1; // -1 while frame_len is still being read
   #error: CodecError | null = null;
 
@@ -411,7 +410,13 @@ export class FrameDecoder {
   drain(): Uint8Array {
     if (this.#error !== null) throw this.#error;
     const out = new Uint8Array(this.buffered);
-    out.set(this.#lenRaw.subarray(0, this.#lenOctets), 0);
+    // The frame_len octets read so far, rebuilt from their value (exact: it never exceeds the
+    // frame limit): each carries 7 bits, all but a completed one's last the continuation bit.
+    // (Not kept as they arrive: one buffer fewer per decoder, i.e. per connection.)
+    const complete = this.#bodyLength >= 0;
+    for (let k = 0, v = this.#lenValue; k < this.#lenOctets; k++, v = Math.floor(v / 128)) {
+      out[k] = (v % 128) | (complete && k === this.#lenOctets - 1 ? 0 : 0x80);
+    }
     let filled = this.#lenOctets;
     for (let i = this.#head; i < this.#chunks.length; i++) {
       const chunk = i === this.#head ? this.#chunks[i].subarray(this.#offset) : this.#chunks[i];
@@ -461,7 +466,6 @@ export class FrameDecoder {
   #readFrameLength(): boolean {
     while (this.#available > 0) {
       const byte = this.#readByte();
-      this.#lenRaw[this.#lenOctets] = byte;
       const octet = this.#lenOctets++;
       const bits = byte & 0x7f;
       if (octet === MAX_VARINT_OCTETS - 1 && bits > 1) {

@@ -62,13 +62,18 @@ const TWO_32 = 0x1_0000_0000;
  * A cipher key k and nonce n (spec §5.1). The nonce travels as 4 zero bytes ‖ n as 64-bit little
  * endian. A failed decrypt leaves the state unchanged (n is not incremented), as the spec says.
  */
+/**
+ * The 12-byte nonce block every CipherState fills right before its (synchronous) AEAD call:
+ * one for all, since each of the many idle connections holds two CipherStates.
+ */
+const NONCE_BLOCK = new Uint8Array(12);
+
 export class CipherState {
   readonly backend: CryptoBackend;
   #k: Uint8Array | null = null;
   // n as two 32-bit halves: a JS number cannot count to 2^64 - 1 exactly.
   #lo = 0;
   #hi = 0;
-  readonly #nonce = new Uint8Array(12);
 
   constructor(key: Uint8Array | null = null, backend: CryptoBackend = defaultBackend) {
     this.backend = backend;
@@ -111,7 +116,7 @@ export class CipherState {
     if (this.#lo === 0xffff_ffff && this.#hi === 0xffff_ffff) {
       throw new NoiseError("nonce", "nonce exhausted (2^64-1 reached): rekey or start over");
     }
-    const b = this.#nonce;
+    const b = NONCE_BLOCK;
     const lo = this.#lo, hi = this.#hi;
     b[4] = lo & 0xff;
     b[5] = (lo >>> 8) & 0xff;
