@@ -31,6 +31,24 @@ export function senderPrefix(sender: string): Uint8Array {
   return concatBytes(encodeVarint(bytes.length), bytes);
 }
 
+/** How many senders' prefixes {@link sharedSenderPrefix} keeps (emptied when full). */
+const SHARED_PREFIXES = 4096;
+const sharedPrefixes = new Map<string, Uint8Array>();
+
+/**
+ * {@link senderPrefix}, made once per sender and shared: a relay stamps every frame a device
+ * sends with the same prefix. The array is shared, so callers must only read it.
+ */
+export function sharedSenderPrefix(sender: string): Uint8Array {
+  let prefix = sharedPrefixes.get(sender);
+  if (prefix === undefined) {
+    if (sharedPrefixes.size >= SHARED_PREFIXES) sharedPrefixes.clear();
+    prefix = senderPrefix(sender);
+    sharedPrefixes.set(sender, prefix);
+  }
+  return prefix;
+}
+
 /**
  * A JSON payload with its top-level `"sender"` set to `sender` (any value the client put there
  * is replaced). A payload that is not a JSON object is returned unchanged.

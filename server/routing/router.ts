@@ -35,6 +35,8 @@ import type { PresenceService } from "./presence.ts";
 import type { Requests } from "./requests.ts";
 
 const NON_FATAL = { fatal: false } as const;
+/** The waits of a fan-out that has none (never written to). */
+const NO_WAITS: readonly Promise<unknown>[] = Object.freeze([]);
 const debugEnabled = () => getLogLevel() === "debug";
 /** Most sequences one `{acks:[…]}` frame may list. */
 export const MAX_ACKS_PER_FRAME = 4096;
@@ -185,7 +187,11 @@ export class Router {
         frame.type,
         frame.channel,
         frame.sequence,
-        () => this.#delivered(conn, frame, conversation, started),
+        this.#ackSent,
+        conn.deviceId,
+        started,
+        conversation.members.size - 1,
+        frame.payload.length,
       )
       : null;
     const item: RoutedItem = {
@@ -196,15 +202,19 @@ export class Router {
       ack,
       at: Date.now(),
     };
-    const waits: Promise<unknown>[] = [];
+    // The common case (every copy live) allocates no array: copies that must settle first are
+    // collected in a scratch array, taken over only when there are any.
+    // (A fan-out started while another one is collecting would take a fresh array.)
+    const scratch = this.#waits.length === 0 ? this.#waits : [];
     let lookups: Promise<void>[] | null = null;
     let live = 0;
     for (const target of this.delivery.targetsOf(conversation)) {
       if (target.member === conn.deviceId) continue;
-      const outcome = this.delivery.deliverToTarget(target, item, durable, waits);
+      const outcome = this.delivery.deliverToTarget(target, item, durable, scratch);
       if (outcome === "live") live++;
       else if (outcome instanceof Promise) (lookups ??= []).push(outcome);
     }
+    const waits = scratch.length === 0 ? NO_WAITS : scratch.splice(0);
     this.ctx.analytics?.routed(frame.type, conversation, conversation.members.size - 1, live);
     if (ack === null) {
       // TYPING: a hint of the moment, acknowledged once handed out.
@@ -239,20 +249,23 @@ export class Router {
     return Promise.all(lookups).then(settle);
   }
 
+  /** Copies of the frame being fanned out that must settle before its ACK (reused, see #fanOutTo). */
+  readonly #waits: Promise<unknown>[] = [];
+
   /** Counts and logs a frame whose ACK was just sent. */
-  #delivered(conn: Connection, frame: Frame, conversation: Conversation, started: number): void {
+  readonly #ackSent = (ack: SenderAck): void => {
     const { metrics, log } = this.ctx;
-    metrics.routed((performance.now() - started) / 1000);
+    metrics.routed((performance.now() - ack.receivedAt) / 1000);
     if (!debugEnabled()) return; // one line per frame: debug only, fields built only then
     log.debug("delivered frame", {
-      type: FRAME_TYPE_NAMES[frame.type],
-      channel: frame.channel,
-      sequence: frame.sequence,
-      sender: conn.deviceId,
-      recipients: conversation.members.size - 1,
-      bytes: frame.payload.length,
+      type: FRAME_TYPE_NAMES[ack.type],
+      channel: ack.channel,
+      sequence: ack.sequence,
+      sender: ack.sender,
+      recipients: ack.recipients,
+      bytes: ack.bytes,
     });
-  }
+  };
 
   // -------------------------------------------------------------------------------------
   // Receipt ACKs from the client

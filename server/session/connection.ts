@@ -19,7 +19,12 @@ import { NoiseError } from "../../protocol/noise.ts";
 import type { UserInfo } from "../../protocol/control.ts";
 import { MAX_U32 } from "../../protocol/varint.ts";
 import { encodeItemFrame, itemFromFrame } from "../../protocol/relay_item.ts";
-import { isOpaqueType, SENDER_CAPABILITY, senderPrefix, stampJson } from "../../protocol/sender.ts";
+import {
+  isOpaqueType,
+  SENDER_CAPABILITY,
+  sharedSenderPrefix,
+  stampJson,
+} from "../../protocol/sender.ts";
 import type { RelayAck, ReplayEnvelope } from "../../storage/types.ts";
 import type { NodeContext } from "../context.ts";
 import { type HandshakeResult, ServerHandshake } from "./handshake.ts";
@@ -589,7 +594,7 @@ export class Connection {
     if (this.state === "closed") return sequence;
     if (this.senderCapable && item.sender !== "") {
       if (isOpaqueType(item.type)) {
-        item.stamp ??= senderPrefix(item.sender);
+        item.stamp ??= sharedSenderPrefix(item.sender);
         this.#out.pushFrame(item.type, item.channel, sequence, item.payload, item.stamp);
       } else {
         item.stamp ??= stampJson(item.payload, item.sender);

@@ -50,12 +50,21 @@ export class SenderAck {
   /** Copies queued for remote members: the ACK names their event ids (`remote`). */
   #remote: { recipient: string; id: string }[] | null = null;
 
+  /**
+   * `onSent` is told once the ACK went out (one function for every ACK: what it reports is
+   * carried here, so a frame's ACK costs no closure). `receivedAt` (performance.now() when the
+   * frame was read), `recipients` and `bytes` are for it to report.
+   */
   constructor(
     private readonly target: AckTarget,
     readonly type: FrameType,
     readonly channel: number,
     readonly sequence: number,
     private readonly onSent: (ack: SenderAck) => void,
+    readonly sender = "",
+    readonly receivedAt = 0,
+    readonly recipients = 0,
+    readonly bytes = 0,
   ) {}
 
   /** A copy for a remote member went into the federation outbox as event `id`. */
