@@ -92,9 +92,8 @@ const SETTLED: Promise<void> = Promise.resolve();
  */
 const NONE_IN_FLIGHT: ReadonlyMap<number, InFlight> = new Map();
 
-/** A claim of the replay: how many it asked for, under which sequences, and its rows. */
+/** A claim of the replay: the first of the sequences it reserved, and its rows. */
 interface ReplayClaim {
-  limit: number;
   firstSequence: number;
   rows: Promise<ReplayEnvelope[]>;
 }
@@ -906,41 +905,27 @@ export class Connection {
       return rows;
     });
     this.#claiming = rows;
-    return { limit, firstSequence, rows };
+    return { firstSequence, rows };
   }
 
   async #replayLoop(): Promise<void> {
     const { metrics, config } = this.node.ctx;
     const maxInflight = config.limits.maxInflight;
-    /** The next batch, claimed while the previous one was being delivered. */
-    let next: ReplayClaim | null = null;
     while (this.state === "open") {
-      let claim = next;
-      next = null;
-      if (claim === null) {
-        const room = maxInflight - this.inflight.size;
-        if (room <= 0) {
-          await this.#windowOpened();
-          continue;
-        }
-        await this.#enqueuesSettled();
-        this.#replayDirty = false;
-        claim = this.#claim(Math.min(REPLAY_BATCH, room));
+      const room = maxInflight - this.inflight.size;
+      if (room <= 0) {
+        await this.#windowOpened();
+        continue;
       }
+      await this.#enqueuesSettled();
+      this.#replayDirty = false;
+      const claim = this.#claim(Math.min(REPLAY_BATCH, room));
       const batch: ReplayEnvelope[] = await claim.rows;
-      if (this.#claiming === claim.rows) this.#claiming = null;
+      this.#claiming = null;
       if (this.state !== "open") break;
       if (batch.length === 0) {
         if (this.#replayDirty || this.#pendingEnqueues > 0) continue;
         break;
-      }
-      // A full batch: more are likely queued, so claim the next one now and let its round trip
-      // overlap this batch's delivery. Not while frames for this device are being enqueued
-      // (they are claimed once committed, in order) or when the window has no room for both.
-      const after = maxInflight - this.inflight.size - batch.length;
-      if (batch.length === claim.limit && after > 0 && this.#pendingEnqueues === 0) {
-        this.#replayDirty = false;
-        next = this.#claim(Math.min(REPLAY_BATCH, after));
       }
       const firstSequence = claim.firstSequence;
       let sent = 0;
