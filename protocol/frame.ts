@@ -298,7 +298,34 @@ function parseBody(body: Uint8Array): Frame {
   }
   const payload = body.subarray(start);
   if (!isControlType(type)) return { type, channel, sequence, payload };
+  if (type === FrameType.Ack) {
+    // Every delivered frame's receipt: `{"ack":N}` read without a string and JSON.parse.
+    const acked = plainAck(payload);
+    if (acked >= 0) return { type, channel, sequence, payload, json: { ack: acked } };
+  }
   return { type, channel, sequence, payload, json: parseControlJson(type, payload) };
+}
+
+/** `{"ack":` as octets. */
+const PLAIN_ACK_PREFIX = [0x7b, 0x22, 0x61, 0x63, 0x6b, 0x22, 0x3a];
+
+/**
+ * N when `payload` is exactly `{"ack":N}` (N a JSON integer of at most 10 digits, no sign, no
+ * leading zero, no white space): what JSON.parse would read, as `{ ack: N }`. -1 for anything
+ * else, which takes the full parser (and its errors).
+ */
+export function plainAck(payload: Uint8Array): number {
+  const n = payload.length;
+  if (n < 9 || n > 18 || payload[n - 1] !== 0x7d) return -1;
+  for (let i = 0; i < 7; i++) if (payload[i] !== PLAIN_ACK_PREFIX[i]) return -1;
+  if (payload[7] === 0x30 && n !== 9) return -1;
+  let value = 0;
+  for (let i = 7; i < n - 1; i++) {
+    const digit = payload[i] - 0x30;
+    if (digit < 0 || digit > 9) return -1;
+    value = value * 10 + digit;
+  }
+  return value;
 }
 
 function parseControlJson(type: FrameType, payload: Uint8Array): unknown {

@@ -16,6 +16,7 @@ import {
   isControlType,
   MAX_CONTROL_JSON_LEN,
   MAX_FRAME_LEN,
+  plainAck,
   ProtocolError,
 } from "../../protocol/mod.ts";
 
@@ -510,4 +511,59 @@ Deno.test("drain hands over every unread octet, including a partly read frame he
     assert.equal(decoder.buffered, tail.length);
     assert.deepEqual(decoder.drain(), tail);
   }
+});
+
+Deno.test('an ACK\'s `{"ack":N}` read without JSON.parse reads what JSON.parse reads', () => {
+  const te = new TextEncoder();
+  const exact = ["0", "7", "10", "4294967295", "9999999999", "123456"];
+  const other = [
+    "00",
+    "01",
+    "-1",
+    "1.5",
+    "1e3",
+    " 1",
+    "1 ",
+    "",
+    "12345678901",
+    "0x1",
+    "+1",
+    '"1"',
+    "null",
+  ];
+  for (const n of exact) {
+    const text = `{"ack":${n}}`;
+    assert.equal(plainAck(te.encode(text)), JSON.parse(text).ack, text);
+  }
+  const shapes = [
+    ...other.map((n) => `{"ack":${n}}`),
+    '{"ack":1,"device":"d"}',
+    '{ "ack":1}',
+    '{"ack" :1}',
+    '{"ACK":1}',
+    '{"ack":1}}',
+    '{"ack":1',
+    '["ack",1]',
+  ];
+  for (const text of shapes) assert.equal(plainAck(te.encode(text)), -1, text);
+  // Through the decoder: the same json either way, and a malformed one still refused.
+  for (const text of [...exact.map((n) => `{"ack":${n}}`), '{"ack":5,"device":"d"}']) {
+    const bytes = encodeFrame({
+      type: FrameType.Ack,
+      channel: 1,
+      sequence: 2,
+      payload: te.encode(text),
+    });
+    const decoder = new FrameDecoder();
+    decoder.push(bytes);
+    assert.deepEqual(decoder.next()!.json, JSON.parse(text), text);
+  }
+  const bad = new FrameDecoder();
+  bad.push(
+    encodeFrame({ type: FrameType.Ack, channel: 1, sequence: 2, payload: te.encode('{"ack":01}') }),
+  );
+  assert.throws(
+    () => bad.next(),
+    (err) => err instanceof CodecError && err.title === "Invalid Control Payload",
+  );
 });
