@@ -109,8 +109,6 @@ export class Connection {
   lastInbound = Date.now();
   /** `performance.now()` when the bytes being handled were read (routing latency starts here). */
   receivedAt = 0;
-  /** Frames of the current read routed synchronously (timed together when the read is done). */
-  routedNow = 0;
   deviceId = "";
   sessionId = "";
   user: UserInfo | null = null;
@@ -251,26 +249,15 @@ export class Connection {
         ) {
           metrics.frameInCode(frame.type);
           const pending = this.#onFrame(frame);
-          if (pending) {
-            this.#timeRouted();
-            await pending;
-          }
+          if (pending) await pending;
           if (this.#pendingSecure) this.#switchInbound();
         }
-        this.#timeRouted();
       }
     } catch (err) {
       await this.#onLoopError(err);
     } finally {
       await this.#teardown();
     }
-  }
-
-  /** Frames routed synchronously since the read: every copy is handed over by now. */
-  #timeRouted(): void {
-    if (this.routedNow === 0) return;
-    this.node.ctx.metrics.routed((performance.now() - this.receivedAt) / 1000, this.routedNow);
-    this.routedNow = 0;
   }
 
   #push(chunk: Uint8Array): void {
