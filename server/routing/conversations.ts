@@ -88,6 +88,12 @@ export class Conversations {
   readonly #bound = new Map<string, Map<number, string>>();
   /** Conversation cache in least-recently-used order (a Map keeps insertion order). */
   readonly #cache = new Map<string, Conversation>();
+  /**
+   * Conversations moved to the back of #cache since it last evicted for room: a hit on one of
+   * them leaves the order as it is (one lookup instead of a delete and an insert per frame), so
+   * the order is by first use since the last eviction — least recently used, near enough.
+   */
+  readonly #fresh = new Set<string>();
   #cachedMembers = 0;
   readonly #loading = new Map<string, Promise<Conversation | null>>();
 
@@ -442,10 +448,11 @@ export class Conversations {
       this.#evict(id); // its users' devices are looked up again
       return undefined;
     }
-    if (c !== undefined) {
-      // Most recently used goes last.
+    if (c !== undefined && !this.#fresh.has(id)) {
+      // Recently used goes last.
       this.#cache.delete(id);
       this.#cache.set(id, c);
+      this.#fresh.add(id);
     }
     return c;
   }
@@ -490,6 +497,8 @@ export class Conversations {
     this.#evict(conversation.id);
     this.#cache.set(conversation.id, conversation);
     this.#cachedMembers += conversation.members.size;
+    if (this.#cachedMembers <= this.membersBudget) return;
+    this.#fresh.clear();
     for (const [id] of this.#cache) {
       if (this.#cachedMembers <= this.membersBudget || id === conversation.id) break;
       this.#evict(id);
@@ -500,6 +509,7 @@ export class Conversations {
     const c = this.#cache.get(id);
     if (c === undefined) return;
     this.#cache.delete(id);
+    this.#fresh.delete(id);
     this.#cachedMembers -= c.members.size;
   }
 }
