@@ -813,6 +813,33 @@ const cases: Case[] = [
     },
   ],
 
+  [
+    "sessions: open waits for a revocation in progress and then refuses the device",
+    async (s, db, u) => {
+      const { device: d } = await device(s, u, "admit-race", 7);
+      let opening: Promise<unknown> | null = null;
+      let settled = false;
+      await db.transaction(async (q) => {
+        await q.query(`SELECT 1 FROM user_device WHERE device_id = $1 FOR UPDATE`, [d.id]);
+        await q.query(`UPDATE user_device SET status = 'revoked' WHERE device_id = $1`, [d.id]);
+        // Started while the revocation holds the device row, still uncommitted.
+        opening = s.sessions.open({
+          sessionId: `${u}-race-s`,
+          deviceId: d.id,
+          pattern: "XK",
+          protocolVersion: 2,
+          remoteAddr: null,
+          nodeId: "node-a",
+          ttlSeconds: 60,
+        }, key(7)).finally(() => (settled = true));
+        await new Promise((resolve) => setTimeout(resolve, 200));
+        assert.equal(settled, false, "the admission waits for the device row");
+      });
+      assert.equal(await opening, null, "the committed revocation is seen");
+      assert.equal((await s.sessions.byDevice(d.id, { limit: 10 })).items.length, 0);
+    },
+  ],
+
   ["relay: requeue by session and device, concurrent claims never overlap", async (s, _db, u) => {
     const dev = `${u}-rq`;
     const ids = await s.relay.enqueue(

@@ -47,6 +47,8 @@ registerContract({
       "a SQL trigger makes the write fail; the fake has no database",
     "sessions: open admits only a device active with the key, and writes nothing otherwise":
       "the console never admits sessions",
+    "sessions: open waits for a revocation in progress and then refuses the device":
+      "the console never admits sessions",
   },
   open: () => Promise.resolve(fake(consoleFake(Date.now, [STATIC_PEER]))),
 });
