@@ -24,6 +24,11 @@ export interface Transport {
   read(): Promise<Uint8Array | null>;
   /** Writes all of `bytes`; resolves when the transport accepted them (backpressure). */
   write(bytes: Uint8Array): Promise<void>;
+  /**
+   * True when a resolved write() no longer reads the array it was given, so the caller may
+   * reuse it; absent or false when the transport may still hold it (a stream's queue).
+   */
+  readonly writtenBytesReusable?: boolean;
   /** Closes both directions; safe to call more than once. */
   close(): void;
 }
@@ -42,6 +47,8 @@ export function formatAddr(addr: Deno.Addr): string {
 /** A `Deno.Conn` (TCP or TLS) as a Transport. */
 export class ConnTransport extends ConnStream implements Transport {
   readonly kind: "tcp" | "tls";
+  /** Deno.Conn.write has handed the octets to the socket when it resolves. */
+  readonly writtenBytesReusable = true;
   readonly remoteAddr: string;
   readonly isLoopback: boolean;
 

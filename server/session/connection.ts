@@ -694,7 +694,8 @@ export class Connection {
           await this.transport.write(sealed);
         } else {
           await this.transport.write(plain);
-          out.recycle(plain);
+          // A stream transport may still queue the array: only a socket's is reused.
+          if (this.transport.writtenBytesReusable) out.recycle(plain);
         }
       }
     } catch (err) {

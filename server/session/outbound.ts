@@ -2,18 +2,26 @@
  * A connection's outbound bytes between two flushes: frames are encoded straight into one
  * growing buffer, so a flush is one write (v1) or one seal and one write (v2) with no per-frame
  * allocation and no concatenation. The buffer is handed to the writer at flush time and a new
- * one starts; a large buffer is recycled once the writer is done with it, a small one (an idle
- * connection) is dropped so idle connections hold no buffer at all.
+ * one starts; once the writer is done with it, a buffer of the pooled size goes back to a pool
+ * every connection shares and a larger one is kept while the connection stays busy, so idle
+ * connections hold no buffer at all.
  *
  * @module
  */
 import { encodeFrame, type FrameType } from "../../protocol/frame.ts";
 import { varintLength, writeVarint } from "../../protocol/varint.ts";
 
-/** First buffer size for a connection that was idle. */
-const INITIAL_SIZE = 512;
-/** A flushed buffer at least this large is kept for the next batch (the connection is busy). */
-const RECYCLE_MIN = 16 * 1024;
+/**
+ * The size of the buffers every connection of a process shares: a connection that was idle
+ * takes one for its next batch and gives it back once the batch is written, so idle connections
+ * hold no buffer and busy ones allocate none per flush.
+ */
+const POOLED_SIZE = 16 * 1024;
+/** At most this many pooled buffers wait for a taker (4 MiB a process). */
+const POOL_MAX = 256;
+const pool: Uint8Array[] = [];
+/** A flushed buffer larger than a pooled one is kept by its connection for the next batch. */
+const RECYCLE_MIN = POOLED_SIZE + 1;
 /** A buffer larger than this is never kept (memory per connection stays bounded). */
 const RECYCLE_MAX = 1024 * 1024;
 /** Payloads up to this size are encoded in place; larger ones go through the full encoder. */
@@ -58,8 +66,10 @@ export class OutboundBuffer {
       if (spare !== null && spare.length >= need) {
         buf = spare;
         this.#spare = null;
+      } else if (need <= POOLED_SIZE) {
+        buf = pool.pop() ?? new Uint8Array(POOLED_SIZE);
       } else {
-        buf = new Uint8Array(Math.max(INITIAL_SIZE, need));
+        buf = new Uint8Array(need);
       }
       this.#buf = buf;
     } else if (buf.length < need) {
@@ -158,10 +168,16 @@ export class OutboundBuffer {
     return buf === null ? new Uint8Array(0) : buf.subarray(0, length);
   }
 
-  /** Gives back a buffer from {@link take} once it was written; kept only while busy. */
+  /**
+   * Gives back a buffer from {@link take} once it was written (nothing may read it after this):
+   * a pooled-size one to the shared pool, a larger one kept while the connection is busy.
+   */
   recycle(taken: Uint8Array): void {
-    const whole = new Uint8Array(taken.buffer, taken.byteOffset, taken.buffer.byteLength);
-    if (taken.length >= RECYCLE_MIN && whole.length <= RECYCLE_MAX) this.#spare = whole;
+    if (taken.byteOffset !== 0) return;
+    const whole = new Uint8Array(taken.buffer);
+    if (whole.length === POOLED_SIZE) {
+      if (pool.length < POOL_MAX) pool.push(whole);
+    } else if (taken.length >= RECYCLE_MIN && whole.length <= RECYCLE_MAX) this.#spare = whole;
     else if (taken.length < RECYCLE_MIN / 4) this.#spare = null; // calm: hold no memory
   }
 

@@ -164,6 +164,30 @@ for (const kind of storageKinds()) {
         await stillServed();
       });
 
+      await t.step("v1 over HTTP/1.1 /connect: bursts of large frames arrive intact", async () => {
+        // Batches past the outbound pool's buffer size, to a stream transport that may still
+        // queue what it was given when its write resolves: no batch's bytes may be reused early.
+        const a = await connect(uid("big-a"));
+        const b = await connect(uid("big-b"), {
+          port: server.ports.http,
+          transport: "http",
+          versions: [1],
+        });
+        const ch = 77;
+        assert.equal((await a.join(ch, [b.options.deviceId])).type, FrameType.Ack);
+        const bodies = Array.from(
+          { length: 40 },
+          (_, i) => `${i}:` + String.fromCharCode(65 + (i % 26)).repeat(24_000 + i),
+        );
+        for (const body of bodies) a.msg(ch, body);
+        for (const body of bodies) {
+          const f = await b.nextOfType(FrameType.Msg);
+          assert.equal(text(f), body);
+          b.ack(f.sequence);
+        }
+        await stillServed();
+      });
+
       await t.step(
         "MSG, TYPING, KEY_UPDATE, GROUP_EVENT fan out with recipient sequences",
         async () => {
