@@ -68,7 +68,7 @@ export const STREAM_IDLE_MS = 3_600_000;
 /** Upper bound of the pause between reconnection attempts. */
 const MAX_RECONNECT_DELAY_MS = 2000;
 
-/** Delete the route only while it still names the given session (compare-and-delete). */
+/** Delete the route KEYS[1] only while it still names the session ARGV[1] (compare-and-delete). */
 const CLEAR_ROUTE_LUA = `
 local v = redis.call('GET', KEYS[1])
 if not v then return 0 end
@@ -89,14 +89,7 @@ return 1`;
  * deleted only while it names this session (as CLEAR_ROUTE_LUA).
  */
 const DETACH_LUA = `
-redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
-local v = redis.call('GET', KEYS[1])
-if not v then return 0 end
-local ok, route = pcall(cjson.decode, v)
-if ok and type(route) == 'table' and route.sessionId == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0`;
+redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])` + CLEAR_ROUTE_LUA;
 
 /**
  * One GCRA step on Redis's clock (the arithmetic of gcra() in shared.ts), atomic per key.

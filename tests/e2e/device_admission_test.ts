@@ -8,23 +8,15 @@ import assert from "node:assert/strict";
 import { generateKeypair } from "../../protocol/crypto.ts";
 import type { Storage } from "../../storage/types.ts";
 import {
-  type ClientOptions,
   clientOptions,
+  expectRefused,
   HandshakeRefused,
   TestClient,
 } from "../server/helpers/client.ts";
 import { storageKinds, uid, withSharedNodes } from "../server/helpers/server.ts";
 import { DeviceCache } from "../../server/session/device_cache.ts";
 
-async function refused(options: ClientOptions, title: string, status: number): Promise<void> {
-  await assert.rejects(TestClient.connect(options), (err: unknown) => {
-    assert.ok(err instanceof HandshakeRefused, `expected a refusal, got ${err}`);
-    assert.equal(err.problem.title, title);
-    assert.equal(err.problem.status, status);
-    assert.equal(err.problem.fatal, true);
-    return true;
-  });
-}
+const refused = expectRefused;
 
 async function sessionCount(storage: Storage, deviceId: string): Promise<number> {
   return (await storage.sessions.byDevice(deviceId, { limit: 100 })).items.length;

@@ -14,10 +14,9 @@ import { generateKeypair } from "../../protocol/crypto.ts";
 import { CODEC_ERROR_TITLES } from "../../protocol/errors.ts";
 import type { Storage } from "../../storage/types.ts";
 import {
-  type ClientOptions,
   clientOptions,
   connector,
-  HandshakeRefused,
+  expectRefused,
   openRaw,
   readFrames,
   TestClient,
@@ -52,16 +51,7 @@ function xkMessage1(serverStatic: Uint8Array): Uint8Array {
 const text = (f: Frame) => new TextDecoder().decode(f.payload);
 const problemOf = (f: Frame) => f.json as Record<string, unknown>;
 
-/** Expects the handshake to be refused with this title and status. */
-async function refused(options: ClientOptions, title: string, status: number): Promise<void> {
-  await assert.rejects(TestClient.connect(options), (err: unknown) => {
-    assert.ok(err instanceof HandshakeRefused, `expected a refusal, got ${err}`);
-    assert.equal(err.problem.title, title);
-    assert.equal(err.problem.status, status);
-    assert.equal(err.problem.fatal, true);
-    return true;
-  });
-}
+const refused = expectRefused;
 
 async function makeTlsFiles(): Promise<{ dir: string; cert: string; key: string }> {
   const dir = await Deno.makeTempDir({ prefix: "commucat-tls-" });

@@ -18,6 +18,15 @@ function refusingPeer(status: number, title: string) {
   });
 }
 
+/** a.test with b.test as its peer, served by `peer` on loopback. */
+function domainWithPeer(peer: Deno.HttpServer<Deno.NetAddr>) {
+  return makeDomain(newIdentity("a.test"), [{
+    domain: "b.test",
+    endpoint: `http://127.0.0.1:${peer.addr.port}/federation/events`,
+    publicKey: newIdentity("b.test").publicKey,
+  }]);
+}
+
 Deno.test("classify: which refusals may give an entry up", () => {
   const p = (title: string) => JSON.stringify({ title });
   const giveUp = (status: number, body = "") => {
@@ -42,12 +51,7 @@ for (
 ) {
   Deno.test(`outbox: HTTP ${status} ${title} ${dies ? "is given up" : "is retried"}`, async () => {
     const peer = refusingPeer(status, title);
-    const ib = newIdentity("b.test");
-    const a = makeDomain(newIdentity("a.test"), [{
-      domain: "b.test",
-      endpoint: `http://127.0.0.1:${peer.addr.port}/federation/events`,
-      publicKey: ib.publicKey,
-    }]);
+    const a = domainWithPeer(peer);
     try {
       await a.fed.send({ channel: 7, sequence: 1, frame: msg, sender: "al", target: "bo@b.test" });
       for (let i = 0; i < MAX_REJECTED_ATTEMPTS + 2; i++) {
@@ -90,12 +94,7 @@ Deno.test("outbox: a peer gets events in queue order, a failed one holding back 
     seen.push(seq);
     return Response.json({ status: "accepted" }, { status: 202 });
   });
-  const ib = newIdentity("b.test");
-  const a = makeDomain(newIdentity("a.test"), [{
-    domain: "b.test",
-    endpoint: `http://127.0.0.1:${peer.addr.port}/federation/events`,
-    publicKey: ib.publicKey,
-  }]);
+  const a = domainWithPeer(peer);
   try {
     for (let sequence = 1; sequence <= 5; sequence++) {
       await a.fed.send({ channel: 7, sequence, frame: msg, sender: "al", target: "bo@b.test" });

@@ -51,6 +51,21 @@ export class HandshakeRefused extends Error {
   }
 }
 
+/** Expects the handshake to be refused, fatally, with this title and status. */
+export async function expectRefused(
+  options: ClientOptions,
+  title: string,
+  status: number,
+): Promise<void> {
+  await assert.rejects(TestClient.connect(options), (err: unknown) => {
+    assert.ok(err instanceof HandshakeRefused, `expected a refusal, got ${err}`);
+    assert.equal(err.problem.title, title);
+    assert.equal(err.problem.status, status);
+    assert.equal(err.problem.fatal, true);
+    return true;
+  });
+}
+
 /** A raw duplex byte stream to the server. */
 export interface RawStream {
   read(): Promise<Uint8Array | null>;
