@@ -303,6 +303,10 @@ export class RelayNode implements SessionHost {
         });
         this.conversations.invalidateGroup(event.groupId);
         return;
+      case "device-key-changed":
+        // A session of the old key must not even be attached before its admission refuses it.
+        this.devices.forget(event.deviceId);
+        return;
       case "device-approved":
         log.info("device approved", { device: event.deviceId });
         this.devices.forget(event.deviceId);

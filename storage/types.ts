@@ -905,6 +905,8 @@ export interface AuditRepo {
 export type ControlEvent =
   | { kind: "device-approved"; deviceId: string }
   | { kind: "device-revoked"; deviceId: string }
+  /** The device's key changed (its owner rotated it): what nodes know of its key is stale. */
+  | { kind: "device-key-changed"; deviceId: string }
   | { kind: "member-removed"; groupId: string; deviceId: string }
   | { kind: "peer-status"; domain: string; status: PeerStatus };
 

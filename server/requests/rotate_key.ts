@@ -74,6 +74,10 @@ export const rotateKey: RequestHandler = async (ctx: RequestContext, request) =>
     public_key: bytesToHex(newKey),
     event_id: change.event.eventId,
   });
+  // Every node forgets the old key it may have cached for the device (server/session/
+  // device_cache.ts). Only a hint: admission checks the key in storage whatever is cached.
+  await ctx.storage.ephemeral.publishControl({ kind: "device-key-changed", deviceId: ctx.deviceId })
+    .catch((err) => ctx.log.warn("key change not announced to other nodes", { error: err }));
   return {
     device_id: ctx.deviceId,
     public_key: bytesToHex(newKey),

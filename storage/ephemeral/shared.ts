@@ -287,6 +287,7 @@ export function toControlEvent(v: unknown): ControlEvent | null {
   switch (v.kind) {
     case "device-approved":
     case "device-revoked":
+    case "device-key-changed":
       return isNonEmpty(v.deviceId) ? { kind: v.kind, deviceId: v.deviceId } : null;
     case "member-removed":
       return isNonEmpty(v.groupId) && isNonEmpty(v.deviceId)

@@ -283,6 +283,7 @@ for (const kind of storageKinds()) {
           assert.equal(problemOf(err).fatal, false);
         }
         assert.deepEqual((await storage.devices.get(id))!.publicKey, oldKeys.publicKey);
+        assert.ok(server.node.devices.get(id, oldKeys.publicKey), "the old key is cached");
         const ok = await request({
           client_static: bytesToHex(newKeys.publicKey),
           proof: proofFor(newKeys, c.session),
@@ -290,6 +291,8 @@ for (const kind of storageKinds()) {
         assert.equal(ok.type, FrameType.Ack);
         assert.equal((ok.json as Record<string, unknown>).op, "rotate_key");
         assert.deepEqual((await storage.devices.get(id))!.publicKey, newKeys.publicKey);
+        // Every node forgets the old key (a session of it is not even attached any more).
+        await waitFor(() => server.node.devices.get(id, oldKeys.publicKey) === null);
         const events = await storage.keyEvents.export(id);
         assert.equal(events.at(-1)?.kind, "rotated");
         assert.equal(events.at(-1)?.actor, `device:${id}`);
