@@ -492,21 +492,31 @@ class NodeBlake2sForNoble {
   }
   destroy(): void {}
 }
-const nodeBlake2sAsNoble = Object.assign(
-  (message: Uint8Array) => new NodeBlake2sForNoble().update(message).digest(),
-  { blockLen: 64, outputLen: HASHLEN, create: () => new NodeBlake2sForNoble() },
-);
+/** noble's HMAC over the noble-shaped BLAKE2s hashes `create` makes (an adapter's). */
+function nobleHmacOver(
+  name: string,
+  create: () => { update(data: Uint8Array): { digest(): Uint8Array } },
+): HmacImpl {
+  const hash = Object.assign(
+    (message: Uint8Array) => create().update(message).digest(),
+    { blockLen: 64, outputLen: HASHLEN, create },
+  );
+  return {
+    name,
+    hmac(key, a, b) {
+      // deno-lint-ignore no-explicit-any
+      const m = nobleHmac.create(hash as any, key).update(a);
+      if (b) m.update(b);
+      return m.digest();
+    },
+  };
+}
 
 /** noble's HMAC over node:crypto's BLAKE2s (fewest per-call costs on 32-byte inputs). */
-export const nobleHmacNodeBlake2s: HmacImpl = {
-  name: "@noble/hashes hmac over node:crypto blake2s256",
-  hmac(key, a, b) {
-    // deno-lint-ignore no-explicit-any
-    const m = nobleHmac.create(nodeBlake2sAsNoble as any, key).update(a);
-    if (b) m.update(b);
-    return m.digest();
-  },
-};
+export const nobleHmacNodeBlake2s: HmacImpl = nobleHmacOver(
+  "@noble/hashes hmac over node:crypto blake2s256",
+  () => new NodeBlake2sForNoble(),
+);
 
 // ---------------------------------------------------------------------------------------------
 // hash-wasm
@@ -608,21 +618,11 @@ class WasmBlake2sForNoble {
     this.len = 0;
   }
 }
-const wasmBlake2sAsNoble = Object.assign(
-  (message: Uint8Array) => new WasmBlake2sForNoble().update(message).digest(),
-  { blockLen: 64, outputLen: HASHLEN, create: () => new WasmBlake2sForNoble() },
-);
-
 /** noble's HMAC over hash-wasm's BLAKE2s. */
-export const nobleHmacWasmBlake2s: HmacImpl = {
-  name: "@noble/hashes hmac over hash-wasm blake2s",
-  hmac(key, a, b) {
-    // deno-lint-ignore no-explicit-any
-    const m = nobleHmac.create(wasmBlake2sAsNoble as any, key).update(a);
-    if (b) m.update(b);
-    return m.digest();
-  },
-};
+export const nobleHmacWasmBlake2s: HmacImpl = nobleHmacOver(
+  "@noble/hashes hmac over hash-wasm blake2s",
+  () => new WasmBlake2sForNoble(),
+);
 
 /**
  * hash-wasm's own HMAC over the module's BLAKE2s hasher. `createHMAC` takes the hasher as a

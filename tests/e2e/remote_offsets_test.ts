@@ -11,9 +11,8 @@
  * and Redis key prefix).
  */
 import assert from "node:assert/strict";
-import { sdkOptions } from "../helpers/env_server.ts";
 import { bytesToHex } from "@noble/hashes/utils.js";
-import { type Client, connect, type DeliveryReceipt } from "../../client/sdk.ts";
+import type { DeliveryReceipt } from "../../client/sdk.ts";
 import { generateKeypair, type Keypair } from "../../protocol/crypto.ts";
 import {
   type FederationEvent,
@@ -24,8 +23,8 @@ import {
 import type { Config } from "../../server/config/mod.ts";
 import { offsetFrame } from "../../server/federation/offsets.ts";
 import { type Db } from "../../storage/mod.ts";
-import { LogCapture, startServer, uid, waitFor } from "../server/helpers/server.ts";
-import { type Domain, domainConfig, domainTests, pair } from "../helpers/domains.ts";
+import { LogCapture, type ServerHandle, uid, waitFor } from "../server/helpers/server.ts";
+import { type Domain, domainTests, pairedConfigs, runDomains } from "../helpers/domains.ts";
 
 /** The outbox rows a.test marked acknowledged by its peer. */
 async function ackedOnOrigin(db: Db): Promise<number> {
@@ -37,28 +36,11 @@ async function ackedOnOrigin(db: Db): Promise<number> {
 
 async function scenario(makeDomain: () => Promise<Domain>) {
   const logs = new LogCapture().start();
-  const cfgA = domainConfig("a.test");
-  const cfgB = domainConfig("b.test");
-  pair(cfgA, cfgB);
-  pair(cfgB, cfgA);
-  const a = await makeDomain();
-  const b = await makeDomain();
-  const fast = { pollIntervalMs: 50 };
-  const serverA = await startServer(cfgA, { storage: a.storage, federation: fast });
-  const serverB = await startServer(cfgB, { storage: b.storage, federation: fast });
-  const clients: Client[] = [];
-  const open = async (
-    server: typeof serverA,
-    config: Config,
-    deviceId: string,
-    keypair: Keypair,
-  ) => {
-    const client = await connect(
-      sdkOptions({ server, config }, deviceId, keypair, { autoAck: false }),
-    );
-    clients.push(client);
-    return client;
-  };
+  const [cfgA, cfgB] = pairedConfigs();
+  const running = await runDomains(cfgA, cfgB, makeDomain);
+  const { a, serverA, serverB } = running;
+  const open = (server: ServerHandle, config: Config, deviceId: string, keypair: Keypair) =>
+    running.open(server, config, deviceId, keypair, { autoAck: false });
   const inboundA = `http://127.0.0.1:${cfgA.server.bind.port}/federation/events`;
   const secretB = federationKeypair(cfgB.crypto.federationSeed).secretKey;
   /** POSTs an offset report to a.test as b.test would (signed with `secret`). */
@@ -237,11 +219,7 @@ async function scenario(makeDomain: () => Promise<Domain>) {
     assert.equal(receipts.length, heard + 1);
     await inbox.return?.();
   } finally {
-    for (const c of clients) await c.close();
-    await serverA.stop();
-    await serverB.stop();
-    await a.close();
-    await b.close();
+    await running.close();
     logs.stop();
   }
 }

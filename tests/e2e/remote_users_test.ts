@@ -12,7 +12,7 @@
 import assert from "node:assert/strict";
 import { freePort } from "../helpers/wait.ts";
 import { bytesToHex } from "@noble/hashes/utils.js";
-import { type Client, CommuCatError, connect } from "../../client/sdk.ts";
+import { CommuCatError } from "../../client/sdk.ts";
 import { generateKeypair, type Keypair } from "../../protocol/crypto.ts";
 import {
   type FederationEvent,
@@ -21,8 +21,14 @@ import {
   toRfc3339,
 } from "../../protocol/federation.ts";
 import type { Config } from "../../server/config/mod.ts";
-import { LogCapture, startServer, uid } from "../server/helpers/server.ts";
-import { type Domain, domainConfig, domainTests, pair } from "../helpers/domains.ts";
+import { LogCapture, type ServerHandle, uid } from "../server/helpers/server.ts";
+import {
+  type Domain,
+  domainConfig,
+  domainTests,
+  pairedConfigs,
+  runDomains,
+} from "../helpers/domains.ts";
 
 /** A fake peer c.test: answers every user query with what `answer` builds. */
 function fakePeer(
@@ -49,10 +55,7 @@ async function refusal(p: Promise<unknown>): Promise<CommuCatError> {
 
 async function scenario(makeDomain: () => Promise<Domain>) {
   const logs = new LogCapture().start();
-  const cfgA = domainConfig("a.test");
-  const cfgB = domainConfig("b.test");
-  pair(cfgA, cfgB);
-  pair(cfgB, cfgA);
+  const [cfgA, cfgB] = pairedConfigs();
   // c.test: a peer a.test pins, played by a fake server that forges answers.
   const cfgC = domainConfig("c.test");
   const secretC = federationKeypair(cfgC.crypto.federationSeed).secretKey;
@@ -80,32 +83,15 @@ async function scenario(makeDomain: () => Promise<Domain>) {
     endpoint: `http://127.0.0.1:${peerC.port}`,
     publicKey: federationKeypair(cfgC.crypto.federationSeed).publicKey,
   });
-  const a = await makeDomain();
-  const b = await makeDomain();
-  const fast = { pollIntervalMs: 50 };
-  const serverA = await startServer(cfgA, { storage: a.storage, federation: fast });
-  const serverB = await startServer(cfgB, { storage: b.storage, federation: fast });
-  const clients: Client[] = [];
-  const open = async (
-    server: typeof serverA,
+  const running = await runDomains(cfgA, cfgB, makeDomain);
+  const { b, serverA, serverB } = running;
+  const open = (
+    server: ServerHandle,
     config: Config,
     deviceId: string,
     keypair: Keypair,
     handle?: string,
-  ) => {
-    const client = await connect({
-      transport: "tcp",
-      host: "127.0.0.1",
-      port: server.ports.tcp,
-      deviceId,
-      keypair,
-      serverKey: bytesToHex(config.crypto.noisePublic),
-      keepaliveMs: 0,
-      ...(handle ? { user: { handle } } : {}),
-    });
-    clients.push(client);
-    return client;
-  };
+  ) => running.open(server, config, deviceId, keypair, handle ? { user: { handle } } : {});
 
   try {
     const aliceHandle = uid("alice");
@@ -208,12 +194,8 @@ async function scenario(makeDomain: () => Promise<Domain>) {
     await phoneInbox.return?.();
     await laptopInbox.return?.();
   } finally {
-    for (const c of clients) await c.close();
-    await serverA.stop();
-    await serverB.stop();
+    await running.close();
     await peerC.server.shutdown();
-    await a.close();
-    await b.close();
     logs.stop();
   }
 }

@@ -10,7 +10,15 @@ import type { Config } from "../../server/config/mod.ts";
 import { openPglite, openPostgres } from "../../storage/db.ts";
 import { openEphemeral } from "../../storage/ephemeral/mod.ts";
 import { buildStorage, type Db, migrate, type Storage } from "../../storage/mod.ts";
-import { realServices, testConfig } from "../server/helpers/server.ts";
+import {
+  realServices,
+  type ServerHandle,
+  startServer,
+  testConfig,
+} from "../server/helpers/server.ts";
+import { type Client, connect, type ConnectOptions } from "../../client/sdk.ts";
+import type { Keypair } from "../../protocol/crypto.ts";
+import { sdkOptions } from "./env_server.ts";
 import { scratchSchema } from "../storage/pg_scratch.ts";
 
 /** The test config of `domain`, its HTTP listener on a free loopback port. */
@@ -27,6 +35,15 @@ export function pair(config: Config, peer: Config): void {
     endpoint: `http://127.0.0.1:${peer.server.bind.port}`,
     publicKey: federationKeypair(peer.crypto.federationSeed).publicKey,
   });
+}
+
+/** The configs of a.test and b.test, each the other's static peer. */
+export function pairedConfigs(): [Config, Config] {
+  const cfgA = domainConfig("a.test");
+  const cfgB = domainConfig("b.test");
+  pair(cfgA, cfgB);
+  pair(cfgB, cfgA);
+  return [cfgA, cfgB];
 }
 
 /** One domain's storage; `close()` closes it and removes its data. */
@@ -93,4 +110,54 @@ export function domainTests(
     sanitizeOps: false,
     fn: () => scenario(() => realDomain(real!.dsn, real!.redis)),
   });
+}
+
+/** Two domains' storage and servers running, and the SDK clients opened on them. */
+export interface RunningDomains {
+  a: Domain;
+  b: Domain;
+  serverA: ServerHandle;
+  serverB: ServerHandle;
+  /** Connects an SDK client to `server` (of `config`); it is closed by {@link close}. */
+  open(
+    server: ServerHandle,
+    config: Config,
+    deviceId: string,
+    keypair: Keypair,
+    extra?: Partial<ConnectOptions>,
+  ): Promise<Client>;
+  /** Closes the clients, stops the servers, closes both domains. */
+  close(): Promise<void>;
+}
+
+/** Starts a server for `cfgA` and one for `cfgB`, each on a domain from `makeDomain`. */
+export async function runDomains(
+  cfgA: Config,
+  cfgB: Config,
+  makeDomain: () => Promise<Domain>,
+): Promise<RunningDomains> {
+  const a = await makeDomain();
+  const b = await makeDomain();
+  const fast = { pollIntervalMs: 50 };
+  const serverA = await startServer(cfgA, { storage: a.storage, federation: fast });
+  const serverB = await startServer(cfgB, { storage: b.storage, federation: fast });
+  const clients: Client[] = [];
+  return {
+    a,
+    b,
+    serverA,
+    serverB,
+    async open(server, config, deviceId, keypair, extra = {}) {
+      const client = await connect(sdkOptions({ server, config }, deviceId, keypair, extra));
+      clients.push(client);
+      return client;
+    },
+    async close() {
+      for (const c of clients) await c.close();
+      await serverA.stop();
+      await serverB.stop();
+      await a.close();
+      await b.close();
+    },
+  };
 }

@@ -10,6 +10,7 @@
  */
 import assert from "node:assert/strict";
 import { freePort } from "../helpers/wait.ts";
+import { sdkOptions } from "../helpers/env_server.ts";
 import { bytesToHex } from "@noble/hashes/utils.js";
 import { type Client, CommuCatError, connect, type ServerKeyUpdate } from "../../client/sdk.ts";
 import { generateKeypair, type Keypair } from "../../protocol/crypto.ts";
@@ -69,17 +70,12 @@ for (const kind of storageKinds()) {
         keypair: Keypair,
         keys: { serverKey: string; nextServerKeys?: string[] },
       ) => {
-        const client = await connect({
-          transport: "tcp",
-          host: "127.0.0.1",
-          port: server.ports.tcp,
-          deviceId,
-          keypair,
+        // The server key(s) the client pins come from `keys`, not from the running config.
+        const client = await connect(sdkOptions({ server, config: base }, deviceId, keypair, {
           ...keys,
           federationKey,
-          keepaliveMs: 0,
           reconnect: { initialDelayMs: 50, maxDelayMs: 200 },
-        });
+        }));
         clients.push(client);
         return client;
       };
